@@ -1,0 +1,86 @@
+"""Build of the one compiled module, `twamp._fastpath`; all metadata lives in pyproject.toml.
+
+Environment switches:
+  TWAMP_NO_EXTENSIONS=1      pure-Python build: the extension is not even attempted.
+  TWAMP_REQUIRE_EXTENSION=1  a failed compile fails the build (releases, CI), so a silent
+                             fallback to the pure twin never ships.
+  TWAMP_DEBUG_BUILD=1        -O0 -g3, assertions on.
+Otherwise a failed compile prints a clear warning and the pure-Python twin is used.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NO_EXTENSIONS = os.environ.get("TWAMP_NO_EXTENSIONS") == "1"
+REQUIRE_EXTENSION = os.environ.get("TWAMP_REQUIRE_EXTENSION") == "1"
+DEBUG = os.environ.get("TWAMP_DEBUG_BUILD") == "1"
+
+
+class OptionalBuildExt(build_ext):
+    """`Extension(optional=True)` is lost through cythonize(), so the fallback is done here."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+            self._fallback(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._fallback(exc)
+
+    def _fallback(self, exc: Exception) -> None:
+        if REQUIRE_EXTENSION:
+            raise
+        print(
+            "\n*** WARNING: the twamp fast path (twamp._fastpath) could not be compiled:\n"
+            f"***   {exc}\n"
+            "*** twamp will run on its pure-Python twin, at a fraction of the speed.\n"
+            "*** Install a C compiler and the Python headers, then reinstall.\n",
+            file=sys.stderr,
+        )
+
+
+def extensions() -> list[Extension]:
+    if NO_EXTENSIONS:
+        print("*** TWAMP_NO_EXTENSIONS=1: pure-Python build ***", file=sys.stderr)
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError as exc:
+        if REQUIRE_EXTENSION:
+            raise
+        print(f"*** WARNING: Cython is missing ({exc}); pure-Python build ***", file=sys.stderr)
+        return []
+    cflags = ["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O2"]
+    ext = Extension(
+        "twamp._fastpath",
+        ["src/twamp/_fastpath.pyx"],
+        extra_compile_args=cflags,
+        define_macros=[("_GNU_SOURCE", "1")],
+    )
+    try:
+        return list(
+            cythonize(
+                [ext],
+                compiler_directives={
+                    "language_level": "3",
+                    "boundscheck": False,
+                    "wraparound": False,
+                },
+                quiet=True,
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - Cython failed to translate the .pyx
+        if REQUIRE_EXTENSION:
+            raise
+        print(f"*** WARNING: Cython failed ({exc}); pure-Python build ***", file=sys.stderr)
+        return []
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
