@@ -1,0 +1,200 @@
+"""UDP sockets for TWAMP-Test: options, ancillary data in and out (Linux).
+
+A reflector needs, per datagram, the kernel's receive timestamp and the IP TTL and TOS octet it
+arrived with (RFC 5357 §4.2.1: Sender TTL; RFC 7750: S-DSCP-ECN), and it must send with TTL 255
+and a chosen TOS. All of that is socket options and control messages; CPython's `socket` module
+lacks several of the constants, so they are defined here (research/reflector-performance.md).
+
+Dual-stack sockets: an IPv6 socket bound to `::` also serves IPv4 peers as v4-mapped addresses.
+For those the kernel applies and reports the *IPv4* options, so such a socket gets both sets, and
+a per-packet TOS towards a v4-mapped peer must be an `IP_TOS` control message (`IPV6_TCLASS` is
+silently ignored there).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+
+__all__ = [
+    "ANCBUF_SIZE",
+    "DEFAULT_BUFFER",
+    "IPV6_HOPLIMIT",
+    "IPV6_RECVHOPLIMIT",
+    "IPV6_RECVTCLASS",
+    "IPV6_TCLASS",
+    "IP_RECVTOS",
+    "IP_RECVTTL",
+    "SEND_TTL",
+    "SO_BUSY_POLL",
+    "SO_RCVBUFFORCE",
+    "SO_SNDBUFFORCE",
+    "SO_TIMESTAMPNS",
+    "buffer_sizes",
+    "is_v4_peer",
+    "open_test_socket",
+    "parse_ancillary",
+    "set_send_ttl",
+    "tos_ancillary",
+]
+
+# Linux values (<asm-generic/socket.h>, <linux/in.h>, <linux/in6.h>) CPython may not define.
+SO_TIMESTAMPNS = 35  # the control message type is the same number (SCM_TIMESTAMPNS)
+SO_BUSY_POLL = 46
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+IP_RECVTTL = 12
+IP_RECVTOS = 13
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+IPV6_RECVTCLASS = 66
+IPV6_TCLASS = 67
+_IP_TTL = 2  # the cmsg type IP_RECVTTL delivers
+_IP_TOS = 1  # the cmsg type IP_RECVTOS delivers (one octet)
+_IPV6_UNICAST_HOPS = 16
+_IPV6_V6ONLY = 26
+
+DEFAULT_BUFFER = 4 << 20  # research/reflector-performance.md: the main lever against loss
+SEND_TTL = 255  # RFC 5357 §4.2.1: the reflector SHOULD send with TTL 255
+
+_TIMESPEC = struct.Struct("@ll")
+_INT = struct.Struct("@i")
+# Room for a timespec, a TTL and a TOS control message, with slack for the other family's pair.
+ANCBUF_SIZE = socket.CMSG_SPACE(_TIMESPEC.size) + 4 * socket.CMSG_SPACE(_INT.size)
+
+_SOL_IP = socket.IPPROTO_IP
+_SOL_IPV6 = socket.IPPROTO_IPV6
+
+
+def _try_setsockopt(sock: socket.socket, level: int, option: int, value: int) -> bool:
+    try:
+        sock.setsockopt(level, option, value)
+    except OSError:
+        return False
+    return True
+
+
+def open_test_socket(
+    host: str,
+    port: int,
+    *,
+    rcvbuf: int = DEFAULT_BUFFER,
+    sndbuf: int = DEFAULT_BUFFER,
+    reuse_port: bool = False,
+) -> socket.socket:
+    """A bound UDP socket ready for TWAMP-Test, IPv4 or IPv6 according to `host` (a literal).
+
+    Enables kernel receive timestamps and TTL/TOS (hop limit/traffic class) reception, sends with
+    TTL 255, and asks for `rcvbuf`/`sndbuf` octets of buffer (`SO_*BUFFORCE` as root, which may
+    exceed `net.core.rmem_max`); `buffer_sizes()` tells what the kernel granted. An IPv6 wildcard
+    socket is dual-stack. Port 0 picks a free port (see `getsockname()`).
+    """
+    flags = socket.AI_NUMERICHOST | socket.AI_PASSIVE
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host or None, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, flags
+    )[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and ipaddress.ip_address(sockaddr[0]).is_unspecified:
+            sock.setsockopt(_SOL_IPV6, _IPV6_V6ONLY, 0)
+        _set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, rcvbuf)
+        _set_buffer(sock, socket.SO_SNDBUF, SO_SNDBUFFORCE, sndbuf)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        enable_receive_options(sock)
+        set_send_ttl(sock)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def enable_receive_options(sock: socket.socket) -> None:
+    """Ask for the TTL and TOS of every received datagram as control messages."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(_SOL_IPV6, IPV6_RECVHOPLIMIT, 1)
+        sock.setsockopt(_SOL_IPV6, IPV6_RECVTCLASS, 1)
+        # v4-mapped peers are reported through the IPv4 options; a v6-only socket refuses them.
+        _try_setsockopt(sock, _SOL_IP, IP_RECVTTL, 1)
+        _try_setsockopt(sock, _SOL_IP, IP_RECVTOS, 1)
+    else:
+        sock.setsockopt(_SOL_IP, IP_RECVTTL, 1)
+        sock.setsockopt(_SOL_IP, IP_RECVTOS, 1)
+
+
+def set_send_ttl(sock: socket.socket, ttl: int = SEND_TTL) -> None:
+    """Unicast TTL / hop limit for everything `sock` sends (both families on a v6 socket)."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(_SOL_IPV6, _IPV6_UNICAST_HOPS, ttl)
+        _try_setsockopt(sock, _SOL_IP, socket.IP_TTL, ttl)
+    else:
+        sock.setsockopt(_SOL_IP, socket.IP_TTL, ttl)
+
+
+def _set_buffer(sock: socket.socket, plain: int, force: int, size: int) -> None:
+    # The FORCE variants ignore net.core.[rw]mem_max but need CAP_NET_ADMIN.
+    if os.geteuid() == 0 and _try_setsockopt(sock, socket.SOL_SOCKET, force, size):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+def buffer_sizes(sock: socket.socket) -> tuple[int, int]:
+    """(receive, send) buffer sizes as the kernel reports them (Linux doubles the request)."""
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+    )
+
+
+def parse_ancillary(
+    ancdata: list[tuple[int, int, bytes]],
+) -> tuple[int | None, int | None, int | None]:
+    """`recvmsg` ancillary data -> (receive time in Unix ns, TTL/hop limit, TOS/traffic class).
+
+    Each is None when its control message is absent (or truncated).
+    """
+    rx_ns: int | None = None
+    ttl: int | None = None
+    tos: int | None = None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET:
+            if kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(data)
+                rx_ns = sec * 1_000_000_000 + nsec
+        elif level == _SOL_IP:
+            if kind == _IP_TTL and len(data) >= _INT.size:
+                ttl = _INT.unpack_from(data)[0]
+            elif kind == _IP_TOS and data:
+                tos = data[0]
+        elif level == _SOL_IPV6:
+            if kind == IPV6_HOPLIMIT and len(data) >= _INT.size:
+                ttl = _INT.unpack_from(data)[0]
+            elif kind == IPV6_TCLASS and len(data) >= _INT.size:
+                tos = _INT.unpack_from(data)[0] & 0xFF
+    return rx_ns, ttl, tos
+
+
+def is_v4_peer(peer_ip: str) -> bool:
+    """True for a dotted IPv4 address or an IPv4-mapped IPv6 one (`::ffff:a.b.c.d`)."""
+    if ":" not in peer_ip:
+        return True
+    return peer_ip[:7].lower() == "::ffff:" and "." in peer_ip
+
+
+def tos_ancillary(
+    sock_family: int, peer_addr: str | tuple[object, ...], tos: int
+) -> list[tuple[int, int, bytes]]:
+    """The `sendmsg` control message that sets the TOS / traffic class octet of one datagram.
+
+    `peer_addr` is the peer's address string or socket address tuple; towards an IPv4 or
+    v4-mapped peer the IPv4 option is used even on an IPv6 socket.
+    """
+    ip = peer_addr if isinstance(peer_addr, str) else str(peer_addr[0])
+    value = _INT.pack(tos & 0xFF)
+    if sock_family == socket.AF_INET or is_v4_peer(ip):
+        return [(_SOL_IP, socket.IP_TOS, value)]
+    return [(_SOL_IPV6, IPV6_TCLASS, value)]
