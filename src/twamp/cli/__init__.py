@@ -1,0 +1,1 @@
+"""Command-line interfaces: `twamp` (server, ping, reflect) and `twamp-bench`."""
