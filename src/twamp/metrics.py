@@ -1,0 +1,358 @@
+"""Measurement metrics over per-packet records (spec §5.6, §5.8, §7.2).
+
+A Session-Sender (`twamp ping`, `twamp-bench`) records one `SENT_DTYPE` row per test packet it
+sends and one `RECORD_DTYPE` row per reflection it receives; `summarize` turns the two arrays
+into a JSON-serialisable summary. Everything here is pure and vectorised: numpy arrays in, a
+dict out, no clock and no sockets.
+
+Times are integer nanoseconds. T1 and T4 come from our clock, T2 and T3 from the reflector's, so
+
+* RTT = (T4 − T1) − (T3 − T2) needs no synchronisation (spec §5.6): each bracket is read on one
+  clock;
+* residence = T3 − T2 is on the reflector's clock alone;
+* forward = T2 − T1 and backward = T4 − T3 mix both clocks and are only meaningful when both ends
+  report synchronised clocks (the S bit of both Error Estimates); otherwise they are still
+  reported, but flagged ``"valid": false``.
+
+Duplicates are removed before any statistic: per sender sequence number only the first copy to
+arrive (by T4) counts, as RFC 4737 does for reordering.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "RECORD_DTYPE",
+    "SENT_DTYPE",
+    "Records",
+    "summarize",
+]
+
+RECORD_DTYPE: np.dtype[np.void] = np.dtype(
+    [
+        ("sender_seq", "u4"),
+        ("reflector_seq", "u4"),
+        ("t1", "i8"),  # sender transmit, our clock
+        ("t2", "i8"),  # reflector receive, its clock
+        ("t3", "i8"),  # reflector transmit, its clock
+        ("t4", "i8"),  # our receive, our clock
+        ("sender_ttl", "u1"),  # the TTL the reflector saw (Sender TTL field)
+        ("reply_ttl", "u1"),  # the TTL we saw on the reflection; 0 = not read
+        ("reply_tos", "u1"),
+    ]
+)
+"""One received reflection."""
+
+SENT_DTYPE: np.dtype[np.void] = np.dtype([("seq", "u4"), ("t1", "i8")])
+"""One packet sent."""
+
+# Keys of a distribution object, in output order.
+_DIST_KEYS = ("min", "mean", "median", "p95", "p99", "max", "stddev", "count")
+
+Int64Array = npt.NDArray[np.int64]
+RecordArray = npt.NDArray[np.void]
+
+
+class Records:
+    """A preallocated structured array filled one row at a time.
+
+    Rows live in a single numpy buffer (no per-packet Python objects are kept); the buffer
+    doubles when full so that late duplicates never get dropped.
+    """
+
+    __slots__ = ("_buf", "_n")
+
+    def __init__(self, capacity: int, dtype: np.dtype[np.void] = RECORD_DTYPE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._buf: RecordArray = np.zeros(capacity, dtype=dtype)
+        self._n = 0
+
+    def append(self, *values: int) -> None:
+        """Append one row; `values` in the dtype's field order."""
+        if self._n == len(self._buf):
+            self._buf = np.concatenate([self._buf, np.zeros_like(self._buf)])
+        self._buf[self._n] = values
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def capacity(self) -> int:
+        return len(self._buf)
+
+    @property
+    def array(self) -> RecordArray:
+        """The rows appended so far (a view, not a copy)."""
+        return self._buf[: self._n]
+
+
+def _require_fields(arr: RecordArray, dtype: np.dtype[np.void], what: str) -> None:
+    names = arr.dtype.names or ()
+    missing = [n for n in dtype.names or () if n not in names]
+    if missing:
+        raise ValueError(f"{what} array lacks field(s) {', '.join(missing)}")
+
+
+def _sorted_unique(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """np.unique for integers; sort-based, several times faster than numpy 2's hashing."""
+    ordered = np.sort(values)
+    keep = np.ones(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _first_of_each(values: Int64Array) -> npt.NDArray[np.intp]:
+    """Index of the first occurrence of each distinct value, in ascending order of value."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    keep = np.ones(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    first: npt.NDArray[np.intp] = order[keep]
+    return first
+
+
+def _histogram(octets: Int64Array) -> tuple[Int64Array, Int64Array]:
+    """Distinct values of an 8-bit field and how often each occurs."""
+    counts = np.bincount(octets, minlength=256)
+    values = np.flatnonzero(counts)
+    return values, counts[values]
+
+
+def _distribution(values: Int64Array) -> dict[str, int] | None:
+    """{min, mean, median, p95, p99, max, stddev, count} in integer ns, or None when empty.
+
+    Percentiles interpolate linearly; rounding to the nearest ns is monotonic, so
+    min <= median <= p95 <= p99 <= max always holds.
+    """
+    if values.size == 0:
+        return None
+    as_float = values.astype(np.float64)
+    median, p95, p99 = np.rint(np.percentile(as_float, [50.0, 95.0, 99.0]))
+    stats = (
+        int(values.min()),
+        int(np.rint(as_float.mean())),
+        int(median),
+        int(p95),
+        int(p99),
+        int(values.max()),
+        int(np.rint(as_float.std())),
+        int(values.size),
+    )
+    return dict(zip(_DIST_KEYS, stats, strict=True))
+
+
+def _one_way(values: Int64Array, valid: bool) -> dict[str, Any] | None:
+    dist = _distribution(values)
+    if dist is None:
+        return None
+    return {"valid": valid, **dist}
+
+
+def _ipdv(seq: Int64Array, delay: Int64Array) -> Int64Array:
+    """RFC 5481 IPDV: D(i+1) − D(i) for sequence-consecutive packets both received.
+
+    `seq` must be sorted and free of duplicates. A gap (a lost packet) breaks the pair rather
+    than pairing across it: that is RFC 3393's selection function of consecutive packets.
+    """
+    consecutive = seq[1:] == seq[:-1] + 1
+    diffs: Int64Array = (delay[1:] - delay[:-1])[consecutive]
+    return diffs
+
+
+def _reordering(seq: Int64Array) -> dict[str, Any]:
+    """RFC 4737 reordering of a duplicate-free stream of sequence numbers in arrival order.
+
+    RFC 4737 §3.3: packet i is reordered if s[i] < NextExp, where NextExp is one more than the
+    highest sequence number seen before it; that running maximum is `np.maximum.accumulate`.
+    RFC 4737 §4.1: ratio = reordered / received. RFC 4737 §4.2: the extent of a reordered
+    packet j is j − i, where i is the earliest arrival with s[i] > s[j]. Because the running
+    maximum only rises at a new record value, the first position where it exceeds s[j] is that
+    earliest arrival, which one `searchsorted` finds for all reordered packets at once.
+    """
+    n = int(seq.size)
+    if n == 0:
+        return {"reordered": 0, "ratio": None, "max_extent": 0}
+    running_max = np.maximum.accumulate(seq)
+    late = np.flatnonzero(seq[1:] <= running_max[:-1]) + 1
+    if late.size == 0:
+        return {"reordered": 0, "ratio": 0.0, "max_extent": 0}
+    earliest_greater = np.searchsorted(running_max, seq[late], side="right")
+    extent = late - earliest_greater
+    return {
+        "reordered": int(late.size),
+        "ratio": late.size / n,
+        "max_extent": int(extent.max()),
+    }
+
+
+def _hops(hops: Int64Array) -> dict[str, Any] | None:
+    if hops.size == 0:
+        return None
+    values, counts = _histogram(hops)
+    return {
+        "min": int(values[0]),
+        "max": int(values[-1]),
+        "mode": int(values[np.argmax(counts)]),  # ties go to the fewest hops
+        "count": int(hops.size),
+        "histogram": {str(int(v)): int(c) for v, c in zip(values, counts, strict=True)},
+    }
+
+
+def summarize(
+    sent: RecordArray,
+    received: RecordArray,
+    *,
+    clocks_synced: bool,
+    stateful_reflector: bool = True,
+    sent_ttl: int = 255,
+) -> dict[str, Any]:
+    """Summarise one test session; the result validates against ``schemas/ping.schema.json``.
+
+    `sent` holds `SENT_DTYPE` rows, `received` holds `RECORD_DTYPE` rows in any order.
+    Reflections whose sender sequence number was never sent are counted as ``unexpected`` and
+    otherwise ignored.
+
+    **Loss.** ``received`` counts distinct sender sequence numbers; ``duplicates`` the extra
+    copies. A stateful reflector numbers the packets it reflects 0, 1, 2, … (spec §5.6), so
+    max(reflector_seq) + 1 is how many reflections it sent at least. Subtracting the extra
+    reflections caused by forward-path duplicates (same sender_seq, different reflector_seq)
+    estimates how many distinct packets reached it; the rest of ``sent`` was lost forward, and
+    the remaining loss is backward. The split is exact for losses before the last reflection
+    that came back; reflections lost after it raise no visible gap, so those backward losses are
+    counted as forward ones (with nothing received, every loss counts as forward). A stateless
+    reflector copies our sequence number (spec §5.8, §7.2), so ``stateful_reflector=False``
+    reports round-trip loss only and the split and forward fields are null.
+
+    **Delay.** ``delay`` holds RTT, forward, backward and residence distributions; forward and
+    backward carry ``valid = clocks_synced``.
+
+    **Delay variation.** ``ipdv`` (RFC 5481: D(i+1) − D(i) for sender-sequence-consecutive
+    packets both received) and ``pdv`` (RFC 5481: D(i) − min D) are given for RTT and for both
+    one-way delays. They are valid without clock synchronisation: a constant offset between the
+    clocks adds the same amount to every one-way delay and cancels in the difference (clock
+    *drift* over the session does not cancel, but it is usually small).
+
+    **Reordering** (RFC 4737) in arrival order by T4 for the round trip and, with a stateful
+    reflector, in reflector_seq order for the forward path (which sees only packets whose
+    reflection came back).
+
+    **Hops.** Forward = `sent_ttl` − Sender TTL, backward = 255 − reply TTL (the reflector
+    SHOULD send with TTL 255, spec §5.6). A Sender TTL of 0 (a known bug, spec §11 item 9) or
+    above `sent_ttl` (a reflector that could not read it writes 255) is excluded, as is a reply
+    TTL of 0 (not read). With `sent_ttl` 255, "could not read" is indistinguishable from 0 hops.
+    """
+    if not 1 <= sent_ttl <= 255:
+        raise ValueError(f"sent_ttl {sent_ttl} is not in 1..255")
+    _require_fields(sent, SENT_DTYPE, "sent")
+    _require_fields(received, RECORD_DTYPE, "received")
+
+    sent_seq = _sorted_unique(sent["seq"].astype(np.int64))
+    n_sent = int(sent_seq.size)
+
+    rx_seq = received["sender_seq"].astype(np.int64)
+    if n_sent == 0:
+        known = np.zeros(rx_seq.size, dtype=bool)
+    elif sent_seq[-1] - sent_seq[0] == n_sent - 1:
+        # The usual case, sequence numbers 0..n-1 (spec §5.6): a range check, no search.
+        known = (rx_seq >= sent_seq[0]) & (rx_seq <= sent_seq[-1])
+    else:
+        at = np.minimum(np.searchsorted(sent_seq, rx_seq), n_sent - 1)
+        known = sent_seq[at] == rx_seq
+    recs = received[known]
+    recs = recs[np.argsort(recs["t4"], kind="stable")]  # arrival order, ties keep input order
+    sender_seq = recs["sender_seq"].astype(np.int64)
+    reflector_seq = recs["reflector_seq"].astype(np.int64)
+
+    first_idx = _first_of_each(sender_seq)  # recs is in arrival order: first copies
+    n_received = int(first_idx.size)
+    n_lost = n_sent - n_received
+    duplicates = int(recs.size) - n_received
+
+    counts: dict[str, Any] = {
+        "sent": n_sent,
+        "received": n_received,
+        "lost": n_lost,
+        "loss_pct": 100.0 * n_lost / n_sent if n_sent else None,
+        "duplicates": duplicates,
+        "unexpected": int(np.count_nonzero(~known)),
+        "forward_lost": None,
+        "backward_lost": None,
+        "forward_duplicates": None,
+        "backward_duplicates": None,
+    }
+    forward_order: Int64Array | None = None
+    if stateful_reflector:
+        # A forward duplicate was reflected twice (new reflector_seq); a backward duplicate is
+        # one reflection that arrived twice (same pair).
+        key = (sender_seq.astype(np.uint64) << np.uint64(32)) | reflector_seq.astype(np.uint64)
+        pairs = _sorted_unique(key)
+        forward_dups = int(pairs.size) - n_received
+        reflected = int(reflector_seq.max()) + 1 if reflector_seq.size else 0
+        forward_lost = min(max(n_sent - (reflected - forward_dups), 0), n_lost)
+        counts["forward_lost"] = forward_lost
+        counts["backward_lost"] = n_lost - forward_lost
+        counts["forward_duplicates"] = forward_dups
+        counts["backward_duplicates"] = int(recs.size) - int(pairs.size)
+        # Forward order is reflector order. `pairs` is sorted by sender_seq, then reflector_seq,
+        # so the first pair of each sender_seq is its first reflection (forward duplicates out).
+        pair_sender = (pairs >> np.uint64(32)).astype(np.int64)
+        new_sender = np.ones(pair_sender.size, dtype=bool)
+        np.not_equal(pair_sender[1:], pair_sender[:-1], out=new_sender[1:])
+        first_reflection = np.flatnonzero(new_sender)
+        pair_reflector = (pairs[first_reflection] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        forward_order = pair_sender[first_reflection][np.argsort(pair_reflector, kind="stable")]
+
+    by_seq = recs[first_idx]  # deduplicated, sender_seq order
+    by_arrival = recs[np.sort(first_idx)]  # deduplicated, arrival order
+    seq = by_seq["sender_seq"].astype(np.int64)
+    t1, t2, t3, t4 = (by_seq[f].astype(np.int64) for f in ("t1", "t2", "t3", "t4"))
+    rtt = (t4 - t1) - (t3 - t2)
+    forward = t2 - t1
+    backward = t4 - t3
+    residence = t3 - t2
+
+    sender_ttl = by_seq["sender_ttl"].astype(np.int64)
+    reply_ttl = by_seq["reply_ttl"].astype(np.int64)
+    forward_hops = (sent_ttl - sender_ttl)[(sender_ttl > 0) & (sender_ttl <= sent_ttl)]
+    backward_hops = (255 - reply_ttl)[reply_ttl > 0]
+    tos_values, tos_counts = _histogram(by_seq["reply_tos"].astype(np.int64))
+
+    def pdv(delay: Int64Array) -> dict[str, int] | None:
+        return _distribution(delay - delay.min()) if delay.size else None
+
+    return {
+        "clocks_synced": bool(clocks_synced),
+        "stateful_reflector": bool(stateful_reflector),
+        "counts": counts,
+        "delay": {
+            "rtt": _distribution(rtt),
+            "forward": _one_way(forward, clocks_synced),
+            "backward": _one_way(backward, clocks_synced),
+            "residence": _distribution(residence),
+        },
+        "ipdv": {
+            "rtt": _distribution(_ipdv(seq, rtt)),
+            "forward": _distribution(_ipdv(seq, forward)),
+            "backward": _distribution(_ipdv(seq, backward)),
+        },
+        "pdv": {
+            "rtt": pdv(rtt),
+            "forward": pdv(forward),
+            "backward": pdv(backward),
+        },
+        "reordering": {
+            "round_trip": _reordering(by_arrival["sender_seq"].astype(np.int64)),
+            "forward": None if forward_order is None else _reordering(forward_order),
+        },
+        "hops": {
+            "forward": _hops(forward_hops),
+            "backward": _hops(backward_hops),
+        },
+        "reply_tos": {str(int(v)): int(c) for v, c in zip(tos_values, tos_counts, strict=True)},
+    }
