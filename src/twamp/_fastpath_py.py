@@ -141,6 +141,7 @@ class _Session:
         "errors",
         "fmt",
         "last_rx_ns",
+        "peer",
         "received",
         "reflected",
         "seq",
@@ -150,11 +151,13 @@ class _Session:
 
     def __init__(
         self,
+        peer: tuple[str, int] | None,
         fmt: TestFormat,
         crypto: TestPacketCrypto | None,
         dscp: int | None,
         stateful: bool,
     ) -> None:
+        self.peer = peer
         self.fmt = fmt
         self.crypto = crypto
         self.tos = None if dscp is None else dscp << 2
@@ -212,8 +215,11 @@ class Reflector:
         self._slots: list[_Session | None] = []
         self._by_peer: dict[tuple[str, int], _Session] = {}
         self._light_peers: dict[tuple[str, int], _Session] = {}
+        # Stateless Light peers share one session: no sequence counter to keep apart.
         self._light_shared = (
-            None if light is None else _Session(light.fmt, None, light.dscp, light.stateful)
+            _Session(None, light.fmt, None, light.dscp, False)
+            if light is not None and not light.stateful
+            else None
         )
         self._tos_cmsg: dict[tuple[bool, int], list[tuple[int, int, bytes]]] = {}
         self._received = 0
@@ -231,7 +237,7 @@ class Reflector:
 
     def add_session(self, spec: SessionSpec) -> int:
         """Start admitting `spec.peer`; returns the session's slot (the lowest free one)."""
-        sess = _Session(spec.fmt, spec.crypto, spec.dscp, spec.stateful)
+        sess = _Session(spec.peer, spec.fmt, spec.crypto, spec.dscp, spec.stateful)
         with self._lock:
             if spec.peer in self._by_peer:
                 raise ValueError(f"a session for peer {spec.peer} exists already")
@@ -254,9 +260,8 @@ class Reflector:
         with self._lock:
             sess = self._session(slot)
             self._slots[slot] = None
-            for peer, other in list(self._by_peer.items()):
-                if other is sess:
-                    del self._by_peer[peer]
+            if sess.peer is not None:
+                del self._by_peer[sess.peer]
             while self._slots and self._slots[-1] is None:
                 self._slots.pop()
         return sess.counters()
@@ -299,9 +304,9 @@ class Reflector:
         if light.stateful:
             if len(self._light_peers) >= light.max_peers:
                 return None
-            sess = self._light_peers[key] = _Session(light.fmt, None, light.dscp, True)
+            sess = self._light_peers[key] = _Session(key, light.fmt, None, light.dscp, True)
             return sess
-        # Stateless Light keeps no per-peer state: the cache only spares these checks.
+        # Stateless: the shared session; caching it per peer only spares these checks.
         shared = self._light_shared
         if shared is not None and len(self._light_peers) < light.max_peers:
             self._light_peers[key] = shared
@@ -311,7 +316,7 @@ class Reflector:
 
     def _prepare(
         self,
-        data: bytes | bytearray | memoryview,
+        data: _Buffer,
         ip: str,
         port: int,
         rx_ns: int,
@@ -406,22 +411,22 @@ class Reflector:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _drain(self, view: memoryview) -> int:
-        """Reflect up to `batch` queued datagrams; returns how many were read."""
+    def _drain(self, view: memoryview) -> None:
+        """Reflect up to `batch` queued datagrams."""
         sock = self._sock
         recv = sock.recvmsg_into
         send = sock.sendmsg
         prepare = self._prepare
         v6 = self._v6
-        for n in range(self._batch):
+        for _ in range(self._batch):
             try:
                 size, anc, flags, addr = recv([view], ANCBUF_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return n
+                return
             except OSError as exc:
                 if exc.errno == errno.EBADF:
                     self._stopping = True
-                return n
+                return
             rx_ns, ttl, tos = parse_ancillary(anc)
             ip: str = addr[0]
             if v6 and ip.startswith(_V4_MAPPED) and "." in ip:
@@ -454,7 +459,6 @@ class Reflector:
             else:
                 self._reflected += 1
                 sess.reflected += 1
-        return self._batch
 
     def _run(self, wake: socket.socket) -> None:
         view = memoryview(bytearray(_RECV_BUFFER))

@@ -33,6 +33,7 @@ __all__ = [
     "SO_SNDBUFFORCE",
     "SO_TIMESTAMPNS",
     "buffer_sizes",
+    "enable_receive_options",
     "is_v4_peer",
     "open_test_socket",
     "parse_ancillary",
@@ -53,8 +54,6 @@ IPV6_RECVTCLASS = 66
 IPV6_TCLASS = 67
 _IP_TTL = 2  # the cmsg type IP_RECVTTL delivers
 _IP_TOS = 1  # the cmsg type IP_RECVTOS delivers (one octet)
-_IPV6_UNICAST_HOPS = 16
-_IPV6_V6ONLY = 26
 
 DEFAULT_BUFFER = 4 << 20  # research/reflector-performance.md: the main lever against loss
 SEND_TTL = 255  # RFC 5357 §4.2.1: the reflector SHOULD send with TTL 255
@@ -100,7 +99,7 @@ def open_test_socket(
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6 and ipaddress.ip_address(sockaddr[0]).is_unspecified:
-            sock.setsockopt(_SOL_IPV6, _IPV6_V6ONLY, 0)
+            sock.setsockopt(_SOL_IPV6, socket.IPV6_V6ONLY, 0)
         _set_buffer(sock, socket.SO_RCVBUF, SO_RCVBUFFORCE, rcvbuf)
         _set_buffer(sock, socket.SO_SNDBUF, SO_SNDBUFFORCE, sndbuf)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -129,7 +128,7 @@ def enable_receive_options(sock: socket.socket) -> None:
 def set_send_ttl(sock: socket.socket, ttl: int = SEND_TTL) -> None:
     """Unicast TTL / hop limit for everything `sock` sends (both families on a v6 socket)."""
     if sock.family == socket.AF_INET6:
-        sock.setsockopt(_SOL_IPV6, _IPV6_UNICAST_HOPS, ttl)
+        sock.setsockopt(_SOL_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
         _try_setsockopt(sock, _SOL_IP, socket.IP_TTL, ttl)
     else:
         sock.setsockopt(_SOL_IP, socket.IP_TTL, ttl)
