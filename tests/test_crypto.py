@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from twamp.constants import AcceptCode, TestMode
 from twamp.crypto import (
+    _ROUNDS_MIN_BATCH,
     ControlCipher,
     TestKeys,
     TestPacketCrypto,
@@ -639,10 +640,14 @@ def test_protect_batch_equals_per_packet(
     mode=st.sampled_from(BOTH_MODES),
     role=st.sampled_from(["sender", "reflector"]),
     damage=st.lists(st.integers(0, 11), max_size=4),
-    short=st.lists(st.integers(0, 11), max_size=2),
+    short=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 111)), max_size=2),
 )
 def test_unprotect_batch_equals_per_packet(
-    specs: list[tuple[int, int]], mode: TestMode, role: str, damage: list[int], short: list[int]
+    specs: list[tuple[int, int]],
+    mode: TestMode,
+    role: str,
+    damage: list[int],
+    short: list[tuple[int, int]],
 ) -> None:
     crypto = TestPacketCrypto(RNG_KEYS, mode)
     protect = crypto.protect_sender if role == "sender" else crypto.protect_reflector
@@ -652,9 +657,9 @@ def test_unprotect_batch_equals_per_packet(
     for i in damage:
         if i < len(pkts):
             pkts[i][i % COVERED[role, mode]] ^= 0x10
-    for i in short:
+    for i, length in short:
         if i < len(pkts):
-            del pkts[i][HMAC_AT[role] + 15 :]
+            del pkts[i][min(length, HMAC_AT[role] + 15) :]  # down to nothing at all
     batch = [bytearray(p) for p in pkts]
     single = [bytearray(p) for p in pkts]
     if role == "sender":
@@ -686,6 +691,48 @@ def test_reflector_fast_path_round_trip(mode: TestMode) -> None:
         crypto.protect_reflector(r)
     assert replies == expect
     assert crypto.unprotect_reflector_batch(replies) == [True] * 32
+
+
+@pytest.mark.parametrize("mode", BOTH_MODES)
+@pytest.mark.parametrize("role", ["sender", "reflector"])
+@pytest.mark.parametrize("size", [1, _ROUNDS_MIN_BATCH - 1, _ROUNDS_MIN_BATCH, 65])
+def test_protect_batch_both_strategies_equal_per_packet(
+    mode: TestMode, role: str, size: int
+) -> None:
+    # Small batches chain packet by packet, large ones block index by block index.
+    crypto = TestPacketCrypto(RNG_KEYS, mode)
+    batch = [_packet(role, seed % 7, seed) for seed in range(size)]
+    batch[size // 2] = bytearray(batch[0])  # the same plaintext twice in one batch
+    single = [bytearray(p) for p in batch]
+    protect, unprotect = _funcs(crypto, role)
+    for pkt in single:
+        protect(pkt)
+    if role == "sender":
+        crypto.protect_sender_batch(batch)
+    else:
+        crypto.protect_reflector_batch(batch)
+    assert batch == single
+    assert batch[size // 2] == batch[0]
+    for pkt in batch:
+        unprotect(pkt)
+
+
+@pytest.mark.parametrize("role", ["sender", "reflector"])
+def test_every_packet_restarts_the_cbc_chain(role: str) -> None:
+    # RFC 4656 §4.1.2: IV 0 per packet, so equal plaintexts give equal packets whatever came
+    # before, and a fresh TestPacketCrypto agrees with a long-used one.
+    used = TestPacketCrypto(RNG_KEYS, TestMode.ENCRYPTED)
+    protect = _funcs(used, role)[0]
+    plain = _packet(role, 3, seed=12)
+    first = bytearray(plain)
+    protect(first)
+    for seed in range(5):
+        protect(_packet(role, 0, seed))
+    again = bytearray(plain)
+    protect(again)
+    fresh = bytearray(plain)
+    _funcs(TestPacketCrypto(RNG_KEYS, TestMode.ENCRYPTED), role)[0](fresh)
+    assert first == again == fresh
 
 
 def test_batch_empty() -> None:

@@ -23,10 +23,11 @@ The key hierarchy, top to bottom (spec §4):
    `TestPacketCrypto` holds them with the AES key schedule built once.
 
 Test packet protection (spec §4.6). Each packet starts a fresh CBC chain with IV 0, so block 0 is
-plain ECB and later blocks are ``E(P_i xor C_(i-1))``. That is how this module does it: one ECB
-context per session, chained by hand, instead of a new CBC context (and key schedule) per packet.
-Decryption needs no sequential chaining at all: ``P_i = D(C_i) xor C_(i-1)``, so all blocks go
-through one ECB call and one XOR. The HMAC sits after the covered range and is itself not encrypted.
+plain ECB and later blocks are ``E(P_i xor C_(i-1))``. No packet creates a cipher context (that
+would cost a key schedule per packet): a session keeps an ECB encryptor, an ECB decryptor and one
+CBC encryptor, see `TestPacketCrypto._cbc_encrypt`. Decryption needs no sequential chaining at
+all: ``P_i = D(C_i) xor C_(i-1)``, so all blocks, even of a whole batch, go through one ECB call
+and one XOR. The HMAC sits after the covered range and is itself not encrypted.
 
 ============  =====================  ==========================  ==========
 packet        authenticated (2)      encrypted (4)               HMAC at
@@ -48,6 +49,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
+import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .constants import AES_BLOCK, HMAC_LEN, REFLECTOR_BASE_AUTH, SENDER_BASE_AUTH, SID_LEN, TestMode
@@ -84,6 +86,9 @@ _ZERO_IV = bytes(AES_BLOCK)
 # Test-packet HMAC positions and covered ranges (RFC 5357 §4.1.2, §4.2.1; spec §4.6).
 _SENDER_HMAC_AT = SENDER_BASE_AUTH - HMAC_LEN  # 32
 _REFLECTOR_HMAC_AT = REFLECTOR_BASE_AUTH - HMAC_LEN  # 96
+# Below this many packets a batch is encrypted packet by packet; from here on one ECB call per
+# block index wins (measured with 6-block reflector packets: even at 16, 3x faster at 256).
+_ROUNDS_MIN_BATCH = 16
 _SENDER_PACKET = "TWAMP-Test sender packet"
 _REFLECTOR_PACKET = "TWAMP-Test reflector packet"
 
@@ -281,7 +286,16 @@ class TestPacketCrypto:
 
     __test__ = False  # not a pytest class
 
-    __slots__ = ("_dec", "_enc", "_hmac_key", "_reflector_covered", "_sender_covered", "test_mode")
+    __slots__ = (
+        "_cbc",
+        "_cbc_last",
+        "_dec",
+        "_enc",
+        "_mac",
+        "_reflector_covered",
+        "_sender_covered",
+        "test_mode",
+    )
 
     def __init__(self, keys: TestKeys, test_mode: TestMode) -> None:
         if not isinstance(test_mode, TestMode):
@@ -291,10 +305,16 @@ class TestPacketCrypto:
             raise ValueError("open test packets (modes 1 and 8) have no TestPacketCrypto")
         _require_len("test aes_key", keys.aes_key, AES_KEY_LEN)
         _require_len("test hmac_key", keys.hmac_key, HMAC_KEY_LEN)
-        cipher = Cipher(algorithms.AES(bytes(keys.aes_key)), modes.ECB())
-        self._enc = cipher.encryptor()
-        self._dec = cipher.decryptor()
-        self._hmac_key = bytes(keys.hmac_key)
+        aes = algorithms.AES(bytes(keys.aes_key))
+        ecb = Cipher(aes, modes.ECB())
+        self._enc = ecb.encryptor()
+        self._dec = ecb.decryptor()
+        # One CBC context for the session's life; see _cbc_encrypt for how each packet still
+        # starts from IV 0. _cbc_last is the chaining value the context holds (its IV at first).
+        self._cbc = Cipher(aes, modes.CBC(_ZERO_IV)).encryptor()
+        self._cbc_last = _ZERO_IV
+        # Keyed once; each packet copies it (cheaper than hmac.digest re-keying every time).
+        self._mac = hmac.new(bytes(keys.hmac_key), digestmod=hashlib.sha1)
         self.test_mode = test_mode
         if test_mode is TestMode.ENCRYPTED:
             # RFC 4656 §4.1.2: sender 0-31; RFC 5357 §4.2.1: reflector 0-95 (spec §10 row 2)
@@ -322,15 +342,25 @@ class TestPacketCrypto:
     def unprotect_reflector(self, pkt: bytearray) -> None:
         self._unprotect(pkt, self._reflector_covered, _REFLECTOR_HMAC_AT, _REFLECTOR_PACKET)
 
+    def _mac16(self, plain: bytes) -> bytes:
+        mac = self._mac.copy()
+        mac.update(plain)
+        return mac.digest()[:HMAC_LEN]
+
     def _cbc_encrypt(self, plain: bytes) -> bytes:
-        """CBC with IV 0 through the ECB context: C_0 = E(P_0), C_i = E(P_i xor C_(i-1))."""
-        update = self._enc.update
-        out = update(plain[:AES_BLOCK])
-        parts = [out]
-        for off in range(AES_BLOCK, len(plain), AES_BLOCK):
-            out = update(_xor(plain[off : off + AES_BLOCK], out))
-            parts.append(out)
-        return b"".join(parts)
+        """AES-CBC with IV 0 (a fresh chain per packet, RFC 4656 §4.1.2).
+
+        For one block that is ECB. For more, the long-lived CBC context still chains from the
+        previous packet's last ciphertext block C: feeding ``P_0 xor C`` makes it compute
+        ``E(P_0 xor C xor C) = E(P_0)``, exactly the IV-0 start, and the later blocks chain as
+        they should. One `update()` per packet, no new context or key schedule (measured: 6
+        blocks in about a quarter of the time of a fresh context or of block-by-block ECB).
+        """
+        if len(plain) == AES_BLOCK:
+            return self._enc.update(plain)
+        out = self._cbc.update(_xor(plain[:AES_BLOCK], self._cbc_last) + plain[AES_BLOCK:])
+        self._cbc_last = out[-AES_BLOCK:]
+        return out
 
     def _cbc_decrypt(self, cipher: bytes) -> bytes:
         # P = D(C) xor (IV || C without its last block); with IV 0 the xor operand is just C[:-16]
@@ -340,7 +370,7 @@ class TestPacketCrypto:
         if len(pkt) < hmac_at + HMAC_LEN:
             raise ValueError(f"test packet of {len(pkt)} octets is shorter than {hmac_at + 16}")
         plain = bytes(pkt[:covered])
-        pkt[hmac_at : hmac_at + HMAC_LEN] = hmac.digest(self._hmac_key, plain, "sha1")[:HMAC_LEN]
+        pkt[hmac_at : hmac_at + HMAC_LEN] = self._mac16(plain)
         pkt[:covered] = self._cbc_encrypt(plain)
 
     def _unprotect(self, pkt: bytearray, covered: int, hmac_at: int, what: str) -> None:
@@ -351,7 +381,7 @@ class TestPacketCrypto:
                 field="length",
             )
         plain = self._cbc_decrypt(bytes(pkt[:covered]))
-        mac = hmac.digest(self._hmac_key, plain, "sha1")[:HMAC_LEN]
+        mac = self._mac16(plain)
         if not hmac.compare_digest(mac, bytes(pkt[hmac_at : hmac_at + HMAC_LEN])):
             raise IntegrityError("HMAC does not verify", message_type=what, field="HMAC")
         pkt[:covered] = plain
@@ -377,27 +407,29 @@ class TestPacketCrypto:
                 raise ValueError(f"test packet of {len(pkt)} octets is shorter than {hmac_at + 16}")
         if not pkts:
             return
-        key = self._hmac_key
+        mac16 = self._mac16
         plains = [bytes(pkt[:covered]) for pkt in pkts]
         for pkt, plain in zip(pkts, plains, strict=True):
-            pkt[hmac_at : hmac_at + HMAC_LEN] = hmac.digest(key, plain, "sha1")[:HMAC_LEN]
+            pkt[hmac_at : hmac_at + HMAC_LEN] = mac16(plain)
+        n = len(pkts)
         update = self._enc.update
         if covered == AES_BLOCK:
             out = update(b"".join(plains))
-            for j, pkt in enumerate(pkts):
-                pkt[:AES_BLOCK] = out[j * AES_BLOCK : (j + 1) * AES_BLOCK]
-            return
-        # CBC round by round: round i encrypts block i of every packet in one ECB call. XOR of
-        # two concatenations is the concatenation of the XORs, so one big-int XOR chains them all.
-        rounds: list[bytes] = []
-        prev = b""
-        for off in range(0, covered, AES_BLOCK):
-            column = b"".join([plain[off : off + AES_BLOCK] for plain in plains])
-            prev = update(_xor(column, prev) if prev else column)
-            rounds.append(prev)
+        elif n < _ROUNDS_MIN_BATCH:
+            out = b"".join([self._cbc_encrypt(plain) for plain in plains])
+        else:
+            # CBC round by round: round i encrypts block i of every packet in one ECB call,
+            # after XORing in each packet's block i-1 ciphertext (numpy: one XOR per round).
+            blocks = covered // AES_BLOCK
+            words = np.frombuffer(b"".join(plains), dtype=np.uint64).reshape(n, blocks, 2)
+            cipher = np.empty_like(words)
+            for i in range(blocks):
+                column = words[:, i] if i == 0 else words[:, i] ^ cipher[:, i - 1]
+                done = update(column.tobytes())
+                cipher[:, i] = np.frombuffer(done, dtype=np.uint64).reshape(n, 2)
+            out = cipher.tobytes()
         for j, pkt in enumerate(pkts):
-            at = j * AES_BLOCK
-            pkt[:covered] = b"".join([r[at : at + AES_BLOCK] for r in rounds])
+            pkt[:covered] = out[j * covered : (j + 1) * covered]
 
     def _unprotect_batch(self, pkts: list[bytearray], covered: int, hmac_at: int) -> list[bool]:
         ok = [len(pkt) >= hmac_at + HMAC_LEN for pkt in pkts]
@@ -410,7 +442,7 @@ class TestPacketCrypto:
         if covered > AES_BLOCK:
             chain = b"".join([_ZERO_IV + c[:-AES_BLOCK] for c in ciphers])
             plain = _xor(plain, chain)
-        key = self._hmac_key
+        mac16 = self._mac16
         k = 0
         for j, good in enumerate(ok):
             if not good:
@@ -418,8 +450,7 @@ class TestPacketCrypto:
             pkt = pkts[j]
             mine = plain[k * covered : (k + 1) * covered]
             k += 1
-            mac = hmac.digest(key, mine, "sha1")[:HMAC_LEN]
-            if hmac.compare_digest(mac, bytes(pkt[hmac_at : hmac_at + HMAC_LEN])):
+            if hmac.compare_digest(mac16(mine), bytes(pkt[hmac_at : hmac_at + HMAC_LEN])):
                 pkt[:covered] = mine
             else:
                 ok[j] = False
