@@ -32,6 +32,23 @@ Per datagram (RFC 5357 §4.2, spec §5.7), in this order:
 
 Nothing on this path logs or raises: every outcome is a counter. The session table is read by the
 loop thread without a lock (dict reads are atomic in CPython); writers hold `_lock`.
+
+API (both twins; the compiled one accepts these same SessionSpec/LightPolicy objects)::
+
+    SessionSpec(peer: tuple[str, int], fmt: TestFormat, crypto: TestPacketCrypto | None = None,
+                dscp: int | None = None, stateful: bool = True)
+    LightPolicy(fmt: TestFormat, stateful: bool, allow: tuple[IPv4Network | IPv6Network, ...] = (),
+                dscp: int | None = None, max_peers: int = 4096)
+    Reflector(sock, *, batch: int = 64, busy_poll: bool = False, light: LightPolicy | None = None)
+        IMPLEMENTATION                      # "python" here, "cython" compiled
+        add_session(spec) -> int            # slot: lowest free; ValueError if the peer is taken
+        stop_session(slot, deadline_ns)     # realtime ns; KeyError for a free slot
+        remove_session(slot) -> dict        # its final session counters
+        session_counters(slot) -> dict      # received reflected dropped errors last_rx_ns
+        counters() -> dict                  # received reflected unknown_peer malformed
+                                            # auth_failed late send_errors
+        process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
+        start() / stop() / context manager / running
 """
 
 from __future__ import annotations
