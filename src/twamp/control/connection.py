@@ -12,10 +12,12 @@ events and octets to send, and arms one timer (the h11 / aioquic pattern)::
     if conn.closed: flush data_to_send() and close the TCP connection
 
 `next_event()` returns None when it needs more data, and also while the Server waits for its
-application to answer a ``*Requested`` event: the bytes of later commands stay buffered until
-the answer. Remote misbehaviour never raises: it ends the connection with a `ConnectionClosed`
-event (after any reply the protocol prescribes, left in `data_to_send()`). Methods raise
-`LocalProtocolError` when called in the wrong state and `ValueError` for bad arguments.
+application to answer a ``*Requested`` event: the bytes of later commands (and the peer's close)
+stay buffered until the answer, so call `next_event()` again after answering. Data received
+after the connection closed is ignored. Remote misbehaviour never raises: it ends the
+connection with a `ConnectionClosed` event (after any reply the protocol prescribes, left in
+`data_to_send()`). Methods raise `LocalProtocolError` when called in the wrong state and
+`ValueError` for bad arguments.
 
 Server
 ------
