@@ -22,6 +22,8 @@ __all__ = [
     "IMPLEMENTATION",
     "LightPolicy",
     "Reflector",
+    "Sender",
+    "SenderResult",
     "SessionSpec",
     "implementations",
 ]
@@ -60,7 +62,14 @@ def implementations() -> dict[str, ModuleType]:
 
 
 if TYPE_CHECKING:
-    from ._fastpath_py import IMPLEMENTATION, LightPolicy, Reflector, SessionSpec
+    from ._fastpath_py import (
+        IMPLEMENTATION,
+        LightPolicy,
+        Reflector,
+        Sender,
+        SenderResult,
+        SessionSpec,
+    )
 else:
     from . import _fastpath_py
 
@@ -72,3 +81,6 @@ else:
     # The compiled twin may take the pure twin's plain data classes as they are.
     SessionSpec = getattr(_module, "SessionSpec", _fastpath_py.SessionSpec)
     LightPolicy = getattr(_module, "LightPolicy", _fastpath_py.LightPolicy)
+    # A compiled module built before it had a Sender leaves the pure one in charge of sending.
+    Sender = getattr(_module, "Sender", _fastpath_py.Sender)
+    SenderResult = getattr(_module, "SenderResult", _fastpath_py.SenderResult)
