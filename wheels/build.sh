@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build the manylinux wheel of twamp on this machine (no container engine needed).
+#
+#   bash wheels/build.sh [OUTDIR]        # default OUTDIR: wheelhouse/
+#
+# cibuildwheel needs docker/podman (see [tool.cibuildwheel] in pyproject.toml for CI runners that
+# have one); here the same kind of wheel comes from `python -m build` + `auditwheel repair`
+# (../shared/research/wheels.md). TWAMP_REQUIRE_EXTENSION=1 makes a failed compile fatal, so a
+# pure-Python wheel can never come out of this script by accident.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+OUT=${1:-wheelhouse}
+
+"$PYTHON" -m pip install -q build auditwheel
+rm -rf build dist
+# pyenv's default link line bakes an RPATH to the interpreter's build tree into the .so.
+TWAMP_REQUIRE_EXTENSION=1 LDSHARED="${LDSHARED:-gcc -shared}" CFLAGS="${CFLAGS:--O2}" \
+    "$PYTHON" -m build --wheel --outdir dist .
+mkdir -p "$OUT"
+# --plat auto: the lowest manylinux tag whose symbol versions the extension satisfies.
+"$PYTHON" -m auditwheel repair --strip --plat auto -w "$OUT" dist/*.whl
+"$PYTHON" -m auditwheel show "$OUT"/twamp-*manylinux*.whl | head -n 3
+# The generated C file must not ship (pyproject's exclude-package-data).
+if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep -q '_fastpath\.c\b'; then
+    echo "error: the wheel contains the generated _fastpath.c" >&2
+    exit 1
+fi
+ls -l "$OUT"/twamp-*manylinux*.whl
