@@ -527,6 +527,54 @@ def test_impossible_ipvn(octet1: int) -> None:
     assert (info.value.message_type, info.value.field) == ("RequestTWSession", "ipvn")
 
 
+def test_every_value_of_octet_1_in_a_request() -> None:
+    v = V["request-ipv6-reflect-octets"]
+    for value in range(256):
+        wire = with_octet(v.wire, 1, value)
+        if value & 0x0F in (4, 6):
+            assert v.decode(wire).ipvn == value & 0x0F
+        else:
+            with pytest.raises(DecodeError) as info:
+                v.decode(wire)
+            assert info.value.field == "ipvn"
+
+
+ACCEPT_OFFSET = {
+    "ServerStart": 15,
+    "AcceptSession": 0,
+    "StartAck": 0,
+    "StopSessions": 1,
+    "StartNAck": 1,
+    "StopNAck": 1,
+}
+
+
+@pytest.mark.parametrize("v", VECTORS, ids=lambda v: v.id)
+def test_every_value_of_the_first_block_octets(v: Vector) -> None:
+    """Exhaustive over octets 0-15: a message or a DecodeError, never another exception; and a
+    decoded message re-encodes to the input, except where the receiver normalises: MBZ octets
+    to 0, IPVN's MBZ high nibble to 0, reserved Accept values to 1 (RFC 4656 §3.3)."""
+    name = type(v.msg).__name__
+    for offset in range(16):
+        for value in range(256):
+            wire = with_octet(v.wire, offset, value)
+            try:
+                msg = v.decode(wire)
+            except DecodeError as exc:
+                assert exc.message_type == name
+                continue
+            expected = bytearray(wire)
+            if any(offset in r for r in v.mbz):
+                expected[offset] = 0
+            elif name == "RequestTWSession" and offset == 1:
+                expected[1] &= 0x0F
+                if expected[1] == 4:  # IPv4 reads 4 address octets; the other 12 are MBZ
+                    expected[20:32] = expected[36:48] = bytes(12)
+            elif ACCEPT_OFFSET.get(name) == offset and value > max(AcceptCode):
+                expected[offset] = AcceptCode.FAILURE
+            assert v.encode(msg) == bytes(expected), (offset, value)
+
+
 def test_ipvn_high_nibble_is_mbz() -> None:
     v4, v6 = V["request-ipv4-dscp-ef"], V["request-ipv6-reflect-octets"]
     assert v4.decode(with_octet(v4.wire, 1, 0xF4)) == v4.msg
@@ -899,7 +947,7 @@ def test_receive_buffer_returns_bytes_snapshots() -> None:
 def test_receive_buffer_many_small_messages() -> None:
     stream = b"".join(bytes([i % 256]) * 16 for i in range(2000))
     buf = ReceiveBuffer()
-    out = []
+    out: list[bytes] = []
     for i in range(0, len(stream), 7):  # chunks that straddle message boundaries
         buf.feed(stream[i : i + 7])
         while len(out) < 2000 and (msg := buf.extract(16)) is not None:
