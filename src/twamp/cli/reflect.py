@@ -1,0 +1,343 @@
+"""`twamp reflect`: a TWAMP Light / STAMP Session-Reflector without TWAMP-Control.
+
+RFC 5357 Appendix I (TWAMP Light) and RFC 8762 (STAMP): no control protocol, every datagram from
+an allowed peer is answered. Stateless by default (the reply carries the sender's sequence
+number, which is what a STAMP sender expects); `--stateful` keeps a counter per sender (spec
+§5.8). `--workers N` runs N processes on the same port with SO_REUSEPORT, so the kernel spreads
+senders over them; the parent starts them, stops them by PID and adds up their counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any
+
+import click
+
+from .. import fastpath
+from ..constants import TWAMP_TEST_PORT, TestMode
+from ..dataplane.sockets import open_test_socket
+from ..wire.packets import TestFormat
+from .common import UserError, friendly_errors, setup_logging
+
+__all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
+
+_COUNTER_ORDER = (
+    "received",
+    "reflected",
+    "unknown_peer",
+    "malformed",
+    "auth_failed",
+    "late",
+    "send_errors",
+)
+_TICK_S = 0.2  # how often the main loop looks at its stop flag
+_WORKER_START_S = 10.0
+_WORKER_STOP_S = 5.0
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'ADDR:PORT', '[V6]:PORT', ':PORT' (any address), 'ADDR' (port 862) -> (host, port)."""
+    value = text.strip()
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise UserError(f"bad --listen {text!r}: write an IPv6 address as [ADDR]:PORT")
+        port_text = rest[1:]
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    if port_text == "":
+        port = TWAMP_TEST_PORT
+    elif port_text.isdigit() and int(port_text) <= 0xFFFF:
+        port = int(port_text)
+    else:
+        raise UserError(f"bad --listen {text!r}: the port must be a number from 0 to 65535")
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise UserError(f"bad --listen {text!r}: {host!r} is not an IP address") from None
+    return host, port
+
+
+@dataclass(frozen=True)
+class ReflectConfig:
+    """Plain values only: a worker process rebuilds its sockets and policy from them."""
+
+    listen: tuple[tuple[str, int], ...]
+    stateful: bool = False
+    allow: tuple[str, ...] = ()
+    stamp: bool = False
+    dscp: int | None = None
+    batch: int = 64
+    busy_poll: bool = False
+    stats_interval: float = 0.0
+    reuse_port: bool = False
+
+
+def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
+    if host:
+        return open_test_socket(host, port, reuse_port=reuse_port)
+    # No address: dual-stack IPv6 wildcard, or IPv4 where IPv6 is off.
+    try:
+        return open_test_socket("::", port, reuse_port=reuse_port)
+    except OSError:
+        return open_test_socket("0.0.0.0", port, reuse_port=reuse_port)
+
+
+def _where(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _counters_text(counters: Mapping[str, int]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {counters.get(name, 0)}" for name in _COUNTER_ORDER)
+
+
+def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0) + value
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _wait(stop: threading.Event, stats_interval: float, stats: Any) -> None:
+    next_stats = time.monotonic() + stats_interval if stats_interval > 0 else None
+    while not stop.wait(_TICK_S):
+        if next_stats is not None and time.monotonic() >= next_stats:
+            stats()
+            next_stats += stats_interval
+
+
+def serve(
+    config: ReflectConfig,
+    stop: threading.Event,
+    *,
+    ready: Any = None,
+    echo: Any = click.echo,
+) -> dict[str, int]:
+    """Reflect on every `config.listen` address until `stop` is set; the summed counters.
+
+    `ready(addresses)` is called once the sockets are bound and the reflectors run.
+    """
+    fmt = TestFormat(TestMode.OPEN, stamp=config.stamp)
+    policy = fastpath.LightPolicy(
+        fmt,
+        stateful=config.stateful,
+        allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
+        dscp=config.dscp,
+    )
+    socks: list[socket.socket] = []
+    reflectors: list[Any] = []
+    try:
+        for host, port in config.listen:
+            socks.append(_open(host, port, config.reuse_port))
+        for sock in socks:
+            reflectors.append(
+                fastpath.Reflector(
+                    sock, batch=config.batch, busy_poll=config.busy_poll, light=policy
+                )
+            )
+        for reflector in reflectors:
+            reflector.start()
+        if ready is not None:
+            ready([_where(s) for s in socks])
+
+        def stats() -> None:
+            total: dict[str, int] = {}
+            for reflector in reflectors:
+                _add(total, reflector.counters())
+            echo(f"pid {os.getpid()}: {_counters_text(total)}")
+
+        _wait(stop, config.stats_interval, stats)
+    finally:
+        for reflector in reflectors:
+            reflector.stop()
+        for sock in socks:
+            sock.close()
+    total: dict[str, int] = {}
+    for reflector in reflectors:
+        _add(total, reflector.counters())
+    return total
+
+
+def _worker(config: ReflectConfig, conn: Connection) -> None:
+    """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        try:
+            counters = serve(
+                config,
+                stop,
+                ready=lambda where: conn.send(("ready", where)),
+                echo=lambda line: print(line, flush=True),
+            )
+        except Exception as exc:  # reported by the parent as one sentence
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            conn.close()
+            return
+        conn.send(("counters", counters))
+        conn.close()
+
+
+def _recv(conn: Connection, timeout: float) -> tuple[str, Any] | None:
+    if not conn.poll(timeout):
+        return None
+    try:
+        kind, value = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return str(kind), value
+
+
+def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, int]:
+    ctx = multiprocessing.get_context("fork")
+    procs: list[tuple[Any, Connection]] = []
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        try:
+            for _ in range(workers):
+                receiver, sender = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
+                proc.start()
+                sender.close()
+                procs.append((proc, receiver))
+            where: list[str] = []
+            for proc, receiver in procs:
+                message = _recv(receiver, _WORKER_START_S)
+                if message is None or message[0] != "ready":
+                    reason = message[1] if message else "no sign of life"
+                    raise UserError(f"worker {proc.pid} did not start: {reason}")
+                where = message[1]
+            pids = ", ".join(str(p.pid) for p, _ in procs)
+            click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
+            sys.stdout.flush()
+            while not stop.wait(_TICK_S):
+                if not any(p.is_alive() for p, _ in procs):
+                    break
+        finally:
+            for proc, _ in procs:
+                if proc.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGTERM)
+            total: dict[str, int] = {}
+            for proc, receiver in procs:
+                message = _recv(receiver, _WORKER_STOP_S)
+                if message is not None and message[0] == "counters":
+                    click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
+                    _add(total, message[1])
+                proc.join(_WORKER_STOP_S)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(_WORKER_STOP_S)
+                receiver.close()
+    return total
+
+
+@click.command()
+@click.option(
+    "-l",
+    "--listen",
+    multiple=True,
+    metavar="ADDR:PORT",
+    help="Address to reflect on (repeatable). Default: every address, UDP port 862.",
+)
+@click.option("--stateful", is_flag=True, help="Count sequence numbers per sender.")
+@click.option("--allow", multiple=True, metavar="NET", help="Answer only these networks.")
+@click.option("--stamp", is_flag=True, help="Reply with the 44-octet STAMP base packet.")
+@click.option("--dscp", type=int, help="DSCP of replies (default: that of the request).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes on one port.")
+@click.option("--batch", type=int, default=64, show_default=True, help="Datagrams per wake-up.")
+@click.option("--busy-poll", is_flag=True, help="Spin instead of sleeping (a core per socket).")
+@click.option(
+    "--stats-interval", type=float, default=0.0, help="Print counters every N seconds (0: off)."
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Less log output.")
+@friendly_errors
+def reflect(
+    listen: tuple[str, ...],
+    stateful: bool,
+    allow: tuple[str, ...],
+    stamp: bool,
+    dscp: int | None,
+    workers: int,
+    batch: int,
+    busy_poll: bool,
+    stats_interval: float,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """TWAMP Light / STAMP reflector (no TWAMP-Control); runs until SIGINT or SIGTERM."""
+    setup_logging(verbose, quiet)
+    addresses = tuple(parse_listen(x) for x in listen) or (("", TWAMP_TEST_PORT),)
+    for net in allow:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise UserError(f"bad --allow {net!r}: not an IP network like 192.0.2.0/24") from None
+    if dscp is not None and not 0 <= dscp <= 63:
+        raise UserError(f"--dscp must be 0-63, not {dscp}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    if batch < 1:
+        raise UserError(f"--batch must be at least 1, not {batch}")
+    if not stats_interval >= 0:
+        raise UserError("--stats-interval cannot be negative")
+    if workers > 1 and any(port == 0 for _, port in addresses):
+        raise UserError("--workers needs an explicit port: the workers must share it")
+    config = ReflectConfig(
+        listen=addresses,
+        stateful=stateful,
+        allow=allow,
+        stamp=stamp,
+        dscp=dscp,
+        batch=batch,
+        busy_poll=busy_poll,
+        stats_interval=stats_interval,
+        reuse_port=workers > 1,
+    )
+    kind = "stateful" if stateful else "stateless"
+    reply = "STAMP" if stamp else "TWAMP"
+    header = (
+        f"twamp reflect: {fastpath.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
+    )
+    if workers > 1:
+        total = _run_workers(config, workers, header)
+    else:
+        stop = threading.Event()
+        with _stop_on_signals(stop):
+            total = serve(
+                config,
+                stop,
+                ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
+            )
+    click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+
+
+if __name__ == "__main__":
+    reflect(prog_name="twamp reflect")
