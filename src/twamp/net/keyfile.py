@@ -1,0 +1,73 @@
+"""The perfSONAR / owamp `.pfs` key file: the shared secrets a Server accepts, by KeyID.
+
+One entry per line, ``KEYID HEXKEY`` separated by white space (owampd.pfs(5), as written by
+`pfstore`): KEYID is the identity a Control-Client sends in Set-Up-Response (RFC 4656 §3.1,
+at most 80 octets of UTF-8), HEXKEY the hexadecimal of the passphrase octets, which PBKDF2 turns
+into the key (spec §4.1). Blank lines and lines whose first non-blank character is ``#`` are
+comments; a ``#`` token after the two fields starts a trailing comment.
+
+Every problem raises `ValueError` naming the file and the line number, so that a typo in the
+file of a running service is found from one log line. A KeyID listed twice is an error rather
+than last-one-wins: the Server could not tell which secret a client means.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+from collections.abc import Iterable
+
+from ..constants import KEYID_LEN
+
+__all__ = ["load_keyfile", "parse_keyfile"]
+
+
+def parse_keyfile(lines: Iterable[str], *, source: str = "key file") -> dict[bytes, bytes]:
+    """KeyID -> passphrase octets from the lines of a pfs file (see the module docstring)."""
+    keys: dict[bytes, bytes] = {}
+    first_seen: dict[bytes, int] = {}
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            key_id, passphrase = _entry(fields)
+            if key_id in keys:
+                raise ValueError(
+                    f"KeyID {fields[0]!r} is listed again (first on line {first_seen[key_id]})"
+                )
+        except ValueError as exc:
+            raise ValueError(f"{source}, line {number}: {exc}") from None
+        keys[key_id] = passphrase
+        first_seen[key_id] = number
+    return keys
+
+
+def _entry(fields: list[str]) -> tuple[bytes, bytes]:
+    if len(fields) < 2:
+        raise ValueError(f"expected 'KEYID HEXKEY', found only {fields[0]!r}")
+    if len(fields) > 2 and not fields[2].startswith("#"):
+        raise ValueError(f"expected 'KEYID HEXKEY', found {len(fields)} fields")
+    key_id = fields[0].encode("utf-8")
+    if len(key_id) > KEYID_LEN:
+        # RFC 4656 §3.1: the KeyID field of Set-Up-Response is 80 octets.
+        raise ValueError(f"KeyID of {len(key_id)} octets is longer than {KEYID_LEN}")
+    try:
+        passphrase = binascii.unhexlify(fields[1])
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"HEXKEY of KeyID {fields[0]!r} is not an even number of hex digits"
+        ) from None
+    if not passphrase:
+        raise ValueError(f"HEXKEY of KeyID {fields[0]!r} is empty")
+    return key_id, passphrase
+
+
+def load_keyfile(path: str | os.PathLike[str]) -> dict[bytes, bytes]:
+    """Read a pfs key file; `ValueError` names the line of a bad entry, `OSError` if unreadable."""
+    name = os.fspath(path)
+    with open(name, encoding="utf-8", errors="strict") as f:
+        try:
+            return parse_keyfile(f, source=name)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{name}: not UTF-8 text ({exc.reason})") from None
