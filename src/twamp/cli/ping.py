@@ -56,8 +56,10 @@ def load_keys(path: str | Path) -> dict[str, bytes]:
         return _parse_pfs(file)
     try:
         loaded: Mapping[Any, Any] = dict(loader(file))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read key file {file}: {exc}") from None
+    except ValueError as exc:  # it names the file and the line
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot read key file {file}: {exc.strerror or exc}") from None
     return {
         (k.decode() if isinstance(k, bytes) else str(k)): (
             v.encode() if isinstance(v, str) else bytes(v)
