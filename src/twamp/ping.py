@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from .constants import (
 from .dataplane.sockets import open_test_socket
 from .fastpath import Sender
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
-from .net.client import BlockingClient, mode_name, resolve_blocking
+from .net.client import BlockingClient, ClientError, mode_name, resolve_blocking
 from .timestamps import NS
 from .wire.packets import TestFormat
 
@@ -56,6 +57,8 @@ __all__ = [
     "run_light_ping",
     "run_ping",
 ]
+
+log = logging.getLogger(__name__)
 
 _S_BIT = 0x8000  # Error Estimate: clock synchronised (RFC 4656 §4.1.2)
 _LEAD_NS = 10_000_000  # first send this long after the schedule is made
@@ -320,6 +323,17 @@ def _exchange(
     return out
 
 
+def _stop_sessions(client: BlockingClient) -> None:
+    """Stop-Sessions; a control connection that broke meanwhile does not void the results."""
+    if client.closed:
+        log.warning("the control connection closed during the test; no Stop-Sessions sent")
+        return
+    try:
+        client.stop()
+    except ClientError as exc:
+        log.warning("Stop-Sessions failed: %s", exc)
+
+
 def _clocks_synced(counters: dict[str, int]) -> bool:
     """Both ends claim synchronised clocks: our S bit, and no reply without it."""
     ours = bool(clock.error_estimate() & _S_BIT)
@@ -360,15 +374,19 @@ def run_ping(
     opts = options if options is not None else PingOptions()
     host, port = parse_target(target, TWAMP_CONTROL_PORT)
     offsets = _offsets(opts)
-    with BlockingClient.open(
-        host,
-        port,
-        mode=opts.modes,
-        key_id=opts.key_id,
-        passphrase=opts.passphrase,
-        timeout=opts.timeout,
-        local_address=opts.source,
-    ) as client:
+    # The raw file first: an unwritable path fails before anything starts on the server.
+    with (
+        _raw_writer(opts.raw) as raw,
+        BlockingClient.open(
+            host,
+            port,
+            mode=opts.modes,
+            key_id=opts.key_id,
+            passphrase=opts.passphrase,
+            timeout=opts.timeout,
+            local_address=opts.source,
+        ) as client,
+    ):
         test_mode = client.test_mode
         padding = default_padding(test_mode) if opts.padding is None else opts.padding
         sock = open_test_socket(client.local_address[0], 0)
@@ -391,11 +409,9 @@ def run_ping(
             )
             client.start()
             try:
-                with _raw_writer(opts.raw) as raw:
-                    out = _exchange(sender, offsets, opts, raw, stop, on_slice)
+                out = _exchange(sender, offsets, opts, raw, stop, on_slice)
             finally:
-                if not client.closed:
-                    client.stop()
+                _stop_sessions(client)
     sent, received = out.arrays()
     summary = summarize(sent, received, clocks_synced=_clocks_synced(out.counters))
     return PingResult(
