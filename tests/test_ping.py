@@ -617,3 +617,46 @@ def test_poisson_schedule_is_seeded_and_exponential() -> None:
     gaps = np.diff(a)
     assert abs(gaps.mean() - 1_000_000) < 30_000  # mean of 19 999 exponentials: sd ~0.7 %
     assert abs(np.median(gaps) - 1_000_000 * np.log(2)) < 30_000  # exponential, not uniform
+
+
+def test_individual_session_control_with_the_real_server() -> None:
+    """RFC 5938 Start-N/Stop-N through the client, and test packets in between."""
+    if not _real_server_available():
+        pytest.skip("twamp.net.server.TwampServer is not importable")
+    from twamp.fastpath import Sender
+
+    with (
+        RealServer("127.0.0.1") as server,
+        BlockingClient.open(
+            "127.0.0.1",
+            server.port,
+            mode=(Mode.AUTHENTICATED,),
+            key_id=KEY_ID,
+            passphrase=SECRET,
+            features=Mode.INDIVIDUAL_SESSION_CONTROL,
+            timeout=5,
+        ) as client,
+    ):
+        assert client.mode & Mode.INDIVIDUAL_SESSION_CONTROL
+        socks = [open_test_socket("127.0.0.1", 0) for _ in range(2)]
+        try:
+            accepts = [
+                client.request_session(sender_port=s.getsockname()[1], padding=64) for s in socks
+            ]
+            sids = [a.sid for a in accepts]
+            assert client.start_n(sids) == dict.fromkeys(sids, AcceptCode.OK)
+            sender = Sender(
+                socks[1],
+                ("127.0.0.1", accepts[1].port),
+                fmt=TestFormat(TestMode.AUTHENTICATED),
+                crypto=client.test_crypto(sids[1]),
+                padding=64,
+            )
+            plan = clock.realtime_ns() + 10_000_000 + np.arange(5, dtype=np.int64) * 1_000_000
+            result = sender.run(plan, wait_ns=3_000_000_000)
+            assert result.counters["received"] == 5
+            assert client.stop_n(sids[:1]) == {sids[0]: AcceptCode.OK}
+            assert client.stop_n(sids[1:]) == {sids[1]: AcceptCode.OK}
+        finally:
+            for s in socks:
+                s.close()
