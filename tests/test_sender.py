@@ -132,6 +132,22 @@ def test_round_trip(
     assert set(rec["reply_tos"].tolist()) == {tos}
 
 
+def test_back_to_back_sends_are_all_answered(
+    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+) -> None:
+    """A schedule with no gaps (every packet due at once): all sent, all answered, in order."""
+    send_sock, refl_sock = sockets
+    n = 2000
+    reflector = _fastpath_py.Reflector(refl_sock)
+    reflector.add_session(_fastpath_py.SessionSpec(addr(send_sock), OPEN))
+    sender = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN, padding=27)
+    with reflector:
+        result = sender.run(np.full(n, clock.realtime_ns(), dtype=np.int64), wait_ns=5 * S)
+    assert result.counters["sent"] == n
+    assert result.sent["seq"].tolist() == list(range(n))
+    assert sorted(result.received["sender_seq"].tolist()) == list(range(n))
+
+
 def test_reflector_dscp_reaches_records(
     impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -623,6 +623,8 @@ class Sender:
     3. The send Timestamp (NTP format, Z = 0) and our Error Estimate (`clock.error_estimate()`)
        are written last, just before the send; `sent["t1"]` is that same value. In modes 2 and 4
        `TestPacketCrypto.protect_sender` then adds the HMAC and encrypts (RFC 5357 §4.1.2).
+       Right after each send at most one queued reply is taken in, so that replies keep pace
+       with requests even when the schedule leaves no time to wait.
     4. Sent with TTL 255 (set on the socket, spec §5.6: the far end counts hops from it) and
        TOS `tos` (a per-datagram control message). A failed send counts in `send_errors` and
        uses up its sequence number; the packet is not in `sent`.
@@ -748,6 +750,9 @@ class Sender:
                 continue
             sent[n_sent] = (seq, now)
             n_sent += 1
+            # One reply in per packet out: even when back-to-back sends leave no time to
+            # wait, replies cannot pile up in the receive buffer.
+            run.drain(1)
             if lag > max_lag:
                 max_lag = lag
             if lag > _BEHIND_NS:
