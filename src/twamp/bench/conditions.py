@@ -1,0 +1,198 @@
+"""The conditions a benchmark ran under, recorded with its results (RFC 2544 §26, RFC 8219 §4).
+
+A number without its conditions cannot be compared or reproduced, so every report carries the
+kernel, the CPU and the cores used, the implementations and versions, the command line, the
+date, and what on the host is known to move the results: connection tracking on loopback costs
+about 20 % (research/reflector-performance.md), other load on the cores, a virtual CPU.
+
+Also here: the per-socket drop counter of the kernel, which tells a sender whose own receive
+buffer overflowed (its replies lost in its own socket, not by the reflector) from a lossy
+reflector.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SocketStats",
+    "collect_conditions",
+    "command_line",
+    "cpu_plan",
+    "finish_conditions",
+    "package_versions",
+    "socket_stats",
+]
+
+_PACKAGES = ("twamp", "numpy", "cryptography", "click", "Cython", "matplotlib")
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that matter (None: not installed), and Python's."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name.lower()] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name.lower()] = None
+    return versions
+
+
+def _cpu_model() -> str | None:
+    text = _read("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Processor", "cpu model"):
+            return value.strip()
+    return platform.processor() or None
+
+
+def _virtualized() -> bool | None:
+    text = _read("/proc/cpuinfo")
+    if text is None:
+        return None
+    return any(line.startswith("flags") and " hypervisor" in line for line in text.splitlines())
+
+
+def _conntrack() -> bool | None:
+    """Is netfilter connection tracking loaded in this network namespace?"""
+    if not Path("/proc/net").is_dir():
+        return None
+    return (
+        Path("/proc/net/nf_conntrack").exists()
+        or Path("/proc/sys/net/netfilter/nf_conntrack_count").exists()
+    )
+
+
+def _loadavg() -> list[float] | None:
+    text = _read("/proc/loadavg")
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split()[:3]]
+    except ValueError:
+        return None
+
+
+def _governor() -> str | None:
+    text = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return None if text is None else text.strip()
+
+
+def _net_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The exact command line, shell-quoted, with the program's base name."""
+    args = list(sys.argv if argv is None else argv)
+    if args:
+        args[0] = os.path.basename(args[0])
+    return shlex.join(args)
+
+
+def cpu_plan(pin: bool) -> tuple[int | None, int | None]:
+    """(reflector core, sender core): the first two cores we may use, or None when not pinning.
+
+    On two cores that is reflector 0, sender 1. With a single core, or `pin` False, nothing is
+    pinned and the report says so.
+    """
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    return cores[0], cores[1]
+
+
+def collect_conditions(
+    *,
+    argv: list[str] | None,
+    sender: dict[str, Any],
+    clock_synced: bool,
+    started: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """The `conditions` object of the report (see schemas/bench.schema.json)."""
+    uname = platform.uname()
+    when = started or datetime.datetime.now(datetime.timezone.utc)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return {
+        "date": when.isoformat(timespec="seconds"),
+        "command_line": command_line(argv),
+        "hostname": uname.node,
+        "os": uname.system,
+        "kernel": uname.release,
+        "kernel_version": uname.version,
+        "machine": uname.machine,
+        "cpu_model": _cpu_model(),
+        "cpus_online": os.cpu_count(),
+        "cpus_allowed": cores,
+        "virtualized": _virtualized(),
+        "cpu_governor": _governor(),
+        "loadavg_start": _loadavg(),
+        "loadavg_end": None,
+        "net_namespace": _net_namespace(),
+        "conntrack": _conntrack(),
+        "clock_synced": clock_synced,
+        "packages": package_versions(),
+        "sender": sender,
+    }
+
+
+def finish_conditions(conditions: dict[str, Any]) -> None:
+    """Fill in what is known only at the end of the run."""
+    conditions["loadavg_end"] = _loadavg()
+
+
+class SocketStats:
+    """One UDP socket's line of /proc/net/udp[6]: queued octets and the kernel's drop counter.
+
+    `drops` is the socket's `sk_drops`, the counter `SO_RXQ_OVFL` reports: datagrams the kernel
+    discarded for this socket, nearly always because its receive buffer was full.
+    """
+
+    __slots__ = ("drops", "rx_queue")
+
+    def __init__(self, rx_queue: int, drops: int) -> None:
+        self.rx_queue = rx_queue
+        self.drops = drops
+
+
+def socket_stats(*, inode: int | None = None, port: int | None = None) -> SocketStats | None:
+    """Find a UDP socket by inode (exact) or by local port (first match); None if not found."""
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        text = _read(name)
+        if text is None:
+            continue
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 13:
+                continue
+            try:
+                if inode is not None and int(fields[9]) != inode:
+                    continue
+                if port is not None and int(fields[1].rsplit(":", 1)[1], 16) != port:
+                    continue
+                rx_queue = int(fields[4].split(":")[1], 16)
+                drops = int(fields[-1])
+            except (ValueError, IndexError):
+                continue
+            return SocketStats(rx_queue, drops)
+    return None

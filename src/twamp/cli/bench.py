@@ -1,0 +1,543 @@
+"""`twamp-bench`: qualify a TWAMP reflector, ours or anyone's (RFC 2544 §26 methodology).
+
+With no arguments it starts our fast-path reflector in a process of its own on loopback, on a
+core apart from the sender's, runs a short default suite (about a minute) and prints a table.
+`--target` measures any TWAMP Light / STAMP reflector, `--control` the reflector behind a full
+TWAMP server, and `twamp-bench compare` several reflectors side by side under the same sender.
+The library behind it is `twamp.bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ..bench.conditions import cpu_plan
+from ..bench.config import BenchSettings, parse_sizes
+from ..bench.engine import new_document, run_benchmark
+from ..bench.plot import MISSING as PLOT_MISSING
+from ..bench.plot import PlotUnavailable, plot_report
+from ..bench.plot import available as plot_available
+from ..bench.report import compare, format_tables, validate, write_csv
+from ..bench.targets import (
+    BenchError,
+    CommandReflector,
+    ControlTarget,
+    CReflector,
+    LightTarget,
+    LocalReflector,
+    SessionOptions,
+    Target,
+    parse_hostport,
+)
+from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
+from ..dataplane.sockets import DEFAULT_BUFFER
+from .common import UserError, friendly_errors, setup_logging
+
+__all__ = ["bench", "main"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SIZES_HELP = (
+    "Comma-separated packet sizes in UDP payload octets (the TWAMP-Test packet: header plus "
+    "padding; add 28 for IPv4 and UDP headers), 'min' for the smallest symmetric size of the "
+    "mode (41 open, 112 authenticated/encrypted, 44 STAMP) and 'imix' for a 7:4:1 mix of "
+    "64/576/1472 clipped to the mode's minimum."
+)
+
+
+def _float_list(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values:
+        raise click.BadParameter(f"give at least one {what}")
+    return values
+
+
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        return parse_sizes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    values = _float_list(value, "fraction")
+    for v in values:
+        if not 0 < v <= 100:
+            raise click.BadParameter(f"{v:g} is not a percentage in (0, 100]")
+    return values
+
+
+def _measure_options(func: F) -> F:
+    """The measurement and output options, shared by `twamp-bench` and `compare`."""
+    options = [
+        click.option(
+            "--sizes",
+            default="min,128,512,1024,1472,imix",
+            show_default=True,
+            callback=_sizes,
+            help=_SIZES_HELP,
+        ),
+        click.option(
+            "--trials",
+            type=click.IntRange(1, 100),
+            default=3,
+            show_default=True,
+            help="Repetitions of every figure (reported as min / median / max).",
+        ),
+        click.option(
+            "--trial-duration",
+            type=click.FloatRange(0.01, 3600),
+            default=0.2,
+            show_default=True,
+            help="Seconds per throughput trial.",
+        ),
+        click.option(
+            "--latency-duration",
+            type=click.FloatRange(0.01, 3600),
+            help="Seconds per latency trial (default: the trial duration).",
+        ),
+        click.option(
+            "--loss-tolerance",
+            type=click.FloatRange(0, 100, max_open=True),
+            default=0.1,
+            show_default=True,
+            help="Loss (%) allowed for the second throughput figure.",
+        ),
+        click.option(
+            "--latency-fractions",
+            default="10,50,90",
+            show_default=True,
+            callback=_fractions,
+            help="Loads for the latency trials, % of the zero-loss rate found.",
+        ),
+        click.option(
+            "--resolution",
+            type=click.FloatRange(0.1, 100),
+            default=5.0,
+            show_default=True,
+            help="Stop the rate search within this many %.",
+        ),
+        click.option(
+            "--min-rate",
+            type=click.FloatRange(1, min_open=False),
+            default=1000.0,
+            show_default=True,
+            help="Lowest rate to search (packets/s).",
+        ),
+        click.option(
+            "--max-rate",
+            type=click.FloatRange(1),
+            help="Highest rate to search (packets/s); default: what the sender can offer.",
+        ),
+        click.option(
+            "--max-delay",
+            type=click.FloatRange(0.001),
+            help="Loss threshold in ms: "
+            "later replies count as lost (default 20 ms + twice the probe's RTT).",
+        ),
+        click.option(
+            "--wait",
+            type=click.FloatRange(0),
+            help="Seconds to wait for late "
+            "replies after each trial (default 1.5 x the loss threshold).",
+        ),
+        click.option(
+            "--batch",
+            type=click.IntRange(1, 1024),
+            default=32,
+            show_default=True,
+            help="Sender receive batch.",
+        ),
+        click.option(
+            "--reflector-batch",
+            type=click.IntRange(1, 1024),
+            default=64,
+            show_default=True,
+            help="Batch of the reflectors started here.",
+        ),
+        click.option(
+            "--busy-poll",
+            is_flag=True,
+            help="Sender and the reflectors started here spin instead of sleeping.",
+        ),
+        click.option(
+            "--rcvbuf",
+            type=click.IntRange(4096),
+            default=DEFAULT_BUFFER,
+            show_default=True,
+            help="Socket buffer sizes to ask for (octets).",
+        ),
+        click.option(
+            "--no-pin",
+            is_flag=True,
+            help="Do not pin the sender and the reflector to separate cores.",
+        ),
+        click.option(
+            "-D",
+            "--dscp",
+            type=click.IntRange(0, 63),
+            default=0,
+            show_default=True,
+            help="DSCP of the test packets.",
+        ),
+        click.option(
+            "--stamp", is_flag=True, help="STAMP packets (RFC 8762) instead of TWAMP Light ones."
+        ),
+        click.option(
+            "--json",
+            "json_out",
+            metavar="FILE|-",
+            help="Write the full report as JSON (schemas/bench.schema.json).",
+        ),
+        click.option("--csv", "csv_out", metavar="FILE", help="Write one row per figure."),
+        click.option(
+            "--plot",
+            "plot_out",
+            metavar="FILE",
+            help="Draw RTT CDFs and throughput against size (needs matplotlib).",
+        ),
+        click.option("-v", "--verbose", count=True, help="More log output (-vv: debug)."),
+        click.option("-q", "--quiet", is_flag=True, help="No table, no progress."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(p: dict[str, Any]) -> BenchSettings:
+    try:
+        return BenchSettings(
+            sizes=p["sizes"],
+            trials=p["trials"],
+            trial_duration_s=p["trial_duration"],
+            latency_duration_s=p["latency_duration"],
+            loss_tolerance_pct=p["loss_tolerance"],
+            latency_fractions_pct=p["latency_fractions"],
+            resolution_pct=p["resolution"],
+            min_rate_pps=p["min_rate"],
+            max_rate_pps=p["max_rate"],
+            max_delay_ms=p["max_delay"],
+            wait_s=p["wait"],
+            sender_batch=p["batch"],
+            busy_poll=p["busy_poll"],
+            pin=not p["no_pin"],
+            dscp=p["dscp"],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _session_options(p: dict[str, Any]) -> SessionOptions:
+    return SessionOptions(
+        tos=p["dscp"] << 2, batch=p["batch"], busy_poll=p["busy_poll"], rcvbuf=p["rcvbuf"]
+    )
+
+
+class _Progress:
+    """One self-overwriting stderr line, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._width = 0
+
+    def __call__(self, text: str) -> None:
+        if not self.enabled:
+            return
+        text = text[:119]
+        sys.stderr.write("\r" + text.ljust(self._width))
+        sys.stderr.flush()
+        self._width = len(text)
+
+    def clear(self) -> None:
+        if self.enabled and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
+def _pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
+    if key_file is None:
+        if key_id is not None:
+            raise UserError("-u KEYID needs the key file (-k FILE) that holds its passphrase")
+        return None, None
+    from .ping import load_keys
+
+    keys = load_keys(key_file)
+    if key_id is None:
+        if len(keys) != 1:
+            raise UserError(f"key file {key_file} holds {len(keys)} keys: choose one with -u")
+        ((key_id, secret),) = keys.items()
+        return key_id, secret
+    if key_id not in keys:
+        raise UserError(f"key file {key_file} has no key {key_id!r}")
+    return key_id, keys[key_id]
+
+
+def _emit(doc: dict[str, Any], p: dict[str, Any], progress: _Progress) -> None:
+    """Write every output asked for; also after Ctrl-C (the document is then partial)."""
+    progress.clear()
+    json_out, csv_out, plot_out = p["json_out"], p["csv_out"], p["plot_out"]
+    if json_out is not None:
+        text = json.dumps(doc, indent=2, allow_nan=False)
+        if json_out == "-":
+            click.echo(text)
+        else:
+            Path(json_out).write_text(text + "\n")
+    if csv_out is not None:
+        with open(csv_out, "w", newline="") as f:
+            write_csv(doc, f)
+    if json_out != "-" and not p["quiet"]:
+        click.echo(format_tables(doc))
+    try:
+        validate(doc)
+    except Exception as exc:  # a bug of ours; the results are written already
+        log.warning("the report does not match its schema: %s", exc)
+    if plot_out is not None:
+        try:
+            plot_report(doc, plot_out)
+        except PlotUnavailable as exc:
+            raise UserError(str(exc)) from None
+
+
+def _run(targets: list[Target], p: dict[str, Any], command: str, sender_cpu: int | None) -> None:
+    settings = _settings(p)
+    if p["plot_out"] is not None and not plot_available():
+        raise UserError(PLOT_MISSING)  # before measuring for a minute, not after
+    progress = _Progress(not p["quiet"])
+    doc = new_document(command, settings)
+    try:
+        run_benchmark(
+            targets,
+            settings,
+            command=command,
+            argv=sys.argv,
+            progress=progress,
+            sender_cpu=sender_cpu,
+            document=doc,
+        )
+    except BenchError as exc:
+        progress.clear()
+        raise UserError(str(exc)) from None
+    if command == "compare":
+        doc["comparison"] = compare(doc)
+    _emit(doc, p, progress)
+    if doc["interrupted"]:
+        raise click.exceptions.Exit(130)
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="twamp-bench")
+@click.option(
+    "--target",
+    metavar="HOST[:PORT]",
+    help="Benchmark this TWAMP Light / STAMP reflector (UDP, default port 862).",
+)
+@click.option(
+    "--control",
+    metavar="HOST[:PORT]",
+    help="Benchmark the reflector behind this TWAMP server (TCP, default port 862).",
+)
+@click.option(
+    "-A",
+    "--modes",
+    "mode_letters",
+    metavar="LETTERS",
+    help="--control: allowed modes in order of preference, as in twamp ping: "
+    "O open, A authenticated, E encrypted, M mixed.",
+)
+@click.option("-u", "--key-id", metavar="KEYID", help="--control: KeyID of the shared secret.")
+@click.option(
+    "-k", "--key-file", metavar="FILE", help="--control: key file of 'KEYID HEX-PASSPHRASE' lines."
+)
+@click.option(
+    "--session",
+    "session_scope",
+    type=click.Choice(["size", "trial"]),
+    default="size",
+    show_default=True,
+    help="--control: one test session per packet size, or one per trial.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="--control: seconds to wait for the server.",
+)
+@click.option(
+    "--reflector-impl",
+    type=click.Choice(["fast", "pure"]),
+    default="fast",
+    show_default=True,
+    help="Which of our reflectors to start when no target is given.",
+)
+@_measure_options
+@click.pass_context
+@friendly_errors
+def bench(ctx: click.Context, /, **p: Any) -> None:
+    """Measure a reflector's throughput and latency: RFC 2544 §26 trials, repeated, honest.
+
+    Throughput is the highest offered rate with zero loss, and with at most --loss-tolerance
+    loss, found by binary search over fixed-length trials; latency is measured at fractions of
+    that rate. Every figure is measured --trials times and reported as min / median / max,
+    with the conditions (kernel, CPU, cores, implementations, versions, command line). Trials
+    our own sender could not hold are marked sender-limited and never reported as the
+    reflector's result.
+    """
+    if ctx.invoked_subcommand is not None:
+        given = [
+            name
+            for name in p
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise click.UsageError(
+                f"options before '{ctx.invoked_subcommand}' do not apply to it: "
+                f"put them after it ({', '.join('--' + g.replace('_', '-') for g in given)})"
+            )
+        return
+    setup_logging(p["verbose"], p["quiet"])
+    if p["target"] and p["control"]:
+        raise click.UsageError("give --target or --control, not both")
+    secure = p["mode_letters"] or p["key_id"] or p["key_file"]
+    if secure and not p["control"]:
+        raise click.UsageError("-A, -u and -k apply to --control only")
+    if p["session_scope"] != "size" and not p["control"]:
+        raise click.UsageError("--session applies to --control only")
+    if p["stamp"] and p["control"]:
+        raise click.UsageError("--stamp applies to TWAMP Light targets, not --control")
+    options = _session_options(p)
+    reflector_cpu, sender_cpu = cpu_plan(not p["no_pin"])
+    target: Target
+    if p["control"]:
+        from ..net.client import parse_modes
+
+        try:
+            host, port = parse_hostport(p["control"], TWAMP_CONTROL_PORT)
+            modes = parse_modes(p["mode_letters"]) if p["mode_letters"] else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--control/-A") from None
+        key_id, secret = _pick_key(p["key_id"], p["key_file"])
+        target = ControlTarget(
+            f"control {p['control']}",
+            host,
+            port,
+            options,
+            modes=modes,
+            key_id=key_id,
+            passphrase=secret,
+            scope=p["session_scope"],
+            timeout_s=p["timeout"],
+        )
+    elif p["target"]:
+        try:
+            host, port = parse_hostport(p["target"], TWAMP_TEST_PORT)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--target") from None
+        target = LightTarget(p["target"], host, port, options, stamp=p["stamp"])
+    else:
+        target = LocalReflector(
+            p["reflector_impl"],
+            options,
+            impl=p["reflector_impl"],
+            cpu=reflector_cpu,
+            batch=p["reflector_batch"],
+            busy_poll=p["busy_poll"],
+            rcvbuf=p["rcvbuf"],
+            stamp=p["stamp"],
+        )
+    _run([target], p, "bench", sender_cpu)
+
+
+def _reflector_target(
+    spec: str, p: dict[str, Any], options: SessionOptions, cpu: int | None
+) -> Target:
+    """--reflector fast | pure | c | cmd:"COMMAND {port}" | addr:HOST:PORT."""
+    if spec in ("fast", "pure"):
+        return LocalReflector(
+            spec,
+            options,
+            impl=spec,
+            cpu=cpu,
+            batch=p["reflector_batch"],
+            busy_poll=p["busy_poll"],
+            rcvbuf=p["rcvbuf"],
+            stamp=p["stamp"],
+        )
+    if spec == "c":
+        if p["stamp"]:
+            raise click.BadParameter(
+                "the C reflector answers TWAMP Light only, not STAMP", param_hint="--reflector"
+            )
+        return CReflector(
+            "c",
+            options,
+            cpu=cpu,
+            batch=p["reflector_batch"],
+            busy_poll=p["busy_poll"],
+            rcvbuf=p["rcvbuf"],
+        )
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "cmd":
+        try:
+            return CommandReflector(spec, rest, options, cpu=cpu, stamp=p["stamp"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--reflector") from None
+    if sep and kind == "addr":
+        try:
+            host, port = parse_hostport(rest, TWAMP_TEST_PORT)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--reflector") from None
+        return LightTarget(spec, host, port, options, stamp=p["stamp"])
+    raise click.BadParameter(
+        f'{spec!r} is not fast, pure, c, cmd:"COMMAND {{port}}" or addr:HOST:PORT',
+        param_hint="--reflector",
+    )
+
+
+@bench.command("compare")
+@click.option(
+    "-r",
+    "--reflector",
+    "reflectors",
+    metavar="SPEC",
+    multiple=True,
+    required=True,
+    help="A reflector to measure (repeat; ratios are against the first): fast, pure, "
+    'c (benchmarks/c_reflector.c, built with gcc), cmd:"COMMAND {port}", '
+    "addr:HOST:PORT.",
+)
+@_measure_options
+@friendly_errors
+def compare_cmd(reflectors: tuple[str, ...], **p: Any) -> None:
+    """Several reflectors side by side, one after another under the same sender."""
+    setup_logging(p["verbose"], p["quiet"])
+    options = _session_options(p)
+    reflector_cpu, sender_cpu = cpu_plan(not p["no_pin"])
+    targets = [_reflector_target(spec, p, options, reflector_cpu) for spec in reflectors]
+    seen: dict[str, int] = {}
+    for t in targets:
+        seen[t.name] = seen.get(t.name, 0) + 1
+        if seen[t.name] > 1:
+            t.name = f"{t.name}#{seen[t.name]}"
+    _run(targets, p, "compare", sender_cpu)
+
+
+def main() -> None:
+    bench(prog_name="twamp-bench")
