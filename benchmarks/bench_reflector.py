@@ -75,7 +75,10 @@ PERCENTILES = (50, 90, 99)
 
 # A trial is sender-limited (never the reflector's fault) if any of these hold.
 SENDER_MIN_RATE_FRACTION = 0.99  # achieved send rate below this fraction of the target
-SENDER_MAX_LATE_FRACTION = 0.01  # more than 1 % of packets left over 1 ms behind schedule
+# More than 10 % of packets left over 1 ms behind schedule: chronically behind. Single stalls of
+# a few ms are routine on these VMs (a spinning thread sees them too); they matter only through
+# the catch-up burst they cause, which SENDER_MAX_BACKLOG catches.
+SENDER_MAX_LATE_FRACTION = 0.10
 SENDER_MAX_BACKLOG = 2000  # a catch-up burst this long can overflow a reflector on its own
 
 TARGETS = {
@@ -515,19 +518,28 @@ class SearchResult:
 
 
 def trial_class(t: Json) -> str:
-    if t["sender_limited"]:
+    """'pass', 'fail' or 'sender' (the trial says nothing about the reflector).
+
+    A sender that did not produce the load on average proves nothing. One that did, but late
+    and in bursts, made the reflector's job harder, not easier: with the loss still within
+    bounds, the trial passes. Only a failure can be the sender's fault (bursts, its own receive
+    buffer overflowing), so only a failure is set aside when the sender was limited.
+    """
+    if t["sent"] < t["planned"] or t["send_rate"] < SENDER_MIN_RATE_FRACTION * t["rate_target"]:
         return "sender"
-    return "pass" if t["loss"] <= MAX_LOSS else "fail"
+    if t["loss"] <= MAX_LOSS:
+        return "pass"
+    return "sender" if t["sender_limited"] else "fail"
 
 
 def step_outcome(trials: Sequence[Json]) -> str:
-    """'pass' / 'fail' by majority of the trials that were not sender-limited (a tie fails);
-    'sender' when most trials were sender-limited."""
-    usable = [t for t in trials if not t["sender_limited"]]
-    if not usable or 2 * len(usable) < len(trials):
+    """'pass' / 'fail' by majority of the trials that tell (a tie fails); 'sender' when most
+    trials say nothing about the reflector."""
+    classes = [trial_class(t) for t in trials]
+    usable = [c for c in classes if c != "sender"]
+    if not usable or 2 * len(usable) < len(classes):
         return "sender"
-    passed = sum(1 for t in usable if t["loss"] <= MAX_LOSS)
-    return "pass" if 2 * passed > len(usable) else "fail"
+    return "pass" if 2 * usable.count("pass") > len(usable) else "fail"
 
 
 def search_max_rate(
@@ -555,7 +567,7 @@ def search_max_rate(
         outcome = step_outcome(trials)
         losses = ", ".join(
             f"{t['loss'] * 100:.3f}%"
-            + (" (sender-limited)" if t["sender_limited"] else "")
+            + (" (sender-limited)" if trial_class(t) == "sender" else "")
             + (" (disturbed)" if t.get("disturbed") else "")
             for t in trials
         )
@@ -771,8 +783,10 @@ def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str
         )
     rcvbufs: dict[str, Any] = {}
 
-    def guarded(refl: ReflectorProcess, seconds: float, **kw: Any) -> Json:
-        """A sender run, repeated (at most `s.retries` times) while other processes took CPU."""
+    def guarded(refl: ReflectorProcess, seconds: float, strict: bool, **kw: Any) -> Json:
+        """A sender run, repeated (at most `s.retries` times) while other processes took CPU or
+        the trial says nothing about the reflector: `trial_class` 'sender', or with `strict`
+        (latency: catch-up bursts queue in the reflector) any sender limit."""
         for attempt in range(1 + s.retries):
             t = run_sender(
                 programs, ns, refl.port, seconds=seconds, cpu=s.sender_cpu, snmp_pid=refl.pid, **kw
@@ -782,15 +796,21 @@ def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str
             foreign = t["foreign_cpu"]
             t["attempt"] = attempt + 1
             t["disturbed"] = foreign["seconds"] > s.max_foreign * t["cpu"]["wall_s"]
-            if not t["disturbed"]:
+            limited = t["sender_limited"] if strict else trial_class(t) == "sender"
+            if not t["disturbed"] and not limited:
                 break
-            log(f"    disturbed ({', '.join(foreign['top'])}): trial repeated")
+            if attempt == s.retries:
+                break
+            if t["disturbed"]:
+                log(f"    disturbed ({', '.join(foreign['top'])}): trial repeated")
+            else:
+                log(f"    sender-limited ({'; '.join(t['sender_limited'])}): trial repeated")
             wait_quiet(s.max_foreign, {refl.pid}, s.quiet_wait_s)
         return t
 
     def do_search(key: str, refl: ReflectorProcess, mode: str, **kw: Any) -> None:
         def trial(rate: float) -> Json:
-            return guarded(refl, s.trial_s, rate=rate, mode=mode, batch=SENDER_BATCH, **kw)
+            return guarded(refl, s.trial_s, False, rate=rate, mode=mode, batch=SENDER_BATCH, **kw)
 
         res = search_max_rate(
             trial,
@@ -818,7 +838,7 @@ def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str
         log(f"{key}: max {res.max_rate:,.0f} pps (limit: {res.limit})")
 
     def do_latency(key: str, refl: ReflectorProcess, mode: str, **kw: Any) -> None:
-        t = guarded(refl, s.latency_s, rate=s.latency_rate, mode=mode, raw_dir=work, **kw)
+        t = guarded(refl, s.latency_s, True, rate=s.latency_rate, mode=mode, raw_dir=work, **kw)
         report["latency"][key] = t
         lat = t["latency"]
         log(
