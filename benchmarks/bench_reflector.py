@@ -615,6 +615,7 @@ class Settings:
     max_foreign: float  # other processes' CPU, in cores, above which a trial is repeated
     retries: int
     quiet_wait_s: float  # before a repeat: wait this long at most for the others to calm down
+    retry_budget_s: float  # no repeats after this many seconds of the run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -642,6 +643,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--retries", type=int, help="repeats of a disturbed trial (default 2)")
     p.add_argument(
+        "--retry-budget",
+        type=float,
+        help="seconds into the run after which trials are no longer repeated (720; quick 180)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=20.0,
@@ -664,6 +670,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         max_foreign=args.max_foreign,
         retries=args.retries if args.retries is not None else (1 if quick else 2),
         quiet_wait_s=args.quiet_wait,
+        retry_budget_s=args.retry_budget or (180.0 if quick else 720.0),
     )
     return args
 
@@ -782,6 +789,8 @@ def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str
             "the compiled twin twamp._fastpath is not importable: 'fast' is the pure twin"
         )
     rcvbufs: dict[str, Any] = {}
+    # Past this point trials are no longer repeated, which bounds the run on a busy machine.
+    retry_deadline = time.monotonic() + s.retry_budget_s
 
     def guarded(refl: ReflectorProcess, seconds: float, strict: bool, **kw: Any) -> Json:
         """A sender run, repeated (at most `s.retries` times) while other processes took CPU or
@@ -799,7 +808,7 @@ def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str
             limited = t["sender_limited"] if strict else trial_class(t) == "sender"
             if not t["disturbed"] and not limited:
                 break
-            if attempt == s.retries:
+            if attempt == s.retries or time.monotonic() > retry_deadline:
                 break
             if t["disturbed"]:
                 log(f"    disturbed ({', '.join(foreign['top'])}): trial repeated")
