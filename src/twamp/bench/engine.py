@@ -22,11 +22,12 @@ Per target, in this order (RFC 2544 §26, RFC 8219 §7-8 in spirit):
    10 % of its packets sent over 1 ms late: then its own pacing, not the schedule, spaced the
    packets) or in which our own receive buffer dropped replies (the socket's kernel drop
    counter, which `SO_RXQ_OVFL` also reports) says nothing about the reflector. It is marked
-   `sender_limited` with the reason and, unless the shortfall is systematic, run once more; if
-   still limited the search is capped below that rate (below what the sender achieved, when it
-   fell short on average). The cap carries over to the next repetition and, as a share of the
-   discard-sink rate, to the next size. A result at the cap is reported as a lower bound
-   limited by the sender, never as the reflector's figure.
+   `sender_limited` with the reason and run once more (other processes do preempt a sender
+   now and then); if still limited the search is capped 10 % below that rate, or below what
+   the sender achieved when that was less. The cap carries over to the next repetition and, as
+   a share of the discard-sink rate, to the next size. A rate that passes at the cap, with no
+   failure above it, is reported as a lower bound limited by the sender, never as the
+   reflector's figure.
 5. **Latency, per size,** at fixed fractions of the zero-loss rate found (or the tolerant one),
    `trials` times: RTT, one-way delays (valid only when both clocks report synchronisation, the
    S bits), reflector residence (T3 - T2), RFC 5481 IPDV, loss, reordering and duplicates, via
@@ -91,8 +92,8 @@ _T1_TOLERANCE_NS = 1_000  # NTP rounding of the echoed Sender Timestamp is under
 _BEHIND_FRACTION = 0.10
 _MAX_LAG_NS = 20_000_000
 _MIN_ACHIEVED = 0.98
-_CAP_MARGIN = 0.85  # after a trial the sender could not keep up with on average
-_CAP_STEP = 0.9  # after one where it kept up on average but fell behind too often
+_CAP_STEP = 0.9  # a rate the sender could not hold twice: the cap goes this far below it
+_CAP_ACHIEVED = 0.95  # ... or this far below the best it achieved there, if that is lower
 _CALIBRATION_HEADROOM = 0.9  # the first cap: this share of the discard-sink rate
 _CALIBRATION_S = 0.15
 
@@ -259,26 +260,22 @@ def _schedule(rate_pps: float, count: int) -> npt.NDArray[np.int64]:
     return start + offsets
 
 
-def sender_limit(data: TrialData, offered_pps: float) -> tuple[str, bool] | None:
-    """Why this trial does not measure the reflector (step 4), or None if the sender held.
-
-    The flag says whether the limit is systematic (the sender's average rate fell short, or it
-    failed to send): repeating such a trial at the same rate is pointless.
-    """
+def sender_limit(data: TrialData, offered_pps: float) -> str | None:
+    """Why this trial does not measure the reflector (step 4), or None if the sender held."""
     c = data.counters
     sent = c["sent"]
     achieved = data.achieved_pps
     if c["send_errors"]:
-        return f"{c['send_errors']} sends failed", True
+        return f"{c['send_errors']} sends failed"
     if sent >= 20 and achieved is not None and achieved < _MIN_ACHIEVED * offered_pps:
-        return f"the sender reached only {achieved:.0f} pps", True
+        return f"the sender reached only {achieved:.0f} pps"
     if data.sender_drops:
-        return f"our receive buffer dropped {data.sender_drops} replies", False
+        return f"our receive buffer dropped {data.sender_drops} replies"
     if c["max_lag_ns"] > _MAX_LAG_NS:
-        return f"the sender stalled for {c['max_lag_ns'] / 1e6:.1f} ms", False
+        return f"the sender stalled for {c['max_lag_ns'] / 1e6:.1f} ms"
     if sent and c["behind_schedule"] > _BEHIND_FRACTION * sent:
         late = 100.0 * c["behind_schedule"] / sent
-        return f"{late:.1f} % of packets went out over 1 ms late", False
+        return f"{late:.1f} % of packets went out over 1 ms late"
     return None
 
 
@@ -331,18 +328,19 @@ def run_probe(target: Target, session: TestSession, size: PacketSize) -> ProbeRe
 
 
 def wait_ready(target: Target, session: TestSession, size: PacketSize) -> ProbeResult:
-    """Probe until an external reflector answers (bounded), then return that probe."""
+    """The probe; a reflector started from a command line may take a while to answer it."""
+    if not isinstance(target, CommandReflector):
+        return run_probe(target, session, size)
     deadline = clock.monotonic_ns() + _READY_TIMEOUT_NS
     while True:
         try:
             return run_probe(target, session, size)
         except BenchError:
-            if isinstance(target, CommandReflector):
-                status = target.exited()
-                if status is not None:
-                    raise BenchError(
-                        f"the reflector command exited with status {status} before answering"
-                    ) from None
+            status = target.exited()
+            if status is not None:
+                raise BenchError(
+                    f"the reflector command exited with status {status} before answering"
+                ) from None
             if clock.monotonic_ns() >= deadline:
                 raise
 
@@ -433,12 +431,12 @@ def throughput_trial(
     }
 
 
-def _finish_trial(trial: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Move the verdict into the record; returns it and whether the limit is systematic."""
-    verdict = trial.pop("_limit")
-    trial["sender_limited"] = verdict is not None
-    trial["limit_reason"] = None if verdict is None else verdict[0]
-    return trial, verdict is not None and verdict[1]
+def _finish_trial(trial: dict[str, Any]) -> dict[str, Any]:
+    """Move the sender verdict into the record's public fields."""
+    reason = trial.pop("_limit")
+    trial["sender_limited"] = reason is not None
+    trial["limit_reason"] = reason
+    return trial
 
 
 def search_run(
@@ -446,9 +444,13 @@ def search_run(
     size_result: dict[str, Any],
     size: PacketSize,
     cap: float,
+    cap_source: str,
     hint: float | None,
-) -> tuple[dict[str, Any], float]:
-    """One repetition of the throughput search; returns its record and the cap it ended at."""
+) -> tuple[dict[str, Any], float, str]:
+    """One repetition of the throughput search: its record, the cap it ended at and why.
+
+    `cap_source` is "sender" (what our sender can offer) or "max_rate" (--max-rate).
+    """
     s = ctx.settings
     search = RateSearch(
         floor_pps=min(s.min_rate_pps, cap),
@@ -459,50 +461,54 @@ def search_run(
     )
     run: dict[str, Any] = {
         "zero_loss_pps": None,
+        "zero_loss_fail_pps": None,
         "zero_loss_at_cap": False,
         "tolerant_pps": None,
+        "tolerant_fail_pps": None,
         "tolerant_at_cap": False,
         "cap_pps": cap,
+        "cap_source": cap_source,
         "complete": False,
         "trials": [],
     }
     size_result["throughput"]["runs"].append(run)
     attempts = 0
     while (rate := search.next_rate()) is not None and attempts < 3 * search.max_trials:
-        limited = systematic = False
-        trial: dict[str, Any] = {}
+        limited = False
+        achieved = 0.0
         for _ in range(2):  # a trial the sender could not hold is run once more
             attempts += 1
             ctx.progress(
                 f"{ctx.target.name} size {size.label}: run {len(size_result['throughput']['runs'])}"
                 f"/{s.trials}, trial at {rate:,.0f} pps"
             )
-            trial, systematic = _finish_trial(ctx.trial(size, rate, s.trial_duration_s))
+            trial = _finish_trial(ctx.trial(size, rate, s.trial_duration_s))
             run["trials"].append(trial)
             limited = trial["sender_limited"]
             if not limited:
                 search.record(rate, trial["loss_pct"])
                 break
-            if systematic:
-                break
+            achieved = max(achieved, trial["achieved_pps"] or 0.0)
         if limited:
             if rate <= search.floor * (1 + 1e-9):
                 run["floor_sender_limited"] = True
                 break
-            if systematic:
-                search.lower_cap(min(rate, trial["achieved_pps"] or rate) * _CAP_MARGIN)
-            else:
-                search.lower_cap(rate * _CAP_STEP)
+            search.lower_cap(min(rate * _CAP_STEP, achieved * _CAP_ACHIEVED or rate))
     zero, tol = search.result()
+    if search.cap < cap:
+        cap_source = "sender"
     run.update(
         zero_loss_pps=zero.pps,
+        zero_loss_fail_pps=zero.fail_pps,
         zero_loss_at_cap=zero.at_cap,
         tolerant_pps=tol.pps,
+        tolerant_fail_pps=tol.fail_pps,
         tolerant_at_cap=tol.at_cap,
         cap_pps=search.cap,
+        cap_source=cap_source,
         complete=True,
     )
-    return run, search.cap
+    return run, search.cap, cap_source
 
 
 # -- latency -------------------------------------------------------------------------------------
@@ -585,7 +591,10 @@ def _rate_figure(
     found = [r[f"{key}_pps"] for r in done if r[f"{key}_pps"] is not None]
     figure["runs_found"] = len(found)
     if at_cap:
-        figure["status"] = "sender_limited"
+        by_sender = any(
+            r["cap_source"] == "sender" or r.get("floor_sender_limited") for r in at_cap
+        )
+        figure["status"] = "sender_limited" if by_sender else "at_max_rate"
         bounds = [r[f"{key}_pps"] for r in at_cap if r[f"{key}_pps"] is not None]
         figure["lower_bound_pps"] = min(bounds) if bounds else None
         return figure
@@ -620,7 +629,7 @@ def _latency_base(size_result: dict[str, Any]) -> tuple[float | None, str | None
         fig = size_result["throughput"][key]
         if fig["pps"] is not None:
             return float(fig["pps"]["median"]), key
-        if fig["status"] == "sender_limited" and fig["lower_bound_pps"] is not None:
+        if fig["status"] in ("sender_limited", "at_max_rate") and fig["lower_bound_pps"]:
             return float(fig["lower_bound_pps"]), f"{key}_lower_bound"
     return None, None
 
@@ -728,8 +737,9 @@ def _measure_size(
         capacity = calibrate(target.fmt, size, target.options)
         size_result["sender_capacity_pps"] = capacity
         cap = capacity * min(_CALIBRATION_HEADROOM, ctx.cap_share / _CAP_STEP)
-        if s.max_rate_pps is not None:
-            cap = min(cap, s.max_rate_pps)
+        cap_source = "sender"
+        if s.max_rate_pps is not None and s.max_rate_pps <= cap:
+            cap, cap_source = s.max_rate_pps, "max_rate"
         cap = max(cap, s.min_rate_pps)
         size_result["cap_pps"] = first_cap = cap
         stack = contextlib.ExitStack()
@@ -740,7 +750,7 @@ def _measure_size(
                 stack.callback(setattr, ctx, "size_session", None)
             hint: float | None = None
             for _ in range(s.trials):
-                run, cap = search_run(ctx, size_result, size, cap, hint)
+                run, cap, cap_source = search_run(ctx, size_result, size, cap, cap_source, hint)
                 hint = run["tolerant_pps"] or run["zero_loss_pps"] or hint
             size_result["cap_pps"] = cap
             if capacity > 0 and cap < first_cap:

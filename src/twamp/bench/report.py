@@ -41,8 +41,10 @@ CSV_HEADER = (
 """One row per figure: `figure` names it (zero_loss_rate, tolerant_rate, rtt_median, ...),
 `fraction_pct` is the load of a latency figure (empty for rates), `unit` is pps, ns or pct,
 min/median/max/n its spread over trials, `status` found/partial/none/sender_limited/
-not_measured for rates (then min/median/max are empty unless found or partial; a
-sender-limited rate puts its lower bound in min) and ok for latency figures."""
+at_max_rate/not_measured for rates (min/median/max are empty unless found or partial; a
+sender_limited or at_max_rate rate puts its lower bound in min) and ok for latency figures."""
+
+_BOUNDED = ("sender_limited", "at_max_rate")  # a rate passing at the cap: a lower bound only
 
 # (figure, metric, statistic) rows of each latency point.
 _LATENCY_ROWS = (
@@ -98,7 +100,7 @@ def csv_rows(document: dict[str, Any]) -> Iterable[list[Any]]:
                 if fig is None:
                     continue
                 cells = _spread_cells(fig["pps"])
-                if fig["status"] == "sender_limited" and fig["lower_bound_pps"] is not None:
+                if fig["status"] in _BOUNDED and fig["lower_bound_pps"] is not None:
                     cells = [fig["lower_bound_pps"], "", "", fig["runs"]]
                 yield [name, label, mean, figure, "", "pps", *cells, fig["status"]]
             for point in size["latency"]:
@@ -204,9 +206,10 @@ def _rate_cell(fig: dict[str, Any] | None) -> str:
     if fig is None:
         return "-"
     status = fig["status"]
-    if status == "sender_limited":
+    if status in _BOUNDED:
+        why = "sender-limited" if status == "sender_limited" else "--max-rate"
         bound = fig["lower_bound_pps"]
-        return f">= {_pps(bound)} (sender-limited)" if bound is not None else "sender-limited"
+        return f">= {_pps(bound)} ({why})" if bound is not None else why
     if status == "none":
         return "none"
     if fig["pps"] is None:
@@ -368,10 +371,10 @@ def format_tables(doc: dict[str, Any]) -> str:
                     continue
                 if e["zero_loss_pps"] is None:
                     bound = e["zero_loss_lower_bound_pps"]
-                    limited = e["zero_loss_status"] == "sender_limited" and bound is not None
-                    row.append(
-                        f">= {_pps(bound)} (sender-limited)" if limited else e["zero_loss_status"]
-                    )
+                    if e["zero_loss_status"] in _BOUNDED and bound is not None:
+                        row.append(f">= {_pps(bound)} ({e['zero_loss_status']})")
+                    else:
+                        row.append(e["zero_loss_status"])
                     continue
                 ratio = e["zero_loss_ratio"]
                 r = "" if ratio is None else f" ({ratio:.2f}x)"

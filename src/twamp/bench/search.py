@@ -20,8 +20,9 @@ geometric (rates span orders of magnitude, and resolution is relative), between 
    geometrically until one passes and one fails.
 2. Then bisection: the geometric mean of the bracket, until `fail / pass <= 1 + resolution`.
 3. A criterion with no passing rate tries the floor once; if the floor fails too, its result is
-   None ("no rate passes"). One that passes at the cap is only a lower bound: the test setup
-   could not offer more (`at_cap`).
+   None ("no rate passes"). One that passes at the cap, with no failure above, is only a lower
+   bound: the test setup could not offer more (`at_cap`). One that passes at the cap below a
+   failure is bracketed, if more coarsely than the resolution asked for.
 
 The tolerant criterion is searched first; the zero-loss one then starts from what the shared
 trials already show.
@@ -47,11 +48,14 @@ _HINT_STEP = 0.15
 class SearchResult:
     """What one criterion's search proved.
 
-    `pps`: the highest rate that passed (None: none did, not even the floor). `at_cap`: it
-    passed at the highest rate the setup could offer, so the true figure may be higher.
+    `pps`: the highest rate that passed (None: none did, not even the floor). `fail_pps`: the
+    lowest rate that failed (None: none did), so the figure lies in [pps, fail_pps). `at_cap`:
+    it passed at the highest rate the setup could offer and nothing failed above it, so the
+    true figure may be higher.
     """
 
     pps: float | None
+    fail_pps: float | None
     at_cap: bool
     trials: int
 
@@ -161,8 +165,9 @@ class RateSearch:
     def _result(self, c: Criterion) -> SearchResult:
         passing = c.passing
         if passing is None:
-            return SearchResult(None, False, self.trials)
-        return SearchResult(passing, passing >= self.cap, self.trials)
+            return SearchResult(None, c.failing, False, self.trials)
+        at_cap = passing >= self.cap and c.failing is None
+        return SearchResult(passing, c.failing, at_cap, self.trials)
 
     def result(self) -> tuple[SearchResult, SearchResult]:
         """(zero loss, loss-tolerant) as far as the trials so far prove."""
