@@ -288,6 +288,7 @@ class _Session:
 
     __slots__ = (
         "client",
+        "client_name",
         "free_at",
         "owner",
         "peer",
@@ -312,6 +313,7 @@ class _Session:
         self.sid = sid
         self.owner: _ControlProtocol | None = owner
         self.client = owner.peer_ip
+        self.client_name = owner.name
         self.test_port = test_port
         self.peer = peer
         self.spec = spec
@@ -744,7 +746,8 @@ class TwampServer:
             sess.owner.sids.discard(sess.sid)
         if counters is not None:
             log.info(
-                "session %s ended (%s): received %d, reflected %d, dropped %d",
+                "%s: session %s ended (%s): received %d, reflected %d, dropped %d",
+                sess.client_name,
                 sess.sid.hex(),
                 why,
                 counters.get("received", 0),
@@ -752,7 +755,7 @@ class TwampServer:
                 counters.get("dropped", 0),
             )
         else:
-            log.info("session %s freed (%s)", sess.sid.hex(), why)
+            log.info("%s: session %s freed (%s)", sess.client_name, sess.sid.hex(), why)
 
     # -- timers ---------------------------------------------------------------------------------
 

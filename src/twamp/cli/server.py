@@ -1,0 +1,300 @@
+"""`twamp server`: the TWAMP Server and Session-Reflector ("complete TWAMP", RFC 5357 §5.1).
+
+Runs `net.server.TwampServer` until SIGINT or SIGTERM, then ends every session and exits 0.
+Secure modes (authenticated, encrypted, mixed) need a perfSONAR pfs key file (`--keyfile`):
+without one they are not offered, with a warning. Bad arguments end in one sentence and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+import click
+
+from .. import fastpath
+from ..constants import (
+    DEFAULT_REFWAIT_NS,
+    DEFAULT_SERVWAIT_NS,
+    SECURE_CONTROL_MODES,
+    TWAMP_CONTROL_PORT,
+    Mode,
+)
+from ..net.keyfile import load_keyfile
+from ..net.server import DEFAULT_PORT_RANGE, ServerConfig, TwampServer
+from ..timestamps import NS
+from .common import UserError, friendly_errors, setup_logging
+
+__all__ = ["parse_listen", "parse_modes", "parse_port_range", "server"]
+
+log = logging.getLogger("twamp.server")
+
+_MODE_BY_NAME = {
+    "open": Mode.UNAUTHENTICATED,
+    "unauthenticated": Mode.UNAUTHENTICATED,
+    "authenticated": Mode.AUTHENTICATED,
+    "encrypted": Mode.ENCRYPTED,
+    "mixed": Mode.MIXED,
+}
+_ALL_MODES = "open,authenticated,encrypted,mixed"
+_DEFAULT_CONFIG = ServerConfig()
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'ADDR:PORT', '[V6]:PORT', 'ADDR' or '[V6]' (port 862), bare 'V6' -> (address, port)."""
+    value = text.strip()
+    host, port_text = value, ""
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: write an IPv6 address as [ADDR]:PORT")
+        port_text = rest[1:]
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    if port_text == "":
+        port = TWAMP_CONTROL_PORT
+    elif port_text.isdigit() and int(port_text) <= 0xFFFF:
+        port = int(port_text)
+    else:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    return str(address), port
+
+
+def parse_modes(text: str) -> Mode:
+    """'open,authenticated,encrypted,mixed' (any of them, or 'all') -> the security Mode bits."""
+    modes = Mode(0)
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if name == "all":
+            modes |= parse_modes(_ALL_MODES)
+        elif name in _MODE_BY_NAME:
+            modes |= _MODE_BY_NAME[name]
+        else:
+            raise ValueError(f"unknown mode {raw.strip()!r}; choose from {_ALL_MODES}")
+    return modes
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'LO-HI' -> (lo, hi), inclusive, 1 <= lo <= hi <= 65535."""
+    lo_text, sep, hi_text = text.strip().partition("-")
+    if not sep or not lo_text.strip().isdigit() or not hi_text.strip().isdigit():
+        raise ValueError(f"{text!r} is not LO-HI, e.g. 20000-20999")
+    lo, hi = int(lo_text), int(hi_text)
+    if not 1 <= lo <= hi <= 0xFFFF:
+        raise ValueError(f"{text!r}: ports must be 1-65535 with LO <= HI")
+    return lo, hi
+
+
+def _callback(parse: Callable[[str], object]) -> Callable[..., object]:
+    """A click callback that turns the parser's ValueError into BadParameter."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> object:
+        try:
+            if isinstance(value, tuple):
+                return tuple(parse(v) for v in value)
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return convert
+
+
+def _network(text: str) -> IPv4Network | IPv6Network:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a network such as 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
+
+
+def _seconds(value: float, option: str) -> int | None:
+    """Seconds -> ns; 0 disables the timer."""
+    if value < 0:
+        raise click.BadParameter(
+            "must be 0 (off) or a positive number of seconds", param_hint=option
+        )
+    return None if value == 0 else int(value * NS)
+
+
+@click.command("server")
+@click.option(
+    "--listen",
+    "-l",
+    "listen",
+    multiple=True,
+    callback=_callback(parse_listen),
+    metavar="ADDR:PORT",
+    help="TWAMP-Control address to listen on (repeatable; IPv6 as [ADDR]:PORT; port 862 if "
+    "omitted). Default: [::]:862, dual-stack.",
+)
+@click.option(
+    "--modes",
+    default=_ALL_MODES,
+    show_default=True,
+    callback=_callback(parse_modes),
+    help="Security modes to offer, comma-separated.",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    help="perfSONAR pfs file of 'KEYID HEXKEY' lines; needed for the secure modes.",
+)
+@click.option(
+    "--port-range",
+    default=f"{DEFAULT_PORT_RANGE[0]}-{DEFAULT_PORT_RANGE[1]}",
+    show_default=True,
+    callback=_callback(parse_port_range),
+    metavar="LO-HI",
+    help="UDP ports for test sessions.",
+)
+@click.option(
+    "--servwait",
+    type=float,
+    default=DEFAULT_SERVWAIT_NS / NS,
+    show_default=True,
+    help="Seconds an idle control connection is kept (SERVWAIT); 0: forever.",
+)
+@click.option(
+    "--refwait",
+    type=float,
+    default=DEFAULT_REFWAIT_NS / NS,
+    show_default=True,
+    help="Seconds a started session without test packets is kept (REFWAIT); 0: forever.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=0),
+    default=_DEFAULT_CONFIG.max_connections,
+    show_default=True,
+)
+@click.option(
+    "--max-sessions",
+    type=click.IntRange(min=0),
+    default=_DEFAULT_CONFIG.max_sessions,
+    show_default=True,
+)
+@click.option(
+    "--max-sessions-per-client",
+    type=click.IntRange(min=0),
+    default=_DEFAULT_CONFIG.max_sessions_per_client,
+    show_default=True,
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    callback=_callback(_network),
+    metavar="NET",
+    help="Serve only clients in this network (repeatable). Default: everyone.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=_DEFAULT_CONFIG.batch,
+    show_default=True,
+    help="Test packets the reflector drains per wake-up.",
+)
+@click.option(
+    "--busy-poll",
+    is_flag=True,
+    help="Reflector threads spin instead of sleeping (lower latency, a core per test port).",
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+@friendly_errors
+def server(
+    listen: tuple[tuple[str, int], ...],
+    modes: Mode,
+    keyfile: str | None,
+    port_range: tuple[int, int],
+    servwait: float,
+    refwait: float,
+    max_connections: int,
+    max_sessions: int,
+    max_sessions_per_client: int,
+    allow: tuple[IPv4Network | IPv6Network, ...],
+    batch: int,
+    busy_poll: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Run a TWAMP Server and Session-Reflector (RFC 5357) until SIGINT or SIGTERM."""
+    setup_logging(verbose, quiet)
+    keys: dict[bytes, bytes] = {}
+    if keyfile is not None:
+        try:
+            keys = load_keyfile(keyfile)
+        except OSError as exc:
+            raise UserError(f"cannot read the key file {keyfile}: {exc.strerror or exc}") from None
+        if not keys and modes & SECURE_CONTROL_MODES:
+            log.warning("the key file %s has no keys", keyfile)
+    if modes & SECURE_CONTROL_MODES and not keys and not modes & ~SECURE_CONTROL_MODES:
+        raise UserError("the authenticated, encrypted and mixed modes need --keyfile with keys")
+    config = ServerConfig(
+        listen=listen or _DEFAULT_CONFIG.listen,
+        modes=modes,
+        keys=keys,
+        port_range=port_range,
+        servwait_ns=_seconds(servwait, "--servwait"),
+        refwait_ns=_seconds(refwait, "--refwait"),
+        max_connections=max_connections,
+        max_sessions=max_sessions,
+        max_sessions_per_client=max_sessions_per_client,
+        allow=allow,
+        batch=batch,
+        busy_poll=busy_poll,
+    )
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: ServerConfig) -> None:
+    twamp = TwampServer(config)
+    try:
+        await twamp.start()
+    except OSError as exc:
+        where = ", ".join(_show(h, p) for h, p in config.listen)
+        hint = ""
+        if isinstance(exc, PermissionError):
+            hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        raise UserError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
+    click.echo(
+        f"twamp server: reflector {fastpath.IMPLEMENTATION}, modes {int(twamp.offered_modes)}, "
+        f"listening on {', '.join(_show(h, p) for h, p in twamp.addresses)}",
+        err=False,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await twamp.stop()
+        stats = twamp.stats()
+        log.info(
+            "served %d connection(s), %d session(s); reflector counters %s",
+            stats["connections"]["total"],
+            stats["sessions"]["total"],
+            stats["reflector"],
+        )
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+if __name__ == "__main__":
+    server()
