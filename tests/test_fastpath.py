@@ -329,6 +329,31 @@ def test_process_light_policies(pair: Callable[..., Pair], stateful: bool) -> No
     assert p.c.counters()["unknown_peer"] > 0
 
 
+def test_process_many_sessions_and_light_peers(pair: Callable[..., Pair]) -> None:
+    # Enough sessions and Light peers to grow the compiled twin's hash table several times.
+    fmt = TestFormat(TestMode.OPEN)
+    light = _fastpath_py.LightPolicy(fmt, stateful=True, max_peers=150)
+    p = pair(socket.AF_INET6, light=light)
+    p.light_fmt = fmt
+    req = bytes(build_sender(fmt, 1, 2, 3, bytes(27)))
+    peers = [(f"2001:db8::{i:x}", 1000 + i) for i in range(120)]
+    slots = [
+        p.add({"peer": peer, "fmt": fmt, "stateful": i % 2 == 0}) for i, peer in enumerate(peers)
+    ]
+    assert slots == list(range(120))
+    for peer in peers:
+        p.call(req, peer, RX_NS, 64, 0)
+    for slot in slots[::3]:
+        assert p.c.remove_session(slot) == p.py.remove_session(slot)
+    for i in range(200):  # the first 150 become Light peers, the rest are refused
+        p.call(req, (f"10.{i // 250}.{i % 250}.1", 7), RX_NS, 64, 0)
+    for peer in peers:  # removed ones are Light peers now
+        p.call(req, peer, RX_NS, 64, 0)
+    for slot in slots[1::3]:
+        assert p.c.session_counters(slot) == p.py.session_counters(slot)
+    assert p.c.counters()["unknown_peer"] >= 50
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

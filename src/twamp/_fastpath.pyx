@@ -592,6 +592,9 @@ cdef class Reflector:
                 self._slots = grown
                 self._cap_slots = slot * 2 + 8
             s.slot = slot
+            # Into the table before the slot: a rebuild inside _insert must not see it twice.
+            if old == NULL and self._insert(s) < 0:
+                raise MemoryError()
             self._slots[slot] = s
             if slot == self._n_slots:
                 self._n_slots += 1
@@ -609,9 +612,6 @@ cdef class Reflector:
                     self._unpublish(slot)
                     raise MemoryError()
                 free(old)
-            elif self._insert(s) < 0:
-                self._unpublish(slot)
-                raise MemoryError()
             if crypto is not None:
                 self._cryptos[slot] = crypto
             s = NULL
