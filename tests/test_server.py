@@ -511,6 +511,52 @@ def test_reflect_octets_without_room_for_equal_size_is_refused() -> None:
     run(main())
 
 
+def test_dscp_ecn_monitoring() -> None:
+    """RFC 7750: S-DSCP-ECN carries the received TOS octet; the reply uses the Type-P DSCP."""
+    mode = OPEN | Mode.DSCP_ECN
+
+    async def main() -> None:
+        async with serving() as server:
+            client = await Client.connect(server)
+            await client.ready(mode)
+            sess = await open_session(client, mode, dscp=10)
+            sess.udp.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xB9)  # EF, ECT(1)
+            assert await client.start() is AcceptCode.OK
+            (reply,) = await sess.ping([0])
+            assert len(reply.data) == 44  # the 41-octet header grows by S-DSCP-ECN + 2 MBZ
+            assert reply.data[41] == 0xB9
+            assert reply.data[42:44] == b"\0\0"
+            assert reply.tos == 10 << 2
+            await client.stop()
+            await client.close()
+            sess.udp.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_dual_stack_listener_and_zero_addresses(family: int) -> None:
+    """[::] serves IPv4 clients as v4-mapped peers; zero addresses mean the connection's."""
+
+    async def main() -> None:
+        async with serving(listen=(("::", 0),)) as server:
+            ((host, port),) = server.addresses
+            assert host == "::"
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(LOOPBACK[family], port), T
+            )
+            client = Client(reader, writer)
+            await client.ready(OPEN)
+            sess = await open_session(client, OPEN, family)  # receiver address zero
+            assert await client.start() is AcceptCode.OK
+            assert len(await sess.ping([0, 1])) == 2
+            await client.stop()
+            await client.close()
+            sess.udp.close()
+
+    run(main())
+
+
 # -- session life cycle -------------------------------------------------------------------------
 
 
