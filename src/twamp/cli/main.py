@@ -29,3 +29,7 @@ _register()
 
 def main() -> None:
     cli(prog_name="twamp")
+
+
+if __name__ == "__main__":
+    main()
