@@ -771,7 +771,12 @@ def _measure_latency(
     s = ctx.settings
     for fraction in s.latency_fractions_pct:
         rate = base * fraction / 100.0
-        point: dict[str, Any] = {"fraction_pct": fraction, "offered_pps": rate, "trials": []}
+        point: dict[str, Any] = {
+            "fraction_pct": fraction,
+            "offered_pps": rate,
+            "trials": [],
+            "rtt_quantiles_ns": None,
+        }
         size_result["latency"].append(point)
         samples: list[npt.NDArray[np.int64]] = []
         for i in range(s.trials):
@@ -788,9 +793,8 @@ def _measure_latency(
                 point["trials"].append(trial)
                 if not trial["sender_limited"]:
                     samples.append(rtt)
+                    point["rtt_quantiles_ns"] = quantiles(np.concatenate(samples))
                     break
-        pooled = np.concatenate(samples) if samples else np.zeros(0, dtype=np.int64)
-        point["rtt_quantiles_ns"] = quantiles(pooled)
 
 
 # -- a whole run ---------------------------------------------------------------------------------

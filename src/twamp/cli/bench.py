@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_ARGV_KEY = "twamp.bench.argv"
+
 _SIZES_HELP = (
     "Comma-separated packet sizes in UDP payload octets (the TWAMP-Test packet: header plus "
     "padding; add 28 for IPv4 and UDP headers), 'min' for the smallest symmetric size of the "
@@ -323,7 +325,7 @@ def _run(targets: list[Target], p: dict[str, Any], command: str, sender_cpu: int
             targets,
             settings,
             command=command,
-            argv=sys.argv,
+            argv=click.get_current_context().meta.get(_ARGV_KEY, sys.argv),
             progress=progress,
             sender_cpu=sender_cpu,
             document=doc,
@@ -338,7 +340,16 @@ def _run(targets: list[Target], p: dict[str, Any], command: str, sender_cpu: int
         raise click.exceptions.Exit(130)
 
 
+class _BenchGroup(click.Group):
+    """Keeps the exact arguments, for the report's command line (however click was invoked)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV_KEY] = [ctx.info_name or "twamp-bench", *args]
+        return super().parse_args(ctx, args)
+
+
 @click.group(
+    cls=_BenchGroup,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -1,0 +1,371 @@
+"""`twamp-bench` on the command line (click's CliRunner): defaults, options, outputs, errors.
+
+Real runs are tiny (one size, two short trials, a low --max-rate) against our own reflector
+started on loopback by the command itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from twamp.bench import engine
+from twamp.bench.conditions import collect_conditions, cpu_plan
+from twamp.bench.report import CSV_HEADER, validate
+from twamp.bench.targets import CReflector, LightTarget, LocalReflector, find_c_source
+from twamp.cli import bench as cli
+
+# The header documented in the README and in report.CSV_HEADER, written out independently.
+DOCUMENTED_CSV_HEADER = "target,size,mean_octets,figure,fraction_pct,unit,min,median,max,n,status"
+
+TINY = [
+    "--sizes",
+    "min",
+    "--trials",
+    "2",
+    "--trial-duration",
+    "0.05",
+    "--latency-fractions",
+    "50",
+    "--max-rate",
+    "20000",
+    "--resolution",
+    "20",
+]
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli.bench, list(args), prog_name="twamp-bench")
+
+
+def assert_one_sentence_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], result.output
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A bound UDP socket that never answers."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+# -- help and defaults ------------------------------------------------------------------------
+
+
+def test_help_says_what_a_size_is() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "UDP payload octets" in text
+    assert "min,128,512,1024,1472,imix" in text
+    assert "compare" in text
+    sub = invoke("compare", "--help")
+    assert sub.exit_code == 0 and "--reflector" in sub.output
+
+
+class Captured:
+    targets: list[Any]
+    settings: Any
+    sender_cpu: int | None
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
+    """Replace the measurement by a recorder of what the command asked for."""
+    seen = Captured()
+
+    def fake_run(targets: list[Any], settings: Any, **kw: Any) -> dict[str, Any]:
+        seen.targets, seen.settings, seen.sender_cpu = targets, settings, kw["sender_cpu"]
+        doc: dict[str, Any] = kw["document"]
+        doc["conditions"] = collect_conditions(
+            argv=kw["argv"],
+            sender={
+                "implementation": "python",
+                "batch": settings.sender_batch,
+                "busy_poll": False,
+                "cpu": kw["sender_cpu"],
+                "rcvbuf": None,
+                "sndbuf": None,
+            },
+            clock_synced=False,
+        )
+        doc["complete"] = True
+        return doc
+
+    monkeypatch.setattr(cli, "run_benchmark", fake_run)
+    return seen
+
+
+def test_no_arguments_means_our_fast_reflector_and_the_default_suite(captured: Captured) -> None:
+    result = invoke()
+    assert result.exit_code == 0, result.output
+    (target,) = captured.targets
+    assert isinstance(target, LocalReflector)
+    assert target.kind == "local" and "--impl" in target._argv and "fast" in target._argv
+    reflector_cpu, sender_cpu = cpu_plan(True)
+    assert captured.sender_cpu == sender_cpu
+    assert target._argv[target._argv.index("--cpu") + 1] == str(
+        -1 if reflector_cpu is None else reflector_cpu
+    )
+    s = captured.settings
+    assert s.sizes == ("min", "128", "512", "1024", "1472", "imix")
+    assert s.trials == 3 and s.loss_tolerance_pct == 0.1
+    assert s.latency_fractions_pct == (10.0, 50.0, 90.0)
+    assert 0 < s.trial_duration_s <= 0.5  # short: the default suite takes about a minute
+    assert "twamp-bench" in result.output  # the table's heading
+
+
+def test_options_reach_the_settings(captured: Captured, silent_port: int) -> None:
+    result = invoke(
+        "--target",
+        f"127.0.0.1:{silent_port}",
+        "--sizes",
+        "64,imix,64",
+        "--trials",
+        "5",
+        "--loss-tolerance",
+        "1.5",
+        "--latency-fractions",
+        "25,75",
+        "--no-pin",
+        "--stamp",
+    )
+    assert result.exit_code == 0, result.output
+    (target,) = captured.targets
+    assert isinstance(target, LightTarget) and target.fmt.stamp
+    assert target.address == ("127.0.0.1", silent_port)
+    s = captured.settings
+    assert s.sizes == ("64", "imix") and s.trials == 5 and s.loss_tolerance_pct == 1.5
+    assert s.latency_fractions_pct == (25.0, 75.0) and not s.pin
+    assert captured.sender_cpu is None
+
+
+def test_target_port_defaults_to_862(captured: Captured) -> None:
+    assert invoke("--target", "127.0.0.1").exit_code == 0
+    assert captured.targets[0].address == ("127.0.0.1", 862)
+
+
+def test_compare_builds_each_kind_of_reflector(captured: Captured) -> None:
+    result = invoke(
+        "compare",
+        "-r",
+        "fast",
+        "-r",
+        "pure",
+        "-r",
+        "c",
+        "-r",
+        "cmd:my-reflector --port {port}",
+        "-r",
+        "addr:127.0.0.1:9",
+        "-r",
+        "fast",
+    )
+    assert result.exit_code == 0, result.output
+    kinds = [t.kind for t in captured.targets]
+    assert kinds == ["local", "local", "c", "command", "light", "local"]
+    assert [t.name for t in captured.targets][-1] == "fast#2"  # names stay distinct
+    assert isinstance(captured.targets[2], CReflector)
+
+
+# -- bad options: a usage error, one sentence ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--sizes", "huge"], "--sizes"),
+        (["--sizes", "0"], "--sizes"),
+        (["--trials", "0"], "--trials"),
+        (["--trial-duration", "-1"], "--trial-duration"),
+        (["--latency-fractions", "0,150"], "--latency-fractions"),
+        (["--latency-fractions", "a,b"], "--latency-fractions"),
+        (["--loss-tolerance", "100"], "--loss-tolerance"),
+        (["--target", "127.0.0.1:99999"], "--target"),
+        (["--target", "[::1"], "--target"),
+        (["--target", "127.0.0.1", "--control", "127.0.0.1"], "not both"),
+        (["-A", "E"], "--control only"),
+        (["--session", "trial"], "--control only"),
+        (["--stamp", "--control", "127.0.0.1"], "--stamp"),
+        (["--min-rate", "5000", "--max-rate", "100"], "maximum rate"),
+        (["--control", "127.0.0.1", "-A", "X"], "unknown mode letter"),
+        (["--bogus"], "--bogus"),
+        (["--sizes", "min", "compare", "-r", "fast"], "after it"),
+        (["compare"], "--reflector"),
+        (["compare", "-r", "nonsense"], "nonsense"),
+        (["compare", "-r", "cmd:no-placeholder"], "{port}"),
+        (["compare", "-r", "addr:127.0.0.1:0"], "--reflector"),
+        (["compare", "-r", "c", "--stamp"], "STAMP"),
+    ],
+)
+def test_bad_options(args: list[str], fragment: str) -> None:
+    assert_one_sentence_error(invoke(*args), fragment)
+
+
+def test_key_id_without_key_file() -> None:
+    assert_one_sentence_error(invoke("--control", "127.0.0.1", "-u", "alice"), "key file")
+
+
+def test_missing_key_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pfs"
+    assert_one_sentence_error(invoke("--control", "127.0.0.1", "-k", str(missing)), "nope.pfs")
+
+
+# -- bad targets: one sentence, exit 2 ----------------------------------------------------------
+
+
+def test_nothing_listening(silent_port: int) -> None:
+    result = invoke("--target", f"127.0.0.1:{silent_port}", *TINY)
+    assert_one_sentence_error(result, f"no reply from 127.0.0.1:{silent_port}")
+
+
+def test_size_below_the_mode_minimum(silent_port: int) -> None:
+    result = invoke("--target", f"127.0.0.1:{silent_port}", "--sizes", "20")
+    assert_one_sentence_error(result, "below the 41-octet minimum")
+
+
+def test_plot_without_matplotlib_fails_before_measuring(
+    monkeypatch: pytest.MonkeyPatch, silent_port: int, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cli, "plot_available", lambda: False)
+    measured: list[bool] = []
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: measured.append(True))
+    result = invoke("--target", f"127.0.0.1:{silent_port}", "--plot", str(tmp_path / "p.png"))
+    assert_one_sentence_error(result, "matplotlib")
+    assert not measured
+
+
+def test_c_reflector_without_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twamp.bench.targets as targets
+
+    monkeypatch.setattr(targets, "find_c_source", lambda: None)
+    result = invoke("compare", "-r", "c", *TINY)
+    assert_one_sentence_error(result, "c_reflector.c")
+
+
+# -- real runs: outputs ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    json_path, csv_path = out / "report.json", out / "report.csv"
+    result = invoke(*TINY, "--json", str(json_path), "--csv", str(csv_path))
+    return result, json_path, csv_path
+
+
+def test_real_run_prints_a_table(real_run: tuple[Result, Path, Path]) -> None:
+    result, _, _ = real_run
+    assert result.exit_code == 0, result.output
+    assert "zero-loss pps" in result.output
+    assert "latency in µs" in result.output or "sender-limited" in result.output
+    assert "local reflector" in result.output
+
+
+def test_real_run_json_validates(real_run: tuple[Result, Path, Path]) -> None:
+    _, json_path, _ = real_run
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    assert doc["tool"] == "twamp-bench" and doc["command"] == "bench"
+    assert doc["complete"] and not doc["interrupted"]
+    assert doc["settings"]["trials"] == 2 and doc["settings"]["sizes"] == ["min"]
+    assert doc["targets"][0]["sizes"][0]["size"] == "41"
+    expected = " ".join(["twamp-bench", *TINY, "--json", str(json_path), "--csv"])
+    assert doc["conditions"]["command_line"].startswith(expected)
+
+
+def test_real_run_csv_has_the_documented_header(real_run: tuple[Result, Path, Path]) -> None:
+    _, json_path, csv_path = real_run
+    text = csv_path.read_text()
+    assert text.splitlines()[0] == DOCUMENTED_CSV_HEADER
+    assert ",".join(CSV_HEADER) == DOCUMENTED_CSV_HEADER
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and all(len(r) == 11 for r in rows)
+    figures = {r["figure"] for r in rows}
+    assert {"zero_loss_rate", "tolerant_rate"} <= figures
+    doc = json.loads(json_path.read_text())
+    zero = doc["targets"][0]["sizes"][0]["throughput"]["zero_loss"]
+    (row,) = [r for r in rows if r["figure"] == "zero_loss_rate"]
+    assert row["status"] == zero["status"] and row["unit"] == "pps"
+    if zero["pps"] is not None:
+        assert float(row["median"]) == pytest.approx(zero["pps"]["median"])
+    for r in rows:
+        if r["unit"] == "ns" and r["min"]:
+            assert float(r["min"]) <= float(r["median"]) <= float(r["max"])
+
+
+def test_json_to_stdout_is_only_json() -> None:
+    result = invoke(*TINY, "--trials", "1", "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    validate(doc)
+    assert len(doc["targets"]) == 1
+
+
+def test_ctrl_c_keeps_and_writes_partial_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    # Ctrl-C during the first latency trial: the throughput searches are done by then.
+    monkeypatch.setattr(engine, "latency_trial", interrupted)
+    json_path, csv_path = tmp_path / "r.json", tmp_path / "r.csv"
+    result = invoke(*TINY, "--json", str(json_path), "--csv", str(csv_path))
+    assert result.exit_code == 130, result.output
+    assert "partial" in result.output
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    assert doc["interrupted"] and not doc["complete"]
+    (size,) = doc["targets"][0]["sizes"]
+    assert not size["complete"]
+    assert len(size["throughput"]["runs"]) == 2  # both searches were kept
+    assert size["throughput"]["zero_loss"]["status"] != "not_measured"
+    assert size["latency"][0]["trials"] == []
+    assert "zero_loss_rate" in csv_path.read_text()
+    # The reflector process was stopped all the same.
+    pid = doc["targets"][0]["reflector"]["pid"]
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(pid, 0)
+
+
+@pytest.mark.skipif(
+    shutil.which("gcc") is None or find_c_source() is None, reason="needs gcc and the C source"
+)
+def test_compare_runs_reflectors_side_by_side() -> None:
+    result = invoke("compare", "-r", "fast", "-r", "c", *TINY, "--trials", "1", "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    validate(doc)
+    assert doc["command"] == "compare"
+    names = [t["name"] for t in doc["targets"]]
+    assert names == ["fast", "c"]
+    assert doc["targets"][1]["reflector"]["implementation"] == "c"
+    (row,) = doc["comparison"]
+    assert row["baseline"] == "fast" and [e["target"] for e in row["entries"]] == names
+    first = row["entries"][0]
+    assert first["zero_loss_ratio"] in (None, 1.0)
+    for t in doc["targets"]:
+        assert t["error"] is None
+        assert t["reflector"]["counters"] is not None  # stopped by PID, counters collected
