@@ -607,11 +607,17 @@ def test_control_with_a_mode_the_server_does_not_offer() -> None:
 
 
 @needs_server
-@pytest.mark.parametrize("mode_name", ["open", "encrypted"])
-def test_control_runs_sessions_in_the_negotiated_mode(mode_name: str) -> None:
+@pytest.mark.parametrize(
+    ("mode_name", "scope"), [("open", "trial"), ("encrypted", "trial"), ("authenticated", "size")]
+)
+def test_control_runs_sessions_in_the_negotiated_mode(mode_name: str, scope: str) -> None:
     from twamp.constants import Mode
 
-    mode = Mode.UNAUTHENTICATED if mode_name == "open" else Mode.ENCRYPTED
+    mode = {
+        "open": Mode.UNAUTHENTICATED,
+        "authenticated": Mode.AUTHENTICATED,
+        "encrypted": Mode.ENCRYPTED,
+    }[mode_name]
     settings = BenchSettings(
         sizes=("min",),
         trials=1,
@@ -630,7 +636,7 @@ def test_control_runs_sessions_in_the_negotiated_mode(mode_name: str) -> None:
             modes=(mode,),
             key_id=KEY_ID if mode_name != "open" else None,
             passphrase=SECRET if mode_name != "open" else None,
-            scope="trial",
+            scope=scope,
             timeout_s=5,
         )
         doc = run_benchmark([target], settings)
@@ -639,9 +645,13 @@ def test_control_runs_sessions_in_the_negotiated_mode(mode_name: str) -> None:
     assert t["error"] is None and t["mode"] == mode_name
     minimum = 41 if mode_name == "open" else 112
     assert t["sizes"][0]["size"] == str(minimum)
+    assert t["address"] == f"127.0.0.1:{srv.port}"  # the server, not a test port
     trials = [tr for r in t["sizes"][0]["throughput"]["runs"] for tr in r["trials"]]
-    # One session for the probe and one per trial, each negotiated and answered.
-    assert t["sessions"] == 1 + len(trials) + len(t["sizes"][0]["latency"][0]["trials"])
+    if scope == "trial":
+        # One session for the probe and one per trial, each negotiated and answered.
+        assert t["sessions"] == 1 + len(trials) + len(t["sizes"][0]["latency"][0]["trials"])
+    else:
+        assert t["sessions"] == 2  # the probe's, then one for the only size
     assert all(tr["received"] > 0 for tr in trials)
 
 
@@ -671,3 +681,74 @@ def test_reflector_proc_reports_ready_and_counters() -> None:
     assert proc.returncode == 0
     counters = json.loads(out.strip().splitlines()[-1])
     assert counters["reflected"] == 1
+
+
+def test_unreachable_target_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every send failing (no route): the kernel's reason, found with connect(2) alone."""
+
+    def failing(session: Any, size: Any, schedule: Any, **kw: Any) -> TrialData:
+        data = _trial(sent=0)
+        data.counters.update(send_errors=int(schedule.size), sent=0)
+        data.counters.update(
+            received=0, malformed=0, auth_failed=0, unknown_peer=0, reflector_unsynced=0
+        )
+        return data
+
+    monkeypatch.setattr(engine, "send_schedule", failing)
+    monkeypatch.setattr(engine, "send_error", lambda peer: "Network is unreachable")
+    target = LightTarget("far", "127.0.0.1", 9, SessionOptions())
+    with pytest.raises(BenchError) as info:
+        run_benchmark([target], QUICK)
+    assert str(info.value) == "127.0.0.1:9 is unreachable: network is unreachable"
+
+
+def _reflector_process(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twamp.bench.reflector_proc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("ready "), proc.stderr.read() if proc.stderr else line
+    import json
+
+    return proc, int(json.loads(line[6:])["port"])
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_an_ipv6_light_target() -> None:
+    proc, port = _reflector_process("--impl", "fast", "--addr", "::1", "--port", "0")
+    try:
+        target = LightTarget(f"[::1]:{port}", "::1", port, SessionOptions())
+        doc = run_benchmark([target], TINY)
+    finally:
+        proc.terminate()  # by PID: the process this test started
+        proc.communicate(timeout=10)
+    validate(doc)
+    (t,) = doc["targets"]
+    assert t["error"] is None and t["address"] == f"[::1]:{port}"
+    trials = [tr for r in t["sizes"][0]["throughput"]["runs"] for tr in r["trials"]]
+    assert trials and all(tr["received"] > 0 for tr in trials)
+
+
+def test_our_reflector_in_stamp_format() -> None:
+    target = LocalReflector("stamp", SessionOptions(), impl="pure", stamp=True)
+    doc = run_benchmark([target], TINY)
+    validate(doc)
+    (t,) = doc["targets"]
+    assert t["stamp"] and t["format"] == {"sender_header": 44, "reflector_header": 44}
+    (size,) = t["sizes"]
+    assert size["size"] == "44"
+    assert t["reflector"]["implementation"] == "python"
+    assert t["reflector"]["counters"]["reflected"] > 0

@@ -369,3 +369,13 @@ def test_compare_runs_reflectors_side_by_side() -> None:
     for t in doc["targets"]:
         assert t["error"] is None
         assert t["reflector"]["counters"] is not None  # stopped by PID, counters collected
+
+
+def test_plot_draws_a_png(real_run: tuple[Result, Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from twamp.bench.plot import plot_report
+
+    _, json_path, _ = real_run
+    out = tmp_path / "bench.png"
+    plot_report(json.loads(json_path.read_text()), str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -23,11 +23,11 @@ Per target, in this order (RFC 2544 §26, RFC 8219 §7-8 in spirit):
    packets) or in which our own receive buffer dropped replies (the socket's kernel drop
    counter, which `SO_RXQ_OVFL` also reports) says nothing about the reflector. It is marked
    `sender_limited` with the reason and run once more (other processes do preempt a sender
-   now and then); if still limited the search is capped 10 % below that rate, or below what
-   the sender achieved when that was less. The cap carries over to the next repetition and, as
-   a share of the discard-sink rate, to the next size. A rate that passes at the cap, with no
-   failure above it, is reported as a lower bound limited by the sender, never as the
-   reflector's figure.
+   now and then); if still limited the search is capped 10 % below that rate (each further
+   step without a trial held is larger), or below what the sender achieved when that was
+   less. The cap carries over to the next repetition and, as a share of the discard-sink rate,
+   to the next size. A rate that passes at the cap, with no failure above it, is reported as a
+   lower bound limited by the sender, never as the reflector's figure.
 5. **Latency, per size,** at fixed fractions of the zero-loss rate found (or the tolerant one),
    `trials` times: RTT, one-way delays (valid only when both clocks report synchronisation, the
    S bits), reflector residence (T3 - T2), RFC 5481 IPDV, loss, reordering and duplicates, via
@@ -66,6 +66,7 @@ from .targets import (
     Target,
     TestSession,
     hostport,
+    send_error,
     test_crypto_for_calibration,
 )
 
@@ -93,6 +94,7 @@ _BEHIND_FRACTION = 0.10
 _MAX_LAG_NS = 20_000_000
 _MIN_ACHIEVED = 0.98
 _CAP_STEP = 0.9  # a rate the sender could not hold twice: the cap goes this far below it
+_MAX_ATTEMPTS = 48  # trials per search repetition, sender-limited ones included
 _CAP_ACHIEVED = 0.95  # ... or this far below the best it achieved there, if that is lower
 _CALIBRATION_HEADROOM = 0.9  # the first cap: this share of the discard-sink rate
 _CALIBRATION_S = 0.15
@@ -313,7 +315,8 @@ def run_probe(target: Target, session: TestSession, size: PacketSize) -> ProbeRe
         if c["malformed"] or data.foreign:
             raise BenchError(f"replies from {where} are not TWAMP/STAMP reflections")
         if c["send_errors"] and c["sent"] == 0:
-            raise BenchError(f"{where} is unreachable: every send failed")
+            why = send_error(session.peer) or "every send failed"
+            raise BenchError(f"{where} is unreachable: {why[0].lower()}{why[1:]}")
         if c["unknown_peer"]:
             raise BenchError(f"no reply from {where} (replies came from another address)")
         raise BenchError(f"no reply from {where}")
@@ -473,7 +476,8 @@ def search_run(
     }
     size_result["throughput"]["runs"].append(run)
     attempts = 0
-    while (rate := search.next_rate()) is not None and attempts < 3 * search.max_trials:
+    lowered = 0  # cap lowerings since the sender last held a trial
+    while (rate := search.next_rate()) is not None and attempts < _MAX_ATTEMPTS:
         limited = False
         achieved = 0.0
         for _ in range(2):  # a trial the sender could not hold is run once more
@@ -487,13 +491,17 @@ def search_run(
             limited = trial["sender_limited"]
             if not limited:
                 search.record(rate, trial["loss_pct"])
+                lowered = 0
                 break
             achieved = max(achieved, trial["achieved_pps"] or 0.0)
         if limited:
             if rate <= search.floor * (1 + 1e-9):
                 run["floor_sender_limited"] = True
                 break
-            search.lower_cap(min(rate * _CAP_STEP, achieved * _CAP_ACHIEVED or rate))
+            # Each further step down without a trial held is larger: 10 %, 19 %, 34 %, ...
+            step = _CAP_STEP ** (2 ** min(lowered, 4))
+            lowered += 1
+            search.lower_cap(min(rate * step, achieved * _CAP_ACHIEVED or rate))
     zero, tol = search.result()
     if search.cap < cap:
         cap_source = "sender"

@@ -57,19 +57,39 @@ def plot_report(document: dict[str, Any], path: str) -> None:
     if ax_cdf.lines:
         ax_cdf.legend(fontsize="x-small")
 
-    for target in document["targets"]:
-        xs, med, low, high = [], [], [], []
+    for i, target in enumerate(document["targets"]):
+        color = f"C{i}"
+        found: list[tuple[float, float, float, float]] = []
+        bounds: list[tuple[float, float]] = []
         for size in target.get("sizes") or []:
-            pps = (size["throughput"].get("zero_loss") or {}).get("pps")
-            if pps is None:
-                continue
-            xs.append(size["mean_octets"])
-            med.append(pps["median"])
-            low.append(pps["median"] - pps["min"])
-            high.append(pps["max"] - pps["median"])
-        if xs:
-            ax_tp.errorbar(xs, med, yerr=[low, high], marker="o", capsize=3, label=target["name"])
-    ax_tp.set_xlabel("UDP payload (octets; IMIX at its mean)")
+            zero = size["throughput"].get("zero_loss") or {}
+            x = size["mean_octets"]
+            pps = zero.get("pps")
+            if pps is not None:
+                found.append(
+                    (x, pps["median"], pps["median"] - pps["min"], pps["max"] - pps["median"])
+                )
+                if size["size"] == "imix":
+                    ax_tp.plot([x], [pps["median"]], "*", color=color, markersize=12)
+            elif zero.get("lower_bound_pps"):
+                bounds.append((x, zero["lower_bound_pps"]))
+        found.sort()
+        if found:
+            xs, med, low, high = (list(v) for v in zip(*found, strict=True))
+            ax_tp.errorbar(
+                xs, med, yerr=[low, high], marker="o", capsize=3, color=color, label=target["name"]
+            )
+        if bounds:
+            bounds.sort()
+            ax_tp.plot(
+                [b[0] for b in bounds],
+                [b[1] for b in bounds],
+                "^",
+                color=color,
+                markerfacecolor="none",
+                label=f"{target['name']}: at least (test setup's limit)",
+            )
+    ax_tp.set_xlabel("UDP payload (octets; IMIX, the star, at its mean)")
     ax_tp.set_ylabel("zero-loss rate (packets/s)")
     ax_tp.set_title("throughput: median, min-max over trials")
     if ax_tp.lines:

@@ -95,7 +95,7 @@ class RateSearch:
         tolerance_pct: float,
         resolution: float = 0.05,
         hint: float | None = None,
-        max_trials: int = 40,
+        max_trials: int = 30,
     ) -> None:
         if not 0 < floor_pps <= cap_pps:
             raise ValueError(f"need 0 < floor ({floor_pps}) <= cap ({cap_pps})")

@@ -43,6 +43,7 @@ from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
 from ..wire.packets import TestFormat
+from .conditions import socket_stats
 from .config import PacketSize
 
 __all__ = [
@@ -99,6 +100,17 @@ def resolve(host: str, port: int) -> tuple[str, int]:
         raise BenchError(f"cannot resolve {host!r}: {exc.strerror}") from None
     ip, real_port = infos[0][4][:2]
     return str(ip), int(real_port)
+
+
+def send_error(peer: tuple[str, int]) -> str | None:
+    """Why sending to `peer` fails, as the kernel words it (a connect(2) only: nothing is sent)."""
+    family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(peer)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def hostport(addr: tuple[str, int]) -> str:
@@ -217,13 +229,16 @@ class Target:
         self.reflector_inode: int | None = None
         self._session: TestSession | None = None
 
+    @property
+    def where(self) -> tuple[str, int]:
+        """The address to name in reports: where test packets go, or the TWAMP server."""
+        return self.address
+
     def start(self) -> None:
         """Start (or reach) the reflector; raises BenchError."""
 
     def reflector_drops(self) -> int | None:
         """The reflector socket's kernel drop counter, when it is on this host and known."""
-        from .conditions import socket_stats
-
         if self.reflector_inode is not None:
             stats = socket_stats(inode=self.reflector_inode)
         elif self.kind in ("c", "command") or _is_local(self.address[0]):
@@ -259,7 +274,7 @@ class Target:
         return {
             "name": self.name,
             "kind": self.kind,
-            "address": hostport(self.address),
+            "address": hostport(self.where),
             "mode": self.mode,
             "stamp": self.fmt.stamp,
             "session_scope": self.session_scope,
@@ -634,6 +649,11 @@ class ControlTarget(Target):
         self._client: Any = None
         self._current: TestSession | None = None
         self.sessions = 0
+        self._server: tuple[str, int] = (host, port)
+
+    @property
+    def where(self) -> tuple[str, int]:
+        return self._server
 
     def start(self) -> None:
         try:
@@ -657,7 +677,7 @@ class ControlTarget(Target):
         self.mode = mode_name(client.mode)
         self.fmt = TestFormat(client.test_mode)
         peer_ip, peer_port = client.peer_address[:2]
-        self.address = (str(peer_ip), int(peer_port))
+        self.address = self._server = (str(peer_ip), int(peer_port))
         self.reflector.update(implementation=None)
 
     def open_session(self, size: PacketSize) -> TestSession:
