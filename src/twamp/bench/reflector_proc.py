@@ -8,7 +8,7 @@ compiled twin when it is built), `pure` the pure-Python twin, or an IMPLEMENTATI
 
 The process pins itself to `--cpu` before starting the reflector thread (which inherits the
 mask), prints one line ``ready {json}`` once the socket is bound, reflects until SIGTERM or
-SIGINT (or `--max-seconds`, a backstop against an orphan), then prints its counters as one JSON
+SIGINT (or until its parent is gone, or `--max-seconds`), then prints its counters as one JSON
 line and exits 0.
 """
 
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "inode": inode,
     }
     started = clock.monotonic_ns()
+    parent = os.getppid()
     reflector.start()
     try:
         print("ready", json.dumps(ready), flush=True)
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             if not reflector.running:
                 print("the reflector thread died", file=sys.stderr)
                 break
+            if os.getppid() != parent:
+                break  # twamp-bench is gone (killed): do not outlive it
     finally:
         reflector.stop()
     times = os.times()

@@ -267,7 +267,8 @@ def format_tables(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     out: list[str] = []
     out.append(
-        f"twamp-bench {doc['version']}: {s['trials']} trials per figure (min / median / max), "
+        f"twamp-bench {doc['version']}: {s['trials']} trial{'s' if s['trials'] != 1 else ''} "
+        "per figure (min / median / max), "
         f"{s['trial_duration_s']:g} s per throughput trial, loss tolerance "
         f"{s['loss_tolerance_pct']:g} %; sizes are UDP payload octets"
     )

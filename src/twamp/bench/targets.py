@@ -506,7 +506,8 @@ class CReflector(Target):
 
     def start(self) -> None:
         binary = self._build()
-        argv = [str(binary), "-B", str(self._batch), "-r", str(self._rcvbuf), "-m", "86400"]
+        # -m: a backstop should twamp-bench be killed without stopping it.
+        argv = [str(binary), "-B", str(self._batch), "-r", str(self._rcvbuf), "-m", "3600"]
         if self._busy_poll:
             argv.append("-b")
         argv += ["0", str(-1 if self._cpu is None else self._cpu)]
