@@ -350,6 +350,12 @@ def test_ctrl_c_keeps_and_writes_partial_results(
         os.kill(pid, 0)
 
 
+def test_compare_fails_when_a_reflector_cannot_be_measured(silent_port: int) -> None:
+    result = invoke("compare", "-r", "pure", "-r", f"addr:127.0.0.1:{silent_port}", *TINY)
+    assert_one_sentence_error(result, "1 of 2 reflectors", f"no reply from 127.0.0.1:{silent_port}")
+    assert "== pure" in result.output  # the table of the one that worked is still printed
+
+
 @pytest.mark.skipif(
     shutil.which("gcc") is None or find_c_source() is None, reason="needs gcc and the C source"
 )

@@ -45,6 +45,7 @@ at_max_rate/not_measured for rates (min/median/max are empty unless found or par
 sender_limited or at_max_rate rate puts its lower bound in min) and ok for latency figures."""
 
 _BOUNDED = ("sender_limited", "at_max_rate")  # a rate passing at the cap: a lower bound only
+_BOUND_WHY = {"sender_limited": "sender-limited", "at_max_rate": "--max-rate"}
 
 # (figure, metric, statistic) rows of each latency point.
 _LATENCY_ROWS = (
@@ -207,7 +208,7 @@ def _rate_cell(fig: dict[str, Any] | None) -> str:
         return "-"
     status = fig["status"]
     if status in _BOUNDED:
-        why = "sender-limited" if status == "sender_limited" else "--max-rate"
+        why = _BOUND_WHY[status]
         bound = fig["lower_bound_pps"]
         return f">= {_pps(bound)} ({why})" if bound is not None else why
     if status == "none":
@@ -373,7 +374,8 @@ def format_tables(doc: dict[str, Any]) -> str:
                 if e["zero_loss_pps"] is None:
                     bound = e["zero_loss_lower_bound_pps"]
                     if e["zero_loss_status"] in _BOUNDED and bound is not None:
-                        row.append(f">= {_pps(bound)} ({e['zero_loss_status']})")
+                        why = _BOUND_WHY[e["zero_loss_status"]]
+                        row.append(f">= {_pps(bound)} ({why})")
                     else:
                         row.append(e["zero_loss_status"])
                     continue

@@ -338,6 +338,13 @@ def _run(targets: list[Target], p: dict[str, Any], command: str, sender_cpu: int
     _emit(doc, p, progress)
     if doc["interrupted"]:
         raise click.exceptions.Exit(130)
+    failed = [t for t in doc["targets"] if t.get("error")]
+    if failed:
+        first = failed[0]
+        raise UserError(
+            f"{len(failed)} of {len(doc['targets'])} reflectors could not be measured "
+            f"({first['name']}: {first['error']})"
+        )
 
 
 class _BenchGroup(click.Group):
