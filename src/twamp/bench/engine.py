@@ -63,11 +63,12 @@ from .stats import quantiles, spread, spread_of_summaries
 from .targets import (
     BenchError,
     CommandReflector,
+    SessionOptions,
     Target,
     TestSession,
     hostport,
     send_error,
-    test_crypto_for_calibration,
+    throwaway_crypto,
 )
 
 __all__ = [
@@ -351,7 +352,7 @@ def wait_ready(target: Target, session: TestSession, size: PacketSize) -> ProbeR
 # -- calibration ---------------------------------------------------------------------------------
 
 
-def calibrate(fmt: TestFormat, size: PacketSize, options: Any) -> float:
+def calibrate(fmt: TestFormat, size: PacketSize, options: SessionOptions) -> float:
     """Step 2: the rate our Sender reaches back to back into a discard sink on loopback."""
     from ..dataplane.sockets import open_test_socket
 
@@ -359,7 +360,7 @@ def calibrate(fmt: TestFormat, size: PacketSize, options: Any) -> float:
     session = TestSession(
         ("127.0.0.1", int(sink.getsockname()[1])),
         fmt,
-        crypto=test_crypto_for_calibration(fmt),
+        crypto=throwaway_crypto(fmt),
         local_ip="127.0.0.1",
         tos=options.tos,
         batch=options.batch,

@@ -53,11 +53,16 @@ __all__ = [
     "ControlTarget",
     "LightTarget",
     "LocalReflector",
+    "SessionOptions",
     "Target",
     "TestSession",
     "find_c_source",
+    "free_udp_port",
+    "hostport",
     "parse_hostport",
     "resolve",
+    "send_error",
+    "throwaway_crypto",
 ]
 
 _READY_TIMEOUT_S = 20.0
@@ -741,7 +746,7 @@ class ControlTarget(Target):
             self._client = None
 
 
-def test_crypto_for_calibration(fmt: TestFormat) -> TestPacketCrypto | None:
+def throwaway_crypto(fmt: TestFormat) -> TestPacketCrypto | None:
     """Throw-away keys, so that measuring the sender costs what protecting packets costs."""
     if fmt.test_mode is TestMode.OPEN:
         return None
