@@ -34,9 +34,9 @@ from twamp.bench.targets import (
     LightTarget,
     LocalReflector,
     SessionOptions,
-    parse_hostport,
 )
 from twamp.constants import TestMode
+from twamp.hostport import parse_hostport
 from twamp.metrics import RECORD_DTYPE, SENT_DTYPE
 from twamp.wire.packets import TestFormat
 

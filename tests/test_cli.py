@@ -67,7 +67,7 @@ def keyfile(tmp_path: Path) -> Path:
     ("args", "fragment"),
     [
         (["127.0.0.1:99999"], "port must be a number from 1 to 65535"),
-        (["[::1"], "[brackets]"),
+        (["[::1"], "write an IPv6 address as [ADDR]:PORT"),
         (["host:"], "port must be a number"),
         (["127.0.0.1", "-A", "X"], "unknown mode letter 'X'"),
         (["127.0.0.1", "-A", ""], "mode list is empty"),

@@ -43,6 +43,7 @@ from .constants import (
 )
 from .dataplane.sockets import open_test_socket
 from .fastpath import Sender
+from .hostport import parse_hostport
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .net.client import BlockingClient, ClientError, mode_name, resolve_blocking
 from .timestamps import NS
@@ -73,29 +74,7 @@ def default_padding(test_mode: TestMode) -> int:
 
 def parse_target(target: str, default_port: int) -> tuple[str, int]:
     """'host', 'host:port', '[v6]:port' or a bare IPv6 literal -> (host, port)."""
-    text = target.strip()
-    if not text:
-        raise ValueError("the target is empty")
-    port_text: str | None = None
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not host:
-            raise ValueError(f"bad target {target!r}: an IPv6 address goes in [brackets]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"bad target {target!r}: expected ]:PORT after the address")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        if not host:
-            raise ValueError(f"bad target {target!r}: the host is missing")
-    else:
-        host = text  # a name, an IPv4 address or a bare IPv6 literal
-    if port_text is None:
-        return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 0xFFFF:
-        raise ValueError(f"bad target {target!r}: the port must be a number from 1 to 65535")
-    return host, int(port_text)
+    return parse_hostport(target, default_port)
 
 
 def make_schedule(

@@ -59,7 +59,6 @@ __all__ = [
     "find_c_source",
     "free_udp_port",
     "hostport",
-    "parse_hostport",
     "resolve",
     "send_error",
     "throwaway_crypto",
@@ -72,29 +71,6 @@ _SEQ_MASK = 0xFFFFFFFF
 
 class BenchError(Exception):
     """A target problem the user must fix, as one sentence (no reply, garbage, refused...)."""
-
-
-def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """'HOST', 'HOST:PORT', '[V6]:PORT' or a bare IPv6 literal -> (host, port)."""
-    text = text.strip()
-    if not text:
-        raise ValueError("the address is empty")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not [IPv6]:PORT")
-        port_text = rest[1:]
-    elif text.count(":") > 1:
-        host, port_text = text, ""  # a bare IPv6 literal
-    else:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ValueError(f"{text!r} has no host")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
-        raise ValueError(f"{port_text!r} is not a port number (1..65535)")
-    return host, int(port_text)
 
 
 def resolve(host: str, port: int) -> tuple[str, int]:

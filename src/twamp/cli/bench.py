@@ -35,10 +35,10 @@ from ..bench.targets import (
     LocalReflector,
     SessionOptions,
     Target,
-    parse_hostport,
 )
 from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
 from ..dataplane.sockets import DEFAULT_BUFFER
+from ..hostport import parse_hostport
 from .common import UserError, friendly_errors, setup_logging
 
 __all__ = ["bench", "main"]

@@ -29,6 +29,7 @@ import click
 from .. import fastpath
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
+from ..hostport import parse_hostport
 from ..wire.packets import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
@@ -50,27 +51,10 @@ _WORKER_STOP_S = 5.0
 
 def parse_listen(text: str) -> tuple[str, int]:
     """'ADDR:PORT', '[V6]:PORT', ':PORT' (any address), 'ADDR' (port 862) -> (host, port)."""
-    value = text.strip()
-    host, port_text = value, ""
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise UserError(f"bad --listen {text!r}: write an IPv6 address as [ADDR]:PORT")
-        port_text = rest[1:]
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-    if port_text == "":
-        port = TWAMP_TEST_PORT
-    elif port_text.isdigit() and int(port_text) <= 0xFFFF:
-        port = int(port_text)
-    else:
-        raise UserError(f"bad --listen {text!r}: the port must be a number from 0 to 65535")
-    if host:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise UserError(f"bad --listen {text!r}: {host!r} is not an IP address") from None
-    return host, port
+    try:
+        return parse_hostport(text, TWAMP_TEST_PORT, listen=True)
+    except ValueError as exc:
+        raise UserError(f"bad --listen {exc}") from None
 
 
 @dataclass(frozen=True)

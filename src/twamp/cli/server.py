@@ -26,6 +26,7 @@ from ..constants import (
     TWAMP_CONTROL_PORT,
     Mode,
 )
+from ..hostport import parse_hostport
 from ..net.keyfile import load_keyfile
 from ..net.server import DEFAULT_PORT_RANGE, ServerConfig, TwampServer
 from ..timestamps import NS
@@ -48,26 +49,10 @@ _DEFAULT_CONFIG = ServerConfig()
 
 def parse_listen(text: str) -> tuple[str, int]:
     """'ADDR:PORT', '[V6]:PORT', 'ADDR' or '[V6]' (port 862), bare 'V6' -> (address, port)."""
-    value = text.strip()
-    host, port_text = value, ""
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: write an IPv6 address as [ADDR]:PORT")
-        port_text = rest[1:]
-    elif value.count(":") == 1:
-        host, port_text = value.split(":")
-    if port_text == "":
-        port = TWAMP_CONTROL_PORT
-    elif port_text.isdigit() and int(port_text) <= 0xFFFF:
-        port = int(port_text)
-    else:
-        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
-    return str(address), port
+    host, port = parse_hostport(text, TWAMP_CONTROL_PORT, listen=True)
+    if not host:
+        raise ValueError(f"{text!r}: give the address to listen on, e.g. 0.0.0.0:862")
+    return host, port
 
 
 def parse_modes(text: str) -> Mode:
