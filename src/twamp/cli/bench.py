@@ -40,6 +40,7 @@ from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
 from ..dataplane.sockets import DEFAULT_BUFFER
 from ..hostport import parse_hostport
 from .common import UserError, friendly_errors, setup_logging
+from .ping import pick_key
 
 __all__ = ["bench", "main"]
 
@@ -270,24 +271,6 @@ class _Progress:
             self._width = 0
 
 
-def _pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
-    if key_file is None:
-        if key_id is not None:
-            raise UserError("-u KEYID needs the key file (-k FILE) that holds its passphrase")
-        return None, None
-    from .ping import load_keys
-
-    keys = load_keys(key_file)
-    if key_id is None:
-        if len(keys) != 1:
-            raise UserError(f"key file {key_file} holds {len(keys)} keys: choose one with -u")
-        ((key_id, secret),) = keys.items()
-        return key_id, secret
-    if key_id not in keys:
-        raise UserError(f"key file {key_file} has no key {key_id!r}")
-    return key_id, keys[key_id]
-
-
 def _emit(doc: dict[str, Any], p: dict[str, Any], progress: _Progress) -> None:
     """Write every output asked for; also after Ctrl-C (the document is then partial)."""
     progress.clear()
@@ -451,7 +434,7 @@ def bench(ctx: click.Context, /, **p: Any) -> None:
             modes = parse_modes(p["mode_letters"]) if p["mode_letters"] else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--control/-A") from None
-        key_id, secret = _pick_key(p["key_id"], p["key_file"])
+        key_id, secret = pick_key(p["key_id"], p["key_file"])
         target = ControlTarget(
             f"control {p['control']}",
             host,

@@ -19,7 +19,7 @@ from ..net.client import ClientError, parse_modes
 from ..ping import PingOptions, PingResult, run_light_ping, run_ping
 from .common import UserError, friendly_errors, setup_logging
 
-__all__ = ["format_report", "load_keys", "ping"]
+__all__ = ["format_report", "load_keys", "pick_key", "ping"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def load_keys(path: str | Path) -> dict[str, bytes]:
     }
 
 
-def _pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
+def pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
+    """The (KeyID, passphrase) that -u/-k name; the only key of the file when -u is absent."""
     if key_file is None:
         if key_id is not None:
             raise UserError("-u KEYID needs the key file (-k FILE) that holds its passphrase")
@@ -246,7 +247,7 @@ def ping(
     modes = parse_modes(mode_letters) if mode_letters is not None else None
     if light and (key_id or key_file or (modes is not None and modes != parse_modes("O"))):
         raise UserError("--light is unauthenticated only: drop -A, -u and -k")
-    kid, secret = _pick_key(key_id, key_file)
+    kid, secret = pick_key(key_id, key_file)
     options = PingOptions(
         count=count,
         interval=interval,
