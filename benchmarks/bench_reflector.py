@@ -645,12 +645,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--retry-budget",
         type=float,
-        help="seconds into the run after which trials are no longer repeated (720; quick 180)",
+        help="seconds into the run after which trials are no longer repeated (420; quick 120)",
     )
     p.add_argument(
         "--quiet-wait",
         type=float,
-        default=20.0,
+        default=10.0,
         help="before repeating a disturbed trial, wait at most this long for a quiet moment",
     )
     args = p.parse_args(argv)
@@ -670,7 +670,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         max_foreign=args.max_foreign,
         retries=args.retries if args.retries is not None else (1 if quick else 2),
         quiet_wait_s=args.quiet_wait,
-        retry_budget_s=args.retry_budget or (180.0 if quick else 720.0),
+        retry_budget_s=args.retry_budget or (120.0 if quick else 420.0),
     )
     return args
 
