@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = {
         "port": sock.getsockname()[1],
         "impl": module.IMPLEMENTATION,
+        "crypto_backend": getattr(module, "CRYPTO_BACKEND", "python"),
         "mode": args.mode,
         "rcvbuf": rcvbuf,
         "sndbuf": sndbuf,
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     counters = dict(reflector.counters())
     counters.update(
         impl=module.IMPLEMENTATION,
+        crypto_backend=getattr(module, "CRYPTO_BACKEND", "python"),
         mode=args.mode,
         cpu_user_s=round(cpu.user, 3),
         cpu_system_s=round(cpu.system, 3),

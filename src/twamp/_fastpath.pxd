@@ -220,6 +220,19 @@ cdef extern from *:
     void twamp_store_i64(int64_t *p, int64_t v) nogil
 
 
+cdef extern from "_libcrypto.h" nogil:
+    # OpenSSL's libcrypto through dlopen/dlsym (the header has no OpenSSL include).
+    ctypedef struct TwampTC:
+        pass
+
+    int twamp_tc_load()
+    TwampTC *twamp_tc_new(const uint8_t *aes_key, const uint8_t *hmac_key, int hmac_len,
+                          int encrypted)
+    void twamp_tc_free(TwampTC *tc)
+    int twamp_tc_unprotect_sender(TwampTC *tc, uint8_t *pkt, uint32_t size)
+    int twamp_tc_protect_reflector(TwampTC *tc, uint8_t *pkt)
+
+
 # -- the Reflector's C state -------------------------------------------------------------------
 
 cdef struct Fmt:
@@ -245,6 +258,7 @@ cdef struct Session:
     int stateful
     int crypto_mode  # CRYPTO_NONE / CRYPTO_AUTH / CRYPTO_ENC
     PyObject *crypto  # borrowed: Reflector._cryptos keeps the reference
+    TwampTC *tc  # owned: the libcrypto contexts (CRYPTO_BACKEND "libcrypto"), else NULL
     uint32_t seq
     int64_t deadline_ns
     uint64_t received
@@ -350,6 +364,7 @@ cdef class Reflector:
     cdef Session *_admit(self, const uint8_t *addr, uint16_t port, int v4) noexcept nogil
     cdef int _classify(self, Pkt *p) noexcept nogil
     cdef void _rewrite(self, Pkt *p) noexcept nogil
+    cdef int _seal(self, Pkt *p) noexcept nogil
     cdef void _crypto_phase(self, Pkt *pkts, int n, int send) noexcept with gil
     cdef void _crypto_session(self, Pkt *pkts, int n, int first, int send) except *
     cdef void _refresh_ee(self) noexcept with gil

@@ -41,24 +41,36 @@ stamp; a full batch means a backlog, and replies go out `SEND_CHUNK` (8) per cal
 system calls when they matter and bounds the earliness to 7 sends, small beside the queueing
 delay such a backlog adds anyway. Measured below; `_send_chunk` tunes it per Reflector.
 
-Authenticated and encrypted sessions (modes 2 and 4). `cryptography` has no nogil C API, so the
-datagrams of a batch that need it are set aside, and the loop takes the GIL once per batch: per
-session one `TestPacketCrypto.unprotect_sender_batch`, the C rewrite, and
-`protect_reflector_batch`. In mode 2 the HMAC and the encryption cover octets 0-15 only, so the
-whole batch is protected in one call and the Timestamp (16-25) is written afterwards, just before
-the send, exactly as in open mode. Mode 4 covers the Timestamp, which must therefore be written
-before protection; stamping a whole batch and then protecting it made Timestamps early by the
-batch's encryption time (measured p50 0.3-0.5 ms for 64). So in mode 4 replies are stamped,
-protected and sent in groups of one (of `SEND_CHUNK` when behind), still within the batch's one
-GIL section.
+Authenticated and encrypted sessions (modes 2 and 4). With `CRYPTO_BACKEND == "libcrypto"` the
+loop protects test packets in C without the GIL, with OpenSSL's libcrypto loaded at run time
+(`_libcrypto.h`: dlopen of libcrypto.so.3, else .so.1.1, which CPython's _hashlib has mapped
+already; a dozen symbols by dlsym, no OpenSSL headers or link-time dependency). Each session gets
+an AES-128-ECB encrypt and decrypt context and a keyed HMAC_CTX in `add_session` (freed with the
+session); per datagram the HMAC restarts from the keyed state. `_classify` unprotects the request
+(decryption of the covered blocks in one ECB call, XOR of the previous ciphertext for CBC IV 0,
+HMAC-SHA1 truncated to 16, compared with CRYPTO_memcmp) and rewrites it. Mode 2 covers octets
+0-15 only, so the reply is protected at once and stamped at the send, as in open mode. Mode 4
+covers the Timestamp: `_send_ready` stamps each reply, then protects it (HMAC over 0-95, CBC as
+chained ECB blocks), right before queueing it. Bytes are those of `TestPacketCrypto`.
+
+If libcrypto or a symbol is missing, or TWAMP_NO_LIBCRYPTO=1 at import, `CRYPTO_BACKEND` is
+"python": the datagrams of a batch that need crypto are set aside, and the loop takes the GIL
+once per batch: per session one `TestPacketCrypto.unprotect_sender_batch`, the C rewrite, and
+`protect_reflector_batch` (in mode 2 for the whole batch, the Timestamp written afterwards; in
+mode 4 stamped, protected and sent in groups of one, of `SEND_CHUNK` when behind, still within
+the batch's one GIL section, since stamping a whole batch and then protecting it made Timestamps
+early by the batch's encryption time, p50 0.3-0.5 ms for 64).
 
 Error Estimate: the loop thread asks `clock.error_estimate()` (which caches adjtimex for 1 s)
 every `EE_REFRESH_NS`; `process()` asks it every call, as the pure twin does.
 
-Measured on a 2-vCPU VM, loopback, Python 3.11, cryptography 48 (ad-hoc runs, medians):
+Measured on a 2-vCPU VM, loopback, Python 3.11, cryptography 48, OpenSSL 3 (ad-hoc runs,
+medians):
 
 * Timestamp truth: T4 - T3 at the peer (its kernel receive time minus our transmit Timestamp,
-  one clock), bursts of 64 queued requests, 40 runs, p50 / p99 in µs:
+  one clock), bursts of 64 queued requests, 40 runs, p50 / p99 in µs (modes 2 and 4 with the
+  "python" crypto backend; with "libcrypto" mode 4 protects in about 0.7 µs between stamp and
+  send, not re-measured here):
 
     reflector                              open       mode 2      mode 4
     compiled, keeping up (1 per call)      0.7 / 7    0.6 / 9     5.4 / 19
@@ -67,10 +79,17 @@ Measured on a 2-vCPU VM, loopback, Python 3.11, cryptography 48 (ad-hoc runs, me
     pure twin                              1.8 / 15   4.2 / 22    4.9 / 21
 
 * CPU per reflected datagram (30 000 queued, then drained; kernel send path included), µs:
-  compiled open 1.7, mode 2 5.6, mode 4 7.9 (batch 1: 2.8, 12.4, 15.2); pure twin 8.5, 15.0,
-  15.2. So protection costs about 4 µs (mode 2) and 6 µs (mode 4) per datagram, all of it in
-  `cryptography` and the Python glue of the batch helpers; one sendmmsg per datagram instead of
-  per 8 costs about 10 % more CPU in open mode (within this VM's noise of +-15 %).
+  compiled open 2.0; crypto backend "libcrypto": mode 2 2.3, mode 4 2.7; backend "python":
+  mode 2 5.7, mode 4 8.0 (earlier runs, python backend, batch 1: open 2.8, 12.4, 15.2); pure
+  twin 8.5, 15.0, 15.2. So protection costs about 0.35 µs (mode 2) and 0.7 µs (mode 4) per
+  datagram in libcrypto, against 4 and 6 µs in `cryptography` plus the Python glue of the batch
+  helpers. One sendmmsg per datagram instead of per 8 costs about 10 % more CPU in open mode
+  (within this VM's noise of +-15 %).
+
+* benchmarks/bench_reflector.py --quick (c_sender, 1 s trials, backend "libcrypto"): max rate
+  at <= 0.1 % loss, reflector CPU µs/pkt: open 518 736 pps 1.91, mode 2 400 000 pps 2.50,
+  mode 4 366 802 pps 2.67, all three limited by the sender; auth/open 0.77, enc/open 0.71
+  (before: 0.32 and 0.26, CPU 5.8 and 7.9 µs/pkt).
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
@@ -97,6 +116,7 @@ from .timestamps import DEFAULT_TAI_OFFSET_S
 from .wire.packets import build_sender
 
 __all__ = [
+    "CRYPTO_BACKEND",
     "IMPLEMENTATION",
     "LightPolicy",
     "Reflector",
@@ -108,6 +128,12 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "cython"
+
+# Which code protects the Reflector's mode 2/4 test packets: "libcrypto" (OpenSSL through
+# dlopen, in C without the GIL) or "python" (TestPacketCrypto's batch helpers under the GIL),
+# when libcrypto or one of its symbols cannot be found, or TWAMP_NO_LIBCRYPTO=1 at import.
+cdef int USE_LIBCRYPTO = os.environ.get("TWAMP_NO_LIBCRYPTO") != "1" and twamp_tc_load() == 1
+CRYPTO_BACKEND = "libcrypto" if USE_LIBCRYPTO else "python"
 
 cdef enum:
     BUF_SIZE = 65536  # any UDP payload fits; the pure twin's _RECV_BUFFER
@@ -126,6 +152,7 @@ cdef enum:
     ST_READY = 3  # to be stamped and sent
     ST_STAMPED = 4  # stamped (mode 4: before protection), to be sent
     ST_SENT = 5  # handed to sendmmsg
+    ST_SEAL = 6  # libcrypto, mode 4: rewritten; stamped, then protected, just before its send
 
     # Session.crypto_mode
     CRYPTO_NONE = 0
@@ -357,6 +384,26 @@ cdef dict session_dict(Session *s):
     }
 
 
+cdef void free_session(Session *s) noexcept nogil:
+    if s != NULL:
+        twamp_tc_free(s.tc)
+        free(s)
+
+
+cdef TwampTC *new_tc(crypto) except? NULL:
+    """The libcrypto contexts of a session's TestPacketCrypto, or NULL for the Python path."""
+    if not USE_LIBCRYPTO:
+        return NULL
+    keys = getattr(crypto, "keys", None)
+    if keys is None:
+        return NULL
+    cdef bytes aes = bytes(keys.aes_key)
+    cdef bytes mac = bytes(keys.hmac_key)
+    if len(aes) != 16:
+        return NULL
+    return twamp_tc_new(aes, mac, len(mac), crypto.test_mode is TestMode.ENCRYPTED)
+
+
 cdef class Reflector:
     """Reflects TWAMP-Test datagrams arriving on `sock` for the sessions added to it.
 
@@ -424,7 +471,7 @@ cdef class Reflector:
         if self._wake_fd >= 0:
             close(self._wake_fd)
         for i in range(self._n_slots):
-            free(self._slots[i])
+            free_session(self._slots[i])
         free(self._slots)
         for i in range(self._n_lights):
             free(self._lights[i])
@@ -574,8 +621,9 @@ cdef class Reflector:
                 s.crypto_mode = CRYPTO_ENC
                 if crypto.test_mode is TestMode.AUTHENTICATED and fmt.timestamp_offset >= 16:
                     s.crypto_mode = CRYPTO_AUTH
+                s.tc = new_tc(crypto)
         except BaseException:
-            free(s)
+            free_session(s)
             raise
         self._lock()
         try:
@@ -617,7 +665,7 @@ cdef class Reflector:
             s = NULL
         finally:
             self._unlock()
-            free(s)
+            free_session(s)
         return slot
 
     cdef void _unpublish(self, int slot) noexcept nogil:
@@ -648,7 +696,7 @@ cdef class Reflector:
                 raise MemoryError()
             self._unpublish(slot)
             final = session_dict(s)
-            free(s)
+            free_session(s)
         finally:
             self._unlock()
         self._cryptos.pop(slot, None)
@@ -696,9 +744,32 @@ cdef class Reflector:
             twamp_inc(&s.dropped)
             return 0
         if s.crypto_mode != CRYPTO_NONE:
-            p.state = ST_UNPROTECT
-            return 1
+            if s.tc == NULL:
+                p.state = ST_UNPROTECT
+                return 1
+            if not twamp_tc_unprotect_sender(s.tc, p.buf, p.size):
+                twamp_inc(&self._c.auth_failed)
+                twamp_inc(&s.dropped)
+                return 0
+            self._rewrite(p)
+            if p.state == ST_READY:
+                if s.crypto_mode == CRYPTO_ENC:
+                    p.state = ST_SEAL
+                else:
+                    # Mode 2 covers octets 0-15 only: protect now, stamp at the send.
+                    self._seal(p)
+            return 0
         self._rewrite(p)
+        return 0
+
+    cdef int _seal(self, Pkt *p) noexcept nogil:
+        """libcrypto: protect the reply in place (ST_READY); 0 and dropped on failure."""
+        if twamp_tc_protect_reflector(p.sess.tc, p.buf):
+            p.state = ST_READY
+            return 1
+        twamp_inc(&self._c.malformed)
+        twamp_inc(&p.sess.dropped)
+        p.state = ST_DROP
         return 0
 
     cdef void _rewrite(self, Pkt *p) noexcept nogil:
@@ -867,6 +938,10 @@ cdef class Reflector:
             if pk.state == ST_READY:
                 stamp(&pk, self._ee)
                 pk.state = ST_STAMPED
+            elif pk.state == ST_SEAL:
+                stamp(&pk, self._ee)
+                if self._seal(&pk):
+                    pk.state = ST_STAMPED
             if pk.state != ST_STAMPED:
                 return None
             s = pk.sess
@@ -989,6 +1064,11 @@ cdef class Reflector:
             p = &self._pkts[i]
             if p.state == ST_READY:
                 stamp(p, self._ee)
+            elif p.state == ST_SEAL:
+                # Mode 4 covers the Timestamp: stamp, then protect, right before the send.
+                stamp(p, self._ee)
+                if not self._seal(p):
+                    continue
             elif p.state != ST_STAMPED:
                 continue
             self._queue(i, k)

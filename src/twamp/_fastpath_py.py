@@ -92,6 +92,7 @@ from .wire.packets import (
 )
 
 __all__ = [
+    "CRYPTO_BACKEND",
     "IMPLEMENTATION",
     "LightPolicy",
     "Reflector",
@@ -103,6 +104,7 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "python"
+CRYPTO_BACKEND = "python"  # test packets of modes 2 and 4 go through TestPacketCrypto
 
 _NEVER = (1 << 63) - 1
 _POLL_MS = 100  # backstop for stop() if the wake-up byte is lost

@@ -291,6 +291,7 @@ class TestPacketCrypto:
         "_cbc_last",
         "_dec",
         "_enc",
+        "_keys",
         "_mac",
         "_reflector_covered",
         "_sender_covered",
@@ -305,6 +306,7 @@ class TestPacketCrypto:
             raise ValueError("open test packets (modes 1 and 8) have no TestPacketCrypto")
         _require_len("test aes_key", keys.aes_key, AES_KEY_LEN)
         _require_len("test hmac_key", keys.hmac_key, HMAC_KEY_LEN)
+        self._keys = keys
         aes = algorithms.AES(bytes(keys.aes_key))
         ecb = Cipher(aes, modes.ECB())
         self._enc = ecb.encryptor()
@@ -324,6 +326,11 @@ class TestPacketCrypto:
             # Only block 0 (Sequence Number + MBZ); the timestamps stay clear (spec §4.6).
             self._sender_covered = AES_BLOCK
             self._reflector_covered = AES_BLOCK
+
+    @property
+    def keys(self) -> TestKeys:
+        """The session's test keys, read-only (the compiled reflector keys libcrypto with them)."""
+        return self._keys
 
     # -- one packet -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 __all__ = [
+    "CRYPTO_BACKEND",
     "IMPLEMENTATION",
     "LightPolicy",
     "Reflector",
@@ -63,6 +64,7 @@ def implementations() -> dict[str, ModuleType]:
 
 if TYPE_CHECKING:
     from ._fastpath_py import (
+        CRYPTO_BACKEND,
         IMPLEMENTATION,
         LightPolicy,
         Reflector,
@@ -77,6 +79,8 @@ else:
     if PURE_PYTHON or _module is None:
         _module = _fastpath_py
     IMPLEMENTATION = _module.IMPLEMENTATION
+    # Who protects mode 2/4 test packets in the Reflector: "libcrypto" (C, no GIL) or "python".
+    CRYPTO_BACKEND = getattr(_module, "CRYPTO_BACKEND", _fastpath_py.CRYPTO_BACKEND)
     Reflector = _module.Reflector
     # The compiled twin may take the pure twin's plain data classes as they are.
     SessionSpec = getattr(_module, "SessionSpec", _fastpath_py.SessionSpec)
