@@ -15,10 +15,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -26,12 +28,14 @@ import twamp
 from twamp import _fastpath_py, fastpath
 from twamp.constants import TestMode
 from twamp.crypto import TestKeys, TestPacketCrypto, derive_test_keys
+from twamp.dataplane.sockets import open_test_socket
 from twamp.wire.packets import TestFormat, build_sender
 
 REQUIRE = os.environ.get("TWAMP_REQUIRE_EXTENSION", "") not in ("", "0")
 KEYS = derive_test_keys(bytes(range(0x30, 0x40)), bytes(range(16)), bytes(range(0x40, 0x60)))
 RX_NS = 1_700_000_000_000_000_000
 PEER = ("192.0.2.10", 5000)
+S = 1_000_000_000
 PROTECTED = [
     TestFormat(TestMode.AUTHENTICATED),
     TestFormat(TestMode.AUTHENTICATED, symmetrical=True, dscp_ecn=True),
@@ -91,6 +95,14 @@ class CountingCrypto(TestPacketCrypto):
     def protect_reflector_batch(self, pkts: list[bytearray]) -> None:
         self.calls += 1
         super().protect_reflector_batch(pkts)
+
+    def protect_sender_batch(self, pkts: list[bytearray]) -> None:
+        self.calls += 1
+        super().protect_sender_batch(pkts)
+
+    def unprotect_reflector_batch(self, pkts: list[bytearray]) -> list[bool]:
+        self.calls += 1
+        return super().unprotect_reflector_batch(pkts)
 
 
 def _cbc_decrypt(data: bytes) -> bytes:
@@ -213,6 +225,35 @@ def test_libcrypto_sessions_come_and_go(libcrypto: ModuleType) -> None:
         assert r.counters()["reflected"] == 1
 
 
+def sender_round_trip(compiled: ModuleType, mode: TestMode, n: int) -> tuple[Any, Any, int]:
+    """The compiled Sender (counting crypto) against the pure Reflector: (result, refl, calls)."""
+    fmt = TestFormat(mode)
+    with open_test_socket("127.0.0.1", 0) as rs, open_test_socket("127.0.0.1", 0) as ss:
+        refl = _fastpath_py.Reflector(rs)
+        spec = _fastpath_py.SessionSpec(ss.getsockname(), fmt, TestPacketCrypto(KEYS, mode))
+        refl.add_session(spec)
+        crypto = CountingCrypto(KEYS, mode)
+        sender = compiled.Sender(ss, rs.getsockname(), fmt=fmt, crypto=crypto, padding=24)
+        start = time.time_ns() + 20_000_000
+        with refl:
+            result = sender.run(start + np.arange(n, dtype=np.int64) * 1_000_000, wait_ns=2 * S)
+        return result, refl, crypto.calls
+
+
+@pytest.mark.parametrize("mode", [TestMode.AUTHENTICATED, TestMode.ENCRYPTED], ids=str)
+def test_libcrypto_sender_round_trip(libcrypto: ModuleType, mode: TestMode) -> None:
+    n = 40
+    result, refl, calls = sender_round_trip(libcrypto, mode, n)
+    # The pure Reflector (TestPacketCrypto) verified every request the C code protected, and
+    # the Sender verified every reply TestPacketCrypto protected.
+    assert refl.counters()["auth_failed"] == 0 and refl.counters()["reflected"] == n
+    c = result.counters
+    assert (c["sent"], c["received"], c["auth_failed"], c["malformed"]) == (n, n, 0, 0)
+    assert sorted(result.received["sender_seq"].tolist()) == list(range(n))
+    assert sorted(result.received["reflector_seq"].tolist()) == list(range(n))
+    assert calls == 0  # no Python batch helper on the way
+
+
 FALLBACK_SCRIPT = r"""
 import json, socket, sys
 sys.path.insert(0, sys.argv[1])
@@ -220,7 +261,7 @@ sys.path.insert(0, sys.argv[2])
 import twamp._fastpath as compiled
 from test_fastpath_libcrypto import (
     KEYS, PEER, RX_NS, CountingCrypto, TestFormat, TestMode, _fastpath_py, open_reply,
-    sender_packet,
+    sender_packet, sender_round_trip,
 )
 from twamp import fastpath
 out = {"backend": compiled.CRYPTO_BACKEND, "fastpath": fastpath.CRYPTO_BACKEND, "modes": {}}
@@ -235,7 +276,9 @@ for mode in (TestMode.AUTHENTICATED, TestMode.ENCRYPTED):
         plain = open_reply(fmt, reply[0])
         forged = bytearray(good)
         forged[40] ^= 1
+        result, refl, calls = sender_round_trip(compiled, mode, 10)
         out["modes"][mode.value] = {
+            "sender": [result.counters["received"], result.counters["auth_failed"], calls],
             "sender_seq": int.from_bytes(plain[fmt.sender_seq_offset:][:4], "big"),
             "forged": r.process(bytes(forged), PEER, RX_NS, 64, 0),
             "auth_failed": r.counters()["auth_failed"],
@@ -267,6 +310,9 @@ def test_fallback_to_python_path_in_a_subprocess(compiled: ModuleType) -> None:
         assert got["auth_failed"] == 1
         # One unprotect and one protect batch for the good packet, one unprotect for the forgery.
         assert got["calls"] == 3
+        received, auth_failed, calls = got["sender"]
+        assert (received, auth_failed) == (10, 0)
+        assert calls >= 2  # the Sender used the Python batch helpers (protect and unprotect)
 
 
 def test_fastpath_names_the_backend_in_use(compiled: ModuleType) -> None:

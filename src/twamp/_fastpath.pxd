@@ -231,6 +231,8 @@ cdef extern from "_libcrypto.h" nogil:
     void twamp_tc_free(TwampTC *tc)
     int twamp_tc_unprotect_sender(TwampTC *tc, uint8_t *pkt, uint32_t size)
     int twamp_tc_protect_reflector(TwampTC *tc, uint8_t *pkt)
+    int twamp_tc_protect_sender(TwampTC *tc, uint8_t *pkt)
+    int twamp_tc_unprotect_reflector(TwampTC *tc, uint8_t *pkt, uint32_t size)
 
 
 # -- the Reflector's C state -------------------------------------------------------------------
@@ -421,6 +423,7 @@ cdef class Sender:
     cdef int _batch
     cdef int _busy_poll
     cdef int _crypto_mode
+    cdef TwampTC *_tc  # owned: libcrypto contexts (CRYPTO_BACKEND "libcrypto"), else NULL
     cdef Fmt _f
     cdef uint8_t _peer_addr[16]
     cdef uint16_t _peer_port
@@ -475,6 +478,10 @@ cdef class Sender:
     cdef int _protect_group(self, int count) noexcept with gil
     cdef int _grow_records(self) noexcept with gil
     cdef int _unprotect(self, int n) noexcept with gil
+    cdef int _crypto_failed(self) noexcept with gil
+    cdef int _prepare_any(self, Py_ssize_t upto) noexcept nogil
+    cdef int _protect_any(self, int count) noexcept nogil
+    cdef int _unprotect_any(self, int n) noexcept nogil
     cdef void _build(self, Py_ssize_t j) noexcept nogil
     cdef int _send_due(self) noexcept nogil
     cdef void _record(self, Pkt *p) noexcept nogil

@@ -150,41 +150,40 @@ static int twamp_tc_mac16(TwampTC *tc, const unsigned char *data, int n, unsigne
     return 1;
 }
 
-/* Sender packet, in place: decrypt 0-15 (mode 2) or 0-31 CBC IV 0 (mode 4), check the HMAC at
- * 32-47 over that plaintext. 1 if it verified (covered octets now plaintext), 0 if short, forged
- * or on error (packet untouched), as TestPacketCrypto.unprotect_sender_batch. */
-static int twamp_tc_unprotect_sender(TwampTC *tc, unsigned char *pkt, uint32_t size) {
+/* In place: decrypt octets 0..covered-1 (CBC, IV 0), check the HMAC at hmac_at over that
+ * plaintext. 1 if it verified (covered octets now plaintext), 0 if short, forged or on error
+ * (packet untouched), as TestPacketCrypto's unprotect batch helpers. */
+static int twamp_tc_unprotect(TwampTC *tc, unsigned char *pkt, uint32_t size, int covered,
+                              int hmac_at) {
     unsigned char plain[TWAMP_TC_MAX_COVERED];
     unsigned char mac[16];
-    int cov = tc->sender_covered;
     int outl = 0;
     int i;
-    if (size < TWAMP_TC_SENDER_HMAC_AT + 16)
+    if (size < (uint32_t)hmac_at + 16)
         return 0;
     /* CBC decryption needs no chaining order: P_i = D(C_i) xor C_(i-1), C_(-1) = IV = 0. */
-    if (twamp_tc_lib.decrypt_update(tc->dec, plain, &outl, pkt, cov) != 1 || outl != cov)
+    if (twamp_tc_lib.decrypt_update(tc->dec, plain, &outl, pkt, covered) != 1 || outl != covered)
         return 0;
-    for (i = 16; i < cov; i++)
+    for (i = 16; i < covered; i++)
         plain[i] ^= pkt[i - 16];
-    if (!twamp_tc_mac16(tc, plain, cov, mac))
+    if (!twamp_tc_mac16(tc, plain, covered, mac))
         return 0;
-    if (twamp_tc_lib.memcmp_ct(mac, pkt + TWAMP_TC_SENDER_HMAC_AT, 16) != 0)
+    if (twamp_tc_lib.memcmp_ct(mac, pkt + hmac_at, 16) != 0)
         return 0;
-    memcpy(pkt, plain, (size_t)cov);
+    memcpy(pkt, plain, (size_t)covered);
     return 1;
 }
 
-/* Reflector packet of at least 112 octets, in place: HMAC over plaintext 0-15 (mode 2) or 0-95
- * (mode 4) into 96-111, then encrypt 0-15 or CBC IV 0 over 0-95. 1 on success. */
-static int twamp_tc_protect_reflector(TwampTC *tc, unsigned char *pkt) {
+/* In place: HMAC over plaintext 0..covered-1 into hmac_at..hmac_at+15, then encrypt the covered
+ * octets (CBC, IV 0). 1 on success. */
+static int twamp_tc_protect(TwampTC *tc, unsigned char *pkt, int covered, int hmac_at) {
     unsigned char block[16];
-    int cov = tc->reflector_covered;
     int outl = 0;
     int off;
     int i;
-    if (!twamp_tc_mac16(tc, pkt, cov, pkt + TWAMP_TC_REFLECTOR_HMAC_AT))
+    if (!twamp_tc_mac16(tc, pkt, covered, pkt + hmac_at))
         return 0;
-    for (off = 0; off < cov; off += 16) {
+    for (off = 0; off < covered; off += 16) {
         /* CBC with IV 0 as chained ECB: C_i = E(P_i xor C_(i-1)). */
         memcpy(block, pkt + off, 16);
         if (off)
@@ -194,6 +193,24 @@ static int twamp_tc_protect_reflector(TwampTC *tc, unsigned char *pkt) {
             return 0;
     }
     return 1;
+}
+
+/* Sender packet (spec §4.6): mode 2 block 0, mode 4 blocks 0-1; HMAC at 32-47. */
+static int twamp_tc_unprotect_sender(TwampTC *tc, unsigned char *pkt, uint32_t size) {
+    return twamp_tc_unprotect(tc, pkt, size, tc->sender_covered, TWAMP_TC_SENDER_HMAC_AT);
+}
+
+static int twamp_tc_protect_sender(TwampTC *tc, unsigned char *pkt) {
+    return twamp_tc_protect(tc, pkt, tc->sender_covered, TWAMP_TC_SENDER_HMAC_AT);
+}
+
+/* Reflector packet (at least 112 octets): mode 2 block 0, mode 4 blocks 0-5; HMAC at 96-111. */
+static int twamp_tc_unprotect_reflector(TwampTC *tc, unsigned char *pkt, uint32_t size) {
+    return twamp_tc_unprotect(tc, pkt, size, tc->reflector_covered, TWAMP_TC_REFLECTOR_HMAC_AT);
+}
+
+static int twamp_tc_protect_reflector(TwampTC *tc, unsigned char *pkt) {
+    return twamp_tc_protect(tc, pkt, tc->reflector_covered, TWAMP_TC_REFLECTOR_HMAC_AT);
 }
 
 #endif
