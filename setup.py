@@ -63,6 +63,9 @@ def extensions() -> list[Extension]:
         ["src/twamp/_fastpath.pyx"],
         extra_compile_args=cflags,
         define_macros=[("_GNU_SOURCE", "1")],
+        # dlopen() of libcrypto (_libcrypto.h) lives in libdl before glibc 2.34 (a stub after):
+        # keep it NEEDED even where libc alone satisfies the link, for older distributions.
+        extra_link_args=["-Wl,--no-as-needed", "-l:libdl.so.2", "-Wl,--as-needed"],
     )
     try:
         return list(

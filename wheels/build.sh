@@ -27,4 +27,10 @@ if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep -q '_fastpath\.c\
     echo "error: the wheel contains the generated _fastpath.c" >&2
     exit 1
 fi
+# Only recvmmsg/sendmmsg/clock_gettime and an old-versioned dlopen are needed: a newer tag means
+# a newer glibc symbol crept in (e.g. dlopen@GLIBC_2.34) and the wheel would refuse older systems.
+case "$(ls "$OUT"/twamp-*manylinux*.whl)" in
+*manylinux_2_17_*) ;;
+*) echo "error: the wheel needs a glibc newer than 2.17 (see auditwheel show above)" >&2; exit 1 ;;
+esac
 ls -l "$OUT"/twamp-*manylinux*.whl

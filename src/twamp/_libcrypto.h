@@ -17,6 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* glibc 2.34 moved dlopen/dlsym from libdl into libc under a new symbol version; binding the
+ * old versions (and linking libdl, see setup.py) keeps the wheel's manylinux tag at 2_17
+ * instead of 2_34, so it still installs on older distributions. */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver dlopen,dlopen@GLIBC_2.2.5");
+__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver dlopen,dlopen@GLIBC_2.17");
+__asm__(".symver dlsym,dlsym@GLIBC_2.17");
+#endif
+
 typedef const void *(*tc_md_fn)(void);
 typedef const void *(*tc_cipher_fn)(void);
 typedef void *(*tc_new_fn)(void);
