@@ -80,11 +80,10 @@ else:
         _module = _fastpath_py
     IMPLEMENTATION = _module.IMPLEMENTATION
     # Who protects mode 2/4 test packets in the Reflector: "libcrypto" (C, no GIL) or "python".
-    CRYPTO_BACKEND = getattr(_module, "CRYPTO_BACKEND", _fastpath_py.CRYPTO_BACKEND)
+    CRYPTO_BACKEND = _module.CRYPTO_BACKEND
     Reflector = _module.Reflector
-    # The compiled twin may take the pure twin's plain data classes as they are.
-    SessionSpec = getattr(_module, "SessionSpec", _fastpath_py.SessionSpec)
-    LightPolicy = getattr(_module, "LightPolicy", _fastpath_py.LightPolicy)
-    # A compiled module built before it had a Sender leaves the pure one in charge of sending.
-    Sender = getattr(_module, "Sender", _fastpath_py.Sender)
-    SenderResult = getattr(_module, "SenderResult", _fastpath_py.SenderResult)
+    # The compiled twin re-exports the pure twin's plain data classes.
+    SessionSpec = _module.SessionSpec
+    LightPolicy = _module.LightPolicy
+    Sender = _module.Sender
+    SenderResult = _module.SenderResult

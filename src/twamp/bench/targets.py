@@ -638,10 +638,8 @@ class ControlTarget(Target):
         return self._server
 
     def start(self) -> None:
-        try:
-            from ..net.client import BlockingClient, ClientError
-        except ImportError as exc:  # pragma: no cover - net.client ships with twamp
-            raise BenchError(f"--control needs twamp.net.client ({exc})") from None
+        from ..net.client import BlockingClient, ClientError
+
         try:
             self._client = BlockingClient.open(
                 self._host,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import signal
@@ -16,6 +15,7 @@ from typing import Any
 import click
 
 from ..net.client import ClientError, parse_modes
+from ..net.keyfile import load_keyfile
 from ..ping import PingOptions, PingResult, run_light_ping, run_ping
 from .common import UserError, friendly_errors, setup_logging
 
@@ -26,46 +26,18 @@ log = logging.getLogger(__name__)
 _NS_PER_MS = 1e6
 
 
-def _parse_pfs(path: Path) -> dict[str, bytes]:
-    """owamp's pfs file: one `KEYID HEX-PASSPHRASE` per line, `#` comments."""
-    keys: dict[str, bytes] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        fields = text.split()
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            keys[fields[0]] = bytes.fromhex(fields[1])
-        except ValueError:
-            raise UserError(
-                f"line {number} of key file {path} is not 'KEYID HEX-PASSPHRASE'"
-            ) from None
-    return keys
-
-
 def load_keys(path: str | Path) -> dict[str, bytes]:
-    """KeyID -> passphrase from a key file (twamp.net.keyfile's format when it is installed)."""
+    """KeyID -> passphrase from a perfSONAR pfs key file (`twamp.net.keyfile`)."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"key file {file} does not exist or is not a file")
     try:
-        loader: Any = importlib.import_module("twamp.net.keyfile").load_keyfile
-    except (ImportError, AttributeError):
-        return _parse_pfs(file)
-    try:
-        loaded: Mapping[Any, Any] = dict(loader(file))
+        loaded = load_keyfile(file)
     except ValueError as exc:  # it names the file and the line
         raise UserError(str(exc)) from None
     except OSError as exc:
         raise UserError(f"cannot read key file {file}: {exc.strerror or exc}") from None
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): (
-            v.encode() if isinstance(v, str) else bytes(v)
-        )
-        for k, v in loaded.items()
-    }
+    return {key_id.decode(): passphrase for key_id, passphrase in loaded.items()}
 
 
 def pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
