@@ -517,14 +517,6 @@ KEY_ID = "bench"
 SECRET = b"the bench secret"
 
 
-def _server_available() -> bool:
-    try:
-        from twamp.net.server import ServerConfig, TwampServer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class InProcessServer:
     """`twamp.net.server.TwampServer` on an ephemeral loopback port, in a thread of its own."""
 
@@ -563,10 +555,6 @@ class InProcessServer:
         self._thread.join(10)
 
 
-needs_server = pytest.mark.skipif(not _server_available(), reason="twamp.net.server is missing")
-
-
-@needs_server
 def test_control_with_a_wrong_key() -> None:
     from twamp.constants import Mode
 
@@ -586,7 +574,6 @@ def test_control_with_a_wrong_key() -> None:
     assert "\n" not in str(info.value)
 
 
-@needs_server
 def test_control_with_a_mode_the_server_does_not_offer() -> None:
     from twamp.constants import Mode
 
@@ -606,7 +593,6 @@ def test_control_with_a_mode_the_server_does_not_offer() -> None:
     assert "open" in str(info.value)  # what the server does offer
 
 
-@needs_server
 @pytest.mark.parametrize(
     ("mode_name", "scope"), [("open", "trial"), ("encrypted", "trial"), ("authenticated", "size")]
 )

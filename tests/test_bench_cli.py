@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from conftest import require
 from twamp.bench import engine
 from twamp.bench.conditions import collect_conditions, cpu_plan
 from twamp.bench.report import CSV_HEADER, validate
@@ -356,10 +357,9 @@ def test_compare_fails_when_a_reflector_cannot_be_measured(silent_port: int) -> 
     assert "== pure" in result.output  # the table of the one that worked is still printed
 
 
-@pytest.mark.skipif(
-    shutil.which("gcc") is None or find_c_source() is None, reason="needs gcc and the C source"
-)
 def test_compare_runs_reflectors_side_by_side() -> None:
+    require(shutil.which("gcc") is not None, "gcc is not installed")
+    require(find_c_source() is not None, "benchmarks/c_reflector.c is not beside the tests")
     result = invoke("compare", "-r", "fast", "-r", "c", *TINY, "--trials", "1", "--json", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)

@@ -114,8 +114,7 @@ def test_encrypted_session_against_pure_twin(
     bench: ModuleType, programs: Any, tmp_path: Path
 ) -> None:
     """c_sender's OpenSSL protection and our TestPacketCrypto agree both ways (spec §4.6)."""
-    if not programs.crypto:
-        pytest.skip("c_sender was built without OpenSSL (libssl-dev missing)")
+    require(programs.crypto, "c_sender was built without OpenSSL (apt-get install libssl-dev)")
     ns = bench.NetNamespace(None)
     keys = (bytes(range(16)), bytes(range(100, 132)))
     port = bench._free_port_hint()
