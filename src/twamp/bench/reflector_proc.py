@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import sys
-import threading
+import time
 from types import FrameType, ModuleType
 
 from .. import clock, fastpath
@@ -67,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
-    stop = threading.Event()
+    # The handler only records the signal. A handler that calls threading.Event.set() can hang
+    # for good: it runs in the main thread, and if the signal lands while that thread is inside
+    # Event.wait() holding the Event's condition lock, set() waits for the lock forever. The
+    # main loop polls the list between short sleeps instead.
+    stop: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("ready", json.dumps(ready), flush=True)
         deadline = started + int(args.max_seconds * 1e9)
-        while not stop.wait(0.2) and clock.monotonic_ns() < deadline:
+        while not stop and clock.monotonic_ns() < deadline:
+            time.sleep(0.1)
             if not reflector.running:
                 print("the reflector thread died", file=sys.stderr)
                 break
