@@ -260,12 +260,13 @@ def _latency_point(
 ) -> None:
     s = ctx.settings
     rate = point["offered_pps"]
-    samples: list[npt.NDArray[np.int64]] = []
-    for i in range(s.trials):
+    clean: list[npt.NDArray[np.int64]] = []
+    offered: list[npt.NDArray[np.int64]] = []
+    for i in range(s.latency_repeats):
         for _ in range(_LATENCY_ATTEMPTS):
             ctx.progress(
                 f"{ctx.target.name} size {size.label}: latency at {point['fraction_pct']:g} % "
-                f"({rate:,.0f} pps), trial {i + 1}/{s.trials}"
+                f"({rate:,.0f} pps), trial {i + 1}/{s.latency_repeats}"
             )
             with ctx.sessions(size) as sessions:
                 trial, rtt = latency_trial(
@@ -279,10 +280,16 @@ def _latency_point(
                     ctx.cpus,
                 )
             point["trials"].append(trial)
+            if trial["offered"]:
+                offered.append(rtt)
             if not trial["sender_limited"]:
-                samples.append(rtt)
-                point["rtt_quantiles_ns"] = quantiles(np.concatenate(samples))
+                clean.append(rtt)
                 break
+        # The CDF of the clean trials; without any (a busy machine), of those that offered the
+        # load, which `aggregate` marks as not clean (sender_clean false).
+        samples = clean or offered
+        if samples:
+            point["rtt_quantiles_ns"] = quantiles(np.concatenate(samples))
 
 
 def _measure_latency(

@@ -348,9 +348,11 @@ def _common(data: TrialData, rate: float, count: int) -> dict[str, Any]:
     per_packet = None
     if refl_cpu is not None and received:
         per_packet = refl_cpu * 1e6 / received
+    start = int(data.sent["t1"].min()) if data.sent.size else None
     return {
         "offered_pps": rate,
         "packets": count,
+        "start_ns": start,
         "achieved_pps": data.achieved_pps,
         "behind_schedule": c["behind_schedule"],
         "max_lag_ns": c["max_lag_ns"],
