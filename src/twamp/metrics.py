@@ -1,4 +1,4 @@
-"""Measurement metrics over per-packet records (spec §5.6, §5.8, §7.2).
+"""Measurement metrics over per-packet records (RFC 5357 §4.2.1, Appendix I; RFC 8762 §4).
 
 A Session-Sender (`twamp ping`, `twamp-bench`) records one `SENT_DTYPE` row per test packet it
 sends and one `RECORD_DTYPE` row per reflection it receives; `summarize` turns the two arrays
@@ -7,8 +7,8 @@ dict out, no clock and no sockets.
 
 Times are integer nanoseconds. T1 and T4 come from our clock, T2 and T3 from the reflector's, so
 
-* RTT = (T4 − T1) − (T3 − T2) needs no synchronisation (spec §5.6): each bracket is read on one
-  clock;
+* RTT = (T4 − T1) − (T3 − T2) needs no synchronisation (RFC 5357 §4.2.1): each bracket is read on
+  one clock;
 * residence = T3 − T2 is on the reflector's clock alone;
 * forward = T2 − T1 and backward = T4 − T3 mix both clocks and are only meaningful when both ends
   report synchronised clocks (the S bit of both Error Estimates); otherwise they are still
@@ -219,15 +219,16 @@ def summarize(
     otherwise ignored.
 
     **Loss.** ``received`` counts distinct sender sequence numbers; ``duplicates`` the extra
-    copies. A stateful reflector numbers the packets it reflects 0, 1, 2, … (spec §5.6), so
+    copies. A stateful reflector numbers the packets it reflects 0, 1, 2, … (RFC 5357 §4.2.1), so
     max(reflector_seq) + 1 is how many reflections it sent at least. Subtracting the extra
     reflections caused by forward-path duplicates (same sender_seq, different reflector_seq)
     estimates how many distinct packets reached it; the rest of ``sent`` was lost forward, and
     the remaining loss is backward. The split is exact for losses before the last reflection
     that came back; reflections lost after it raise no visible gap, so those backward losses are
     counted as forward ones (with nothing received, every loss counts as forward). A stateless
-    reflector copies our sequence number (spec §5.8, §7.2), so ``stateful_reflector=False``
-    reports round-trip loss only and the split and forward fields are null.
+    reflector copies our sequence number (RFC 5357 Appendix I, RFC 8762 §4.2), so
+    ``stateful_reflector=False`` reports round-trip loss only and the split and forward fields are
+    null.
 
     **Delay.** ``delay`` holds RTT, forward, backward and residence distributions; forward and
     backward carry ``valid = clocks_synced``.
@@ -243,7 +244,7 @@ def summarize(
     reflection came back).
 
     **Hops.** Forward = `sent_ttl` − Sender TTL, backward = 255 − reply TTL (the reflector
-    SHOULD send with TTL 255, spec §5.6). A Sender TTL of 0 (a known bug, spec §11 item 9) or
+    SHOULD send with TTL 255, RFC 5357 §4.2.1). A Sender TTL of 0 (twampy's reflector writes it) or
     above `sent_ttl` (a reflector that could not read it writes 255) is excluded, as is a reply
     TTL of 0 (not read). With `sent_ttl` 255, "could not read" is indistinguishable from 0 hops.
     """
@@ -259,7 +260,7 @@ def summarize(
     if n_sent == 0:
         known = np.zeros(rx_seq.size, dtype=bool)
     elif sent_seq[-1] - sent_seq[0] == n_sent - 1:
-        # The usual case, sequence numbers 0..n-1 (spec §5.6): a range check, no search.
+        # The usual case, sequence numbers 0..n-1 (RFC 4656 §4.1.2): a range check, no search.
         known = (rx_seq >= sent_seq[0]) & (rx_seq <= sent_seq[-1])
     else:
         at = np.minimum(np.searchsorted(sent_seq, rx_seq), n_sent - 1)

@@ -58,7 +58,7 @@ What the Server refuses on its own:
 * A bad HMAC -> close (Accept 1); a message that does not decode -> close with its Accept value
   (after an Accept-Session carrying it, for a Request-TW-Session).
 
-SERVWAIT (RFC 5357 §3.1, spec §8): the connection closes when no complete message arrived for
+SERVWAIT (RFC 5357 §3.1, RFC 5938 §3.1): the connection closes when no complete message arrived for
 `servwait_ns`; the timer is suspended while any session runs and while the application owes an
 answer. A client that sends half a message and stalls is closed at SERVWAIT.
 
@@ -82,7 +82,7 @@ that starts the response timer. A server message that does not arrive within
 `max_count`, on Modes 0 (or no security mode at all), and on a Server-Start with Accept != 0.
 
 Both: `state`, `mode`, `closed`, `sessions` (SID -> `SessionState`), `running_sessions`, and in
-modes 2, 4, 8 `test_keys(sid)` (RFC 5357 §4.1.2, spec §4.5).
+modes 2, 4, 8 `test_keys(sid)` (RFC 4656 §4.1.2, RFC 5357 §4.1.2).
 """
 
 from __future__ import annotations
@@ -208,12 +208,12 @@ _ZERO_SID = bytes(SID_LEN)
 _ZERO_IV = bytes(AES_BLOCK)
 _ZERO_HMAC = bytes(HMAC_LEN)
 # RFC 4656 §3.5: Type-P is a DSCP (top bits 00, 6 bits, rest zero) or a PHB ID (01). Only the
-# DSCP form can be honoured with a TOS byte; owamp refuses the rest the same way (spec §3.8).
+# DSCP form can be honoured with a TOS byte; owamp refuses the rest the same way.
 _TYPE_P_DSCP_MASK = 0x3F000000
 
 
 def make_sid(ipv4: bytes, now_ns: int, random4: bytes) -> bytes:
-    """The RECOMMENDED SID layout (RFC 5357 §3.5, spec §3.12).
+    """The RECOMMENDED SID layout (RFC 4656 §3.5, RFC 5357 §3.5).
 
     4 octets of an IPv4 address of the Server, the 8-octet NTP timestamp of `now_ns` (Unix ns)
     and 4 random octets; the SID also keys the test crypto, so `random4` must be unpredictable.
@@ -414,7 +414,7 @@ class ServerConnection(_Connection):
     # -- timer ------------------------------------------------------------------------------
 
     def get_timer(self) -> int | None:
-        """The SERVWAIT deadline (monotonic ns), or None while suspended (spec §8)."""
+        """The SERVWAIT deadline (monotonic ns), or None while suspended (RFC 5357 §3.1)."""
         if self._servwait is None or not self._sm.reading or self.running_sessions:
             return None
         return self._last_message_ns + self._servwait
@@ -563,7 +563,7 @@ class ServerConnection(_Connection):
         self._mode = mode
         start = encode_server_start(ServerStart(AcceptCode.OK, server_iv, self._start_time))
         if self._aes_key is not None and self._hmac_key is not None:
-            # RFC 5357 §3.2, spec §4.3-4.4: octets 32-47 open the server's CBC stream, and the
+            # RFC 4656 §3.2, RFC 5357 §3.2: octets 32-47 open the server's CBC stream, and the
             # first HMAC the Server sends covers them.
             self._tx = ControlCipher(self._aes_key, server_iv, self._hmac_key, encrypt=True)
             self._tx.mac_update(start[32:])
@@ -807,7 +807,7 @@ class ClientConnection(_Connection):
             token = encrypt_token(dk, greeting.challenge, aes_key, hmac_key)
             response = SetUpResponse(mode, key_id, token, client_iv)
             self._aes_key, self._hmac_key = aes_key, hmac_key
-            # The client's stream starts with its first command (spec §4.3).
+            # The client's stream starts with its first command (RFC 4656 §3.2).
             self._tx = ControlCipher(aes_key, client_iv, hmac_key, encrypt=True)
         self._mode = mode
         self._out += encode_set_up_response(response)
@@ -929,7 +929,7 @@ class ClientConnection(_Connection):
             return False
         self._message_done()
         # Octet 15 is Accept. Only a Server-Start with Accept 0 opens the server's stream
-        # (spec §3.4); a refusal is all clear text.
+        # (RFC 5357 §3.1); a refusal is all clear text.
         if data[15] == AcceptCode.OK and self._tx is not None:
             assert self._aes_key is not None and self._hmac_key is not None
             self._rx = ControlCipher(self._aes_key, data[16:32], self._hmac_key, encrypt=False)

@@ -11,7 +11,7 @@ sentence (`ClientError` and its subclasses)::
         ...                                   # run the Session-Sender (twamp.fastpath.Sender)
         await client.stop()
 
-Mode choice (RFC 4656 §3.1, spec §3.1, §11 items 19 and 21), as twping does: the caller lists
+Mode choice (RFC 4656 §3.1, RFC 5357 §3.1), as twping does: the caller lists
 the security modes it allows in order of preference; the first one the Server offers, and for
 which a key is at hand, is chosen. Mixed mode (RFC 5618) is optional, so it is chosen only when
 the Server-Greeting offers bit 3. Without a preference list: the strongest offered mode
@@ -405,8 +405,8 @@ class TwampClient:
 
         Addresses default to the two ends of this control connection: the test packets go where
         the control connection goes. `receiver_port` 0 lets the server choose. `timeout_ns` is
-        how long the reflector goes on after Stop-Sessions. `dscp` sets Type-P (spec §3.8), which
-        the reflector uses for its replies; `type_p` overrides it with a raw descriptor.
+        how long the reflector goes on after Stop-Sessions. `dscp` sets Type-P (RFC 5357 §3.5),
+        which the reflector uses for its replies; `type_p` overrides it with a raw descriptor.
         """
         sender = ipaddress.ip_address(sender_address or self.local_address[0])
         receiver = ipaddress.ip_address(receiver_address or self.peer_address[0])

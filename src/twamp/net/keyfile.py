@@ -3,7 +3,7 @@
 One entry per line, ``KEYID HEXKEY`` separated by white space (owampd.pfs(5), as written by
 `pfstore`): KEYID is the identity a Control-Client sends in Set-Up-Response (RFC 4656 §3.1,
 at most 80 octets of UTF-8), HEXKEY the hexadecimal of the passphrase octets, which PBKDF2 turns
-into the key (spec §4.1). Blank lines and lines whose first non-blank character is ``#`` are
+into the key (RFC 4656 §3.1). Blank lines and lines whose first non-blank character is ``#`` are
 comments; a ``#`` token after the two fields starts a trailing comment.
 
 Every problem raises `ValueError` naming the file and the line number, so that a typo in the

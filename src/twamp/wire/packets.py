@@ -275,7 +275,7 @@ class SenderAuth:
 
     With RFC 6038 Symmetrical Size (`symmetrical=True`) 64 MBZ octets follow the HMAC and the
     padding starts at 112. RFC 6038 §4.2 says "56 MBZ octets" without a figure; only 64 make the
-    header as long as the 112-octet reflector (spec §6.1, §10 row 8).
+    header as long as the 112-octet reflector.
     """
 
     seq: int
@@ -337,7 +337,8 @@ class ReflectorOpen:
 
     With RFC 7750 DSCP and ECN Monitoring (`dscp_ecn=True`, RFC 7750 §2.2.1) S-DSCP-ECN sits at
     41, octets 42-43 are MBZ and the padding starts at 44. `s_dscp_ecn` is the received TOS /
-    Traffic Class octet (spec §6.2) and must be 0 in the plain layout, which has no room for it.
+    Traffic Class octet, unchanged (RFC 7750 §2.2.1), and must be 0 in the plain layout, which has
+    no room for it.
     """
 
     seq: int
@@ -436,8 +437,9 @@ class ReflectorAuth:
         .                        Packet Padding                         . 112
         +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 
-    The header is 112 octets as the figure sums, not the 104 of the RFC text (spec §5.4, §10
-    row 1). With RFC 7750 (`dscp_ecn=True`) S-DSCP-ECN takes octet 81 and the size is unchanged.
+    The header is 112 octets as the figure sums, not the 104 of the RFC text (RFC 5357 §4.2.1;
+    owamp, RFC 7750 and STAMP agree on 112). With RFC 7750 (`dscp_ecn=True`) S-DSCP-ECN takes
+    octet 81 and the size is unchanged.
     """
 
     seq: int
@@ -942,7 +944,7 @@ def reflect(
     sender_ttl: int,
     s_dscp_ecn: int = 0,
 ) -> bytearray:
-    """Build the plaintext reply to a plaintext Session-Sender packet (spec §5.7 step 3).
+    """Build the plaintext reply to a plaintext Session-Sender packet (RFC 5357 §4.2).
 
     `seq` is the reflector's own per-session counter (RFC 5357 §4.2.1), or None for a stateless
     TWAMP Light or STAMP reflector, which copies the sender's (RFC 5357 Appendix I, RFC 8762
@@ -1046,7 +1048,7 @@ def parse_reflection(
     """Decode a plaintext reflected packet of the session's format.
 
     Replies longer than the request are accepted: the surplus is padding or TLVs. A stateless
-    STAMP reflector answers a 41-octet TWAMP Light request with 44 octets (spec §11 item 17).
+    STAMP reflector answers a 41-octet TWAMP Light request with 44 octets (RFC 8762 §4.6).
     """
     if fmt.stamp:
         if fmt.authenticated:
