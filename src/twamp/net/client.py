@@ -54,6 +54,7 @@ from ..control import (
     StopNAcked,
 )
 from ..crypto import TestKeys, TestPacketCrypto
+from ..inet import normalize_ip
 from ..timestamps import NS, ntp_from_ns, ntp_interval_from_ns
 from ..wire.control import AcceptSession, RequestTWSession, type_p_for_dscp
 
@@ -221,9 +222,9 @@ class TwampClient:
         self._start_time = 0
         sockname = writer.get_extra_info("sockname")
         peername = writer.get_extra_info("peername")
-        self.local_address: tuple[str, int] = (_plain_ip(sockname[0]), int(sockname[1]))
+        self.local_address: tuple[str, int] = (normalize_ip(sockname[0]), int(sockname[1]))
         """Our end of the control connection (an IPv4-mapped address shown as IPv4)."""
-        self.peer_address: tuple[str, int] = (_plain_ip(peername[0]), int(peername[1]))
+        self.peer_address: tuple[str, int] = (normalize_ip(peername[0]), int(peername[1]))
         """The server's end of the control connection."""
 
     # -- opening --------------------------------------------------------------------------------
@@ -562,13 +563,6 @@ class TwampClient:
             return SetupError(text, event.accept)
         cls = SetupError if setup else ClientError
         return cls(f"the control connection ended while waiting for {what}: {reason}", event.accept)
-
-
-def _plain_ip(ip: str) -> str:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def _same_family(

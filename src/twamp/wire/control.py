@@ -41,6 +41,7 @@ from ..constants import (
     Mode,
 )
 from ..errors import DecodeError, UnsupportedError
+from ..inet import check_dscp
 
 __all__ = [
     "ACCEPT_SESSION_SIZE",
@@ -377,9 +378,7 @@ def decode_server_start(data: Buffer) -> ServerStart:
 
 def type_p_for_dscp(dscp: int) -> int:
     """Type-P Descriptor for a DSCP (RFC 4656 §3.5): `DSCP << 24`, so octet 84 is the DSCP."""
-    if not 0 <= dscp <= 0x3F:
-        raise ValueError(f"DSCP {dscp} is not in 0-63")
-    return dscp << 24
+    return check_dscp(dscp) << 24
 
 
 def type_p_for_phb_id(phb_id: int) -> int:
