@@ -16,7 +16,15 @@ import pytest
 
 from twamp.constants import Mode, TestMode
 from twamp.errors import DecodeError
-from twamp.wire.packets import (
+from twamp.wire.testformat import (
+    TestFormat,
+    build_sender,
+    parse_reflection,
+    parse_sender,
+    reflect,
+    write_transmit_timestamp,
+)
+from twamp.wire.testpackets import (
     ReflectorAuth,
     ReflectorOpen,
     SenderAuth,
@@ -25,11 +33,9 @@ from twamp.wire.packets import (
     StampReflectorAuth,
     StampSender,
     StampSenderAuth,
-    TestFormat,
     Tlv,
     TlvFlag,
     TlvType,
-    build_sender,
     decode_reflector_auth,
     decode_reflector_open,
     decode_sender_auth,
@@ -48,10 +54,6 @@ from twamp.wire.packets import (
     encode_stamp_sender,
     encode_stamp_sender_auth,
     encode_tlvs,
-    parse_reflection,
-    parse_sender,
-    reflect,
-    write_transmit_timestamp,
 )
 
 
@@ -951,3 +953,14 @@ def test_mixed_capture_has_reflected_padding(vectors_dir: Path) -> None:
     assert all(len(w) == 114 for w in senders + reflected)
     assert all(len(decode_reflector_open(w).padding) == 73 for w in reflected)
     assert any(decode_reflector_open(w).padding != bytes(73) for w in reflected)
+
+
+def test_packets_module_re_exports_both_halves() -> None:
+    # twamp.wire.packets stays importable for callers outside twamp.wire; it must add nothing
+    # of its own and hide nothing of testpackets and testformat.
+    from twamp.wire import packets, testformat, testpackets  # why: this test only
+
+    assert set(packets.__all__) == set(testpackets.__all__) | set(testformat.__all__)
+    for name in packets.__all__:
+        home = testformat if name in testformat.__all__ else testpackets
+        assert getattr(packets, name) is getattr(home, name), name

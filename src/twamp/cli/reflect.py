@@ -31,7 +31,7 @@ from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
 from ..inet import DSCP_MAX
-from ..wire.packets import TestFormat
+from ..wire.testformat import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
 __all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]

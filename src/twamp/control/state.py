@@ -11,8 +11,9 @@ server's replies Accept-Session and Start-Ack carry no command number (RFC 5357 
 
 Rule 1: everything that decides whether a message may be sent or received lives here: the
 `TRANSITIONS` table (protocol state), `command_allowed` (what the negotiated Mode permits) and
-`SESSION_TRANSITIONS` (the life of one test session). `connection.py` reads and writes bytes,
-runs the crypto and asks this file before it acts; it never decides an order of messages itself.
+`SESSION_TRANSITIONS` (the life of one test session). `connection.py`, `server.py` and
+`client.py` read and write bytes, run the crypto and ask this file before they act; they never
+decide an order of messages themselves.
 
 Rule 2: the table is keyed by role. Each `MessageType` has exactly one sender (the Server sends
 the greeting, Server-Start and every reply; the client sends Set-Up-Response and every command),
