@@ -103,9 +103,6 @@ IO_MODULES = frozenset(
 # only shrink: an entry that no longer matches an import fails `test_pending_list_is_current`.
 PENDING_FUNCTION_IMPORTS = frozenset(
     {
-        ("bench/engine.py", "twamp.dataplane.sockets"),
-        ("bench/targets.py", "twamp.net.client"),
-        ("cli/bench.py", "twamp.net.client"),
         ("fastpath.py", "twamp._fastpath_py"),
     }
 )

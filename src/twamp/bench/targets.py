@@ -41,6 +41,7 @@ from .. import clock, fastpath
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
+from ..net.client import BlockingClient, ClientError, mode_name
 from ..wire.packets import TestFormat
 from . import cprogs
 from .conditions import socket_stats
@@ -630,8 +631,6 @@ class ControlTarget(Target):
         return self._server
 
     def start(self) -> None:
-        from ..net.client import BlockingClient, ClientError
-
         try:
             self._client = BlockingClient.open(
                 self._host,
@@ -644,8 +643,6 @@ class ControlTarget(Target):
         except ClientError as exc:
             raise BenchError(str(exc)) from None
         client = self._client
-        from ..net.client import mode_name
-
         self.mode = mode_name(client.mode)
         self.fmt = TestFormat(client.test_mode)
         peer_ip, peer_port = client.peer_address[:2]
@@ -658,8 +655,6 @@ class ControlTarget(Target):
         return [self.open_session(size)]
 
     def open_session(self, size: PacketSize) -> TestSession:
-        from ..net.client import ClientError
-
         client = self._client
         if client is None:
             raise BenchError("the control connection is not open")
@@ -696,8 +691,6 @@ class ControlTarget(Target):
         return session
 
     def close_session(self, session: TestSession) -> None:
-        from ..net.client import ClientError
-
         try:
             if self._client is not None and not self._client.closed:
                 self._client.stop()

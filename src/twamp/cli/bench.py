@@ -46,6 +46,7 @@ from ..bench.targets import (
 from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
 from ..dataplane.sockets import DEFAULT_BUFFER
 from ..hostport import parse_hostport
+from ..net.client import parse_modes
 from .common import UserError, friendly_errors, setup_logging
 from .ping import pick_key
 
@@ -573,8 +574,6 @@ def bench(ctx: click.Context, /, **p: Any) -> None:
     reflector_cpu = reflector_core(not p["no_pin"])
     target: Target
     if p["control"]:
-        from ..net.client import parse_modes
-
         try:
             host, port = parse_hostport(p["control"], TWAMP_CONTROL_PORT)
             modes = parse_modes(p["mode_letters"]) if p["mode_letters"] else None
