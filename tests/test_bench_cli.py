@@ -455,9 +455,11 @@ def test_sigterm_writes_the_json(tmp_path: Path) -> None:
             "twamp.cli.bench",
             *TINY,
             "--trials",
-            "3",
+            "6",
+            "--trial-duration",
+            "0.3",
             "--sizes",
-            "min,512,1024",
+            "min,128,512,1024,1472",
             "--json",
             str(json_path),
         ],
@@ -470,7 +472,8 @@ def test_sigterm_writes_the_json(tmp_path: Path) -> None:
         # Wait until it measures (the reflector process it started is up), then terminate.
         while time.monotonic() < deadline and not _children(proc.pid):
             time.sleep(0.1)
-        time.sleep(1.5)
+        time.sleep(4.0)  # the probe and the first size's calibration and trials
+        assert proc.poll() is None, "the run ended before it could be terminated"
         proc.send_signal(signal.SIGTERM)  # by PID: the process this test started
         out, err = proc.communicate(timeout=60)
     finally:
