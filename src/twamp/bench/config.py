@@ -157,6 +157,8 @@ class BenchSettings:
     """Repetitions of each latency point. None: `trials`."""
     sender_cores: int = 1
     profile: str = "quick"
+    sender: str = "ours"
+    """"ours": fastpath.Sender (the compiled twin when built); "c": the C load generator."""
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -191,6 +193,12 @@ class BenchSettings:
             raise ValueError("latency trials must be at least 1")
         if self.sender_cores < 1:
             raise ValueError("the sender needs at least one core")
+        if self.sender not in ("ours", "c"):
+            raise ValueError(f"sender {self.sender!r} is not 'ours' or 'c'")
+        if self.sender == "c" and self.sender_cores != 1:
+            raise ValueError("--sender c runs on one core: leave --sender-cores at 1")
+        if self.sender == "c" and max(self.trial_duration_s, self.latency_s) > 30:
+            raise ValueError("--sender c runs trials of at most 30 s")
         if self.profile not in PROFILES:
             raise ValueError(f"profile {self.profile!r} is not one of {', '.join(PROFILES)}")
 

@@ -360,8 +360,11 @@ def new_document(command: str, settings: BenchSettings) -> dict[str, Any]:
     }
 
 
-def sender_implementation() -> str:
-    """What our Sender really is: the twin `fastpath` selected (TWAMP_PURE_PYTHON included)."""
+def sender_implementation(settings: BenchSettings) -> str:
+    """What the sender really is: c_sender, or the twin `fastpath` selected (TWAMP_PURE_PYTHON
+    included)."""
+    if settings.sender == "c":
+        return "c"
     return str(getattr(fastpath.Sender, "IMPLEMENTATION", fastpath.IMPLEMENTATION))
 
 
@@ -372,7 +375,7 @@ def _conditions(
     doc["conditions"] = collect_conditions(
         argv=argv,
         sender={
-            "implementation": sender_implementation(),
+            "implementation": sender_implementation(settings),
             "batch": settings.sender_batch,
             "busy_poll": settings.busy_poll,
             "cpu": cpus[0] if cpus else None,

@@ -275,25 +275,21 @@ def _fixed(fig: Any, doc: dict[str, Any]) -> None:
     mid = [(i["start_s"] + i["end_s"]) / 2 for i in ivs]
     ax_rate.plot(mid, [i["achieved_pps"] or 0 for i in ivs], "o-", label="achieved")
     ax_rate.axhline(f["rate_pps"], color="grey", ls="--", label="offered")
+    top = max([f["rate_pps"], *(i["achieved_pps"] or 0 for i in ivs)])
+    ax_rate.set_ylim(0, top * 1.15)
+    ax_rate.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax_rate.set_ylabel("packets/s")
-    ax_rate.legend(fontsize="small")
+    ax_rate.legend(fontsize="small", loc="lower right")
     ax_loss.plot(mid, [i["loss_pct"] for i in ivs], "o-", color="#d62728")
+    ax_loss.set_ylim(0, max([1.0, *(i["loss_pct"] * 1.2 for i in ivs)]))
     ax_loss.set_ylabel("loss (%)")
-    for key, style in (("median", "o-"), ("p99", "s--")):
-        ax_rtt.plot(
-            mid,
-            [(i["rtt"] or {}).get(key, float("nan")) / 1e3 for i in ivs],
-            style,
-            label=f"RTT {key}",
-        )
-        ax_rtt.plot(
-            mid,
-            [(i["residence"] or {}).get(key, float("nan")) / 1e3 for i in ivs],
-            style,
-            alpha=0.5,
-            label=f"residence {key}",
-        )
-    ax_rtt.set_ylabel("µs")
+    for metric, colour in (("rtt", "#1f77b4"), ("residence", "#ff7f0e")):
+        for key, style in (("median", "o-"), ("p99", "s--")):
+            values = [(i[metric] or {}).get(key, float("nan")) / 1e3 for i in ivs]
+            name = "RTT" if metric == "rtt" else "reflector residence"
+            ax_rtt.plot(mid, values, style, color=colour, label=f"{name} {key}")
+    ax_rtt.set_yscale("log")
+    ax_rtt.set_ylabel("µs (log)")
     ax_rtt.set_xlabel("time (s)")
     ax_rtt.legend(fontsize="small")
     fig.suptitle(f"{target['name']}: fixed rate {f['rate_pps']:,.0f} packets/s, size {f['size']}")

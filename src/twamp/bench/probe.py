@@ -115,6 +115,7 @@ def calibrate(fmt: TestFormat, size: PacketSize, options: SessionOptions) -> flo
         batch=options.batch,
         busy_poll=options.busy_poll,
         rcvbuf=65536,
+        sender=options.sender,
     )
     try:
         rate = 0.0

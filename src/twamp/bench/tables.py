@@ -286,6 +286,12 @@ def _fixed(f: dict[str, Any]) -> list[str]:
 
 def _header(doc: dict[str, Any]) -> list[str]:
     s = doc["settings"]
+    if doc.get("command") == "fixed_rate":
+        return [
+            f"twamp-bench {doc['version']}, fixed-rate mode (no search): RTT is the round trip "
+            "without the reflector's residence; L1 bit rates count Ethernet frames with "
+            "preamble and gap"
+        ]
     out = [
         f"twamp-bench {doc['version']}, profile {s.get('profile', 'quick')}: "
         f"{s['trials']} search run{'s' if s['trials'] != 1 else ''} per size (figures: "

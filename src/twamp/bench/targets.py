@@ -41,11 +41,13 @@ from .. import clock, fastpath
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
+from ..inet import tos_to_dscp
 from ..net.client import BlockingClient, ClientError, mode_name
 from ..wire.packets import TestFormat
 from . import cprogs
 from .conditions import socket_stats
 from .config import PacketSize
+from .csender import CSender
 
 __all__ = [
     "BenchError",
@@ -121,10 +123,13 @@ class TestSession:
         batch: int = 32,
         busy_poll: bool = False,
         rcvbuf: int = DEFAULT_BUFFER,
+        sender: str = "ours",
     ) -> None:
         self.peer = peer
         self.fmt = fmt
         self.crypto = crypto
+        self.sender_kind = sender
+        self.rcvbuf = rcvbuf
         self.tos = tos
         self.batch = batch
         self.busy_poll = busy_poll
@@ -151,6 +156,10 @@ class TestSession:
                 raise ValueError(
                     f"{octets} octets is shorter than the {self.fmt.sender_header}-octet header"
                 )
+            if self.sender_kind == "c":
+                sender = self._c_sender(padding)
+                self._senders[octets] = sender
+                return sender
             sender = fastpath.Sender(
                 self.sock,
                 self.peer,
@@ -163,6 +172,14 @@ class TestSession:
             )
             self._senders[octets] = sender
         return sender
+
+    def _c_sender(self, padding: int) -> Any:
+        if self.fmt.test_mode is not TestMode.OPEN or self.fmt.stamp or ":" in self.peer[0]:
+            raise BenchError("--sender c sends unauthenticated TWAMP Light over IPv4 only")
+        try:
+            return CSender(self.peer, padding=padding, rcvbuf=self.rcvbuf)
+        except cprogs.BuildError as exc:
+            raise BenchError(f"--sender c: {exc}") from None
 
     def advance(self, count: int) -> int:
         """Reserve `count` sequence numbers; returns the first."""
@@ -183,6 +200,8 @@ class SessionOptions:
     batch: int = 32
     busy_poll: bool = False
     rcvbuf: int = DEFAULT_BUFFER
+    sender: str = "ours"
+    """"ours" (fastpath.Sender) or "c" (the C load generator, `csender`)."""
 
 
 class Target:
@@ -248,6 +267,7 @@ class Target:
                     batch=o.batch,
                     busy_poll=o.busy_poll,
                     rcvbuf=o.rcvbuf,
+                    sender=o.sender,
                 )
             )
         return self._sessions[:n]
@@ -666,7 +686,7 @@ class ControlTarget(Target):
                 sender_port=int(sock.getsockname()[1]),
                 padding=max(size.octets) - self.fmt.sender_header,
                 timeout_ns=self._session_timeout_ns,
-                dscp=o.tos >> 2,
+                dscp=tos_to_dscp(o.tos),
             )
             crypto = client.test_crypto(accept.sid)
             client.start()

@@ -77,6 +77,7 @@ _COUNTERS = (
     "behind_schedule",
     "max_lag_ns",
     "reflector_unsynced",
+    "own_drops",  # replies the sender's own socket dropped, when it reports them (c_sender)
 )
 
 # A hook for tests: called with the session before each of its Sender runs (to inject a stall).
@@ -212,6 +213,8 @@ def _send_one(
     sent = sent.copy()
     sent["seq"] = (sent["seq"].astype(np.int64) - first_seq) & _SEQ_MASK
     drops = None if before is None or after is None else after.drops - before.drops
+    if totals["own_drops"]:
+        drops = (drops or 0) + totals["own_drops"]
     return TrialData(sent, valid, foreign, totals, drops, None)
 
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import __version__
+from ..bench import cprogs
 from ..bench.conditions import reflector_core, sender_plan
 from ..bench.config import BenchSettings, parse_sizes, rfc2544_settings
 from ..bench.engine import new_document, run_benchmark, run_fixed_rate
@@ -46,6 +47,7 @@ from ..bench.targets import (
 from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
 from ..dataplane.sockets import DEFAULT_BUFFER
 from ..hostport import parse_hostport
+from ..inet import dscp_to_tos
 from ..net.client import parse_modes
 from .common import UserError, friendly_errors, setup_logging
 from .ping import pick_key
@@ -242,6 +244,16 @@ def _measure_options(func: F) -> F:
             "enough), so that a machine with more cores measures the reflector, not the sender.",
         ),
         click.option(
+            "--sender",
+            "sender_kind",
+            type=click.Choice(["ours", "c"]),
+            default="ours",
+            show_default=True,
+            help="ours: twamp's Sender (the compiled fast path when built); c: the C load "
+            "generator shipped with twamp (built with the system C compiler on first use; "
+            "IPv4 TWAMP Light, trials up to 30 s), to tell a sender limit from a reflector's.",
+        ),
+        click.option(
             "--json",
             "json_out",
             metavar="FILE|-",
@@ -288,6 +300,7 @@ def _settings(p: dict[str, Any]) -> BenchSettings:
             pin=not p["no_pin"],
             dscp=p["dscp"],
             sender_cores=p["sender_cores"],
+            sender=p["sender_kind"],
         )
         if p["rfc2544"]:
             sizes = settings.sizes
@@ -308,7 +321,11 @@ def _given(name: str) -> bool:
 
 def _session_options(p: dict[str, Any]) -> SessionOptions:
     return SessionOptions(
-        tos=p["dscp"] << 2, batch=p["batch"], busy_poll=p["busy_poll"], rcvbuf=p["rcvbuf"]
+        tos=dscp_to_tos(p["dscp"]),
+        batch=p["batch"],
+        busy_poll=p["busy_poll"],
+        rcvbuf=p["rcvbuf"],
+        sender=p["sender_kind"],
     )
 
 
@@ -350,6 +367,13 @@ def _prerequisites(targets: list[Target], p: dict[str, Any], outputs: Outputs) -
         raise click.UsageError("--rate measures one reflector: use it without compare")
     if p["sender_cores"] > 1 and any(isinstance(t, ControlTarget) for t in targets):
         raise click.UsageError("--sender-cores applies to TWAMP Light targets, not --control")
+    if p["sender_kind"] == "c":
+        if any(isinstance(t, ControlTarget) or t.fmt.stamp for t in targets):
+            raise click.UsageError("--sender c sends TWAMP Light only: not --control, not --stamp")
+        try:
+            cprogs.build("c_sender")
+        except cprogs.BuildError as exc:
+            raise UserError(f"--sender c: {exc}") from None
     for target in targets:
         try:
             target.prepare()
