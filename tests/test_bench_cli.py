@@ -7,8 +7,10 @@ started on loopback by the command itself.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -520,3 +522,28 @@ def test_pure_python_labels_the_fast_reflector_honestly(monkeypatch: pytest.Monk
 
 def _defaults() -> dict[str, Any]:
     return {"reflector_batch": 64, "busy_poll": False, "rcvbuf": 1 << 20, "stamp": False}
+
+
+def test_netns_runs_in_a_fresh_namespace_and_removes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    require(os.geteuid() == 0, "--netns needs root")
+    require(importlib.util.find_spec("pyroute2") is not None, "--netns needs pyroute2")
+    monkeypatch.setenv("TWAMP_BENCH_NETNS_PREFIX", "twbn-test")
+    ours = os.readlink("/proc/self/ns/net")
+    json_path = tmp_path / "r.json"
+    result = invoke(*TINY, "--trials", "1", "--netns", "--json", str(json_path))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    c = doc["conditions"]
+    assert c["net_namespace"] != ours  # measured elsewhere ...
+    assert os.readlink("/proc/self/ns/net") == ours  # ... and back home afterwards
+    assert c["conntrack_entries_end"] in (None, 0)  # nothing tracked in a fresh namespace
+    assert doc["targets"][0]["sizes"][0]["throughput"]["runs"]
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    assert "twbn-test" not in left.stdout
+
+
+def test_netns_refuses_a_remote_target() -> None:
+    assert_one_sentence_error(invoke("--netns", "--target", "192.0.2.1"), "--netns")

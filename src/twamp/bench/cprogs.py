@@ -46,6 +46,10 @@ class Program:
 PROGRAMS = {
     "c_reflector": Program("c_reflector", "c_reflector.c"),
     "c_sender": Program("c_sender", "c_sender.c", libs=("-lm",)),
+    # With OpenSSL's libcrypto: authenticated and encrypted test packets (needs libssl-dev).
+    "c_sender_ssl": Program(
+        "c_sender", "c_sender.c", libs=("-lcrypto", "-lm"), defines=("-DHAVE_OPENSSL",)
+    ),
 }
 
 
@@ -90,7 +94,7 @@ def build(name: str) -> Path:
     args = (*_FLAGS, *program.defines)
     key = hashlib.sha256("\0".join((text, *args, *program.libs, _version(cc))).encode())
     out_dir = cache_dir()
-    binary = out_dir / f"{name}-{key.hexdigest()[:16]}"
+    binary = out_dir / f"{program.name}-{key.hexdigest()[:16]}"
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
     try:

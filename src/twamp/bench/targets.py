@@ -507,7 +507,7 @@ class CReflector(Target):
         argv = [str(binary), "-B", str(self._batch), "-r", str(self._rcvbuf), "-m", "3600"]
         if self._busy_poll:
             argv.append("-b")
-        argv += ["0", str(-1 if self._cpu is None else self._cpu)]
+        argv += ["--", "0", str(-1 if self._cpu is None else self._cpu)]  # "-1": not an option
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

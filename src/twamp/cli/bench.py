@@ -27,6 +27,7 @@ from ..bench import cprogs
 from ..bench.conditions import reflector_core, sender_plan
 from ..bench.config import BenchSettings, parse_sizes, rfc2544_settings
 from ..bench.engine import new_document, run_benchmark, run_fixed_rate
+from ..bench.netns import NetnsError, clean_namespace
 from ..bench.outputs import OutputError, Outputs, check_outputs, write_files
 from ..bench.plot import MISSING as PLOT_MISSING
 from ..bench.plot import PlotUnavailable, plot_report
@@ -192,6 +193,12 @@ def _measure_options(func: F) -> F:
             default=DEFAULT_BUFFER,
             show_default=True,
             help="Socket buffer sizes to ask for (octets).",
+        ),
+        click.option(
+            "--netns",
+            is_flag=True,
+            help="As root: run everything in a fresh network namespace of its own (only lo, no "
+            "netfilter, no connection tracking), deleted at the end (needs pyroute2).",
         ),
         click.option(
             "--no-pin",
@@ -367,6 +374,11 @@ def _prerequisites(targets: list[Target], p: dict[str, Any], outputs: Outputs) -
         raise click.UsageError("--rate measures one reflector: use it without compare")
     if p["sender_cores"] > 1 and any(isinstance(t, ControlTarget) for t in targets):
         raise click.UsageError("--sender-cores applies to TWAMP Light targets, not --control")
+    if p["netns"] and any(isinstance(t, LightTarget | ControlTarget) for t in targets):
+        raise click.UsageError(
+            "--netns measures reflectors started here (fast, pure, c, cmd:), "
+            "not --target, --control or addr:"
+        )
     if p["sender_kind"] == "c":
         if any(isinstance(t, ControlTarget) or t.fmt.stamp for t in targets):
             raise click.UsageError("--sender c sends TWAMP Light only: not --control, not --stamp")
@@ -479,7 +491,10 @@ def _run(targets: list[Target], p: dict[str, Any], command: str) -> None:
     status = 0
     with _sigterm_like_sigint() as terminated:
         try:
-            _measure(targets, p, command, settings, doc, progress, cpus)
+            with clean_namespace() if p["netns"] else contextlib.nullcontext():
+                _measure(targets, p, command, settings, doc, progress, cpus)
+        except NetnsError as exc:
+            raise UserError(str(exc)) from None
         except BenchError as exc:
             progress.clear()
             raise UserError(str(exc)) from None
