@@ -292,9 +292,8 @@ def test_sender_limit_verdicts() -> None:
     assert sender_limit(_trial(), 999.0) is None
     reason = sender_limit(_trial(span_s=2.0), 999.0)  # half the rate: could not keep up
     assert reason is not None and "reached only" in reason
-    reason = sender_limit(_trial(behind=150), 999.0)
-    assert reason is not None and "late" in reason
-    assert sender_limit(_trial(behind=50), 999.0) is None  # 5 %: tolerated
+    # Late packets alone (short lateness, caught up within 20 ms) do not spoil a trial.
+    assert sender_limit(_trial(behind=900, lag=15_000_000), 999.0) is None
     reason = sender_limit(_trial(lag=30_000_000), 999.0)
     assert reason is not None and "stalled" in reason
     reason = sender_limit(_trial(sender_drops=3), 999.0)

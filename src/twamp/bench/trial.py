@@ -9,11 +9,14 @@ its receive buffer dropped replies, how much CPU other processes took meanwhile.
 
 * `offered`: the sender put the offered rate on the wire: every packet sent, none failed, and
   the achieved average rate at least 98 % of the offered one. Only such a trial can *pass*.
-* `clean`: offered, and on schedule: no stall over 20 ms, at most 10 % of the packets over 1 ms
-  late (then its own pacing, not the schedule, spaced the packets), and no reply lost in our
-  own receive buffer (the socket's kernel drop counter, which `SO_RXQ_OVFL` also reports).
-  Only such a trial can *fail*: otherwise the loss may be our own doing (a catch-up burst that
-  overflows a reflector's buffer, replies our socket dropped).
+* `clean`: offered, no stall over 20 ms, and no reply lost in our own receive buffer (the
+  socket's kernel drop counter, which `SO_RXQ_OVFL` also reports). Only such a trial can
+  *fail*: otherwise the loss may be our own doing (the catch-up burst after a long stall
+  overflowing a reflector's buffer, replies our socket dropped). Shorter lateness is not held
+  against a failure: a sender that catches up within 20 ms sends at most 20 ms of packets at
+  once (2,000 at 100 kpps), which a reflector's socket buffer of ordinary size absorbs; a
+  reflector that loses them would lose them to any bursty real traffic too. How many packets
+  left over 1 ms late is recorded with every trial (`behind_schedule`).
 
 A trial that is not clean is marked `sender_limited` with the reason in words.
 
@@ -63,7 +66,6 @@ _T1_TOLERANCE_NS = 1_000  # NTP rounding of the echoed Sender Timestamp is under
 _MIN_LATENCY_PACKETS = 20
 
 # The sender checks of the module docstring.
-_BEHIND_FRACTION = 0.10
 _MAX_LAG_NS = 20_000_000
 _MIN_ACHIEVED = 0.98
 
@@ -322,9 +324,6 @@ def sender_check(data: TrialData, offered_pps: float) -> tuple[bool, str | None]
         return True, f"our receive buffer dropped {data.sender_drops} replies"
     if c["max_lag_ns"] > _MAX_LAG_NS:
         return True, f"the sender stalled for {c['max_lag_ns'] / 1e6:.1f} ms"
-    if sent and c["behind_schedule"] > _BEHIND_FRACTION * sent:
-        late = 100.0 * c["behind_schedule"] / sent
-        return True, f"{late:.1f} % of packets went out over 1 ms late"
     return True, None
 
 
