@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def rx(
     return (seq, rseq, t1, t2, t3, t4, sender_ttl, reply_ttl, tos)
 
 
-def received(rows: list[tuple[int, ...]]) -> np.ndarray[Any, Any]:
+def received(rows: Sequence[tuple[int, ...]]) -> np.ndarray[Any, Any]:
     return np.array(rows, dtype=RECORD_DTYPE)
 
 

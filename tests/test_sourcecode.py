@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,7 @@ class Module:
     imports: tuple[Import, ...]
 
 
+@functools.cache
 def scan(root: Path) -> list[Module]:
     """Every .py, .pyx and .pxd module of the package at `root`, with its imports."""
     modules: list[Module] = []
@@ -318,9 +320,9 @@ def test_architecture_doc_states_the_same_table() -> None:
     section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
     for layer in LAYERS:
         assert f"| {layer.name} |" in section, f"layer {layer.name!r} missing from the doc table"
-    for pattern, layer in TABLE:
+    for pattern, name in TABLE:
         shown = pattern.replace("*", "")
-        assert f"`{shown}" in section, f"{pattern} ({layer}) is not in the doc's layer table"
+        assert f"`{shown}" in section, f"{pattern} ({name}) is not in the doc's layer table"
     ranks = [section.index(f"| {layer.name} |") for layer in LAYERS]
     assert ranks == sorted(ranks), "the doc lists the layers in another order"
 
