@@ -35,6 +35,7 @@ from twamp.bench.targets import (
     LightTarget,
     LocalReflector,
     SessionOptions,
+    Target,
 )
 from twamp.bench.trial import TrialData, sender_check, sender_limit
 from twamp.constants import TestMode
@@ -536,7 +537,7 @@ def test_an_error_in_one_of_several_targets_is_recorded_not_raised() -> None:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    targets = [
+    targets: list[Target] = [
         LightTarget("closed-a", "127.0.0.1", port, SessionOptions()),
         LightTarget("closed-b", "127.0.0.1", port, SessionOptions()),
     ]
