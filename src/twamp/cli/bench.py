@@ -145,6 +145,15 @@ def _measure_options(func: F) -> F:
             help="Stop the rate search within this many %.",
         ),
         click.option(
+            "--attempts",
+            type=click.IntRange(1, 20),
+            default=4,
+            show_default=True,
+            help="Trials at one rate that our sender could not hold (a stall, a shortfall) "
+            "before that rate is given up as beyond this setup; such trials never count "
+            "against the reflector.",
+        ),
+        click.option(
             "--min-rate",
             type=click.FloatRange(1, min_open=False),
             default=1000.0,
@@ -308,6 +317,7 @@ def _settings(p: dict[str, Any]) -> BenchSettings:
             dscp=p["dscp"],
             sender_cores=p["sender_cores"],
             sender=p["sender_kind"],
+            attempts=p["attempts"],
         )
         if p["rfc2544"]:
             sizes = settings.sizes
