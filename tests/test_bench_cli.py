@@ -547,3 +547,23 @@ def test_netns_runs_in_a_fresh_namespace_and_removes_it(
 
 def test_netns_refuses_a_remote_target() -> None:
     assert_one_sentence_error(invoke("--netns", "--target", "192.0.2.1"), "--netns")
+
+
+def test_sender_cores_deal_the_schedule_out(tmp_path: Path) -> None:
+    """Two sender threads, each with its own socket: one sequence space in the report."""
+    json_path = tmp_path / "r.json"
+    result = invoke(*TINY, "--trials", "1", "--sender-cores", "2", "--json", str(json_path))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    sender = doc["conditions"]["sender"]
+    assert len(sender["cpus"]) == 2 and doc["settings"]["sender_cores"] == 2
+    (size,) = doc["targets"][0]["sizes"]
+    trials = [t for run in size["throughput"]["runs"] for t in run["trials"]]
+    assert trials
+    for t in trials:
+        assert t["sent"] == t["packets"]  # both halves of every schedule were sent
+        assert t["received"] <= t["sent"]
+    assert doc["targets"][0]["reflector"]["counters"]["received"] >= sum(
+        t["received"] for t in trials
+    )
