@@ -6,8 +6,10 @@ Everything on the network stays on loopback and is bounded in packets and second
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -700,8 +702,6 @@ def test_reflector_proc_reports_ready_and_counters() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("ready ")
-        import json
-
         info = json.loads(line[6:])
         assert info["implementation"] == "python" and info["pid"] == proc.pid
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -746,8 +746,6 @@ def _reflector_process(*args: str) -> tuple[subprocess.Popen[str], int]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("ready "), proc.stderr.read() if proc.stderr else line
-    import json
-
     return proc, int(json.loads(line[6:])["port"])
 
 
@@ -837,3 +835,15 @@ def test_an_injected_sender_stall_does_not_lower_the_figure(stall_every: int) ->
     assert 60_000 / 1.02 <= quiet <= 60_000
     assert stalled == pytest.approx(quiet, rel=0.02)  # not one step lower
     assert stalled_ctx.n > 5  # stalls happened and were repeated
+
+
+def test_reflector_proc_survives_two_signals_close_together() -> None:
+    """Its handler only records the signal (issue 12: a handler calling Event.set() can hang
+    when the second signal lands inside Event.wait()); every run must end, with counters."""
+    for _ in range(8):
+        proc, _port = _reflector_process("--impl", "pure", "--port", "0", "--cpu", "-1")
+        proc.send_signal(signal.SIGTERM)  # by PID: the process this test started
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert "reflected" in json.loads(out.strip().splitlines()[-1])

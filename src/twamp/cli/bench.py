@@ -94,205 +94,209 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     return values
 
 
+# The measurement and output options, shared by `twamp-bench` and `compare` (declarations: one
+# list, applied by `_measure_options`).
+_MEASURE_OPTIONS = [
+    click.option(
+        "--sizes",
+        default="min,128,512,1024,1472,imix",
+        show_default=True,
+        callback=_sizes,
+        help=_SIZES_HELP,
+    ),
+    click.option(
+        "--trials",
+        type=click.IntRange(1, 100),
+        default=3,
+        show_default=True,
+        help="Repetitions of every figure (reported as min / median / max).",
+    ),
+    click.option(
+        "--trial-duration",
+        type=click.FloatRange(0.01, 3600),
+        default=0.2,
+        show_default=True,
+        help="Seconds per throughput trial.",
+    ),
+    click.option(
+        "--latency-duration",
+        type=click.FloatRange(0.01, 3600),
+        help="Seconds per latency trial (default: the trial duration).",
+    ),
+    click.option(
+        "--loss-tolerance",
+        type=click.FloatRange(0, 100, max_open=True),
+        default=0.1,
+        show_default=True,
+        help="Loss (%) allowed for the second throughput figure.",
+    ),
+    click.option(
+        "--latency-fractions",
+        default="10,50,90",
+        show_default=True,
+        callback=_fractions,
+        help="Loads for the latency trials, % of the zero-loss rate found.",
+    ),
+    click.option(
+        "--resolution",
+        type=click.FloatRange(0.1, 100),
+        default=5.0,
+        show_default=True,
+        help="Stop the rate search within this many %.",
+    ),
+    click.option(
+        "--attempts",
+        type=click.IntRange(1, 20),
+        default=4,
+        show_default=True,
+        help="Trials at one rate that our sender could not hold (a stall, a shortfall) "
+        "before that rate is given up as beyond this setup; such trials never count "
+        "against the reflector.",
+    ),
+    click.option(
+        "--min-rate",
+        type=click.FloatRange(1, min_open=False),
+        default=1000.0,
+        show_default=True,
+        help="Lowest rate to search (packets/s).",
+    ),
+    click.option(
+        "--max-rate",
+        type=click.FloatRange(1),
+        help="Highest rate to search (packets/s); default: what the sender can offer.",
+    ),
+    click.option(
+        "--max-delay",
+        type=click.FloatRange(0.001),
+        help="Loss threshold in ms: "
+        "later replies count as lost (default 20 ms + twice the probe's RTT).",
+    ),
+    click.option(
+        "--wait",
+        type=click.FloatRange(0),
+        help="Seconds to wait for late "
+        "replies after each trial (default 1.5 x the loss threshold).",
+    ),
+    click.option(
+        "--batch",
+        type=click.IntRange(1, 1024),
+        default=32,
+        show_default=True,
+        help="Sender receive batch.",
+    ),
+    click.option(
+        "--reflector-batch",
+        type=click.IntRange(1, 1024),
+        default=64,
+        show_default=True,
+        help="Batch of the reflectors started here.",
+    ),
+    click.option(
+        "--busy-poll",
+        is_flag=True,
+        help="Sender and the reflectors started here spin instead of sleeping.",
+    ),
+    click.option(
+        "--rcvbuf",
+        type=click.IntRange(4096),
+        default=DEFAULT_BUFFER,
+        show_default=True,
+        help="Socket buffer sizes to ask for (octets).",
+    ),
+    click.option(
+        "--netns",
+        is_flag=True,
+        help="As root: run everything in a fresh network namespace of its own (only lo, no "
+        "netfilter, no connection tracking), deleted at the end (needs pyroute2).",
+    ),
+    click.option(
+        "--no-pin",
+        is_flag=True,
+        help="Do not pin the sender and the reflector to separate cores.",
+    ),
+    click.option(
+        "-D",
+        "--dscp",
+        type=click.IntRange(0, 63),
+        default=0,
+        show_default=True,
+        help="DSCP of the test packets.",
+    ),
+    click.option(
+        "--stamp", is_flag=True, help="STAMP packets (RFC 8762) instead of TWAMP Light ones."
+    ),
+    click.option(
+        "--rfc2544",
+        is_flag=True,
+        help="RFC 2544's trial rules: its frame sizes, 60 s trials, 2 s waits, latency at "
+        "the throughput rate for 120 s, 20 times (hours, not minutes).",
+    ),
+    click.option(
+        "--rate",
+        type=click.FloatRange(1),
+        help="Fixed-rate mode: offer this many packets/s (no search), with a report every "
+        "--interval; the first of --sizes is sent.",
+    ),
+    click.option(
+        "--duration",
+        type=click.FloatRange(0.1, 86400),
+        default=10.0,
+        show_default=True,
+        help="Fixed-rate mode: seconds to run.",
+    ),
+    click.option(
+        "--interval",
+        type=click.FloatRange(0.1, 3600),
+        default=1.0,
+        show_default=True,
+        help="Fixed-rate mode: seconds per interval report.",
+    ),
+    click.option(
+        "--sender-cores",
+        type=click.IntRange(1, 64),
+        default=1,
+        show_default=True,
+        help="Send from this many threads, each on a core of its own (when there are "
+        "enough), so that a machine with more cores measures the reflector, not the sender.",
+    ),
+    click.option(
+        "--sender",
+        "sender_kind",
+        type=click.Choice(["ours", "c"]),
+        default="ours",
+        show_default=True,
+        help="ours: twamp's Sender (the compiled fast path when built); c: the C load "
+        "generator shipped with twamp (built with the system C compiler on first use; "
+        "IPv4 TWAMP Light, trials up to 30 s), to tell a sender limit from a reflector's.",
+    ),
+    click.option(
+        "--json",
+        "json_out",
+        metavar="FILE|-",
+        help="Write the full report as JSON (schemas/bench.schema.json).",
+    ),
+    click.option("--csv", "csv_out", metavar="FILE|-", help="Write one row per figure."),
+    click.option(
+        "--raw",
+        "raw_out",
+        metavar="FILE|-",
+        help="Write one JSON line per trial (every trial, in the order run).",
+    ),
+    click.option(
+        "--plot",
+        "plot_out",
+        metavar="FILE",
+        help="Draw throughput against size, RTT CDFs and loss over time (needs matplotlib; "
+        "'twamp-bench plot REPORT.json' redraws from a saved report).",
+    ),
+    click.option("-v", "--verbose", count=True, help="More log output (-vv: debug)."),
+    click.option("-q", "--quiet", is_flag=True, help="No table, no progress."),
+]
+
+
 def _measure_options(func: F) -> F:
-    """The measurement and output options, shared by `twamp-bench` and `compare`."""
-    options = [
-        click.option(
-            "--sizes",
-            default="min,128,512,1024,1472,imix",
-            show_default=True,
-            callback=_sizes,
-            help=_SIZES_HELP,
-        ),
-        click.option(
-            "--trials",
-            type=click.IntRange(1, 100),
-            default=3,
-            show_default=True,
-            help="Repetitions of every figure (reported as min / median / max).",
-        ),
-        click.option(
-            "--trial-duration",
-            type=click.FloatRange(0.01, 3600),
-            default=0.2,
-            show_default=True,
-            help="Seconds per throughput trial.",
-        ),
-        click.option(
-            "--latency-duration",
-            type=click.FloatRange(0.01, 3600),
-            help="Seconds per latency trial (default: the trial duration).",
-        ),
-        click.option(
-            "--loss-tolerance",
-            type=click.FloatRange(0, 100, max_open=True),
-            default=0.1,
-            show_default=True,
-            help="Loss (%) allowed for the second throughput figure.",
-        ),
-        click.option(
-            "--latency-fractions",
-            default="10,50,90",
-            show_default=True,
-            callback=_fractions,
-            help="Loads for the latency trials, % of the zero-loss rate found.",
-        ),
-        click.option(
-            "--resolution",
-            type=click.FloatRange(0.1, 100),
-            default=5.0,
-            show_default=True,
-            help="Stop the rate search within this many %.",
-        ),
-        click.option(
-            "--attempts",
-            type=click.IntRange(1, 20),
-            default=4,
-            show_default=True,
-            help="Trials at one rate that our sender could not hold (a stall, a shortfall) "
-            "before that rate is given up as beyond this setup; such trials never count "
-            "against the reflector.",
-        ),
-        click.option(
-            "--min-rate",
-            type=click.FloatRange(1, min_open=False),
-            default=1000.0,
-            show_default=True,
-            help="Lowest rate to search (packets/s).",
-        ),
-        click.option(
-            "--max-rate",
-            type=click.FloatRange(1),
-            help="Highest rate to search (packets/s); default: what the sender can offer.",
-        ),
-        click.option(
-            "--max-delay",
-            type=click.FloatRange(0.001),
-            help="Loss threshold in ms: "
-            "later replies count as lost (default 20 ms + twice the probe's RTT).",
-        ),
-        click.option(
-            "--wait",
-            type=click.FloatRange(0),
-            help="Seconds to wait for late "
-            "replies after each trial (default 1.5 x the loss threshold).",
-        ),
-        click.option(
-            "--batch",
-            type=click.IntRange(1, 1024),
-            default=32,
-            show_default=True,
-            help="Sender receive batch.",
-        ),
-        click.option(
-            "--reflector-batch",
-            type=click.IntRange(1, 1024),
-            default=64,
-            show_default=True,
-            help="Batch of the reflectors started here.",
-        ),
-        click.option(
-            "--busy-poll",
-            is_flag=True,
-            help="Sender and the reflectors started here spin instead of sleeping.",
-        ),
-        click.option(
-            "--rcvbuf",
-            type=click.IntRange(4096),
-            default=DEFAULT_BUFFER,
-            show_default=True,
-            help="Socket buffer sizes to ask for (octets).",
-        ),
-        click.option(
-            "--netns",
-            is_flag=True,
-            help="As root: run everything in a fresh network namespace of its own (only lo, no "
-            "netfilter, no connection tracking), deleted at the end (needs pyroute2).",
-        ),
-        click.option(
-            "--no-pin",
-            is_flag=True,
-            help="Do not pin the sender and the reflector to separate cores.",
-        ),
-        click.option(
-            "-D",
-            "--dscp",
-            type=click.IntRange(0, 63),
-            default=0,
-            show_default=True,
-            help="DSCP of the test packets.",
-        ),
-        click.option(
-            "--stamp", is_flag=True, help="STAMP packets (RFC 8762) instead of TWAMP Light ones."
-        ),
-        click.option(
-            "--rfc2544",
-            is_flag=True,
-            help="RFC 2544's trial rules: its frame sizes, 60 s trials, 2 s waits, latency at "
-            "the throughput rate for 120 s, 20 times (hours, not minutes).",
-        ),
-        click.option(
-            "--rate",
-            type=click.FloatRange(1),
-            help="Fixed-rate mode: offer this many packets/s (no search), with a report every "
-            "--interval; the first of --sizes is sent.",
-        ),
-        click.option(
-            "--duration",
-            type=click.FloatRange(0.1, 86400),
-            default=10.0,
-            show_default=True,
-            help="Fixed-rate mode: seconds to run.",
-        ),
-        click.option(
-            "--interval",
-            type=click.FloatRange(0.1, 3600),
-            default=1.0,
-            show_default=True,
-            help="Fixed-rate mode: seconds per interval report.",
-        ),
-        click.option(
-            "--sender-cores",
-            type=click.IntRange(1, 64),
-            default=1,
-            show_default=True,
-            help="Send from this many threads, each on a core of its own (when there are "
-            "enough), so that a machine with more cores measures the reflector, not the sender.",
-        ),
-        click.option(
-            "--sender",
-            "sender_kind",
-            type=click.Choice(["ours", "c"]),
-            default="ours",
-            show_default=True,
-            help="ours: twamp's Sender (the compiled fast path when built); c: the C load "
-            "generator shipped with twamp (built with the system C compiler on first use; "
-            "IPv4 TWAMP Light, trials up to 30 s), to tell a sender limit from a reflector's.",
-        ),
-        click.option(
-            "--json",
-            "json_out",
-            metavar="FILE|-",
-            help="Write the full report as JSON (schemas/bench.schema.json).",
-        ),
-        click.option("--csv", "csv_out", metavar="FILE|-", help="Write one row per figure."),
-        click.option(
-            "--raw",
-            "raw_out",
-            metavar="FILE|-",
-            help="Write one JSON line per trial (every trial, in the order run).",
-        ),
-        click.option(
-            "--plot",
-            "plot_out",
-            metavar="FILE",
-            help="Draw throughput against size, RTT CDFs and loss over time (needs matplotlib; "
-            "'twamp-bench plot REPORT.json' redraws from a saved report).",
-        ),
-        click.option("-v", "--verbose", count=True, help="More log output (-vv: debug)."),
-        click.option("-q", "--quiet", is_flag=True, help="No table, no progress."),
-    ]
-    for option in reversed(options):
+    """Apply the shared measurement and output options."""
+    for option in reversed(_MEASURE_OPTIONS):
         func = option(func)
     return func
 
