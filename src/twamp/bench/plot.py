@@ -64,63 +64,106 @@ def _size_x(size: dict[str, Any]) -> float:
     return float(size["mean_octets"])
 
 
-def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any]) -> None:
-    for i, target in enumerate(_targets(doc)):
-        colour, name = _colour(i), target["name"]
-        pts, bounds = [], []
-        for size in target["sizes"]:
-            fig = size["throughput"].get("zero_loss") or {}
-            if fig.get("pps"):
-                pts.append((_size_x(size), fig, size["size"]))
-            elif fig.get("lower_bound_pps"):
-                l1 = fig["lower_bound_pps"] * size["l1_octets"] * 8 / 1e6
-                bounds.append((_size_x(size), fig["lower_bound_pps"], l1))
-        pts.sort(key=lambda p: p[0])
-        if pts:
-            xs = [p[0] for p in pts]
-            med = [p[1]["pps"]["median"] for p in pts]
-            err = [
-                [m - p[1]["pps"]["min"] for m, p in zip(med, pts, strict=True)],
-                [p[1]["pps"]["max"] - m for m, p in zip(med, pts, strict=True)],
-            ]
-            ax_pps.errorbar(xs, med, yerr=err, marker="o", capsize=3, color=colour, label=name)
-            l1 = [p[1]["l1_mbps"]["median"] for p in pts]
-            payload = [p[1]["mbps"]["median"] for p in pts]
-            ax_bits.plot(xs, l1, "o-", color=colour, label=f"{name}: L1 (Ethernet line rate)")
-            ax_bits.plot(xs, payload, "s--", color=colour, alpha=0.6, label=f"{name}: payload")
-            for x, fig, label in pts:
-                if label == "imix":
-                    ax_pps.annotate(
-                        "IMIX",
-                        (x, fig["pps"]["median"]),
-                        textcoords="offset points",
-                        xytext=(4, 6),
-                        fontsize="small",
-                        color=colour,
-                    )
+def _size_points(
+    target: dict[str, Any],
+) -> tuple[list[tuple[float, dict[str, Any]]], list[tuple[float, dict[str, Any]]], list[Any]]:
+    """(single sizes, IMIX, bounds) of a target's zero-loss figures, sorted by size."""
+    pts: list[tuple[float, dict[str, Any]]] = []
+    mix: list[tuple[float, dict[str, Any]]] = []
+    bounds: list[Any] = []
+    for size in target["sizes"]:
+        fig = size["throughput"].get("zero_loss") or {}
+        x = _size_x(size)
+        if fig.get("pps"):
+            (mix if len(size["pattern"]) > 1 else pts).append((x, fig))
+        elif fig.get("lower_bound_pps"):
+            l1 = fig["lower_bound_pps"] * size["l1_octets"] * 8 / 1e6
+            bounds.append((x, fig["lower_bound_pps"], l1))
+    return sorted(pts, key=lambda p: p[0]), mix, sorted(bounds)
+
+
+def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str) -> None:
+    pts, mix, bounds = _size_points(target)
+    for group, style in ((pts, "o-"), (mix, "*")):
+        if not group:
+            continue
+        xs = [p[0] for p in group]
+        med = [p[1]["pps"]["median"] for p in group]
+        low = [m - p[1]["pps"]["min"] for m, p in zip(med, group, strict=True)]
+        high = [p[1]["pps"]["max"] - m for m, p in zip(med, group, strict=True)]
+        label = target["name"] if group is pts or not pts else None
+        size = 12 if style == "*" else 6
+        ax_pps.errorbar(
+            xs,
+            med,
+            yerr=[low, high],
+            fmt=style,
+            capsize=3,
+            color=colour,
+            markersize=size,
+            label=label,
+        )
+        ax_bits.plot(
+            xs,
+            [p[1]["l1_mbps"]["median"] for p in group],
+            style,
+            color=colour,
+            markersize=size,
+            label=label,
+        )
+        ax_bits.plot(
+            xs,
+            [p[1]["mbps"]["median"] for p in group],
+            "s--" if group is pts else "*",
+            color=colour,
+            alpha=0.45,
+            markersize=size,
+        )
+    for ax, k in ((ax_pps, 1), (ax_bits, 2)):
         if bounds:
-            bounds.sort()
-            for ax, k in ((ax_pps, 1), (ax_bits, 2)):
-                ax.plot(
-                    [b[0] for b in bounds],
-                    [b[k] for b in bounds],
-                    "^",
-                    color=colour,
-                    markerfacecolor="none",
-                    markersize=9,
-                    label=f"{name}: at least (our sender's limit, not the reflector's)",
-                )
+            ax.plot(
+                [b[0] for b in bounds],
+                [b[k] for b in bounds],
+                "^",
+                color=colour,
+                markerfacecolor="none",
+                markersize=9,
+            )
+
+
+def _style_key(ax: Any, plt: Any, bits: bool) -> None:
+    """The legend: one entry per reflector (colour), then what the marker styles mean."""
+    handles, names = ax.get_legend_handles_labels()
+    line = importlib.import_module("matplotlib.lines").Line2D
+    key = [
+        (line([], [], marker="*", ls="", color="grey", markersize=10), "IMIX, at its mean size"),
+        (
+            line([], [], marker="^", ls="", color="grey", markerfacecolor="none", markersize=8),
+            "at least: our sender's limit, not the reflector's",
+        ),
+    ]
+    if bits:
+        key.insert(0, (line([], [], ls="--", color="grey", alpha=0.6), "dashed: UDP payload"))
+        key.insert(0, (line([], [], ls="-", color="grey"), "solid: L1 Ethernet line rate"))
+    ax.legend(
+        handles + [k[0] for k in key], names + [k[1] for k in key], fontsize="small", loc="best"
+    )
+
+
+def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> None:
+    for i, target in enumerate(_targets(doc)):
+        _draw_target(ax_pps, ax_bits, target, _colour(i))
     ax_pps.set_yscale("log")
-    ax_pps.set_xlabel("UDP payload (octets; IMIX at its mean)")
-    ax_pps.set_ylabel("zero-loss rate (packets/s)")
+    ax_pps.set_xlabel("UDP payload (octets)")
+    ax_pps.set_ylabel("zero-loss rate (packets/s, log)")
     ax_pps.set_title("throughput: median, bars min-max over runs")
     ax_bits.set_xlabel("UDP payload (octets)")
     ax_bits.set_ylabel("Mbit/s at the zero-loss rate")
-    ax_bits.set_title("bit rate: L1 = frames + preamble + gap; payload = UDP data")
-    for ax in (ax_pps, ax_bits):
+    ax_bits.set_title("bit rate: L1 = Ethernet frames + preamble + gap; payload = UDP data")
+    for ax, bits in ((ax_pps, False), (ax_bits, True)):
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize="small", loc="best")
+            _style_key(ax, plt, bits)
         else:
             ax.text(
                 0.5,
@@ -238,6 +281,22 @@ def _timeline(ax_rate: Any, ax_loss: Any, doc: dict[str, Any]) -> None:
         color="#1f77b4",
         label="latency trial",
     )
+    if len(_targets(doc)) > 1:
+        for i, target in enumerate(_targets(doc)):
+            starts = [t["start_ns"] for _, t, k in trials if k == i]
+            if starts:
+                x = (min(starts) - t0) / 1e9
+                for ax in (ax_rate, ax_loss):
+                    ax.axvline(x, color=_colour(i), lw=1.5, alpha=0.7)
+                ax_rate.annotate(
+                    target["name"],
+                    (x, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, -12),
+                    textcoords="offset points",
+                    color=_colour(i),
+                    fontsize="small",
+                )
     ax_rate.set_yscale("log")
     ax_rate.set_ylabel("offered rate (packets/s)")
     ax_rate.set_title("every trial in the order it ran")
@@ -313,7 +372,7 @@ def plot_report(document: dict[str, Any], path: str) -> None:
     fig = plt.figure(figsize=(15, 5 + 3.2 * cdf_rows + 4), layout="constrained")
     sub = fig.subfigures(3, 1, height_ratios=[5, 3.2 * cdf_rows, 4])
     ax_pps, ax_bits = sub[0].subplots(1, 2)
-    _throughput(ax_pps, ax_bits, document)
+    _throughput(ax_pps, ax_bits, document, plt)
     grid = sub[1].subplots(cdf_rows, cols, sharey=True, squeeze=False)
     axes = [a for row in grid for a in row]
     for extra in axes[n_sizes:]:

@@ -71,11 +71,13 @@ def _why(fig: dict[str, Any], label: str, what: str) -> str:
     status, limit = fig["status"], fig.get("setup_limit_pps")
     where = f"size {label}, {what}"
     if status == "sender_limited":
-        held = f" (up to {pps(limit)})" if limit else ""
+        bound = fig.get("lower_bound_pps")
+        passed = f"; it passed at up to {pps(bound)}" if bound else ""
+        held = f"; our sender never held {pps(limit)}" if limit else ""
         return (
-            f"{where}: the reflector lost nothing at any rate our sender could hold{held}; "
-            "its own limit is higher and this setup cannot measure it (a faster or "
-            "multi-core sender: --sender-cores)"
+            f"{where}: the reflector lost nothing at any rate our sender could hold{passed}"
+            f"{held}; the reflector's own limit is higher and this setup cannot measure it "
+            "(try --sender-cores on a machine with more cores, or --sender c)"
         )
     if status == "at_max_rate":
         return f"{where}: nothing lost up to --max-rate; the reflector's limit is higher"
