@@ -567,3 +567,60 @@ def test_sender_cores_deal_the_schedule_out(tmp_path: Path) -> None:
     assert doc["targets"][0]["reflector"]["counters"]["received"] >= sum(
         t["received"] for t in trials
     )
+
+
+def test_rfc2544_profile_applies_the_rfcs_trial_rules(captured: Captured) -> None:
+    result = invoke("--rfc2544")
+    assert result.exit_code == 0, result.output
+    s = captured.settings
+    assert s.profile == "rfc2544"
+    assert s.trial_duration_s == 60.0 and s.latency_s == 120.0 and s.latency_repeats == 20
+    assert s.wait_s == 2.0 and s.latency_fractions_pct == (100.0,)
+    # RFC 2544 §9.1's Ethernet frames as UDP payloads (frame - 18 - 20 - 8); 64 -> the minimum
+    assert s.sizes == ("min", "82", "210", "466", "978", "1234", "1472")
+    assert s.deviations() == []
+    assert "deviates" not in result.output
+    # the quick default lists every deviation
+    quick = cli.BenchSettings()
+    assert len(quick.deviations()) == 5 and any("§24" in d for d in quick.deviations())
+
+
+def test_rfc2544_keeps_explicit_sizes(captured: Captured) -> None:
+    assert invoke("--rfc2544", "--sizes", "min,512").exit_code == 0
+    assert captured.settings.sizes == ("min", "512")
+
+
+def test_fixed_rate_reports_every_interval(tmp_path: Path) -> None:
+    json_path = tmp_path / "f.json"
+    result = invoke(
+        "--reflector-impl",
+        "pure",
+        "--sizes",
+        "min",
+        "--rate",
+        "2000",
+        "--duration",
+        "1.0",
+        "--interval",
+        "0.5",
+        "--json",
+        str(json_path),
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and "pps" in lines[0] and "Mbit/s L1" in lines[0]
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    fixed = doc["targets"][0]["fixed_rate"]
+    assert doc["command"] == "fixed_rate" and fixed["rate_pps"] == 2000.0
+    assert [i["start_s"] for i in fixed["intervals"]] == [0.0, 0.5]
+    for interval in fixed["intervals"]:
+        assert interval["sent"] == 1000
+        assert interval["received"] <= interval["sent"]
+        assert interval["l1_mbps"] == pytest.approx(
+            interval["achieved_pps"] * (41 + 46 + 20) * 8 / 1e6
+        )
+    total = fixed["total"]
+    assert total["sent"] == 2000 and total["received"] == sum(
+        i["received"] for i in fixed["intervals"]
+    )
