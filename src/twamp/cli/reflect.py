@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
@@ -129,7 +129,7 @@ def serve(
     `ready(addresses)` is called once the sockets are bound and the reflectors run.
     """
     fmt = TestFormat(TestMode.OPEN, stamp=config.stamp)
-    policy = fastpath.LightPolicy(
+    policy = dataplane.LightPolicy(
         fmt,
         stateful=config.stateful,
         allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
@@ -142,7 +142,7 @@ def serve(
             socks.append(_open(host, port, config.reuse_port))
         for sock in socks:
             reflectors.append(
-                fastpath.Reflector(
+                dataplane.Reflector(
                     sock, batch=config.batch, busy_poll=config.busy_poll, light=policy
                 )
             )
@@ -308,7 +308,7 @@ def reflect(
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
     header = (
-        f"twamp reflect: {fastpath.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
+        f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
     if workers > 1:
         total = _run_workers(config, workers, header)
