@@ -52,7 +52,17 @@ def _lines_of(source: str, names: tuple[str, ...]) -> dict[str, int]:
     [
         (
             REFLECTOR,
-            ("_batch_once", "_classify", "_rewrite", "_send_ready", "_flush", "_loop"),
+            (
+                "_batch_once",
+                "_classify",
+                "_rewrite",
+                "_send_ready",
+                "_flush",
+                "_run_loop",
+                "_spin_once",
+                "_dispatch",
+                "_run_member",
+            ),
             150,
         ),
         (
@@ -73,6 +83,32 @@ def test_hot_loops_score_zero(
     for name, line in _lines_of(source, names).items():
         assert line in hot, f"{name} is outside the hot-loop regions"
     assert tool.violations(source, tool.annotate(pyx)) == []
+
+
+def test_no_gil_on_the_reflector_loop(tool: ModuleType) -> None:
+    source = REFLECTOR.read_text()
+    assert tool.gil_violations(source) == []
+    # Only the "python" crypto backend's batch phase may take the GIL from the loop.
+    assert set(tool.GIL_ALLOWED) == {"_crypto_phase"}
+    # Without the allowance the check does see that call (so it is not vacuous).
+    strict = tool.gil_violations(source, allowed={})
+    assert strict and all("_crypto_phase" in text for _, text in strict)
+
+
+def test_the_gil_check_catches_with_gil_calls(tool: ModuleType) -> None:
+    sample = (
+        "cdef class R:\n"
+        "    cdef void _helper(self) noexcept with gil:\n"
+        "        pass\n"
+        "    # hot-loop-begin\n"
+        "    cdef void _loop(self) noexcept nogil:\n"
+        "        self._helper()\n"
+        "        with gil:\n"
+        "            pass\n"
+        "        # self._helper() in a comment is fine\n"
+        "    # hot-loop-end\n"
+    )
+    assert [n for n, _ in tool.gil_violations(sample, allowed={})] == [6, 7]
 
 
 def test_the_check_catches_python_in_a_hot_region(tool: ModuleType, tmp_path: Path) -> None:

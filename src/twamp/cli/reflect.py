@@ -137,15 +137,14 @@ def serve(
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
+    # One loop (one thread, one epoll set) for every listening socket of this process; with
+    # --workers N each worker process runs its own, so N loops in all.
+    loop = dataplane.ReflectorLoop(batch=config.batch, busy_poll=config.busy_poll)
     try:
         for host, port in config.listen:
             socks.append(_open(host, port, config.reuse_port))
         for sock in socks:
-            reflectors.append(
-                dataplane.Reflector(
-                    sock, batch=config.batch, busy_poll=config.busy_poll, light=policy
-                )
-            )
+            reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
         for reflector in reflectors:
             reflector.start()
         if ready is not None:
@@ -161,6 +160,7 @@ def serve(
     finally:
         for reflector in reflectors:
             reflector.stop()
+        loop.close()
         for sock in socks:
             sock.close()
     total: dict[str, int] = {}

@@ -41,11 +41,13 @@ __all__ = [
     "IMPLEMENTATION",
     "LightPolicy",
     "Reflector",
+    "ReflectorLoop",
     "Sender",
     "SenderResult",
     "SessionSpec",
     "StopFlag",
     "Twin",
+    "default_loop",
     "implementations",
     "normalize_ip",
 ]
@@ -68,6 +70,8 @@ class Twin:
     IMPLEMENTATION: str  # "python" or "cython"
     CRYPTO_BACKEND: str  # who protects mode 2/4 test packets: "python" or "libcrypto"
     Reflector: Any
+    ReflectorLoop: Any
+    default_loop: Any
     Sender: Any
     reflector_module: ModuleType
     sender_module: ModuleType
@@ -81,6 +85,8 @@ def _twin(reflector: ModuleType, sender: ModuleType) -> Twin:
         IMPLEMENTATION=reflector.IMPLEMENTATION,
         CRYPTO_BACKEND=reflector.CRYPTO_BACKEND,
         Reflector=reflector.Reflector,
+        ReflectorLoop=reflector.ReflectorLoop,
+        default_loop=reflector.default_loop,
         Sender=sender.Sender,
         reflector_module=reflector,
         sender_module=sender,
@@ -117,7 +123,13 @@ def implementations() -> dict[str, Twin]:
 
 
 if TYPE_CHECKING:
-    from .reflector.pure import CRYPTO_BACKEND, IMPLEMENTATION, Reflector
+    from .reflector.pure import (
+        CRYPTO_BACKEND,
+        IMPLEMENTATION,
+        Reflector,
+        ReflectorLoop,
+        default_loop,
+    )
     from .sender.pure import Sender
 else:
     _selected = None if PURE_PYTHON else _compiled()
@@ -127,4 +139,7 @@ else:
     # Who protects mode 2/4 test packets in the Reflector: "libcrypto" (C, no GIL) or "python".
     CRYPTO_BACKEND = _selected.CRYPTO_BACKEND
     Reflector = _selected.Reflector
+    # One thread for every Reflector started on it (the default: one per process and batch).
+    ReflectorLoop = _selected.ReflectorLoop
+    default_loop = _selected.default_loop
     Sender = _selected.Sender

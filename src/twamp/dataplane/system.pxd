@@ -197,6 +197,9 @@ cdef extern from *:
     static inline void twamp_store_int(int *p, int v) {
         __atomic_store_n(p, v, __ATOMIC_RELEASE);
     }
+    static inline void twamp_add_int(int *p, int v) {
+        __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL);
+    }
     static inline uint64_t twamp_load_u64(const uint64_t *p) {
         return __atomic_load_n(p, __ATOMIC_RELAXED);
     }
@@ -213,6 +216,7 @@ cdef extern from *:
     int TWAMP_SCM_TIMESTAMPNS
     int twamp_load_int(const int *p) nogil
     void twamp_store_int(int *p, int v) nogil
+    void twamp_add_int(int *p, int v) nogil
     uint64_t twamp_load_u64(const uint64_t *p) nogil
     void twamp_inc(uint64_t *p) nogil
     int64_t twamp_load_i64(const int64_t *p) nogil
@@ -243,18 +247,46 @@ cdef extern from "<sys/epoll.h>" nogil:
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 
-cdef extern from "<sys/timex.h>" nogil:
-    struct timex:
-        unsigned int modes
-        long maxerror
-        long esterror
-        int status
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
 
-    enum:
-        STA_UNSYNC
-        TIME_ERROR
 
-    int adjtimex(timex *buf)
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <sys/timex.h>
+
+    /* The Error Estimate (RFC 4656 §4.1.2) of this host's clock, as clock.py computes it, in C
+       so that the reflector loop never waits for Python to refresh it: adjtimex(2) read-only;
+       S only when the kernel says the clock is synchronised; the error is esterror when
+       synchronised (and positive), else maxerror, both in µs; the smallest Scale whose
+       Multiplier ceil(error * 2^32 / 2^Scale) fits in 8 bits, Multiplier never 0. Without
+       adjtimex: "unknown" (S = 0, Scale 63, Multiplier 255). */
+    static inline uint16_t twamp_ee_from_ns(uint64_t err_ns, int sync) {
+        unsigned __int128 units = (unsigned __int128)err_ns << 32;  /* over 1e9 */
+        for (int scale = 0; scale < 64; scale++) {
+            unsigned __int128 den = (unsigned __int128)1000000000ULL << scale;
+            unsigned __int128 mult = (units + den - 1) / den;
+            if (mult <= 255)
+                return (uint16_t)((sync ? 0x8000 : 0) | (scale << 8) | (mult ? (int)mult : 1));
+        }
+        return (uint16_t)((sync ? 0x8000 : 0) | (63 << 8) | 255);
+    }
+    static inline uint16_t twamp_error_estimate(void) {
+        struct timex tx;
+        memset(&tx, 0, sizeof tx);  /* modes 0: read only, no privilege needed */
+        int state = adjtimex(&tx);
+        if (state < 0)
+            return 0x3FFF;
+        int sync = !(tx.status & STA_UNSYNC) && state != TIME_ERROR;
+        long err_us = (sync && tx.esterror > 0) ? tx.esterror : tx.maxerror;
+        if (err_us < 0)
+            err_us = 0;
+        return twamp_ee_from_ns((uint64_t)err_us * 1000u, sync);
+    }
+    """
+    uint16_t twamp_ee_from_ns(uint64_t err_ns, int sync) nogil
+    uint16_t twamp_error_estimate() nogil
 
 
 cdef extern from *:
@@ -266,11 +298,16 @@ cdef extern from *:
     #define TWAMP_NEVER 0x7FFFFFFFFFFFFFFFLL
     #define TWAMP_TAI_OFFSET_S 37LL  /* timestamps.DEFAULT_TAI_OFFSET_S */
     #define TWAMP_MAX_DATAGRAM 65536
+    /* Receive buffers are this far apart: one cache line more than a datagram, so that the
+       headers of a batch do not all fall into the same cache sets (a 64 KiB stride maps
+       every buffer's first line to one L1 and one L2 set). */
+    #define TWAMP_BUF_STRIDE (65536 + 64)
     #define TWAMP_SEND_BATCH 8
     #define TWAMP_SPIN_NS 200000LL
     #define TWAMP_MAX_SLEEP_NS 20000000LL
     #define TWAMP_BEHIND_NS 1000000LL
     #define TWAMP_LIGHT_IDLE_NS 60000000000LL
+    #define TWAMP_EE_REFRESH_NS 1000000000LL  /* clock.REFRESH_NS */
     #define TWAMP_S_BIT 0x8000
     #define TWAMP_Z_BIT 0x4000
     static const unsigned char TWAMP_V4_PREFIX[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
@@ -280,11 +317,13 @@ cdef extern from *:
     const int64_t NEVER "TWAMP_NEVER"
     const int64_t TAI_OFFSET_S "TWAMP_TAI_OFFSET_S"
     const int MAX_DATAGRAM "TWAMP_MAX_DATAGRAM"
+    const int BUF_STRIDE "TWAMP_BUF_STRIDE"
     const int SEND_BATCH "TWAMP_SEND_BATCH"
     const int64_t SPIN_NS "TWAMP_SPIN_NS"
     const int64_t MAX_SLEEP_NS "TWAMP_MAX_SLEEP_NS"
     const int64_t BEHIND_NS "TWAMP_BEHIND_NS"
     const int64_t LIGHT_IDLE_NS "TWAMP_LIGHT_IDLE_NS"
+    const int64_t EE_REFRESH_NS "TWAMP_EE_REFRESH_NS"
     const int S_BIT "TWAMP_S_BIT"
     const int Z_BIT "TWAMP_Z_BIT"
     const uint8_t *V4_PREFIX "TWAMP_V4_PREFIX"

@@ -30,6 +30,54 @@ cdef struct Counters:
 
 
 
+cdef struct Member:
+    # One Reflector on a ReflectorLoop: `refl` is borrowed (ReflectorLoop._refs owns it).
+    void *refl  # NULL: a free entry
+    int fd
+    int dead  # its socket failed with EBADF/ENOTSOCK: out of epoll, never dispatched again
+    uint32_t gen  # bumped at every add and remove; an epoll event of an older gen is stale
+
+
+cdef class Reflector
+
+
+cdef class ReflectorLoop:
+    cdef int _epfd
+    cdef int _wake_fd
+    cdef int _batch
+    cdef int _busy_poll
+    cdef int _stopping
+    cdef int _waiting  # Python threads waiting for _mutex (a busy loop yields to them)
+    cdef pthread_mutex_t _mutex  # held by the loop for each round of dispatches
+    cdef Member *_members
+    cdef int _n_members  # high-water mark of used entries
+    cdef int _cap_members
+    cdef int _count  # reflectors on the loop
+    cdef object _refs  # member index -> Reflector
+    cdef object _thread
+    cdef object __weakref__
+
+    # the receive and send buffers of every member (one member runs at a time)
+    cdef uint8_t *_bufs
+    cdef mmsghdr *_rx
+    cdef iovec *_rx_iov
+    cdef sockaddr_storage *_names
+    cdef uint8_t *_rx_ctrl
+    cdef mmsghdr *_tx
+    cdef iovec *_tx_iov
+    cdef uint8_t *_tx_ctrl
+    cdef int *_tx_idx
+    cdef Pkt *_pkts
+
+    cdef int _alloc(self) except -1
+    cdef void _free(self) noexcept
+    cdef int _lock(self) except -1
+    cdef void _run_loop(self) noexcept nogil
+    cdef void _spin_once(self) noexcept nogil
+    cdef void _dispatch(self, uint64_t tag) noexcept nogil
+    cdef void _run_member(self, int idx) noexcept nogil
+
+
 cdef class Reflector:
     cdef object _sock
     cdef int _fd
@@ -39,9 +87,9 @@ cdef class Reflector:
     cdef public int send_batch
     cdef object _light
     cdef object _cryptos  # slot -> TestPacketCrypto: owns what Session.crypto borrows
-    cdef object _thread
-    cdef int _stopping
-    cdef int _wake_fd
+    cdef ReflectorLoop _given_loop  # the loop passed to __init__, or None
+    cdef ReflectorLoop _owner  # the loop this Reflector is on while it runs
+    cdef int _member  # its index there; -1: not running
     cdef uint16_t _ee
     cdef int64_t _ee_due
     cdef pthread_mutex_t _mutex
@@ -67,7 +115,7 @@ cdef class Reflector:
     cdef int64_t _n_lights
     cdef int64_t _cap_lights
 
-    # the loop's buffers, allocated on the first start()
+    # the buffers of the loop it runs on (borrowed from _owner while running)
     cdef uint8_t *_bufs
     cdef mmsghdr *_rx
     cdef iovec *_rx_iov
@@ -90,14 +138,10 @@ cdef class Reflector:
     cdef int _seal(self, Pkt *p) noexcept nogil
     cdef void _crypto_phase(self, Pkt *pkts, int n, int send) noexcept with gil
     cdef void _crypto_session(self, Pkt *pkts, int n, int first, int send) except *
-    cdef void _refresh_ee(self) noexcept with gil
-    cdef int _alloc_loop(self) except -1
-    cdef void _free_loop(self) noexcept
     cdef int _batch_once(self, int flags) noexcept nogil
     cdef void _send_ready(self, int n) noexcept nogil
     cdef void _queue(self, int i, int k) noexcept nogil
     cdef void _flush(self, int count) noexcept nogil
-    cdef void _loop(self) noexcept nogil
     cdef int _init_light(self, object light) except -1
     cdef Session *_session(self, object slot) except NULL
     cdef void _unpublish(self, int slot) noexcept nogil

@@ -39,7 +39,8 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
                 dscp: int | None = None, stateful: bool = True)
     LightPolicy(fmt: TestFormat, stateful: bool, allow: tuple[IPv4Network | IPv6Network, ...] = (),
                 dscp: int | None = None, max_peers: int = 4096)
-    Reflector(sock, *, batch: int = 64, busy_poll: bool = False, light: LightPolicy | None = None)
+    Reflector(sock, *, batch: int | None = None, busy_poll: bool | None = None,
+              light: LightPolicy | None = None, loop: ReflectorLoop | None = None)
         IMPLEMENTATION                      # "python" here, "cython" compiled
         add_session(spec) -> int            # slot: lowest free; ValueError if the peer is taken
         stop_session(slot, deadline_ns)     # realtime ns; KeyError for a free slot
@@ -48,7 +49,16 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
         counters() -> dict                  # received reflected unknown_peer malformed
                                             # auth_failed late send_errors
         process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
-        start() / stop() / context manager / running
+        start() / stop() / context manager / running / loop / socket / socket_failed
+    ReflectorLoop(*, batch: int = 64, busy_poll: bool = False)   # one thread, many Reflectors
+        close() / running / thread / len()  # start() of a Reflector joins, stop() leaves
+    default_loop(batch=64) -> ReflectorLoop # the process's shared loop (per pid and batch)
+
+For a server (the API `net/server.py` uses): open the test socket with
+`dataplane.sockets.open_test_socket`, then `Reflector(sock)`, `add_session(spec)`, `start()`;
+on Stop-Sessions `stop_session(slot, deadline_ns)`; at the end `remove_session(slot)` (final
+counters) and `stop()`. Starting a Reflector costs a table insert on the shared loop, not a
+thread; `stop()` returns once the loop can no longer touch it, so the socket may be closed then.
 """
 
 from __future__ import annotations
@@ -56,7 +66,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-import select
+import os
+import selectors
 import socket
 import threading
 from types import TracebackType
@@ -70,12 +81,11 @@ from ...wire.packets import TestFormat, reflect, write_transmit_timestamp
 from ..sockets import ANCBUF_SIZE, parse_ancillary, set_send_ttl, tos_ancillary
 from ..types import MAX_DATAGRAM, NEVER, SEQ_MASK, LightPolicy, SessionSpec, normalize_ip
 
-__all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector"]
+__all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
 
 IMPLEMENTATION = "python"
 CRYPTO_BACKEND = "python"  # test packets of modes 2 and 4 go through TestPacketCrypto
 
-_POLL_MS = 100  # backstop for stop() if the wake-up byte is lost
 _V4_MAPPED = "::ffff:"
 
 _Buffer = bytes | bytearray | memoryview
@@ -133,8 +143,10 @@ class _Session:
 class Reflector:
     """Reflects TWAMP-Test datagrams arriving on `sock` for the sessions added to it.
 
-    `batch`: datagrams drained per wake-up before polling again. `busy_poll`: spin on a
-    non-blocking receive instead of sleeping in poll(2) (lower latency, a whole core). `light`:
+    `batch`: datagrams drained per wake-up before polling again (default: the loop's, or 64).
+    `busy_poll` (default: the loop's, or False): spin on a non-blocking receive instead of
+    sleeping in epoll (lower latency, a whole core; a private loop unless `loop` is given).
+    `loop`: the ReflectorLoop to run on; None: the process's `default_loop(batch)`. `light`:
     also admit unknown peers as TWAMP Light / STAMP. The socket stays the caller's: the reflector
     sets its unicast TTL to 255 and otherwise only reads and writes it.
 
@@ -149,12 +161,23 @@ class Reflector:
         self,
         sock: socket.socket,
         *,
-        batch: int = 64,
-        busy_poll: bool = False,
+        batch: int | None = None,
+        busy_poll: bool | None = None,
         light: LightPolicy | None = None,
+        loop: ReflectorLoop | None = None,
     ) -> None:
+        if batch is None:
+            batch = 64 if loop is None else loop.batch
+        if busy_poll is None:
+            busy_poll = False if loop is None else loop.busy_poll
         if batch < 1:
             raise ValueError("batch must be at least 1")
+        if loop is not None and batch > loop.batch:
+            raise ValueError(f"batch {batch} exceeds the loop's batch {loop.batch}")
+        if loop is not None and busy_poll != loop.busy_poll:
+            raise ValueError("busy_poll must match the loop's")
+        self._given_loop = loop
+        self._owner: ReflectorLoop | None = None
         self._sock = sock
         self._v6 = sock.family == socket.AF_INET6
         self._batch = batch
@@ -179,9 +202,7 @@ class Reflector:
         self._auth_failed = 0
         self._late = 0
         self._send_errors = 0
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._dead = False  # the socket failed with EBADF: the loop ignores this Reflector
 
     # -- session table -------------------------------------------------------------------------
 
@@ -374,8 +395,8 @@ class Reflector:
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    self._stopping = True
+                if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+                    self._dead = True
                 return
             rx_ns, ttl, tos = parse_ancillary(anc)
             ip: str = addr[0]
@@ -410,51 +431,47 @@ class Reflector:
                 self._reflected += 1
                 sess.reflected += 1
 
-    def _run(self, wake: socket.socket) -> None:
-        view = memoryview(bytearray(MAX_DATAGRAM))
-        if self._busy_poll:
-            while not self._stopping:
-                self._drain(view)
-            return
-        poller = select.poll()
-        sock_fd = self._sock.fileno()
-        poller.register(sock_fd, select.POLLIN)
-        poller.register(wake.fileno(), select.POLLIN)
-        while not self._stopping:
-            for fd, event in poller.poll(_POLL_MS):
-                if fd != sock_fd:
-                    continue
-                if event & select.POLLNVAL:
-                    return
-                self._drain(view)
-
     def start(self) -> None:
-        """Run the loop in a daemon thread."""
-        if self._thread is not None:
+        """Start reflecting: join the given loop, else the process's loop for this batch size
+        (a private one with `busy_poll`). Costs a table insert; no thread per Reflector."""
+        if self._owner is not None:
             raise RuntimeError("the reflector is running already")
-        self._stopping = False
-        self._wake = socket.socketpair()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._wake[0],), name="twamp-reflector", daemon=True
-        )
-        self._thread.start()
+        loop = self._given_loop
+        if loop is None:
+            loop = (
+                ReflectorLoop(batch=self._batch, busy_poll=True)
+                if self._busy_poll
+                else default_loop(self._batch)
+            )
+        loop._add(self)
 
     def stop(self) -> None:
-        """Stop the loop promptly and join its thread (no-op if not running)."""
-        thread, wake = self._thread, self._wake
-        if thread is None or wake is None:
+        """Leave the loop; once this returns the loop never touches this Reflector again."""
+        loop = self._owner
+        if loop is None:
             return
-        self._stopping = True
-        with contextlib.suppress(OSError):  # the poll timeout ends the loop anyway
-            wake[1].send(b"\0")
-        thread.join()
-        for s in wake:
-            s.close()
-        self._thread = self._wake = None
+        loop._remove(self)
+        if self._given_loop is None and self._busy_poll:
+            loop.close()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._owner is not None and self._owner.running
+
+    @property
+    def socket(self) -> socket.socket:
+        """The test socket this Reflector reads and answers on."""
+        return self._sock
+
+    @property
+    def socket_failed(self) -> bool:
+        """True once a receive failed with EBADF/ENOTSOCK (closed under a running loop)."""
+        return self._dead
+
+    @property
+    def loop(self) -> ReflectorLoop | None:
+        """The ReflectorLoop this Reflector runs on (None when stopped)."""
+        return self._owner
 
     def __enter__(self) -> Reflector:
         self.start()
@@ -471,3 +488,134 @@ class Reflector:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Reflector {IMPLEMENTATION} {state} sessions={len(self._by_peer)}>"
+
+
+_default_loops: dict[tuple[int, int], ReflectorLoop] = {}
+_default_lock = threading.Lock()
+
+
+def default_loop(batch: int = 64) -> ReflectorLoop:
+    """The process's shared ReflectorLoop for this batch size (made on first use).
+
+    Keyed by the process id too: a forked child must not use its parent's loop, whose thread
+    did not survive the fork.
+    """
+    key = (os.getpid(), batch)
+    with _default_lock:
+        loop = _default_loops.get(key)
+        if loop is None:
+            loop = _default_loops[key] = ReflectorLoop(batch=batch)
+        return loop
+
+
+class ReflectorLoop:
+    """One thread, one selector, every Reflector of a process; the compiled twin's loop.
+
+    `Reflector.start()` registers its socket with this loop's selector (epoll on Linux); the
+    first one starts the thread, which waits in `select()` with no timeout, so an idle loop
+    makes no system call. Each ready socket gets one `_drain` of up to `batch` datagrams. The
+    thread holds `_lock` from the return of `select()` until that round is handled; `_remove`
+    takes the same lock, so once it returns the loop never touches that Reflector again (an
+    event fetched before is skipped: the Reflector is no longer a member). `busy_poll` spins
+    over the members with non-blocking receives instead. `close()` stops the thread.
+    """
+
+    def __init__(self, *, batch: int = 64, busy_poll: bool = False) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self._batch = batch
+        self._busy_poll = busy_poll
+        self._lock = threading.Lock()
+        self._members: dict[int, Reflector] = {}  # id() -> Reflector
+        self._selector = selectors.DefaultSelector()
+        self._wake = socket.socketpair()
+        self._wake[0].setblocking(False)
+        self._selector.register(self._wake[0], selectors.EVENT_READ, None)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def batch(self) -> int:
+        return self._batch
+
+    @property
+    def busy_poll(self) -> bool:
+        return self._busy_poll
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The loop's thread while it runs (its native_id finds it in /proc)."""
+        return self._thread
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def _start_thread(self) -> None:
+        if self.running:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="twamp-reflector", daemon=True)
+        self._thread.start()
+
+    def _add(self, refl: Reflector) -> None:
+        if refl._batch > self._batch:
+            raise ValueError(f"batch {refl._batch} exceeds the loop's batch {self._batch}")
+        self._start_thread()
+        with self._lock:
+            if not self._busy_poll:
+                self._selector.register(refl._sock, selectors.EVENT_READ, refl)
+            self._members[id(refl)] = refl
+            refl._owner = self
+            refl._dead = False
+
+    def _remove(self, refl: Reflector) -> None:
+        with self._lock:
+            if self._members.pop(id(refl), None) is None:
+                return
+            if not self._busy_poll:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(refl._sock)
+            refl._owner = None
+
+    def close(self) -> None:
+        """Stop the thread and take every Reflector off (they report not running)."""
+        for refl in list(self._members.values()):
+            self._remove(refl)
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake[1].send(b"\0")
+        thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        view = memoryview(bytearray(MAX_DATAGRAM))
+        while not self._stopping:
+            if self._busy_poll:
+                with self._lock:
+                    for refl in list(self._members.values()):
+                        if not refl._dead:
+                            refl._drain(view)
+                continue
+            events = self._selector.select()  # no timeout: idle costs nothing
+            with self._lock:
+                for key, _ in events:
+                    refl = key.data
+                    if refl is None:
+                        with contextlib.suppress(OSError):
+                            self._wake[0].recv(64)
+                    elif self._members.get(id(refl)) is refl and not refl._dead:
+                        refl._drain(view)
+                        if refl.socket_failed:
+                            with contextlib.suppress(KeyError, ValueError, OSError):
+                                self._selector.unregister(refl._sock)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<ReflectorLoop {IMPLEMENTATION} {state} reflectors={len(self._members)}>"
