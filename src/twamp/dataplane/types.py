@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from ..constants import TestMode
 from ..crypto import TestPacketCrypto
+from ..inet import check_dscp, normalize_ip
 from ..wire.packets import TestFormat
 
 __all__ = [
@@ -86,17 +87,9 @@ SENDER_COUNTERS = (
 )
 
 
-def normalize_ip(ip: str) -> str:
-    """Canonical text of an address; an IPv4-mapped IPv6 address becomes plain IPv4."""
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
-
-
 def _check_dscp(dscp: int | None) -> None:
-    if dscp is not None and not 0 <= dscp <= 63:
-        raise ValueError(f"DSCP {dscp} is outside 0..63")
+    if dscp is not None:
+        check_dscp(dscp)
 
 
 @dataclass(frozen=True, slots=True)

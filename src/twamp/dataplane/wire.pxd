@@ -252,6 +252,7 @@ cdef inline int fill_fmt(Fmt *f, fmt) except -1:
 
 cdef inline tuple addr16(str ip):
     """(16-octet key, is IPv4) of an address text; ValueError if it is not one."""
+    # why: a .pxd cannot hold module-level Python imports; this runs at set-up only
     import ipaddress
 
     addr = ipaddress.ip_address(ip)
@@ -264,6 +265,7 @@ cdef inline tuple addr16(str ip):
 
 cdef inline TwampTC *new_tc(crypto, int use_libcrypto) except? NULL:
     """The libcrypto contexts of a session's TestPacketCrypto, or NULL for the Python path."""
+    # why: a .pxd cannot hold module-level Python imports; this runs at set-up only
     from twamp.constants import TestMode
 
     if not use_libcrypto:

@@ -112,6 +112,7 @@ from twamp import clock
 from twamp.constants import TestMode
 from twamp.dataplane.sockets import set_send_ttl
 from twamp.dataplane.types import normalize_ip
+from twamp.inet import dscp_to_tos
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
 
@@ -254,7 +255,7 @@ cdef class Reflector:
         fill_fmt(&self._light_fmt, light.fmt)
         self._light_on = 1
         self._light_stateful = bool(light.stateful)
-        self._light_tos = -1 if light.dscp is None else light.dscp << 2
+        self._light_tos = -1 if light.dscp is None else dscp_to_tos(light.dscp)
         self._light_max = light.max_peers
         nets = list(light.allow)
         if nets:
@@ -424,7 +425,7 @@ cdef class Reflector:
             memcpy(s.addr, <const char *>key, 16)
             s.port = port
             fill_fmt(&s.fmt, fmt)
-            s.tos = -1 if spec.dscp is None else spec.dscp << 2
+            s.tos = -1 if spec.dscp is None else dscp_to_tos(spec.dscp)
             s.stateful = bool(spec.stateful)
             s.deadline_ns = NEVER
             if crypto is not None:

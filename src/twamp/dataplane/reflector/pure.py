@@ -76,6 +76,7 @@ from ... import clock
 from ...constants import DEFAULT_TTL
 from ...crypto import TestPacketCrypto
 from ...errors import IntegrityError, ProtocolError
+from ...inet import dscp_to_tos
 from ...timestamps import ntp_from_ns
 from ...wire.packets import TestFormat, reflect, write_transmit_timestamp
 from ..sockets import ANCBUF_SIZE, parse_ancillary, set_send_ttl, tos_ancillary
@@ -120,7 +121,7 @@ class _Session:
         self.peer = peer
         self.fmt = fmt
         self.crypto = crypto
-        self.tos = None if dscp is None else dscp << 2
+        self.tos = None if dscp is None else dscp_to_tos(dscp)
         self.stateful = stateful
         self.seq = 0
         self.deadline_ns = NEVER
