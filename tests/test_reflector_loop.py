@@ -234,8 +234,8 @@ def test_error_estimate_in_c_matches_clock(compiled: Twin) -> None:
     module = compiled.reflector_module
     for error_ns in (0, 1, 999, 1000, 232, 233, 10**6, 16 * 10**9, 10**15, 2**63 // 1000):
         for sync in (False, True):
-            want = ErrorEstimate.from_ns(error_ns, sync).to_wire()
-            assert module.c_ee_from_ns(error_ns, sync) == want, (error_ns, sync)
+            wire = ErrorEstimate.from_ns(error_ns, sync).to_wire()
+            assert module.c_ee_from_ns(error_ns, sync) == wire, (error_ns, sync)
     got = ErrorEstimate.from_wire(module.c_error_estimate())
     want = ErrorEstimate.from_wire(clock.estimate_from_state(clock.read_clock_state()))
     # maxerror grows by 500 ppm while nobody disciplines the clock: same flags and scale,
