@@ -26,8 +26,9 @@ from click.testing import CliRunner, Result
 from conftest import require
 from twamp.bench import cprogs, engine
 from twamp.bench.conditions import collect_conditions, cpu_plan
+from twamp.bench.config import BenchSettings
 from twamp.bench.report import CSV_HEADER, validate
-from twamp.bench.targets import CReflector, LightTarget, LocalReflector
+from twamp.bench.targets import CReflector, LightTarget, LocalReflector, SessionOptions
 from twamp.cli import bench as cli
 
 # The header documented in the README and in report.CSV_HEADER, written out independently.
@@ -513,10 +514,10 @@ def test_plot_subcommand_redraws_a_saved_report(
 
 
 def test_pure_python_labels_the_fast_reflector_honestly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from twamp import fastpath
+    from twamp import dataplane
 
-    monkeypatch.setattr(fastpath, "IMPLEMENTATION", "python")
-    target = cli._reflector_target("fast", _defaults(), cli.SessionOptions(), None)
+    monkeypatch.setattr(dataplane, "IMPLEMENTATION", "python")
+    target = cli._reflector_target("fast", _defaults(), SessionOptions(), None)
     assert target.name == "fast (python)"
 
 
@@ -581,7 +582,7 @@ def test_rfc2544_profile_applies_the_rfcs_trial_rules(captured: Captured) -> Non
     assert s.deviations() == []
     assert "deviates" not in result.output
     # the quick default lists every deviation
-    quick = cli.BenchSettings()
+    quick = BenchSettings()
     assert len(quick.deviations()) == 5 and any("§24" in d for d in quick.deviations())
 
 

@@ -158,7 +158,7 @@ class BenchSettings:
     sender_cores: int = 1
     profile: str = "quick"
     sender: str = "ours"
-    """"ours": fastpath.Sender (the compiled twin when built); "c": the C load generator."""
+    """"ours": dataplane.Sender (the compiled twin when built); "c": the C load generator."""
 
     def __post_init__(self) -> None:
         if self.trials < 1:

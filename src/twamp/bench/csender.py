@@ -5,7 +5,7 @@ sender costs about as much per packet as a reflector, and which of the two limit
 obvious. Running the same suite with a sender that shares no code with ours (no Python, no
 Cython) tells the two apart: a figure both senders agree on is the reflector's.
 
-`CSender.run` has the signature and result of `fastpath.Sender.run`, so the trial machinery is
+`CSender.run` has the signature and result of `dataplane.Sender.run`, so the trial machinery is
 the same for both senders. Per schedule it starts ``c_sender`` (built on first use, `cprogs`),
 pinned to the calling thread's core, at the schedule's rate for its length, with
 ``-B 1``: every packet on its own due time, as our Sender paces. ``c_sender`` numbers its

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .. import __version__, clock, fastpath
+from .. import __version__, clock, dataplane
 from ..dataplane.sockets import buffer_sizes, open_test_socket
 from .aggregate import finalize_size, frame_octets, latency_base
 from .conditions import collect_conditions, finish_conditions
@@ -361,11 +361,11 @@ def new_document(command: str, settings: BenchSettings) -> dict[str, Any]:
 
 
 def sender_implementation(settings: BenchSettings) -> str:
-    """What the sender really is: c_sender, or the twin `fastpath` selected (TWAMP_PURE_PYTHON
+    """What the sender really is: c_sender, or the twin `dataplane` selected (TWAMP_PURE_PYTHON
     included)."""
     if settings.sender == "c":
         return "c"
-    return str(getattr(fastpath.Sender, "IMPLEMENTATION", fastpath.IMPLEMENTATION))
+    return str(getattr(dataplane.Sender, "IMPLEMENTATION", dataplane.IMPLEMENTATION))
 
 
 def _conditions(

@@ -6,7 +6,7 @@
 A stateless TWAMP Light reflector (`LightPolicy`, RFC 5357 Appendix I; `--stamp`: the 44-octet
 STAMP layout, RFC 8762) on one UDP socket; with `--mode auth|enc` instead one session for the
 one sender `--peer` with fixed test keys, so a C sender can check the test-packet crypto.
-`--impl fast` is what `twamp.fastpath` selects (the compiled twin when it is built), `pure` the
+`--impl fast` is what `twamp.dataplane` selects (the compiled twin when it is built), `pure` the
 pure-Python twin, or an IMPLEMENTATION name.
 
 The process pins itself to `--cpu` before starting the reflector thread (which inherits the
@@ -24,10 +24,10 @@ import signal
 import socket
 import sys
 import time
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
-from .. import clock, fastpath
+from .. import clock, dataplane
 from ..constants import TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
@@ -37,11 +37,11 @@ from .conditions import socket_stats
 __all__ = ["main", "select_implementation"]
 
 
-def select_implementation(name: str) -> ModuleType:
-    """'fast' (what fastpath selects), 'pure' (the Python twin), or an IMPLEMENTATION name."""
-    twins = fastpath.implementations()
+def select_implementation(name: str) -> dataplane.Twin:
+    """'fast' (what twamp.dataplane selects), 'pure' (the Python twin), or a twin's name."""
+    twins = dataplane.implementations()
     if name == "fast":
-        return twins.get(fastpath.IMPLEMENTATION, twins["python"])
+        return twins.get(dataplane.IMPLEMENTATION, twins["python"])
     if name == "pure":
         return twins["python"]
     module = twins.get(name)
@@ -76,7 +76,7 @@ def _peer(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _reflector(module: ModuleType, args: argparse.Namespace, sock: socket.socket) -> Any:
+def _reflector(module: dataplane.Twin, args: argparse.Namespace, sock: socket.socket) -> Any:
     """Open: a stateless Light reflector. auth/enc: one session for `--peer` with fixed test
     keys, as TWAMP-Control would install it (RFC 5357 §4.1.2 protection of test packets)."""
     mode = _MODES[args.mode]

@@ -1,10 +1,10 @@
 """What `twamp-bench` measures: reflectors it starts, or reaches, and the test sessions to them.
 
 A `Target` knows where test packets go and in which format, and hands out `TestSession`s: a
-UDP socket of ours with one `fastpath.Sender` per packet size, and the sequence number to
+UDP socket of ours with one `dataplane.Sender` per packet size, and the sequence number to
 continue from. Kinds of target:
 
-* `LocalReflector`: our reflector (`fast`: what `twamp.fastpath` selects, `pure`: the Python
+* `LocalReflector`: our reflector (`fast`: what `twamp.dataplane` selects, `pure`: the Python
   twin) started as ``python -m twamp.bench.reflector_proc`` in its own process, pinned to a core
   apart from the sender's, and stopped by its PID.
 * `CReflector`: the C reference reflector `csrc/c_reflector.c`, shipped in the package and
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import clock, fastpath
+from .. import clock, dataplane
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
@@ -160,7 +160,7 @@ class TestSession:
                 sender = self._c_sender(padding)
                 self._senders[octets] = sender
                 return sender
-            sender = fastpath.Sender(
+            sender = dataplane.Sender(
                 self.sock,
                 self.peer,
                 fmt=self.fmt,
@@ -201,7 +201,7 @@ class SessionOptions:
     busy_poll: bool = False
     rcvbuf: int = DEFAULT_BUFFER
     sender: str = "ours"
-    """"ours" (fastpath.Sender) or "c" (the C load generator, `csender`)."""
+    """"ours" (dataplane.Sender) or "c" (the C load generator, `csender`)."""
 
 
 class Target:
@@ -382,10 +382,10 @@ def _last_json(text: str) -> dict[str, Any] | None:
 def local_name(spec: str) -> str:
     """`fast` or `pure` with the implementation it really is, e.g. "fast (cython)".
 
-    `fast` is what `twamp.fastpath` selects here, so with TWAMP_PURE_PYTHON=1 (or without the
+    `fast` is what `twamp.dataplane` selects here, so with TWAMP_PURE_PYTHON=1 (or without the
     compiled extension) it is the Python twin, and the name says so.
     """
-    impl = fastpath.IMPLEMENTATION if spec == "fast" else "python"
+    impl = dataplane.IMPLEMENTATION if spec == "fast" else "python"
     return f"{spec} ({impl})"
 
 
