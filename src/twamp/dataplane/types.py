@@ -72,6 +72,7 @@ REFLECTOR_COUNTERS = (
     "auth_failed",
     "late",
     "send_errors",
+    "light_evicted",
 )
 SESSION_COUNTERS = ("received", "reflected", "dropped", "errors", "last_rx_ns")
 SENDER_COUNTERS = (
@@ -122,8 +123,12 @@ class LightPolicy:
     """TWAMP Light / STAMP reflection without TWAMP-Control (RFC 5357 Appendix I, RFC 8762).
 
     Any peer inside `allow` (empty: anyone) is admitted on its first datagram. `stateful` keeps a
-    sequence counter per (address, port), for at most `max_peers` peers; later peers are refused
-    (`unknown_peer`). Unauthenticated only: Light has no way to agree on keys.
+    sequence counter per sender, keyed by (address, port, SSID) (RFC 8972 §3; SSID 0 when the
+    format has none), for at most `max_peers` senders: a new sender when the table is full
+    evicts the least recently used one (the reflector's `light_evicted` counter), so no set of
+    senders can lock the others out. A sender's counter starts again from 0 when its own
+    sequence number restarts at 0 or after `idle_ns` of silence (a new test session from the
+    same port). Unauthenticated only: Light has no way to agree on keys.
     """
 
     fmt: TestFormat
@@ -131,6 +136,7 @@ class LightPolicy:
     allow: tuple[IPv4Network | IPv6Network, ...] = ()
     dscp: int | None = None
     max_peers: int = 4096
+    idle_ns: int = LIGHT_IDLE_NS
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -141,6 +147,8 @@ class LightPolicy:
             raise ValueError("TWAMP Light / STAMP reflection is unauthenticated only")
         if self.max_peers < 0:
             raise ValueError("max_peers cannot be negative")
+        if self.idle_ns <= 0:
+            raise ValueError("idle_ns must be positive")
 
 
 class StopFlag(Protocol):

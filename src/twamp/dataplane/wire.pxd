@@ -56,6 +56,10 @@ cdef struct Session:
     uint64_t dropped
     uint64_t errors
     int64_t last_rx_ns
+    # stateful TWAMP Light only (slot -1): RFC 8972 SSID of the key, and the LRU list
+    uint16_t ssid
+    Session *lru_prev  # towards the most recently used
+    Session *lru_next  # towards the least recently used (also the graveyard's link)
 
 
 

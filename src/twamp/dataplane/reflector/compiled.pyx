@@ -169,7 +169,8 @@ def c_ee_from_ns(uint64_t error_ns, bint synchronized):
 # -- the session table's helpers --------------------------------------------------------------
 
 # hot-loop-begin
-cdef inline uint32_t key_hash(const uint8_t *addr, uint16_t port) noexcept nogil:
+cdef inline uint32_t key_hash(const uint8_t *addr, uint32_t port) noexcept nogil:
+    # `port`: the UDP port, or (for the Light table) port | SSID << 16.
     cdef uint64_t x
     cdef uint64_t y
     memcpy(&x, addr, 8)
@@ -257,6 +258,15 @@ cdef class Reflector:
         self._light_stateful = bool(light.stateful)
         self._light_tos = -1 if light.dscp is None else dscp_to_tos(light.dscp)
         self._light_max = light.max_peers
+        self._light_idle_ns = light.idle_ns
+        if light.stateful:
+            cap = 16
+            while cap <= 2 * light.max_peers + 1:
+                cap <<= 1
+            self._ltable = <Entry *>calloc(cap, sizeof(Entry))
+            if self._ltable == NULL:
+                raise MemoryError()
+            self._ltable_cap = cap
         nets = list(light.allow)
         if nets:
             self._allow = <Net *>calloc(len(nets), sizeof(Net))
@@ -284,9 +294,14 @@ cdef class Reflector:
         for i in range(self._n_slots):
             free_session(self._slots[i])
         free(self._slots)
-        for i in range(self._n_lights):
-            free(self._lights[i])
-        free(self._lights)
+        cdef Session *s = self._lru_head
+        cdef Session *nxt
+        while s != NULL:
+            nxt = s.lru_next
+            free(s)
+            s = nxt
+        self._free_graves()
+        free(self._ltable)
         free(self._light_shared)
         free(self._allow)
         free(self._table)
@@ -337,7 +352,7 @@ cdef class Reflector:
         # A fresh table at most half full, from the slots and the Light peers; the old one is
         # only freed once the new one exists.
         cdef uint32_t cap = 16
-        cdef int64_t n = self._n_sessions + self._n_lights + 1
+        cdef int64_t n = self._n_sessions + 1
         cdef Entry *table
         cdef Entry *old = self._table
         cdef int64_t i
@@ -353,54 +368,164 @@ cdef class Reflector:
         for i in range(self._n_slots):
             if self._slots[i] != NULL:
                 self._insert(self._slots[i])
-        for i in range(self._n_lights):
-            self._insert(self._lights[i])
         return 0
 
-    cdef Session *_admit(self, const uint8_t *addr, uint16_t port, int v4) noexcept nogil:
-        """The session of a peer: a slot's, a Light peer's, or a new Light peer's (or NULL)."""
-        cdef Session *s = self._lookup(addr, port)
-        cdef Session **grown
-        cdef int i
-        cdef int allowed
+    cdef Session *_admit(self, Pkt *p) noexcept nogil:
+        """The session of a datagram: a slot's, a Light sender's (new ones admitted), or NULL."""
+        cdef Session *s = self._lookup(p.addr, p.port)
         if s != NULL or not self._light_on:
             return s
-        if self._n_allow:
-            allowed = 0
-            for i in range(self._n_allow):
-                if self._allow[i].v4 == v4 and prefix_match(addr, self._allow[i].addr,
-                                                            self._allow[i].bits):
-                    allowed = 1
-                    break
-            if not allowed:
-                return NULL
         if not self._light_stateful:
-            return self._light_shared
-        if self._n_lights >= self._light_max:
+            # Stateless Light peers share one session: no sequence counter to keep apart.
+            return self._light_shared if self._allowed(p) else NULL
+        return self._light_state(p)
+
+    cdef int _allowed(self, Pkt *p) noexcept nogil:
+        cdef int i
+        if not self._n_allow:
+            return 1
+        for i in range(self._n_allow):
+            if self._allow[i].v4 == p.v4 and prefix_match(p.addr, self._allow[i].addr,
+                                                          self._allow[i].bits):
+                return 1
+        return 0
+
+    cdef Session *_light_state(self, Pkt *p) noexcept nogil:
+        """Stateful TWAMP Light: the state of (address, port, SSID), made or refreshed.
+
+        RFC 8972 §3: a STAMP sender's SSID tells its test sessions apart, so it is part of the
+        key (0 when the format has none or the datagram is too short for it). A state starts
+        its sequence counter afresh when the sender's restarts at 0 or after `idle_ns` of
+        silence (a new test session from the same port). The table holds at most `max_peers`
+        states; a new sender when it is full evicts the least recently used one (counted in
+        `light_evicted`), so no set of senders can lock others out until restart.
+        """
+        cdef uint16_t ssid = 0
+        cdef Fmt *f = &self._light_fmt
+        cdef Session *s
+        if f.ssid_off >= 0 and p.size >= <uint32_t>f.ssid_off + 2:
+            ssid = get16(p.buf + f.ssid_off)
+        s = self._llookup(p.addr, p.port, ssid)
+        if s != NULL:
+            self._lru_unlink(s)
+            self._lru_push(s)
+            if s.last_rx_ns != 0 and (p.rx_ns - s.last_rx_ns > self._light_idle_ns
+                                      or (p.size >= 4 and get32(p.buf) == 0)):
+                s.seq = 0
+            return s
+        if not self._allowed(p) or self._light_max <= 0:
             return NULL
-        if self._n_lights == self._cap_lights:
-            grown = <Session **>realloc(self._lights,
-                                        (self._cap_lights * 2 + 16) * sizeof(Session *))
-            if grown == NULL:
-                return NULL
-            self._lights = grown
-            self._cap_lights = self._cap_lights * 2 + 16
+        if self._n_lights >= self._light_max:
+            self._evict(self._lru_tail, 1)
         s = <Session *>calloc(1, sizeof(Session))
         if s == NULL:
             return NULL
-        memcpy(s.addr, addr, 16)
-        s.port = port
+        memcpy(s.addr, p.addr, 16)
+        s.port = p.port
+        s.ssid = ssid
         s.slot = -1
         s.fmt = self._light_fmt
         s.tos = self._light_tos
         s.stateful = 1
         s.deadline_ns = NEVER
-        if self._insert(s) < 0:
-            free(s)
-            return NULL
-        self._lights[self._n_lights] = s
+        self._linsert(s)
+        self._lru_push(s)
         self._n_lights += 1
         return s
+
+    cdef Session *_llookup(self, const uint8_t *addr, uint16_t port,
+                           uint16_t ssid) noexcept nogil:
+        cdef uint32_t mask = self._ltable_cap - 1
+        cdef uint32_t i = key_hash(addr, port | (<uint32_t>ssid << 16)) & mask
+        cdef Entry *e
+        while True:
+            e = &self._ltable[i]
+            if e.sess == NULL:
+                return NULL
+            if e.port == port and e.ssid == ssid and memcmp(e.addr, addr, 16) == 0:
+                return e.sess
+            i = (i + 1) & mask
+
+    cdef void _linsert(self, Session *s) noexcept nogil:
+        # Never full: the capacity is above twice the most states there can be.
+        cdef uint32_t mask = self._ltable_cap - 1
+        cdef uint32_t i = key_hash(s.addr, s.port | (<uint32_t>s.ssid << 16)) & mask
+        while self._ltable[i].sess != NULL:
+            i = (i + 1) & mask
+        memcpy(self._ltable[i].addr, s.addr, 16)
+        self._ltable[i].port = s.port
+        self._ltable[i].ssid = s.ssid
+        self._ltable[i].sess = s
+
+    cdef void _ldelete(self, Session *s) noexcept nogil:
+        """Take `s` out of the Light table: linear probing's backward-shift deletion.
+
+        Every entry after the hole, up to the next empty bucket, moves back into the hole
+        unless its home bucket lies cyclically in (hole, its position]: then a lookup from its
+        home would still reach it without crossing the hole, and it stays.
+        """
+        cdef uint32_t mask = self._ltable_cap - 1
+        cdef uint32_t i = key_hash(s.addr, s.port | (<uint32_t>s.ssid << 16)) & mask
+        cdef uint32_t j
+        cdef uint32_t home
+        cdef Entry *e
+        while self._ltable[i].sess != s:
+            if self._ltable[i].sess == NULL:
+                return  # not there (cannot happen)
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            e = &self._ltable[j]
+            if e.sess == NULL:
+                break
+            home = key_hash(e.addr, e.port | (<uint32_t>e.ssid << 16)) & mask
+            if (i < j and i < home <= j) or (i > j and (home > i or home <= j)):
+                continue
+            self._ltable[i] = e[0]
+            i = j
+        self._ltable[i].sess = NULL
+
+    cdef void _lru_unlink(self, Session *s) noexcept nogil:
+        if s.lru_prev != NULL:
+            s.lru_prev.lru_next = s.lru_next
+        else:
+            self._lru_head = s.lru_next
+        if s.lru_next != NULL:
+            s.lru_next.lru_prev = s.lru_prev
+        else:
+            self._lru_tail = s.lru_prev
+        s.lru_prev = NULL
+        s.lru_next = NULL
+
+    cdef void _lru_push(self, Session *s) noexcept nogil:
+        s.lru_prev = NULL
+        s.lru_next = self._lru_head
+        if self._lru_head != NULL:
+            self._lru_head.lru_prev = s
+        self._lru_head = s
+        if self._lru_tail == NULL:
+            self._lru_tail = s
+
+    cdef void _evict(self, Session *s, int full) noexcept nogil:
+        # A datagram earlier in this batch may still point at `s`: it is freed after the
+        # batch (`_free_graves`), never under a pending reply. `full`: the table was full.
+        self._ldelete(s)
+        self._lru_unlink(s)
+        self._n_lights -= 1
+        s.lru_next = self._graves
+        self._graves = s
+        if full:
+            twamp_inc(&self._c.light_evicted)
+
+    cdef void _free_graves(self) noexcept nogil:
+        cdef Session *s = self._graves
+        cdef Session *nxt
+        while s != NULL:
+            nxt = s.lru_next
+            free(s)
+            s = nxt
+        self._graves = NULL
     # hot-loop-end
 
     cdef Session *_session(self, slot) except NULL:
@@ -411,10 +536,10 @@ cdef class Reflector:
     def add_session(self, spec):
         """Start admitting `spec.peer`; returns the session's slot (the lowest free one)."""
         cdef Session *s
-        cdef Session *old
+        cdef Session *light
+        cdef Session *nxt
         cdef Session **grown
         cdef int slot
-        cdef int64_t i
         ip, port = spec.peer
         key, v4 = addr16(ip)
         fmt, crypto = spec.fmt, spec.crypto
@@ -439,8 +564,7 @@ cdef class Reflector:
             raise
         self._lock()
         try:
-            old = self._lookup(s.addr, s.port)
-            if old != NULL and old.slot >= 0:
+            if self._lookup(s.addr, s.port) != NULL:
                 raise ValueError(f"a session for peer {spec.peer} exists already")
             slot = 0
             while slot < self._n_slots and self._slots[slot] != NULL:
@@ -453,25 +577,20 @@ cdef class Reflector:
                 self._cap_slots = slot * 2 + 8
             s.slot = slot
             # Into the table before the slot: a rebuild inside _insert must not see it twice.
-            if old == NULL and self._insert(s) < 0:
+            if self._insert(s) < 0:
                 raise MemoryError()
             self._slots[slot] = s
             if slot == self._n_slots:
                 self._n_slots += 1
             self._n_sessions += 1
-            if old != NULL:
-                # A Light peer that now has a negotiated session: its Light state goes.
-                for i in range(self._n_lights):
-                    if self._lights[i] == old:
-                        self._n_lights -= 1
-                        self._lights[i] = self._lights[self._n_lights]
-                        break
-                if self._rebuild() < 0:
-                    self._lights[self._n_lights] = old
-                    self._n_lights += 1
-                    self._unpublish(slot)
-                    raise MemoryError()
-                free(old)
+            # A Light sender that now has a negotiated session: its Light states go.
+            light = self._lru_head
+            while light != NULL:
+                nxt = light.lru_next
+                if light.port == s.port and memcmp(light.addr, s.addr, 16) == 0:
+                    self._evict(light, 0)
+                light = nxt
+            self._free_graves()
             if crypto is not None:
                 self._cryptos[slot] = crypto
             s = NULL
@@ -535,6 +654,7 @@ cdef class Reflector:
             "auth_failed": twamp_load_u64(&self._c.auth_failed),
             "late": twamp_load_u64(&self._c.late),
             "send_errors": twamp_load_u64(&self._c.send_errors),
+            "light_evicted": twamp_load_u64(&self._c.light_evicted),
         }
 
     # -- per datagram --------------------------------------------------------------------------
@@ -546,7 +666,7 @@ cdef class Reflector:
         twamp_inc(&self._c.received)
         p.state = ST_DROP
         if p.v4 >= 0:
-            s = self._admit(p.addr, p.port, p.v4)
+            s = self._admit(p)
         if s == NULL:
             twamp_inc(&self._c.unknown_peer)
             return 0
@@ -759,6 +879,7 @@ cdef class Reflector:
             twamp_inc(&s.reflected)
             reply_tos = tos if s.tos < 0 else s.tos
         finally:
+            self._free_graves()
             self._unlock()
         return bytes(buf[:pk.reply_len]), reply_tos
 
@@ -792,6 +913,8 @@ cdef class Reflector:
         if n_crypto:
             self._crypto_phase(self._pkts, n, 1)
         self._send_ready(n)
+        if self._graves != NULL:
+            self._free_graves()
         pthread_mutex_unlock(&self._mutex)
         for i in range(n):
             # The kernel shortened these; give the next recvmmsg the full sizes again.

@@ -47,7 +47,7 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
         remove_session(slot) -> dict        # its final session counters
         session_counters(slot) -> dict      # received reflected dropped errors last_rx_ns
         counters() -> dict                  # received reflected unknown_peer malformed
-                                            # auth_failed late send_errors
+                                            # auth_failed late send_errors light_evicted
         process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
         start() / stop() / context manager / running / loop / socket / socket_failed
     ReflectorLoop(*, batch: int = 64, busy_poll: bool = False)   # one thread, many Reflectors
@@ -70,6 +70,7 @@ import os
 import selectors
 import socket
 import threading
+from collections import OrderedDict
 from types import TracebackType
 
 from ... import clock
@@ -188,7 +189,10 @@ class Reflector:
         self._lock = threading.Lock()
         self._slots: list[_Session | None] = []
         self._by_peer: dict[tuple[str, int], _Session] = {}
-        self._light_peers: dict[tuple[str, int], _Session] = {}
+        # Stateful Light: (address, port, SSID) -> state, least recently used first.
+        self._light_states: OrderedDict[tuple[str, int, int], _Session] = OrderedDict()
+        # Stateless Light: peers found allowed (the shared session), at most max_peers.
+        self._light_allowed: dict[tuple[str, int], _Session] = {}
         # Stateless Light peers share one session: no sequence counter to keep apart.
         self._light_shared = (
             _Session(None, light.fmt, None, light.dscp, False)
@@ -203,6 +207,7 @@ class Reflector:
         self._auth_failed = 0
         self._late = 0
         self._send_errors = 0
+        self._light_evicted = 0
         self._dead = False  # the socket failed with EBADF: the loop ignores this Reflector
 
     # -- session table -------------------------------------------------------------------------
@@ -220,7 +225,10 @@ class Reflector:
                 slot = len(self._slots)
                 self._slots.append(sess)
             self._by_peer[spec.peer] = sess
-            self._light_peers.pop(spec.peer, None)
+            # A Light sender that now has a negotiated session: its Light states go.
+            for key in [k for k in self._light_states if k[:2] == spec.peer]:
+                del self._light_states[key]
+            self._light_allowed.pop(spec.peer, None)
         return slot
 
     def stop_session(self, slot: int, deadline_ns: int) -> None:
@@ -250,6 +258,7 @@ class Reflector:
             "auth_failed": self._auth_failed,
             "late": self._late,
             "send_errors": self._send_errors,
+            "light_evicted": self._light_evicted,
         }
 
     def _session(self, slot: int) -> _Session:
@@ -258,31 +267,73 @@ class Reflector:
             raise KeyError(f"no session in slot {slot}")
         return sess
 
-    def _admit(self, ip: str, port: int) -> _Session | None:
+    def _admit(self, data: _Buffer, ip: str, port: int, rx_ns: int) -> _Session | None:
         """Slow path for a peer not found as given: canonical form, then the Light policy."""
+        light = self._light
+        if light is not None and light.stateful:
+            # The fast case first: the address as the kernel gave it is the canonical one.
+            sess = self._light_state(data, ip, port, rx_ns, light, checked=False)
+            if sess is not None:
+                return sess
         try:
             norm = normalize_ip(ip)
         except ValueError:
             return None
         key = (norm, port)
-        sess = self._by_peer.get(key) or self._light_peers.get(key)
-        light = self._light
+        sess = self._by_peer.get(key)
         if sess is not None or light is None:
             return sess
-        if light.allow:
-            addr = ipaddress.ip_address(norm)
-            if not any(addr in net for net in light.allow):
-                return None
         if light.stateful:
-            if len(self._light_peers) >= light.max_peers:
-                return None
-            sess = self._light_peers[key] = _Session(key, light.fmt, None, light.dscp, True)
-            return sess
+            return self._light_state(data, norm, port, rx_ns, light, checked=True)
         # Stateless: the shared session; caching it per peer only spares these checks.
+        sess = self._light_allowed.get(key)
+        if sess is not None:
+            return sess
         shared = self._light_shared
-        if shared is not None and len(self._light_peers) < light.max_peers:
-            self._light_peers[key] = shared
+        if not self._allowed(light, norm):
+            return None
+        if shared is not None and len(self._light_allowed) < light.max_peers:
+            self._light_allowed[key] = shared
         return shared
+
+    @staticmethod
+    def _allowed(light: LightPolicy, ip: str) -> bool:
+        if not light.allow:
+            return True
+        addr = ipaddress.ip_address(ip)
+        return any(addr in net for net in light.allow)
+
+    def _light_state(
+        self, data: _Buffer, ip: str, port: int, rx_ns: int, light: LightPolicy, checked: bool
+    ) -> _Session | None:
+        """Stateful TWAMP Light: the state of (address, port, SSID), made or refreshed.
+
+        See `LightPolicy`: the SSID (RFC 8972 §3) is part of the key; the counter restarts
+        when the sender's does or after `idle_ns` of silence; a full table evicts the least
+        recently used state. `checked`: `ip` is canonical, so a new state may be made.
+        """
+        off = light.fmt.ssid_offset
+        ssid = 0
+        if off is not None and len(data) >= off + 2:
+            ssid = data[off] << 8 | data[off + 1]
+        key = (ip, port, ssid)
+        states = self._light_states
+        sess = states.get(key)
+        if sess is not None:
+            states.move_to_end(key)
+            if sess.last_rx_ns and (
+                rx_ns - sess.last_rx_ns > light.idle_ns
+                or (len(data) >= 4 and data[0] == data[1] == data[2] == data[3] == 0)
+            ):
+                sess.seq = 0
+            return sess
+        if not checked or not self._allowed(light, ip) or light.max_peers <= 0:
+            return None
+        if len(states) >= light.max_peers:
+            states.popitem(last=False)
+            self._light_evicted += 1
+        sess = states[key] = _Session((ip, port), light.fmt, None, light.dscp, True)
+        return sess
 
     # -- per datagram --------------------------------------------------------------------------
 
@@ -298,7 +349,7 @@ class Reflector:
         """Steps 2-5 of the module docstring: the reply without its transmit Timestamp."""
         self._received += 1
         key = (ip, port)
-        sess = self._by_peer.get(key) or self._light_peers.get(key) or self._admit(ip, port)
+        sess = self._by_peer.get(key) or self._admit(data, ip, port, rx_ns)
         if sess is None:
             self._unknown_peer += 1
             return None
