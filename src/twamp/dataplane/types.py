@@ -164,8 +164,13 @@ class SenderResult:
     `sent`: one `metrics.SENT_DTYPE` row per packet the kernel accepted, in send order.
     `received`: one `metrics.RECORD_DTYPE` row per valid reflection, in arrival order (late
     replies to earlier `run` calls and duplicates included). `counters`: see `Sender`.
+    `tx_kernel_ns`: with `Sender(tx_timestamps=True)`, the kernel's software transmit time of
+    each row of `sent` (`SO_TIMESTAMPING`, Unix ns; 0 where the kernel sent no report), so
+    `tx_kernel_ns - sent["t1"]` is how early the Timestamp written into the packet was; None
+    otherwise.
     """
 
     sent: npt.NDArray[np.void]
     received: npt.NDArray[np.void]
     counters: dict[str, int]
+    tx_kernel_ns: npt.NDArray[np.int64] | None = None
