@@ -39,6 +39,7 @@ __all__ = [
     "SenderResult",
     "SessionSpec",
     "StopFlag",
+    "diag_summary",
     "normalize_ip",
 ]
 
@@ -86,6 +87,36 @@ SENDER_COUNTERS = (
     "max_lag_ns",
     "reflector_unsynced",
 )
+
+
+def diag_summary(
+    histogram: list[int], samples: int, total_ns: int, min_ns: int, max_ns: int
+) -> dict[str, int]:
+    """The reflector's T3 diagnostic as both twins report it (`Reflector.t3_error()`).
+
+    `histogram[k]`: replies whose Timestamp was at most 2^k ns (and more than 2^(k-1)) before
+    the kernel's software transmit time. p50_ns and p99_ns are the bucket bounds, so upper
+    bounds within a factor of two.
+    """
+
+    def quantile(q: float) -> int:
+        need, seen = q * samples, 0
+        for k, count in enumerate(histogram):
+            seen += count
+            if count and seen >= need:
+                return 1 << k
+        return 0
+
+    if not samples:
+        return {"samples": 0, "min_ns": 0, "mean_ns": 0, "max_ns": 0, "p50_ns": 0, "p99_ns": 0}
+    return {
+        "samples": samples,
+        "min_ns": min_ns,
+        "mean_ns": total_ns // samples,
+        "max_ns": max_ns,
+        "p50_ns": quantile(0.5),
+        "p99_ns": quantile(0.99),
+    }
 
 
 def _check_dscp(dscp: int | None) -> None:

@@ -123,6 +123,22 @@ cdef class Reflector:
     cdef Session *_lru_tail  # least recently used: the next to go when the table is full
     cdef Session *_graves  # evicted during a batch; freed when the batch is done
 
+    # T3 diagnostic (tx_timestamps=True): the Timestamp written into each sent reply, by the
+    # kernel's datagram number (SO_TIMESTAMPING OPT_ID) modulo DIAG_RING, and the histogram
+    # of (kernel transmit time - Timestamp) in powers of two of ns
+    cdef int _diag
+    cdef uint64_t _diag_next
+    cdef int64_t *_diag_ring
+    cdef uint64_t _diag_hist[64]
+    cdef uint64_t _diag_n
+    cdef int64_t _diag_sum
+    cdef int64_t _diag_max
+    cdef int64_t _diag_min
+    cdef mmsghdr *_eq
+    cdef iovec *_eq_iov
+    cdef uint8_t *_eq_ctrl
+    cdef uint8_t *_eq_data
+
     # the buffers of the loop it runs on (borrowed from _owner while running)
     cdef uint8_t *_bufs
     cdef mmsghdr *_rx
@@ -155,6 +171,7 @@ cdef class Reflector:
     cdef int _seal(self, Pkt *p) noexcept nogil
     cdef void _crypto_phase(self, Pkt *pkts, int n, int send) noexcept with gil
     cdef void _crypto_session(self, Pkt *pkts, int n, int first, int send) except *
+    cdef void _take_tx(self) noexcept nogil
     cdef int _batch_once(self, int flags) noexcept nogil
     cdef void _send_ready(self, int n) noexcept nogil
     cdef void _queue(self, int i, int k) noexcept nogil

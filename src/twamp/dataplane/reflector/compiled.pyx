@@ -110,8 +110,8 @@ import threading
 
 from twamp import clock
 from twamp.constants import TestMode
-from twamp.dataplane.sockets import set_send_ttl
-from twamp.dataplane.types import normalize_ip
+from twamp.dataplane.sockets import enable_tx_timestamps, set_send_ttl
+from twamp.dataplane.types import diag_summary, normalize_ip
 from twamp.inet import dscp_to_tos
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
@@ -125,8 +125,10 @@ cdef int USE_LIBCRYPTO = os.environ.get("TWAMP_NO_LIBCRYPTO") != "1" and twamp_t
 CRYPTO_BACKEND = "libcrypto" if USE_LIBCRYPTO else "python"
 
 cdef enum:
-    POLL_MS = 100  # backstop for stop() if the wake-up is lost
     SEND_RETRIES = 3
+    DIAG_RING = 4096  # replies whose Timestamps the T3 diagnostic remembers (a power of two)
+    EQ_BATCH = 32  # transmit reports taken off the error queue per recvmmsg
+    EQ_CTRL = 128  # an scm_timestamping (48 octets) and a sock_extended_err, with room
 
     # Pkt.state
     ST_DROP = 0
@@ -226,7 +228,8 @@ cdef class Reflector:
         if self._table == NULL:
             raise MemoryError()
 
-    def __init__(self, sock, *, batch=None, busy_poll=None, light=None, loop=None):
+    def __init__(self, sock, *, batch=None, busy_poll=None, light=None, loop=None,
+                 tx_timestamps=False):
         if batch is None:
             batch = 64 if loop is None else loop.batch
         if busy_poll is None:
@@ -251,6 +254,47 @@ cdef class Reflector:
         set_send_ttl(sock)
         if light is not None:
             self._init_light(light)
+        if tx_timestamps:
+            self._init_diag(sock)
+
+    def _init_diag(self, sock):
+        cdef int i
+        self._diag_ring = <int64_t *>calloc(DIAG_RING, sizeof(int64_t))
+        self._eq = <mmsghdr *>calloc(EQ_BATCH, sizeof(mmsghdr))
+        self._eq_iov = <iovec *>calloc(EQ_BATCH, sizeof(iovec))
+        self._eq_ctrl = <uint8_t *>calloc(EQ_BATCH, EQ_CTRL)
+        self._eq_data = <uint8_t *>calloc(EQ_BATCH, 8)
+        if (self._diag_ring == NULL or self._eq == NULL or self._eq_iov == NULL
+                or self._eq_ctrl == NULL or self._eq_data == NULL):
+            raise MemoryError()
+        for i in range(EQ_BATCH):
+            self._eq_iov[i].iov_base = self._eq_data + 8 * i
+            self._eq_iov[i].iov_len = 8
+            self._eq[i].msg_hdr.msg_iov = &self._eq_iov[i]
+            self._eq[i].msg_hdr.msg_iovlen = 1
+        self._diag_min = NEVER
+        enable_tx_timestamps(sock)
+        self._diag = 1
+
+    def t3_error(self):
+        """The T3 diagnostic (`tx_timestamps=True`), else None: how early the transmit
+        Timestamps were, against the kernel's software transmit time of the same replies.
+
+        samples, min_ns, mean_ns, max_ns, and p50_ns / p99_ns as upper bounds (powers of two
+        of ns, from a histogram). Copied under the table mutex, Python objects after.
+        """
+        cdef uint64_t hist[64]
+        cdef uint64_t n
+        cdef int64_t total
+        cdef int64_t low
+        cdef int64_t high
+        if not self._diag:
+            return None
+        self._lock()
+        memcpy(hist, self._diag_hist, sizeof(hist))
+        n, total, low, high = self._diag_n, self._diag_sum, self._diag_min, self._diag_max
+        self._unlock()
+        return diag_summary([hist[i] for i in range(64)], n, total, low, high)
 
     cdef int _init_light(self, light) except -1:
         fill_fmt(&self._light_fmt, light.fmt)
@@ -303,6 +347,11 @@ cdef class Reflector:
         self._free_graves()
         free(self._ltable)
         free(self._light_shared)
+        free(self._diag_ring)
+        free(self._eq)
+        free(self._eq_iov)
+        free(self._eq_ctrl)
+        free(self._eq_data)
         free(self._allow)
         free(self._table)
         pthread_mutex_destroy(&self._mutex)
@@ -886,6 +935,71 @@ cdef class Reflector:
     # -- the loop ------------------------------------------------------------------------------
 
     # hot-loop-begin
+    cdef void _take_tx(self) noexcept nogil:
+        """T3 diagnostic: match the kernel's transmit reports with the Timestamps written.
+
+        Only in the diagnostic mode; the reports (SO_TIMESTAMPING, OPT_ID) carry the
+        datagram's number (sock_extended_err.ee_data) and the software transmit time.
+        """
+        cdef int r
+        cdef int i
+        cdef msghdr *msg
+        cdef cmsghdr *cm
+        cdef timespec ts
+        cdef uint32_t key
+        cdef int have_key
+        cdef int64_t stamp_ns
+        cdef int64_t early
+        cdef int bucket
+        while True:
+            for i in range(EQ_BATCH):
+                msg = &self._eq[i].msg_hdr
+                msg.msg_name = NULL
+                msg.msg_namelen = 0
+                msg.msg_control = self._eq_ctrl + <size_t>i * EQ_CTRL
+                msg.msg_controllen = EQ_CTRL
+                msg.msg_flags = 0
+            r = recvmmsg(self._fd, self._eq, EQ_BATCH, MSG_ERRQUEUE | MSG_DONTWAIT, NULL)
+            if r <= 0:
+                return
+            for i in range(r):
+                msg = &self._eq[i].msg_hdr
+                stamp_ns = 0
+                have_key = 0
+                cm = CMSG_FIRSTHDR(msg)
+                while cm != NULL:
+                    if (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == TWAMP_SCM_TIMESTAMPING
+                            and cm.cmsg_len >= CMSG_LEN(sizeof(timespec))):
+                        memcpy(&ts, CMSG_DATA(cm), sizeof(timespec))
+                        stamp_ns = <int64_t>ts.tv_sec * NS + ts.tv_nsec
+                    elif (((cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == TWAMP_IP_RECVERR)
+                            or (cm.cmsg_level == IPPROTO_IPV6
+                                and cm.cmsg_type == TWAMP_IPV6_RECVERR))
+                            and cm.cmsg_len >= CMSG_LEN(16)
+                            and CMSG_DATA(cm)[4] == TWAMP_SO_EE_ORIGIN_TIMESTAMPING):
+                        memcpy(&key, CMSG_DATA(cm) + 12, 4)
+                        have_key = 1
+                    cm = CMSG_NXTHDR(msg, cm)
+                # Only reports of the last DIAG_RING replies can be matched.
+                if (stamp_ns == 0 or not have_key
+                        or <uint32_t>(<uint32_t>self._diag_next - key) - 1 >= DIAG_RING):
+                    continue
+                early = stamp_ns - self._diag_ring[key & (DIAG_RING - 1)]
+                if early < 0:
+                    early = 0
+                bucket = 0
+                while bucket < 63 and (<int64_t>1 << bucket) < early:
+                    bucket += 1
+                self._diag_hist[bucket] += 1
+                self._diag_n += 1
+                self._diag_sum += early
+                if early > self._diag_max:
+                    self._diag_max = early
+                if early < self._diag_min:
+                    self._diag_min = early
+            if r < EQ_BATCH:
+                return
+
     cdef int _batch_once(self, int flags) noexcept nogil:
         """Reflect what one recvmmsg returns; -1 if the socket is gone."""
         cdef int n
@@ -893,6 +1007,8 @@ cdef class Reflector:
         cdef int n_crypto = 0
         cdef Pkt *p
         cdef msghdr *msg
+        if self._diag:
+            self._take_tx()
         n = recvmmsg(self._fd, self._rx, self._batch, flags, NULL)
         if n <= 0:
             if n < 0 and (errno == EBADF or errno == ENOTSOCK):
@@ -1008,6 +1124,10 @@ cdef class Reflector:
                 s = self._pkts[self._tx_idx[j]].sess
                 twamp_inc(&self._c.reflected)
                 twamp_inc(&s.reflected)
+                if self._diag:
+                    self._diag_ring[self._diag_next & (DIAG_RING - 1)] = \
+                        self._pkts[self._tx_idx[j]].tx_ns
+                    self._diag_next += 1
             done += r
 
     # hot-loop-end

@@ -80,8 +80,23 @@ from ...errors import IntegrityError, ProtocolError
 from ...inet import dscp_to_tos
 from ...timestamps import ntp_from_ns
 from ...wire.packets import TestFormat, reflect, write_transmit_timestamp
-from ..sockets import ANCBUF_SIZE, parse_ancillary, set_send_ttl, tos_ancillary
-from ..types import MAX_DATAGRAM, NEVER, SEQ_MASK, LightPolicy, SessionSpec, normalize_ip
+from ..sockets import (
+    ANCBUF_SIZE,
+    enable_tx_timestamps,
+    parse_ancillary,
+    read_tx_timestamps,
+    set_send_ttl,
+    tos_ancillary,
+)
+from ..types import (
+    MAX_DATAGRAM,
+    NEVER,
+    SEQ_MASK,
+    LightPolicy,
+    SessionSpec,
+    diag_summary,
+    normalize_ip,
+)
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
 
@@ -89,6 +104,7 @@ IMPLEMENTATION = "python"
 CRYPTO_BACKEND = "python"  # test packets of modes 2 and 4 go through TestPacketCrypto
 
 _V4_MAPPED = "::ffff:"
+_DIAG_RING = 4096  # the compiled twin's DIAG_RING
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -142,6 +158,38 @@ class _Session:
         }
 
 
+class _T3Diagnostic:
+    """The Timestamps of the last _DIAG_RING replies by kernel datagram number, and the
+    histogram of (kernel software transmit time - Timestamp), as the compiled twin keeps."""
+
+    __slots__ = ("hist", "max", "min", "n", "next", "ring", "total")
+
+    def __init__(self) -> None:
+        self.ring = [0] * _DIAG_RING
+        self.next = 0
+        self.hist = [0] * 64
+        self.n = self.total = self.max = 0
+        self.min = NEVER
+
+    def sent(self, t3_ns: int) -> None:
+        self.ring[self.next % _DIAG_RING] = t3_ns
+        self.next += 1
+
+    def received(self, reports: list[tuple[int, int]]) -> None:
+        for key, stamp in reports:
+            if ((self.next - key) & SEQ_MASK) - 1 >= _DIAG_RING:
+                continue  # ee_data is 32 bits; only the last _DIAG_RING replies are known
+            early = max(0, stamp - self.ring[key % _DIAG_RING])
+            self.hist[0 if early <= 1 else min(63, (early - 1).bit_length())] += 1
+            self.n += 1
+            self.total += early
+            self.max = max(self.max, early)
+            self.min = min(self.min, early)
+
+    def summary(self) -> dict[str, int]:
+        return diag_summary(self.hist, self.n, self.total, self.min, self.max)
+
+
 class Reflector:
     """Reflects TWAMP-Test datagrams arriving on `sock` for the sessions added to it.
 
@@ -167,6 +215,7 @@ class Reflector:
         busy_poll: bool | None = None,
         light: LightPolicy | None = None,
         loop: ReflectorLoop | None = None,
+        tx_timestamps: bool = False,
     ) -> None:
         if batch is None:
             batch = 64 if loop is None else loop.batch
@@ -209,6 +258,10 @@ class Reflector:
         self._send_errors = 0
         self._light_evicted = 0
         self._dead = False  # the socket failed with EBADF: the loop ignores this Reflector
+        self._diag: _T3Diagnostic | None = None
+        if tx_timestamps:
+            enable_tx_timestamps(sock)
+            self._diag = _T3Diagnostic()
 
     # -- session table -------------------------------------------------------------------------
 
@@ -396,13 +449,14 @@ class Reflector:
         return reply, tos if sess.tos is None else sess.tos, sess
 
     @staticmethod
-    def _finish(reply: bytearray, sess: _Session) -> None:
-        """Step 6: transmit Timestamp as late as possible, then HMAC and encryption."""
-        write_transmit_timestamp(
-            reply, sess.fmt, ntp_from_ns(clock.realtime_ns()), clock.error_estimate()
-        )
+    def _finish(reply: bytearray, sess: _Session) -> int:
+        """Step 6: transmit Timestamp as late as possible, then HMAC and encryption; the
+        Timestamp written, in Unix ns."""
+        now = clock.realtime_ns()
+        write_transmit_timestamp(reply, sess.fmt, ntp_from_ns(now), clock.error_estimate())
         if sess.crypto is not None:
             sess.crypto.protect_reflector(reply)
+        return now
 
     def process(
         self,
@@ -436,6 +490,9 @@ class Reflector:
 
     def _drain(self, view: memoryview) -> None:
         """Reflect up to `batch` queued datagrams."""
+        if self._diag is not None:
+            with self._lock:
+                self._diag.received(read_tx_timestamps(self._sock))
         sock = self._sock
         recv = sock.recvmsg_into
         send = sock.sendmsg
@@ -469,7 +526,7 @@ class Reflector:
                     continue
                 reply, reply_tos, sess = prepared
                 anc_out = self._cmsg(ip, reply_tos)
-                self._finish(reply, sess)
+                t3 = self._finish(reply, sess)
             except Exception:
                 # A bug in the packet code must not kill the reflector.
                 self._malformed += 1
@@ -482,6 +539,18 @@ class Reflector:
             else:
                 self._reflected += 1
                 sess.reflected += 1
+                if self._diag is not None:
+                    self._diag.sent(t3)
+
+    def t3_error(self) -> dict[str, int] | None:
+        """The T3 diagnostic (`tx_timestamps=True`), else None: how early the transmit
+        Timestamps were, against the kernel's software transmit time of the same replies
+        (samples, min_ns, mean_ns, max_ns, p50_ns and p99_ns as powers-of-two upper bounds).
+        """
+        if self._diag is None:
+            return None
+        with self._lock:  # the loop updates it under the same lock as the session table
+            return self._diag.summary()
 
     def start(self) -> None:
         """Start reflecting: join the given loop, else the process's loop for this batch size
