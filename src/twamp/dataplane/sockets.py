@@ -97,6 +97,7 @@ def open_test_socket(
     rcvbuf: int = DEFAULT_BUFFER,
     sndbuf: int = DEFAULT_BUFFER,
     reuse_port: bool = False,
+    peer: tuple[str, int] | None = None,
 ) -> socket.socket:
     """A bound UDP socket ready for TWAMP-Test, IPv4 or IPv6 according to `host` (a literal).
 
@@ -104,6 +105,11 @@ def open_test_socket(
     TTL 255, and asks for `rcvbuf`/`sndbuf` octets of buffer (`SO_*BUFFORCE` as root, which may
     exceed `net.core.rmem_max`); `buffer_sizes()` tells what the kernel granted. An IPv6 wildcard
     socket is dual-stack. Port 0 picks a free port (see `getsockname()`).
+
+    `peer` (address literal, port): the one Session-Sender this socket serves. The socket is
+    `connect()`ed to it, so the kernel itself drops datagrams from anyone else before they reach
+    the session's receive queue (a stranger cannot fill it); replies still name their peer. On
+    a dual-stack socket an IPv4 peer is connected as its v4-mapped address.
     """
     flags = socket.AI_NUMERICHOST | socket.AI_PASSIVE
     family, _, _, _, sockaddr = socket.getaddrinfo(
@@ -121,10 +127,24 @@ def open_test_socket(
         enable_receive_options(sock)
         set_send_ttl(sock)
         sock.bind(sockaddr)
+        if peer is not None:
+            sock.connect(_peer_sockaddr(family, peer))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _peer_sockaddr(family: int, peer: tuple[str, int]) -> tuple[str, int]:
+    ip, port = peer
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if family == socket.AF_INET6 and addr.version == 4:
+        return (f"::ffff:{addr}", port)
+    if family == socket.AF_INET and addr.version == 6:
+        if addr.ipv4_mapped is None:
+            raise ValueError(f"an IPv4 socket cannot serve the IPv6 peer {ip}")
+        return (str(addr.ipv4_mapped), port)
+    return (ip, port)
 
 
 def enable_receive_options(sock: socket.socket) -> None:
