@@ -149,6 +149,21 @@ def test_a_full_stateful_table_evicts_and_warns() -> None:
     assert "reflected 5" in out and "light evicted 3" in out
 
 
+def test_symmetric_only_drops_short_requests() -> None:
+    port = free_udp_port()
+    with reflect_process("--listen", f"127.0.0.1:{port}", "--symmetric-only") as (proc, _):
+        full = ping_once("127.0.0.1", port, 1)  # 14 + 27 octets: as long as the reply
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(0.3)
+            client.sendto(SENDER_OPEN.pack(2, 0, 0x3FFF), ("127.0.0.1", port))  # 14 octets
+            with pytest.raises(TimeoutError):
+                client.recvfrom(4096)
+        out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert len(full) == 41
+    assert "reflected 1" in out and "malformed 1" in out
+
+
 def test_two_workers_share_the_port() -> None:
     port = free_udp_port()
     with reflect_process("--listen", f"127.0.0.1:{port}", "--workers", "2") as (proc, banner):

@@ -785,3 +785,19 @@ def test_selector_environment() -> None:
         assert required.returncode != 0
         assert "ImportError" in required.stderr
         assert "required" in required.stderr
+
+
+def test_light_symmetric_only_never_amplifies(offline: Callable[..., Any]) -> None:
+    for stateful in (False, True):
+        refl = offline(light=LightPolicy(STAMP_FMT, stateful=stateful, symmetric_only=True))
+        short = sender_open(1, 2)  # 14 octets: the 44-octet STAMP reply would be larger
+        assert refl.process(short, ("192.0.2.1", 5), RX_NS, 64, 0) is None
+        full = sender_open(1, 2, padding=bytes(30))  # 44 octets: as long as the reply
+        out = refl.process(full, ("192.0.2.1", 5), RX_NS, 64, 0)
+        assert out is not None and len(out[0]) == len(full)
+        c = refl.counters()
+        assert (c["malformed"], c["reflected"]) == (1, 1), c
+    # Negotiated sessions are not Light: the policy does not touch them.
+    refl = offline(light=LightPolicy(STAMP_FMT, stateful=False, symmetric_only=True))
+    refl.add_session(SessionSpec(("192.0.2.7", 1), OPEN))
+    assert refl.process(sender_open(1, 2), ("192.0.2.7", 1), RX_NS, 64, 0) is not None

@@ -78,6 +78,7 @@ class ReflectConfig:
     stats_interval: float = 0.0
     reuse_port: bool = False
     max_senders: int = 4096
+    symmetric_only: bool = False
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -145,6 +146,7 @@ def serve(
         allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
         dscp=config.dscp,
         max_peers=config.max_senders,
+        symmetric_only=config.symmetric_only,
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
@@ -286,6 +288,11 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
     help="--stateful: senders kept; a new one then evicts the least recently used.",
 )
 @click.option("--allow", multiple=True, metavar="NET", help="Answer only these networks.")
+@click.option(
+    "--symmetric-only",
+    is_flag=True,
+    help="Drop requests shorter than their reply: never answer with more than was sent.",
+)
 @click.option("--stamp", is_flag=True, help="Reply with the 44-octet STAMP base packet.")
 @click.option("--dscp", type=int, help="DSCP of replies (default: that of the request).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes on one port.")
@@ -302,6 +309,7 @@ def reflect(
     stateful: bool,
     max_senders: int,
     allow: tuple[str, ...],
+    symmetric_only: bool,
     stamp: bool,
     dscp: int | None,
     workers: int,
@@ -342,6 +350,7 @@ def reflect(
         stats_interval=stats_interval,
         reuse_port=workers > 1,
         max_senders=max_senders,
+        symmetric_only=symmetric_only,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"

@@ -159,7 +159,9 @@ class LightPolicy:
     evicts the least recently used one (the reflector's `light_evicted` counter), so no set of
     senders can lock the others out. A sender's counter starts again from 0 when its own
     sequence number restarts at 0 or after `idle_ns` of silence (a new test session from the
-    same port). Unauthenticated only: Light has no way to agree on keys.
+    same port). `symmetric_only`: answer only requests at least as long as the reply would
+    be (a shorter one counts `malformed`), so the reflector never amplifies (RFC 6038's
+    symmetrical size, as a policy). Unauthenticated only: Light has no way to agree on keys.
     """
 
     fmt: TestFormat
@@ -168,6 +170,7 @@ class LightPolicy:
     dscp: int | None = None
     max_peers: int = 4096
     idle_ns: int = LIGHT_IDLE_NS
+    symmetric_only: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(

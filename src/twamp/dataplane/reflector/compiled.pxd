@@ -114,6 +114,7 @@ cdef class Reflector:
     cdef int _n_allow
     cdef Session *_light_shared
     cdef int64_t _light_idle_ns
+    cdef int _light_symmetric  # LightPolicy.symmetric_only
     # stateful Light: (address, port, SSID) -> state, a fixed-size open-addressing table
     # (capacity > 2 x _light_max, so it never fills) and an LRU list through the states
     cdef Entry *_ltable

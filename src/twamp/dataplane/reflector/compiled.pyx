@@ -303,6 +303,7 @@ cdef class Reflector:
         self._light_tos = -1 if light.dscp is None else dscp_to_tos(light.dscp)
         self._light_max = light.max_peers
         self._light_idle_ns = light.idle_ns
+        self._light_symmetric = bool(light.symmetric_only)
         if light.stateful:
             cap = 16
             while cap <= 2 * light.max_peers + 1:
@@ -725,7 +726,9 @@ cdef class Reflector:
             twamp_inc(&self._c.late)
             twamp_inc(&s.dropped)
             return 0
-        if p.size < s.fmt.min_request:
+        if p.size < s.fmt.min_request or (
+                s.slot < 0 and self._light_symmetric and p.size < s.fmt.reflector_header):
+            # The second: LightPolicy.symmetric_only, a reply never longer than its request.
             twamp_inc(&self._c.malformed)
             twamp_inc(&s.dropped)
             return 0

@@ -119,6 +119,7 @@ class _Session:
         "errors",
         "fmt",
         "last_rx_ns",
+        "light",
         "peer",
         "received",
         "reflected",
@@ -140,6 +141,7 @@ class _Session:
         self.crypto = crypto
         self.tos = None if dscp is None else dscp_to_tos(dscp)
         self.stateful = stateful
+        self.light = peer is None  # a TWAMP Light state or the shared one (set by the caller)
         self.seq = 0
         self.deadline_ns = NEVER
         self.received = 0
@@ -386,6 +388,7 @@ class Reflector:
             states.popitem(last=False)
             self._light_evicted += 1
         sess = states[key] = _Session((ip, port), light.fmt, None, light.dscp, True)
+        sess.light = True
         return sess
 
     # -- per datagram --------------------------------------------------------------------------
@@ -412,7 +415,14 @@ class Reflector:
             sess.dropped += 1
             return None
         fmt = sess.fmt
-        if len(data) < fmt.min_request_length:
+        light = self._light
+        if len(data) < fmt.min_request_length or (
+            sess.light
+            and light is not None
+            and light.symmetric_only
+            and len(data) < fmt.reflector_header
+        ):
+            # The second: LightPolicy.symmetric_only, a reply never longer than its request.
             self._malformed += 1
             sess.dropped += 1
             return None
