@@ -360,7 +360,8 @@ def test_process_many_sessions_and_light_peers(pair: Callable[..., Pair]) -> Non
         p.call(req, peer, RX_NS, 64, 0)
     for slot in slots[1::3]:
         assert p.c.session_counters(slot) == p.py.session_counters(slot)
-    assert p.c.counters()["unknown_peer"] >= 50
+    assert p.c.counters()["light_evicted"] >= 50
+    assert p.c.counters()["unknown_peer"] == 0
 
 
 @settings(
@@ -615,7 +616,8 @@ def test_sessions_change_while_the_loop_runs(
             )
         ), (total, refl.counters())
     c = refl.counters()
-    assert c["unknown_peer"] > 0 and c["reflected"] > 0
+    # Six Light senders share a table of two: they evict each other, nobody is refused.
+    assert c["light_evicted"] > 0 and c["reflected"] > 0 and c["unknown_peer"] == 0
     assert sum(f["received"] for f in finals) > 0
     if name == "cython":
         # The compiled loop holds the table's mutex for a whole batch: a removed session's

@@ -2,15 +2,19 @@
 
 RFC 5357 Appendix I (TWAMP Light) and RFC 8762 (STAMP): no control protocol, every datagram from
 an allowed peer is answered. Stateless by default (the reply carries the sender's sequence
-number, which is what a STAMP sender expects); `--stateful` keeps a counter per sender (spec
-§5.8). `--workers N` runs N processes on the same port with SO_REUSEPORT, so the kernel spreads
-senders over them; the parent starts them, stops them by PID and adds up their counters.
+number, which is what a STAMP sender expects); `--stateful` keeps a counter per sender
+(RFC 5357 Appendix I), keyed by address, port and SSID (RFC 8972 §3), in a table of
+`--max-senders` that evicts the least recently used sender when full (a warning line says so).
+`--workers N` runs N processes on the same port with SO_REUSEPORT, so the kernel spreads senders
+over them, each with one reflector loop (one thread) for all its sockets; the parent starts
+them, stops them by PID and adds up their counters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import multiprocessing
 import os
 import signal
@@ -44,7 +48,9 @@ _COUNTER_ORDER = (
     "auth_failed",
     "late",
     "send_errors",
+    "light_evicted",
 )
+_log = logging.getLogger("twamp.reflect")
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
@@ -71,6 +77,8 @@ class ReflectConfig:
     busy_poll: bool = False
     stats_interval: float = 0.0
     reuse_port: bool = False
+    max_senders: int = 4096
+    symmetric_only: bool = False
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -110,9 +118,11 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _wait(stop: threading.Event, stats_interval: float, stats: Any) -> None:
+def _wait(stop: threading.Event, stats_interval: float, stats: Any, tick: Any = None) -> None:
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else None
     while not stop.wait(_TICK_S):
+        if tick is not None:
+            tick()
         if next_stats is not None and time.monotonic() >= next_stats:
             stats()
             next_stats += stats_interval
@@ -135,6 +145,8 @@ def serve(
         stateful=config.stateful,
         allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
         dscp=config.dscp,
+        max_peers=config.max_senders,
+        symmetric_only=config.symmetric_only,
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
@@ -157,7 +169,23 @@ def serve(
                 _add(total, reflector.counters())
             echo(f"pid {os.getpid()}: {_counters_text(total)}")
 
-        _wait(stop, config.stats_interval, stats)
+        evicted = [0]
+
+        def table_full() -> None:
+            # The loop only counts (it never logs); the first eviction after a quiet spell is
+            # one warning line, so a flood of new senders is one line per tick, not per sender.
+            now = sum(r.counters().get("light_evicted", 0) for r in reflectors)
+            if now > evicted[0]:
+                _log.warning(
+                    "stateful Light table full (%d senders): %d least recently used sender(s) "
+                    "evicted, %d in all; raise --max-senders if they are all active",
+                    config.max_senders,
+                    now - evicted[0],
+                    now,
+                )
+                evicted[0] = now
+
+        _wait(stop, config.stats_interval, stats, table_full if config.stateful else None)
     finally:
         for reflector in reflectors:
             reflector.stop()
@@ -252,7 +280,19 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
     help="Address to reflect on (repeatable). Default: every address, UDP port 862.",
 )
 @click.option("--stateful", is_flag=True, help="Count sequence numbers per sender.")
+@click.option(
+    "--max-senders",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="--stateful: senders kept; a new one then evicts the least recently used.",
+)
 @click.option("--allow", multiple=True, metavar="NET", help="Answer only these networks.")
+@click.option(
+    "--symmetric-only",
+    is_flag=True,
+    help="Drop requests shorter than their reply: never answer with more than was sent.",
+)
 @click.option("--stamp", is_flag=True, help="Reply with the 44-octet STAMP base packet.")
 @click.option("--dscp", type=int, help="DSCP of replies (default: that of the request).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes on one port.")
@@ -267,7 +307,9 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
 def reflect(
     listen: tuple[str, ...],
     stateful: bool,
+    max_senders: int,
     allow: tuple[str, ...],
+    symmetric_only: bool,
     stamp: bool,
     dscp: int | None,
     workers: int,
@@ -289,6 +331,8 @@ def reflect(
         raise UserError(f"--dscp must be 0-63, not {dscp}")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    if max_senders < 1:
+        raise UserError(f"--max-senders must be at least 1, not {max_senders}")
     if batch < 1:
         raise UserError(f"--batch must be at least 1, not {batch}")
     if not stats_interval >= 0:
@@ -305,6 +349,8 @@ def reflect(
         busy_poll=busy_poll,
         stats_interval=stats_interval,
         reuse_port=workers > 1,
+        max_senders=max_senders,
+        symmetric_only=symmetric_only,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
