@@ -1109,7 +1109,7 @@ def test_random_bytes_in_many_connections_do_not_disturb_the_server() -> None:
         writer.close()
 
     async def main() -> None:
-        async with serving() as server:
+        async with serving(max_connections_per_address=64) as server:
             client = await Client.connect(server)
             await client.ready(ENC)
             sess = await open_session(client, ENC)
