@@ -16,13 +16,12 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -33,7 +32,7 @@ from ..hostport import parse_hostport
 from ..wire.packets import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
-__all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
+__all__ = ["ReflectConfig", "StopFlag", "parse_listen", "reflect", "serve"]
 
 _COUNTER_ORDER = (
     "received",
@@ -45,6 +44,7 @@ _COUNTER_ORDER = (
     "send_errors",
 )
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
+_POLL_S = 0.05  # StopFlag.wait's sleep slice
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
 
@@ -96,10 +96,50 @@ def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
         total[key] = total.get(key, 0) + value
 
 
+class StopFlag:
+    """A stop request that a signal handler may set: one plain attribute, no lock.
+
+    Why not `threading.Event`: its ``set()`` takes the Event's lock, and a Python signal handler
+    runs in the main thread between two bytecodes, possibly while that same thread holds the lock
+    inside ``wait()`` or ``set()``; two signals close together then hang the process for good
+    (issue 12: 2 hangs in 74 tries). `wait` here polls instead of blocking on a lock.
+    """
+
+    __slots__ = ("signum",)
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def set(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
+
+    def is_set(self) -> bool:
+        return self.signum != 0
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.signum:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, _POLL_S))
+        return self.signum != 0
+
+
+class _Stop(Protocol):
+    """What `serve` needs of its `stop` argument: `StopFlag`, or a `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (and nothing else: see `StopFlag`); restored at exit."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.signum = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -109,7 +149,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _wait(stop: threading.Event, stats_interval: float, stats: Any) -> None:
+def _wait(stop: _Stop, stats_interval: float, stats: Any) -> None:
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else None
     while not stop.wait(_TICK_S):
         if next_stats is not None and time.monotonic() >= next_stats:
@@ -119,7 +159,7 @@ def _wait(stop: threading.Event, stats_interval: float, stats: Any) -> None:
 
 def serve(
     config: ReflectConfig,
-    stop: threading.Event,
+    stop: _Stop,
     *,
     ready: Any = None,
     echo: Any = click.echo,
@@ -171,7 +211,7 @@ def serve(
 
 def _worker(config: ReflectConfig, conn: Connection) -> None:
     """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
-    stop = threading.Event()
+    stop = StopFlag()
     with _stop_on_signals(stop):
         try:
             counters = serve(
@@ -198,47 +238,48 @@ def _recv(conn: Connection, timeout: float) -> tuple[str, Any] | None:
     return str(kind), value
 
 
-def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, int]:
+def _run_workers(
+    config: ReflectConfig, workers: int, header: str, stop: StopFlag
+) -> dict[str, int]:
+    """Start the workers, wait for `stop` (set by the caller's signal handler), stop them."""
     ctx = multiprocessing.get_context("fork")
     procs: list[tuple[Any, Connection]] = []
-    stop = threading.Event()
-    with _stop_on_signals(stop):
-        try:
-            for _ in range(workers):
-                receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
-                proc.start()
-                sender.close()
-                procs.append((proc, receiver))
-            where: list[str] = []
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_START_S)
-                if message is None or message[0] != "ready":
-                    reason = message[1] if message else "no sign of life"
-                    raise UserError(f"worker {proc.pid} did not start: {reason}")
-                where = message[1]
-            pids = ", ".join(str(p.pid) for p, _ in procs)
-            click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
-            sys.stdout.flush()
-            while not stop.wait(_TICK_S):
-                if not any(p.is_alive() for p, _ in procs):
-                    break
-        finally:
-            for proc, _ in procs:
-                if proc.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGTERM)
-            total: dict[str, int] = {}
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_STOP_S)
-                if message is not None and message[0] == "counters":
-                    click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
-                    _add(total, message[1])
+    try:
+        for _ in range(workers):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
+            proc.start()
+            sender.close()
+            procs.append((proc, receiver))
+        where: list[str] = []
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_START_S)
+            if message is None or message[0] != "ready":
+                reason = message[1] if message else "no sign of life"
+                raise UserError(f"worker {proc.pid} did not start: {reason}")
+            where = message[1]
+        pids = ", ".join(str(p.pid) for p, _ in procs)
+        click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
+        sys.stdout.flush()
+        while not stop.wait(_TICK_S):
+            if not any(p.is_alive() for p, _ in procs):
+                break
+    finally:
+        for proc, _ in procs:
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        total: dict[str, int] = {}
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_STOP_S)
+            if message is not None and message[0] == "counters":
+                click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
+                _add(total, message[1])
+            proc.join(_WORKER_STOP_S)
+            if proc.is_alive():
+                proc.kill()
                 proc.join(_WORKER_STOP_S)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(_WORKER_STOP_S)
-                receiver.close()
+            receiver.close()
     return total
 
 
@@ -310,17 +351,18 @@ def reflect(
     header = (
         f"twamp reflect: {fastpath.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
-    if workers > 1:
-        total = _run_workers(config, workers, header)
-    else:
-        stop = threading.Event()
-        with _stop_on_signals(stop):
+    stop = StopFlag()
+    # The handlers stay until the summary is out: a second signal must not interrupt it.
+    with _stop_on_signals(stop):
+        if workers > 1:
+            total = _run_workers(config, workers, header, stop)
+        else:
             total = serve(
                 config,
                 stop,
                 ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
             )
-    click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+        click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
 
 
 if __name__ == "__main__":
