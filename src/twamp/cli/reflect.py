@@ -136,7 +136,8 @@ class _Stop(Protocol):
 
 @contextlib.contextmanager
 def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (and nothing else: see `StopFlag`); restored at exit."""
+    """SIGINT and SIGTERM set `stop` (and nothing else: see `StopFlag`); restored at exit,
+    unless a signal stopped us: then further ones are ignored until the process ends."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.signum = signum
@@ -146,7 +147,9 @@ def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # Stopped by a signal: the process is on its way out, and a second signal arriving
+            # now must not turn a clean exit into a KeyboardInterrupt traceback or exit -15.
+            signal.signal(sig, signal.SIG_IGN if stop.signum else old)
 
 
 def _wait(stop: _Stop, stats_interval: float, stats: Any) -> None:

@@ -317,6 +317,9 @@ async def _serve(config: ServerConfig) -> None:
         await twamp.stop()
         for sig in signals:
             loop.remove_signal_handler(sig)
+            if stop.is_set():
+                # On the way out: a late second signal must not become a traceback or exit -15.
+                signal.signal(sig, signal.SIG_IGN)
         stats = twamp.stats()
         conns, sessions = stats["connections"], stats["sessions"]
         log.info(
