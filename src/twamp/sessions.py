@@ -8,7 +8,8 @@ needs it) and does what the returned values say: bind or close a test port, admi
 its reflector, stop it at a deadline, close a connection.
 
 Connections are identified by any hashable token the caller chooses (the glue uses its protocol
-object). Addresses are canonical text (`plain_ip`): a v4-mapped IPv6 peer is its IPv4 address.
+object). Addresses are canonical text (`inet.normalize_ip`): a v4-mapped IPv6 peer is its IPv4
+address.
 
 Limits, each with its default (`Limits`), its refusal, a log line (by the caller, from the
 `Refused.reason`) and a counter (`counters`, named in `Refused.counter`):
@@ -33,7 +34,7 @@ Limits, each with its default (`Limits`), its refusal, a log line (by the caller
   `max_timeout_ns`, and is freed `linger_ns` later (so stragglers are counted as late rather
   than met by ICMP port unreachable). A session therefore never outlives the Stop or the end of
   its control connection by more than `max_timeout_ns + linger_ns`.
-* REFWAIT (RFC 5357 §4.2, spec §8): a started session without a valid test packet for
+* REFWAIT (RFC 5357 §4.2): a started session without a valid test packet for
   `refwait_ns` is freed. When REFWAIT has ended every running session of a connection, SERVWAIT
   applies again from then (RFC 5357 §3.1).
 
@@ -57,10 +58,11 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from .constants import DEFAULT_REFWAIT_NS, DEFAULT_SERVWAIT_NS, AcceptCode, Mode, TestMode
 from .control import make_sid
+from .inet import normalize_ip
 from .timestamps import NS, ns_from_ntp_interval
 from .wire.control import RequestTWSession
 from .wire.packets import TestFormat
@@ -74,7 +76,6 @@ __all__ = [
     "Session",
     "SessionState",
     "SessionTable",
-    "plain_ip",
 ]
 
 Network = IPv4Network | IPv6Network
@@ -82,14 +83,6 @@ Network = IPv4Network | IPv6Network
 # Outside the Linux ephemeral range (32768-60999), so that outgoing connections of the host do
 # not take the ports a firewall opens for TWAMP-Test.
 DEFAULT_PORT_RANGE = (20000, 20999)
-
-
-def plain_ip(ip: str) -> str:
-    """Canonical text of an address without scope; v4-mapped IPv6 (dual-stack peers) -> IPv4."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +256,7 @@ class SessionTable:
     def open_connection(self, conn: Hashable, peer_ip: str, now_ns: int) -> None:
         """Admit a new control connection or raise `Refused` (answer: Modes 0, then close)."""
         lim = self.limits
-        peer_ip = plain_ip(peer_ip)
+        peer_ip = normalize_ip(peer_ip)
         if lim.allow and not any(ipaddress.ip_address(peer_ip) in n for n in lim.allow):
             raise self._refuse(AcceptCode.FAILURE, "not in the allow-list", "connections_refused")
         if len(self._connections) >= lim.max_connections:
@@ -458,7 +451,7 @@ class SessionTable:
     ) -> tuple[Session, bool]:
         lim = self.limits
         client = record.peer_ip
-        sender, receiver = self._addresses(client, plain_ip(local_ip), req)
+        sender, receiver = self._addresses(client, normalize_ip(local_ip), req)
         if lim.allow and not any(ipaddress.ip_address(sender) in n for n in lim.allow):
             raise Refused(
                 AcceptCode.FAILURE, f"Sender Address {sender} is not in the allow-list", "allow"
@@ -526,7 +519,7 @@ class SessionTable:
                     f"{what} Address {given} is not unicast",
                     "unsupported",
                 )
-            out.append(plain_ip(str(given)))
+            out.append(normalize_ip(str(given)))
         return out[0], out[1]
 
     def _check_limits(self, client: str) -> None:

@@ -71,6 +71,7 @@ from ..control import (
 )
 from ..crypto import TestPacketCrypto, derive_key
 from ..dataplane.sockets import open_test_socket
+from ..inet import normalize_ip
 from ..sessions import (
     DEFAULT_PORT_RANGE,
     BindResult,
@@ -79,7 +80,6 @@ from ..sessions import (
     Refused,
     Session,
     SessionTable,
-    plain_ip,
 )
 from ..timestamps import NS
 
@@ -94,7 +94,7 @@ __all__ = [
 
 log = logging.getLogger("twamp.server")
 
-# Feature bits the state machine and the reflector implement (spec §3.1): RFC 5938, RFC 6038
+# Feature bits the state machine and the reflector implement (RFC 5618 §3.1): RFC 5938, RFC 6038
 # (both bits), RFC 7750. Not IKEv2-derived keys (RFC 7717, bit 128: a Set-Up-Response selecting
 # it gets Server-Start Accept 3, since it was not offered) nor PTP timestamps (512).
 SUPPORTED_FEATURES = (
@@ -237,7 +237,7 @@ def listen_backlog() -> int:
 
 
 def host_ipv4() -> bytes | None:
-    """A non-loopback IPv4 address of this host (spec §3.12), from the interfaces; no traffic.
+    """A non-loopback IPv4 address of this host (the SID, RFC 5357 §3.5), from the interfaces.
 
     Falls back to the last 4 octets of a global IPv6 address; None if there is neither.
     """
@@ -699,8 +699,8 @@ class _ControlProtocol(asyncio.Protocol):
         try:
             peer = transport.get_extra_info("peername")
             local = transport.get_extra_info("sockname")
-            self.peer_ip = plain_ip(peer[0])
-            self.local_ip = plain_ip(local[0])
+            self.peer_ip = normalize_ip(peer[0])
+            self.local_ip = normalize_ip(local[0])
             self.scope_id = local[3] if len(local) > 3 else 0
             self.name = _endpoint(self.peer_ip, peer[1])
             self._conn = self._server._new_connection(self)
