@@ -323,8 +323,12 @@ class TwampServer:
             _KDF_THREADS, thread_name_prefix="twamp-kdf"
         )
         try:
-            for sock in self._listen_sockets():
-                server = await loop.create_server(lambda: _ControlProtocol(self), sock=sock)
+            backlog = self.config.backlog or listen_backlog()
+            for sock in self._listen_sockets(backlog):
+                # asyncio calls listen() again with its own backlog (default 100).
+                server = await loop.create_server(
+                    lambda: _ControlProtocol(self), sock=sock, backlog=backlog
+                )
                 self._listeners.append(server)
         except BaseException:
             for server in self._listeners:
@@ -409,9 +413,8 @@ class TwampServer:
 
     # -- listeners ------------------------------------------------------------------------------
 
-    def _listen_sockets(self) -> list[socket.socket]:
+    def _listen_sockets(self, backlog: int) -> list[socket.socket]:
         listen = self.config.listen
-        backlog = self.config.backlog or listen_backlog()
         v4_wild_ports = {p for h, p in listen if h == "0.0.0.0"}
         socks: list[socket.socket] = []
         try:
