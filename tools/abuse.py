@@ -731,7 +731,8 @@ def run(
                     log = srv.log()
                 results[name]["server_exit"] = code
                 results[name]["server_refusal_lines"] = sum(
-                    "refused" in line for line in log.splitlines()
+                    "refused" in line and "served " not in line  # not the closing summary
+                    for line in log.splitlines()
                 )
             if echo:
                 print(f"{name}: {json.dumps(results[name])}", flush=True)

@@ -176,6 +176,8 @@ class Session:
     dscp: int | None
     timeout_ns: int
     """Timeout as requested, capped at `Limits.max_timeout_ns`."""
+    requested_timeout_ns: int = 0
+    """Timeout as requested (for the log line when it was capped)."""
     state: SessionState = SessionState.ACCEPTED
     started_ns: int = 0
     reflect_until_ns: int = 0
@@ -483,12 +485,14 @@ class SessionTable:
                 )
         peer = (sender, req.sender_port)
         port, new_port = self._choose_port(receiver, req.receiver_port, peer, bind)
-        timeout_ns = ns_from_ntp_interval(req.timeout)
+        requested = timeout_ns = ns_from_ntp_interval(req.timeout)
         if timeout_ns > lim.max_timeout_ns:
             self.counters["timeouts_capped"] += 1
             timeout_ns = lim.max_timeout_ns
         sid = self._new_sid(receiver, wall_ns)
-        sess = Session(sid, conn, client, (receiver, port), peer, fmt, req.dscp, timeout_ns)
+        sess = Session(
+            sid, conn, client, (receiver, port), peer, fmt, req.dscp, timeout_ns, requested
+        )
         self._ports[(receiver, port)].add(peer)
         self._sessions[sess.sid] = sess
         self._per_client[client] += 1

@@ -178,6 +178,13 @@ def _seconds(value: float, option: str) -> int | None:
     help="Seconds from connect to the first command (set-up); 0: no limit beyond SERVWAIT.",
 )
 @click.option(
+    "--listen-backlog",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pending TCP connections the kernel queues per listener. Default: "
+    "net.core.somaxconn (the kernel caps any larger value to it).",
+)
+@click.option(
     "--max-sessions",
     type=click.IntRange(min=0),
     default=_DEFAULT_CONFIG.max_sessions,
@@ -244,6 +251,7 @@ def server(
     max_connections: int,
     max_connections_per_address: int,
     setup_timeout: float,
+    listen_backlog: int | None,
     max_sessions: int,
     max_sessions_per_client: int,
     max_timeout: float,
@@ -277,6 +285,7 @@ def server(
         max_connections=max_connections,
         max_connections_per_address=max_connections_per_address,
         setup_timeout_ns=_seconds(setup_timeout, "--setup-timeout"),
+        backlog=listen_backlog,
         max_sessions=max_sessions,
         max_sessions_per_client=max_sessions_per_client,
         max_timeout_ns=int(max_timeout * NS),

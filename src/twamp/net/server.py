@@ -527,13 +527,17 @@ class TwampServer:
         except BaseException:
             self._apply([f for f in [self.table.free(sess.sid, "could not be accepted")] if f])
             raise
+        capped = ""
+        if sess.requested_timeout_ns > sess.timeout_ns:
+            capped = f" (capped by --max-timeout; {sess.requested_timeout_ns / NS:.0f} s asked)"
         proto.info(
-            "session %s accepted: sender %s -> reflector %s, DSCP %s, Timeout %.3f s",
+            "session %s accepted: sender %s -> reflector %s, DSCP %s, Timeout %.3f s%s",
             sess.sid.hex(),
             _endpoint(*sess.peer),
             _endpoint(*sess.receiver),
             "-" if sess.dscp is None else sess.dscp,
             sess.timeout_ns / NS,
+            capped,
         )
 
     def _bind(self, ip: str, scope_id: int, port: int) -> BindResult:
