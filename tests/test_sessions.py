@@ -33,7 +33,7 @@ class Binder:
         self.foreign = foreign or set()
         self.calls: list[tuple[str, int]] = []
 
-    def __call__(self, ip: str, port: int) -> BindResult:
+    def __call__(self, ip: str, port: int, peer: tuple[str, int]) -> BindResult:
         self.calls.append((ip, port))
         if ip in self.foreign:
             return BindResult.NOT_LOCAL
@@ -386,3 +386,15 @@ def test_ipv6_control_connection() -> None:
     assert sess.peer == ("2001:db8::10", 5000) and sess.receiver == ("2001:db8::1", 20000)
     assert isinstance(ip_address(sess.peer[0]), IPv6Address)
     assert not isinstance(ip_address(sess.receiver[0]), IPv4Address)
+
+
+def test_ports_are_not_shared_when_sockets_are_connected() -> None:
+    """`share_ports=False`: one session per test port (a connect()ed socket has one peer)."""
+    t = table(share_ports=False, port_range=(20000, 20001))
+    connect(t)
+    bind = Binder()
+    a, _ = t.reserve("c1", LOCAL, OPEN, req(port=1, receiver_port=20000), wall_ns=0, bind=bind)
+    b, new = t.reserve("c1", LOCAL, OPEN, req(port=2, receiver_port=20000), wall_ns=0, bind=bind)
+    assert (a.receiver[1], b.receiver[1], new) == (20000, 20001, True)
+    r = refused(t.reserve, "c1", LOCAL, OPEN, req(port=3), wall_ns=0, bind=bind)
+    assert r.accept is AcceptCode.TEMPORARY_RESOURCE_LIMIT

@@ -105,6 +105,9 @@ class Limits:
     max_timeout_ns: int = 30 * NS
     """Cap on the Timeout of a session: how long it reflects after Stop or the end of control."""
     linger_ns: int = NS
+    share_ports: bool = True
+    """One test port serves several sessions whose senders differ; False: one session per
+    port (what a test socket connect()ed to its sender needs)."""
     kdf_per_s: float = 20.0
     kdf_burst: int = 10
     max_pending_kdf: int = 64
@@ -423,12 +426,13 @@ class SessionTable:
         req: RequestTWSession,
         *,
         wall_ns: int,
-        bind: Callable[[str, int], BindResult],
+        bind: Callable[[str, int, tuple[str, int]], BindResult],
     ) -> tuple[Session, bool]:
         """Accept `req` on connection `conn` (whose local address is `local_ip`), or raise
         `Refused`. Returns the session and whether its test port was bound for it.
 
-        `bind(ip, port)` binds a test port (the caller keeps the socket); `wall_ns` is the
+        `bind(ip, port, peer)` binds a test port for the sender `peer` (the caller keeps the
+        socket, and may connect() it to `peer` when `Limits.share_ports` is off); `wall_ns` is the
         wall-clock time that goes into the SID (RFC 5357 §3.5).
         """
         record = self._connections[conn]
@@ -449,7 +453,7 @@ class SessionTable:
         mode: Mode,
         req: RequestTWSession,
         wall_ns: int,
-        bind: Callable[[str, int], BindResult],
+        bind: Callable[[str, int, tuple[str, int]], BindResult],
     ) -> tuple[Session, bool]:
         lim = self.limits
         client = record.peer_ip
@@ -558,37 +562,45 @@ class SessionTable:
         ip: str,
         requested: int,
         peer: tuple[str, int],
-        bind: Callable[[str, int], BindResult],
+        bind: Callable[[str, int, tuple[str, int]], BindResult],
     ) -> tuple[int, bool]:
         """The requested port if we can, else the next free one of the range (RFC 5357 §3.5).
 
-        A port already bound by us serves several sessions whose senders differ.
+        A port already bound by us serves several sessions whose senders differ, unless
+        `Limits.share_ports` is off (a connect()ed socket has one peer).
         """
         lo, hi = self.limits.port_range
+        share = self.limits.share_ports
         if lo <= requested <= hi:
             peers = self._ports.get((ip, requested))
             if peers is None:
-                if self._bind(ip, requested, bind):
+                if self._bind(ip, requested, peer, bind):
                     return requested, True
-            elif peer not in peers:
+            elif share and peer not in peers:
                 return requested, False
         n = hi - lo + 1
         for i in range(n):
             port = lo + (self._port_cursor + i) % n
             if (ip, port) in self._ports:
                 continue
-            if self._bind(ip, port, bind):
+            if self._bind(ip, port, peer, bind):
                 self._port_cursor = (port - lo + 1) % n
                 return port, True
         for (port_ip, port), peers in self._ports.items():
-            if port_ip == ip and peer not in peers:
+            if share and port_ip == ip and peer not in peers:
                 return port, False
         raise Refused(
             AcceptCode.TEMPORARY_RESOURCE_LIMIT, f"no free test port in {lo}-{hi}", "no_port"
         )
 
-    def _bind(self, ip: str, port: int, bind: Callable[[str, int], BindResult]) -> bool:
-        result = bind(ip, port)
+    def _bind(
+        self,
+        ip: str,
+        port: int,
+        peer: tuple[str, int],
+        bind: Callable[[str, int, tuple[str, int]], BindResult],
+    ) -> bool:
+        result = bind(ip, port, peer)
         if result is BindResult.NOT_LOCAL:
             raise Refused(
                 AcceptCode.NOT_SUPPORTED,

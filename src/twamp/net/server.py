@@ -507,7 +507,7 @@ class TwampServer:
     def _request(
         self, proto: _ControlProtocol, conn: ServerConnection, ev: SessionRequested
     ) -> None:
-        def bind(ip: str, port: int) -> BindResult:
+        def bind(ip: str, port: int, peer: tuple[str, int]) -> BindResult:
             return self._bind(ip, proto.scope_id, port)
 
         try:
