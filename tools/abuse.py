@@ -330,8 +330,9 @@ async def s_slow(port: int, scale: Scale) -> dict[str, Any]:
     """Silent clients and a byte-a-second Set-Up-Response; how long they hold a slot."""
     conns = []
     for i in range(scale.slow):
-        reader, writer = await raw_open(port)
-        if await read_greeting(reader) is None:
+        # Two per address, so that the per-address cap is not what sends them away.
+        reader, writer = await raw_open(port, f"127.0.3.{i // 2 + 1}")
+        if not await read_greeting(reader):
             close(writer)
             continue
         conns.append((reader, writer, i % 2 == 0))
