@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.abuse
+pytestmark = [pytest.mark.abuse, pytest.mark.slow]
 
 _TOOL = Path(__file__).resolve().parents[1] / "tools" / "abuse.py"
 

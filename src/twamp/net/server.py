@@ -11,7 +11,7 @@ Thin glue between three sans-I/O or self-contained parts, after aioquic's asynci
   zero addresses, the Sender Address rule, the RFC 6038 room check, port choice, SIDs, Timeout
   cap, REFWAIT, the set-up deadline, the key-derivation rate. Its module docstring is the
   reference for the limits and their defaults.
-* `fastpath.Reflector`, one per bound test socket and each with its own thread, reflects the
+* `dataplane.Reflector`, one per bound test socket and each with its own thread, reflects the
   TWAMP-Test packets; several sessions share a socket when their senders differ.
 
 This module only does what the table says: binds and closes test ports, admits sessions to
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-from .. import clock, fastpath
+from .. import clock, dataplane
 from ..constants import (
     DEFAULT_COUNT,
     DEFAULT_REFWAIT_NS,
@@ -157,7 +157,7 @@ class ServerConfig:
     """Listen backlog; None: ``net.core.somaxconn``."""
     batch: int = 64
     busy_poll: bool = False
-    """Reflector options (`fastpath.Reflector`); busy polling spins one core per test port."""
+    """Reflector options (`dataplane.Reflector`); busy polling spins one core per test port."""
     linger_ns: int = NS
     """How long a stopped session is kept after its Timeout, counting late packets."""
     sid_address: IPv4Address | None = None
@@ -264,7 +264,7 @@ class _TestPort:
 
     __slots__ = ("reflector", "sock")
 
-    def __init__(self, sock: socket.socket, reflector: fastpath.Reflector) -> None:
+    def __init__(self, sock: socket.socket, reflector: dataplane.Reflector) -> None:
         self.sock = sock
         self.reflector = reflector
 
@@ -293,7 +293,7 @@ class TwampServer:
         self._connections: set[_ControlProtocol] = set()
         self._ports: dict[tuple[str, int], _TestPort] = {}
         self._slots: dict[bytes, int] = {}  # SID -> reflector slot, while admitted
-        self._specs: dict[bytes, fastpath.SessionSpec] = {}
+        self._specs: dict[bytes, dataplane.SessionSpec] = {}
         self._scope: dict[bytes, int] = {}
         self._housekeeper: asyncio.Task[None] | None = None
         self._kdf_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -342,7 +342,7 @@ class TwampServer:
             "listening on %s; modes %d; reflector %s; test ports %d-%d",
             ", ".join(_endpoint(h, p) for h, p in self.addresses),
             int(self.offered_modes),
-            fastpath.IMPLEMENTATION,
+            dataplane.IMPLEMENTATION,
             *self.config.port_range,
         )
 
@@ -408,7 +408,7 @@ class TwampServer:
             },
             "test_ports": len(self._ports),
             "reflector": dict(reflector),
-            "implementation": fastpath.IMPLEMENTATION,
+            "implementation": dataplane.IMPLEMENTATION,
         }
 
     # -- listeners ------------------------------------------------------------------------------
@@ -522,7 +522,7 @@ class TwampServer:
             crypto = None
             if sess.fmt.test_mode is not TestMode.OPEN:
                 crypto = TestPacketCrypto(conn.test_keys(sess.sid), sess.fmt.test_mode)
-            self._specs[sess.sid] = fastpath.SessionSpec(sess.peer, sess.fmt, crypto, sess.dscp)
+            self._specs[sess.sid] = dataplane.SessionSpec(sess.peer, sess.fmt, crypto, sess.dscp)
             conn.accept_session(sess.receiver[1], sess.sid)
         except BaseException:
             self._apply([f for f in [self.table.free(sess.sid, "could not be accepted")] if f])
@@ -553,7 +553,7 @@ class TwampServer:
                 log.debug("cannot bind UDP %s: %s", _endpoint(ip, port), exc)
             return BindResult.BUSY
         try:
-            reflector = fastpath.Reflector(
+            reflector = dataplane.Reflector(
                 sock, batch=self.config.batch, busy_poll=self.config.busy_poll
             )
             reflector.start()
