@@ -33,7 +33,7 @@ from ..inet import DSCP_MAX
 from ..wire.testformat import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
-__all__ = ["ReflectConfig", "StopFlag", "parse_listen", "reflect", "serve"]
+__all__ = ["ReflectConfig", "SignalStop", "parse_listen", "reflect", "serve"]
 
 _COUNTER_ORDER = (
     "received",
@@ -45,7 +45,7 @@ _COUNTER_ORDER = (
     "send_errors",
 )
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
-_POLL_S = 0.05  # StopFlag.wait's sleep slice
+_POLL_S = 0.05  # SignalStop.wait's sleep slice
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
 
@@ -97,7 +97,7 @@ def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
         total[key] = total.get(key, 0) + value
 
 
-class StopFlag:
+class SignalStop:
     """A stop request that a signal handler may set: one plain attribute, no lock.
 
     Why not `threading.Event`: its ``set()`` takes the Event's lock, and a Python signal handler
@@ -128,7 +128,7 @@ class StopFlag:
 
 
 class _Stop(Protocol):
-    """What `serve` needs of its `stop` argument: `StopFlag`, or a `threading.Event`."""
+    """What `serve` needs of its `stop` argument: `SignalStop`, or a `threading.Event`."""
 
     def is_set(self) -> bool: ...
 
@@ -136,8 +136,8 @@ class _Stop(Protocol):
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (and nothing else: see `StopFlag`); restored at exit,
+def _stop_on_signals(stop: SignalStop) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (and nothing else: see `SignalStop`); restored at exit,
     unless a signal stopped us: then further ones are ignored until the process ends."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -215,7 +215,7 @@ def serve(
 
 def _worker(config: ReflectConfig, conn: Connection) -> None:
     """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
-    stop = StopFlag()
+    stop = SignalStop()
     with _stop_on_signals(stop):
         try:
             counters = serve(
@@ -243,7 +243,7 @@ def _recv(conn: Connection, timeout: float) -> tuple[str, Any] | None:
 
 
 def _run_workers(
-    config: ReflectConfig, workers: int, header: str, stop: StopFlag
+    config: ReflectConfig, workers: int, header: str, stop: SignalStop
 ) -> dict[str, int]:
     """Start the workers, wait for `stop` (set by the caller's signal handler), stop them."""
     ctx = multiprocessing.get_context("fork")
@@ -355,7 +355,7 @@ def reflect(
     header = (
         f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
-    stop = StopFlag()
+    stop = SignalStop()
     # The handlers stay until the summary is out: a second signal must not interrupt it.
     with _stop_on_signals(stop):
         if workers > 1:
