@@ -20,13 +20,12 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -38,7 +37,7 @@ from ..inet import DSCP_MAX
 from ..wire.testformat import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
-__all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
+__all__ = ["ReflectConfig", "SignalStop", "parse_listen", "reflect", "serve"]
 
 _COUNTER_ORDER = (
     "received",
@@ -52,6 +51,7 @@ _COUNTER_ORDER = (
 )
 _log = logging.getLogger("twamp.reflect")
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
+_POLL_S = 0.05  # SignalStop.wait's sleep slice
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
 
@@ -105,20 +105,63 @@ def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
         total[key] = total.get(key, 0) + value
 
 
+class SignalStop:
+    """A stop request that a signal handler may set: one plain attribute, no lock.
+
+    Why not `threading.Event`: its ``set()`` takes the Event's lock, and a Python signal handler
+    runs in the main thread between two bytecodes, possibly while that same thread holds the lock
+    inside ``wait()`` or ``set()``; two signals close together then hang the process for good
+    (issue 12: 2 hangs in 74 tries). `wait` here polls instead of blocking on a lock.
+    """
+
+    __slots__ = ("signum",)
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def set(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
+
+    def is_set(self) -> bool:
+        return self.signum != 0
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.signum:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, _POLL_S))
+        return self.signum != 0
+
+
+class _Stop(Protocol):
+    """What `serve` needs of its `stop` argument: `SignalStop`, or a `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: SignalStop) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (and nothing else: see `SignalStop`); restored at exit,
+    unless a signal stopped us: then further ones are ignored until the process ends."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.signum = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # Stopped by a signal: the process is on its way out, and a second signal arriving
+            # now must not turn a clean exit into a KeyboardInterrupt traceback or exit -15.
+            signal.signal(sig, signal.SIG_IGN if stop.signum else old)
 
 
-def _wait(stop: threading.Event, stats_interval: float, stats: Any, tick: Any = None) -> None:
+def _wait(stop: _Stop, stats_interval: float, stats: Any, tick: Any = None) -> None:
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else None
     while not stop.wait(_TICK_S):
         if tick is not None:
@@ -130,7 +173,7 @@ def _wait(stop: threading.Event, stats_interval: float, stats: Any, tick: Any = 
 
 def serve(
     config: ReflectConfig,
-    stop: threading.Event,
+    stop: _Stop,
     *,
     ready: Any = None,
     echo: Any = click.echo,
@@ -200,7 +243,7 @@ def serve(
 
 def _worker(config: ReflectConfig, conn: Connection) -> None:
     """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
-    stop = threading.Event()
+    stop = SignalStop()
     with _stop_on_signals(stop):
         try:
             counters = serve(
@@ -227,47 +270,48 @@ def _recv(conn: Connection, timeout: float) -> tuple[str, Any] | None:
     return str(kind), value
 
 
-def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, int]:
+def _run_workers(
+    config: ReflectConfig, workers: int, header: str, stop: SignalStop
+) -> dict[str, int]:
+    """Start the workers, wait for `stop` (set by the caller's signal handler), stop them."""
     ctx = multiprocessing.get_context("fork")
     procs: list[tuple[Any, Connection]] = []
-    stop = threading.Event()
-    with _stop_on_signals(stop):
-        try:
-            for _ in range(workers):
-                receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
-                proc.start()
-                sender.close()
-                procs.append((proc, receiver))
-            where: list[str] = []
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_START_S)
-                if message is None or message[0] != "ready":
-                    reason = message[1] if message else "no sign of life"
-                    raise UserError(f"worker {proc.pid} did not start: {reason}")
-                where = message[1]
-            pids = ", ".join(str(p.pid) for p, _ in procs)
-            click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
-            sys.stdout.flush()
-            while not stop.wait(_TICK_S):
-                if not any(p.is_alive() for p, _ in procs):
-                    break
-        finally:
-            for proc, _ in procs:
-                if proc.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGTERM)
-            total: dict[str, int] = {}
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_STOP_S)
-                if message is not None and message[0] == "counters":
-                    click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
-                    _add(total, message[1])
+    try:
+        for _ in range(workers):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
+            proc.start()
+            sender.close()
+            procs.append((proc, receiver))
+        where: list[str] = []
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_START_S)
+            if message is None or message[0] != "ready":
+                reason = message[1] if message else "no sign of life"
+                raise UserError(f"worker {proc.pid} did not start: {reason}")
+            where = message[1]
+        pids = ", ".join(str(p.pid) for p, _ in procs)
+        click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
+        sys.stdout.flush()
+        while not stop.wait(_TICK_S):
+            if not any(p.is_alive() for p, _ in procs):
+                break
+    finally:
+        for proc, _ in procs:
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        total: dict[str, int] = {}
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_STOP_S)
+            if message is not None and message[0] == "counters":
+                click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
+                _add(total, message[1])
+            proc.join(_WORKER_STOP_S)
+            if proc.is_alive():
+                proc.kill()
                 proc.join(_WORKER_STOP_S)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(_WORKER_STOP_S)
-                receiver.close()
+            receiver.close()
     return total
 
 
@@ -357,17 +401,18 @@ def reflect(
     header = (
         f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
-    if workers > 1:
-        total = _run_workers(config, workers, header)
-    else:
-        stop = threading.Event()
-        with _stop_on_signals(stop):
+    stop = SignalStop()
+    # The handlers stay until the summary is out: a second signal must not interrupt it.
+    with _stop_on_signals(stop):
+        if workers > 1:
+            total = _run_workers(config, workers, header, stop)
+        else:
             total = serve(
                 config,
                 stop,
                 ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
             )
-    click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+        click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
 
 
 if __name__ == "__main__":
