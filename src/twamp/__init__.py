@@ -1,4 +1,15 @@
-"""twamp: TWAMP (RFC 5357) in full, with a line-rate reflector and a benchmark tool."""
+"""twamp: TWAMP (RFC 5357) in full, with a line-rate reflector and a benchmark tool.
+
+The Python API (README "Python API"): measure with `run_ping` / `run_light_ping` and
+`PingOptions` (results in `PingResult`), serve with `ServerThread(ServerConfig(...))` (or the
+asyncio `TwampServer`), reflect TWAMP Light / STAMP with `LightReflector`. They are imported on
+first use, so `import twamp` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .constants import AcceptCode, Command, Mode, TestMode
 from .errors import (
@@ -13,17 +24,62 @@ from .timestamps import ErrorEstimate
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .net.background import LightReflector, ServerThread
+    from .net.client import ClientError
+    from .net.server import ServerConfig, TwampServer
+    from .ping import PingOptions, PingResult, Slot, parse_schedule, run_light_ping, run_ping
+
+# name -> module that defines it (PEP 562 lazy attributes)
+_LAZY = {
+    "PingOptions": ".ping",
+    "PingResult": ".ping",
+    "Slot": ".ping",
+    "parse_schedule": ".ping",
+    "run_ping": ".ping",
+    "run_light_ping": ".ping",
+    "ClientError": ".net.client",
+    "ServerConfig": ".net.server",
+    "TwampServer": ".net.server",
+    "ServerThread": ".net.background",
+    "LightReflector": ".net.background",
+}
+
 __all__ = [
     "AcceptCode",
+    "ClientError",
     "Command",
     "DecodeError",
     "ErrorEstimate",
     "IntegrityError",
+    "LightReflector",
     "Mode",
+    "PingOptions",
+    "PingResult",
     "ProtocolError",
     "ResourceLimitError",
+    "ServerConfig",
+    "ServerThread",
+    "Slot",
     "StateError",
     "TestMode",
+    "TwampServer",
     "UnsupportedError",
     "__version__",
+    "parse_schedule",
+    "run_light_ping",
+    "run_ping",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'twamp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
