@@ -47,8 +47,6 @@ from twamp.wire.packets import (
     encode_reflector_open,
 )
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 
 def invoke(*args: str, **kw: Any) -> Result:
     return CliRunner().invoke(ping, list(args), **kw)
@@ -360,7 +358,8 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def twamp(*args: str, **kw: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
+    # The installed twamp (the wheel in CI), not the source tree: no PYTHONPATH.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "twamp", *args],
         stdout=subprocess.PIPE,

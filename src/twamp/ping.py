@@ -21,6 +21,7 @@ sockets, the clock and the event loop are reached through `dataplane`, `clock`, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import json
@@ -59,15 +60,18 @@ from .wire.packets import TestFormat
 
 __all__ = [
     "MAX_COUNT",
+    "IntervalReport",
     "PingOptions",
     "PingResult",
     "Slot",
+    "continuous_count",
     "default_padding",
     "iter_schedule",
     "make_schedule",
     "our_error_estimate_ns",
     "parse_schedule",
     "parse_target",
+    "run_continuous",
     "run_light_ping",
     "run_ping",
 ]
@@ -301,6 +305,21 @@ class PingResult:
     """The server closed the control connection during the test; sending stopped then."""
     error_estimate_ns: int | None = None
     """Our clock's Error Estimate (RFC 4656 §4.1.2) in ns; None when the clock gives none."""
+
+    def delays(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Per answered packet (first copy, by sequence number): rtt, residence, forward,
+        backward and time_away (T4 − T1), in ns."""
+        rec = self.received
+        _, first = np.unique(rec["sender_seq"], return_index=True)
+        r = rec[first]
+        t1, t2, t3, t4 = (r[f].astype(np.int64) for f in ("t1", "t2", "t3", "t4"))
+        return {
+            "rtt": (t4 - t1) - (t3 - t2),
+            "residence": t3 - t2,
+            "forward": t2 - t1,
+            "backward": t4 - t3,
+            "time_away": t4 - t1,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -743,3 +762,95 @@ def run_light_ping(
         out,
         stateful=opts.stateful,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalReport:
+    """One summary interval of `run_continuous`: a finished session, or why there was none."""
+
+    index: int
+    start_ns: int
+    end_ns: int
+    target: str
+    result: PingResult | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON line of the summary file (`twamp ping --continuous --summary-file`)."""
+        out: dict[str, Any] = {
+            "interval": self.index,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "target": self.target,
+            "error": self.error,
+        }
+        if self.result is not None:
+            r = self.result
+            out.update(
+                mode=r.mode,
+                control_closed=r.control_closed,
+                interrupted=r.interrupted,
+                summary=r.summary,
+                sender=r.counters,
+            )
+        return out
+
+
+def continuous_count(options: PingOptions, interval: float) -> int:
+    """Packets per summary interval: the interval over the mean gap, within 1..MAX_COUNT."""
+    gap = options.mean_interval
+    if not gap > 0:
+        raise ValueError("continuous measurement needs a gap above 0 s between packets (-i)")
+    if not interval > 0:
+        raise ValueError("the summary interval must be positive")
+    return max(1, min(MAX_COUNT, round(interval / gap)))
+
+
+def run_continuous(
+    target: str,
+    options: PingOptions | None = None,
+    *,
+    interval: float = 60.0,
+    light: bool = False,
+    stop: StopFlag | None = None,
+    on_interval: Callable[[IntervalReport], None],
+    retry_max: float = 30.0,
+) -> int:
+    """Measure until `stop` is set: back-to-back sessions of `interval` seconds, as powstream.
+
+    Each interval is one test session (`run_ping`, or `run_light_ping` with `light`) of
+    `continuous_count` packets, handed to `on_interval` and then dropped, so memory stays flat
+    however long it runs. A new session means a new control connection: a server that
+    restarted is simply connected to again. When a session cannot be set up, or the server
+    closes the control connection, the error is reported as an interval and the next attempt
+    waits 1, 2, 4, ... up to `retry_max` seconds. The raw file (`options.raw`) is not written:
+    it would grow without end. Returns the number of intervals reported.
+    """
+    opts = options if options is not None else PingOptions()
+    per_session = dataclasses.replace(opts, count=continuous_count(opts, interval), raw=None)
+    runner = run_light_ping if light else run_ping
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
+    index = 0
+    backoff = 1.0
+    while not stopped():
+        start = clock.realtime_ns()
+        result: PingResult | None = None
+        error: str | None = None
+        try:
+            result = runner(target, per_session, stop=stop)
+        except (ClientError, OSError) as exc:
+            error = str(exc)
+        on_interval(IntervalReport(index, start, clock.realtime_ns(), target, result, error))
+        index += 1
+        if result is not None and result.interrupted:
+            break
+        if error is None and result is not None and not result.control_closed:
+            backoff = 1.0
+            continue
+        if clock.pause(backoff, stopped):
+            break
+        backoff = min(backoff * 2, retry_max)
+    return index

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +16,20 @@ from typing import Any
 
 import click
 
+from ..metrics_export import PingMetrics, parse_metrics_address, start_metrics
 from ..net.client import ClientError, parse_modes
 from ..net.keyfile import load_keyfile
-from ..ping import PingOptions, PingResult, Slot, parse_schedule, run_light_ping, run_ping
+from ..ping import (
+    IntervalReport,
+    PingOptions,
+    PingResult,
+    Slot,
+    continuous_count,
+    parse_schedule,
+    run_continuous,
+    run_light_ping,
+    run_ping,
+)
 from .common import UserError, friendly_errors, setup_logging
 from .ping_output import (
     UNITS,
@@ -257,6 +269,29 @@ not an .owp file; -b is accepted and ignored (percentiles are exact); errors exi
     help="Log messages on stderr from this level up.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
+@click.option(
+    "--continuous",
+    is_flag=True,
+    help="Run until stopped (SIGINT/SIGTERM), one session and one summary per interval "
+    "(-c is ignored); reconnects when the server restarts.",
+)
+@click.option(
+    "--summary-interval",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds per summary with --continuous.",
+)
+@click.option(
+    "--summary-file",
+    metavar="FILE",
+    help="With --continuous: append one JSON line per summary to FILE.",
+)
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="With --continuous: serve Prometheus metrics on http://HOST:PORT/metrics.",
+)
 @friendly_errors
 def ping(target: str, **p: Any) -> None:
     """Measure round trip, one-way delays and loss to a TWAMP server at HOST[:PORT]."""
@@ -266,6 +301,11 @@ def ping(target: str, **p: Any) -> None:
         raise UserError("-4 and -6 exclude each other: give one of them")
     options, light = _options(p)
     stop = StopRequest()
+    if p["continuous"]:
+        _continuous(target, options, light, stop, p)
+        return
+    if p["summary_file"] or p["metrics"]:
+        raise UserError("--summary-file and --metrics go with --continuous: add it, or drop them")
     try:
         with _signals_stop(stop):
             runner = run_light_ping if light else run_ping
@@ -339,3 +379,78 @@ def _print(result: PingResult, p: dict[str, Any]) -> None:
         return
     percentiles = parse_percentiles(p["percentiles"]) if p["percentiles"] else ()
     click.echo(format_report(result, quiet=p["quiet"], unit=p["units"], percentiles=percentiles))
+
+
+# -- continuous ---------------------------------------------------------------------------------
+
+
+def _interval_line(report: IntervalReport) -> str:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.start_ns / 1e9))
+    head = f"{when} {report.target} #{report.index}:"
+    result = report.result
+    if result is None:
+        return f"{head} no session: {report.error}; trying again"
+    c = result.summary["counts"]
+    loss = "n/a" if c["loss_pct"] is None else f"{c['loss_pct']:.1f}%"
+    rtt = result.summary["delay"]["rtt"]
+    res = result.summary["delay"]["residence"]
+    delays = "no replies"
+    if rtt:
+        delays = (
+            f"rtt median {rtt['median'] / 1e6:.3f} / p99 {rtt['p99'] / 1e6:.3f} ms "
+            f"(residence excluded; residence median {res['median'] / 1e6:.3f} ms)"
+        )
+    tail = "; the server closed the control connection" if result.control_closed else ""
+    if result.interrupted:
+        tail += " (interrupted)"
+    bad = result.counters.get("malformed", 0)
+    unparsable = f", {bad} unparsable" if bad else ""
+    return f"{head} {c['sent']} sent, {c['lost']} lost ({loss}){unparsable}, {delays}{tail}"
+
+
+def _continuous(
+    target: str, options: PingOptions, light: bool, stop: StopRequest, p: dict[str, Any]
+) -> None:
+    if options.raw is not None:
+        raise UserError("--raw grows without end with --continuous: use --summary-file instead")
+    continuous_count(options, p["summary_interval"])  # a ValueError here is one sentence
+    metrics = PingMetrics(target)
+    endpoint = None
+    if p["metrics"]:
+        endpoint = start_metrics(parse_metrics_address(p["metrics"]), [metrics])
+        log.info("metrics on %s", endpoint.url)
+    try:
+        summary_file = open(p["summary_file"], "a", encoding="utf-8") if p["summary_file"] else None  # noqa: SIM115
+    except OSError as exc:
+        raise UserError(
+            f"cannot append to {p['summary_file']}: {exc.strerror or exc}; give --summary-file "
+            "a writable path"
+        ) from None
+
+    def on_interval(report: IntervalReport) -> None:
+        click.echo(_interval_line(report))
+        sys.stdout.flush()
+        if report.result is None:
+            metrics.session_failed()
+        else:
+            d = report.result.delays()
+            metrics.add(report.result.summary, report.result.counters, d["rtt"], d["residence"])
+        if summary_file is not None:
+            summary_file.write(json.dumps(report.to_json(), separators=(",", ":")) + "\n")
+            summary_file.flush()
+
+    try:
+        with _signals_stop(stop):
+            run_continuous(
+                target,
+                options,
+                interval=p["summary_interval"],
+                light=light,
+                stop=stop,
+                on_interval=on_interval,
+            )
+    finally:
+        if summary_file is not None:
+            summary_file.close()
+        if endpoint is not None:
+            endpoint.close()

@@ -30,6 +30,12 @@ from .. import fastpath
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
+from ..metrics_export import (
+    MetricsEndpoint,
+    ReflectorCollector,
+    parse_metrics_address,
+    start_metrics,
+)
 from ..wire.packets import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
@@ -70,6 +76,7 @@ class ReflectConfig:
     busy_poll: bool = False
     stats_interval: float = 0.0
     reuse_port: bool = False
+    metrics: tuple[str, int] | None = None
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -137,6 +144,7 @@ def serve(
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
+    endpoint: MetricsEndpoint | None = None
     try:
         for host, port in config.listen:
             socks.append(_open(host, port, config.reuse_port))
@@ -148,6 +156,17 @@ def serve(
             )
         for reflector in reflectors:
             reflector.start()
+        if config.metrics is not None:
+
+            def counters() -> dict[str, int]:
+                total: dict[str, int] = {}
+                for reflector in reflectors:
+                    _add(total, reflector.counters())
+                return total
+
+            collector = ReflectorCollector(counters, fastpath.IMPLEMENTATION)
+            endpoint = start_metrics(config.metrics, [collector])
+            echo(f"twamp reflect: metrics on {endpoint.url}")
         if ready is not None:
             ready([_where(s) for s in socks])
 
@@ -159,6 +178,8 @@ def serve(
 
         _wait(stop, config.stats_interval, stats)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         for reflector in reflectors:
             reflector.stop()
         for sock in socks:
@@ -260,6 +281,11 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
 @click.option(
     "--stats-interval", type=float, default=0.0, help="Print counters every N seconds (0: off)."
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; not with --workers).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Less log output.")
 @friendly_errors
@@ -273,6 +299,7 @@ def reflect(
     batch: int,
     busy_poll: bool,
     stats_interval: float,
+    metrics: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -292,6 +319,8 @@ def reflect(
         raise UserError(f"--batch must be at least 1, not {batch}")
     if not stats_interval >= 0:
         raise UserError("--stats-interval cannot be negative")
+    if metrics is not None and workers > 1:
+        raise UserError("--metrics needs --workers 1: each worker would need its own metrics port")
     if workers > 1 and any(port == 0 for _, port in addresses):
         raise UserError("--workers needs an explicit port: the workers must share it")
     config = ReflectConfig(
@@ -304,6 +333,7 @@ def reflect(
         busy_poll=busy_poll,
         stats_interval=stats_interval,
         reuse_port=workers > 1,
+        metrics=parse_metrics_address(metrics) if metrics is not None else None,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"

@@ -25,8 +25,10 @@ from ..constants import (
     SECURE_CONTROL_MODES,
     TWAMP_CONTROL_PORT,
     Mode,
+    mode_names,
 )
 from ..hostport import parse_hostport
+from ..metrics_export import MetricsEndpoint, ServerCollector, parse_metrics_address, start_metrics
 from ..net.keyfile import load_keyfile
 from ..net.server import DEFAULT_PORT_RANGE, ServerConfig, TwampServer
 from ..timestamps import NS
@@ -45,6 +47,7 @@ _MODE_BY_NAME = {
 }
 _ALL_MODES = "open,authenticated,encrypted,mixed"
 _DEFAULT_CONFIG = ServerConfig()
+_METRICS_TIMEOUT_S = 5.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -84,6 +87,8 @@ def _callback(parse: Callable[[str], object]) -> Callable[..., object]:
     """A click callback that turns the parser's ValueError into BadParameter."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: Any) -> object:
+        if value is None:
+            return None
         try:
             if isinstance(value, tuple):
                 return tuple(parse(v) for v in value)
@@ -194,6 +199,12 @@ def _seconds(value: float, option: str) -> int | None:
     is_flag=True,
     help="Reflector threads spin instead of sleeping (lower latency, a core per test port).",
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    callback=_callback(parse_metrics_address),
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9862).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @friendly_errors
@@ -210,6 +221,7 @@ def server(
     allow: tuple[IPv4Network | IPv6Network, ...],
     batch: int,
     busy_poll: bool,
+    metrics: tuple[str, int] | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -239,10 +251,25 @@ def server(
         batch=batch,
         busy_poll=busy_poll,
     )
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, metrics))
 
 
-async def _serve(config: ServerConfig) -> None:
+def _start_metrics(twamp: TwampServer, address: tuple[str, int]) -> MetricsEndpoint:
+    """Metrics read at scrape time: `stats()` runs on the server's loop, never beside it."""
+    loop = asyncio.get_running_loop()
+
+    async def read() -> dict[str, Any]:
+        return twamp.stats()
+
+    def stats() -> dict[str, Any]:
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(_METRICS_TIMEOUT_S)
+
+    endpoint = start_metrics(address, [ServerCollector(stats)])
+    log.info("metrics on %s", endpoint.url)
+    return endpoint
+
+
+async def _serve(config: ServerConfig, metrics: tuple[str, int] | None = None) -> None:
     twamp = TwampServer(config)
     try:
         await twamp.start()
@@ -254,10 +281,11 @@ async def _serve(config: ServerConfig) -> None:
         raise UserError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
     click.echo(
         f"twamp server: reflector {fastpath.IMPLEMENTATION} "
-        f"(test crypto {fastpath.CRYPTO_BACKEND}), modes {int(twamp.offered_modes)}, "
+        f"(test crypto {fastpath.CRYPTO_BACKEND}), modes {mode_names(twamp.offered_modes)}, "
         f"listening on {', '.join(_show(h, p) for h, p in twamp.addresses)}",
         err=False,
     )
+    endpoint = _start_metrics(twamp, metrics) if metrics is not None else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -268,6 +296,8 @@ async def _serve(config: ServerConfig) -> None:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if endpoint is not None:
+            endpoint.close()
         await twamp.stop()
         stats = twamp.stats()
         log.info(
