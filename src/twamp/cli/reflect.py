@@ -10,6 +10,7 @@ senders over them; the parent starts them, stops them by PID and adds up their c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import multiprocessing
 import os
@@ -38,6 +39,14 @@ from ..metrics_export import (
 )
 from ..wire.packets import TestFormat
 from .common import UserError, friendly_errors, setup_logging
+from .config import config_options, dump_config, dump_requested
+from .daemon import (
+    PidFile,
+    apply_log_format,
+    daemon_options,
+    daemon_settings,
+    drop_privileges,
+)
 
 __all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
 
@@ -77,6 +86,9 @@ class ReflectConfig:
     stats_interval: float = 0.0
     reuse_port: bool = False
     metrics: tuple[str, int] | None = None
+    user: str | None = None
+    group: str | None = None
+    """Privileges to drop to once the sockets are bound (each worker drops its own)."""
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -167,6 +179,7 @@ def serve(
             collector = ReflectorCollector(counters, fastpath.IMPLEMENTATION)
             endpoint = start_metrics(config.metrics, [collector])
             echo(f"twamp reflect: metrics on {endpoint.url}")
+        drop_privileges(config.user, config.group)
         if ready is not None:
             ready([_where(s) for s in socks])
 
@@ -286,6 +299,8 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
     metavar="HOST:PORT",
     help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; not with --workers).",
 )
+@daemon_options
+@config_options("reflect")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Less log output.")
 @friendly_errors
@@ -304,7 +319,14 @@ def reflect(
     quiet: bool,
 ) -> None:
     """TWAMP Light / STAMP reflector (no TWAMP-Control); runs until SIGINT or SIGTERM."""
+    daemon = daemon_settings()
+    if dump_requested():
+        params = {**click.get_current_context().params, **dataclasses.asdict(daemon)}
+        click.echo(dump_config("reflect", params), nl=False)
+        return
     setup_logging(verbose, quiet)
+    apply_log_format(daemon.log_format)
+    daemon.check()
     addresses = tuple(parse_listen(x) for x in listen) or (("", TWAMP_TEST_PORT),)
     for net in allow:
         try:
@@ -334,22 +356,32 @@ def reflect(
         stats_interval=stats_interval,
         reuse_port=workers > 1,
         metrics=parse_metrics_address(metrics) if metrics is not None else None,
+        user=daemon.user,
+        group=daemon.group,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
     header = (
         f"twamp reflect: {fastpath.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
-    if workers > 1:
-        total = _run_workers(config, workers, header)
-    else:
-        stop = threading.Event()
-        with _stop_on_signals(stop):
-            total = serve(
-                config,
-                stop,
-                ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
-            )
+    # The pid file is the parent's; privileges are dropped in serve(), by whoever bound.
+    pid_file = PidFile(daemon.pid_file) if daemon.pid_file else None
+    if pid_file is not None:
+        pid_file.write()
+    try:
+        if workers > 1:
+            total = _run_workers(config, workers, header)
+        else:
+            stop = threading.Event()
+            with _stop_on_signals(stop):
+                total = serve(
+                    config,
+                    stop,
+                    ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
+                )
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
     click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
 
 

@@ -9,6 +9,7 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -33,6 +34,8 @@ from ..net.keyfile import load_keyfile
 from ..net.server import DEFAULT_PORT_RANGE, ServerConfig, TwampServer
 from ..timestamps import NS
 from .common import UserError, friendly_errors, setup_logging
+from .config import config_options, dump_config, dump_requested
+from .daemon import DaemonSettings, apply_log_format, daemon_options, daemon_settings
 
 __all__ = ["parse_listen", "parse_modes", "parse_port_range", "server"]
 
@@ -205,6 +208,8 @@ def _seconds(value: float, option: str) -> int | None:
     callback=_callback(parse_metrics_address),
     help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9862).",
 )
+@daemon_options
+@config_options("server")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @friendly_errors
@@ -226,7 +231,14 @@ def server(
     quiet: bool,
 ) -> None:
     """Run a TWAMP Server and Session-Reflector (RFC 5357) until SIGINT or SIGTERM."""
+    daemon = daemon_settings()
+    if dump_requested():
+        params = {**click.get_current_context().params, **dataclasses.asdict(daemon)}
+        click.echo(dump_config("server", params), nl=False)
+        return
     setup_logging(verbose, quiet)
+    apply_log_format(daemon.log_format)
+    daemon.check()
     keys: dict[bytes, bytes] = {}
     if keyfile is not None:
         try:
@@ -251,7 +263,7 @@ def server(
         batch=batch,
         busy_poll=busy_poll,
     )
-    asyncio.run(_serve(config, metrics))
+    asyncio.run(_serve(config, metrics, daemon))
 
 
 def _start_metrics(twamp: TwampServer, address: tuple[str, int]) -> MetricsEndpoint:
@@ -269,7 +281,11 @@ def _start_metrics(twamp: TwampServer, address: tuple[str, int]) -> MetricsEndpo
     return endpoint
 
 
-async def _serve(config: ServerConfig, metrics: tuple[str, int] | None = None) -> None:
+async def _serve(
+    config: ServerConfig,
+    metrics: tuple[str, int] | None = None,
+    daemon: DaemonSettings | None = None,
+) -> None:
     twamp = TwampServer(config)
     try:
         await twamp.start()
@@ -286,6 +302,14 @@ async def _serve(config: ServerConfig, metrics: tuple[str, int] | None = None) -
         err=False,
     )
     endpoint = _start_metrics(twamp, metrics) if metrics is not None else None
+    # Bound: now the pid file (as root) and the privilege drop (spec: nothing after needs root).
+    try:
+        pid_file = daemon.started() if daemon is not None else None
+    except BaseException:
+        if endpoint is not None:
+            endpoint.close()
+        await twamp.stop()
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -299,6 +323,8 @@ async def _serve(config: ServerConfig, metrics: tuple[str, int] | None = None) -
         if endpoint is not None:
             endpoint.close()
         await twamp.stop()
+        if pid_file is not None:
+            pid_file.remove()
         stats = twamp.stats()
         log.info(
             "served %d connection(s), %d session(s); reflector counters %s",
