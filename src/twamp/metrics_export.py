@@ -17,8 +17,9 @@ times. Drops carry a `reason` label (`unknown_peer`, `malformed`, `auth_failed`,
 
 from __future__ import annotations
 
-import threading
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ def parse_metrics_address(text: str) -> tuple[str, int]:
 class MetricsEndpoint:
     """A running `/metrics` HTTP endpoint (prometheus_client's WSGI server in a thread)."""
 
-    def __init__(self, server: Any, thread: threading.Thread, registry: CollectorRegistry):
+    def __init__(self, server: Any, thread: Any, registry: CollectorRegistry):
         self._server = server
         self._thread = thread
         self.registry = registry
@@ -215,22 +216,38 @@ class DelayHistogram:
         return family
 
 
+@dataclass(frozen=True)
+class _PingState:
+    totals: dict[str, int]
+    rtt: DelayHistogram
+    residence: DelayHistogram
+    last: dict[str, float]
+
+
 class PingMetrics(Collector):
-    """Continuous ping: totals, loss, RTT and residence histograms, last interval's figures."""
+    """Continuous ping: totals, loss, RTT and residence histograms, last interval's figures.
+
+    `add` (the measuring thread) builds a new state and swaps it in with one assignment, and
+    `collect` (the HTTP thread) reads the reference once: no lock, and a scrape never sees half
+    an interval.
+    """
 
     def __init__(self, target: str):
         self.target = target
-        self._lock = threading.Lock()
-        self._totals = dict.fromkeys(
-            ("sent", "received", "lost", "duplicates", "unparsable", "sessions", "failures"), 0
+        self._state = _PingState(
+            dict.fromkeys(
+                ("sent", "received", "lost", "duplicates", "unparsable", "sessions", "failures"),
+                0,
+            ),
+            DelayHistogram(),
+            DelayHistogram(),
+            {},
         )
-        self._rtt = DelayHistogram()
-        self._residence = DelayHistogram()
-        self._last: dict[str, float] = {}
 
     def session_failed(self) -> None:
-        with self._lock:
-            self._totals["failures"] += 1
+        old = self._state
+        totals = {**old.totals, "failures": old.totals["failures"] + 1}
+        self._state = _PingState(totals, old.rtt, old.residence, old.last)
 
     def add(
         self,
@@ -240,35 +257,25 @@ class PingMetrics(Collector):
         residence_ns: npt.NDArray[np.int64],
     ) -> None:
         """One summary interval (one test session) is over."""
+        old = self._state
         counts = summary["counts"]
-        with self._lock:
-            for key in ("sent", "received", "lost", "duplicates"):
-                self._totals[key] += int(counts[key])
-            self._totals["unparsable"] += int(counters.get("malformed", 0))
-            self._totals["sessions"] += 1
-            # Impossible delays (negative) are not put in a histogram of delays.
-            self._rtt.add(rtt_ns[rtt_ns >= 0])
-            self._residence.add(residence_ns[residence_ns >= 0])
-            self._last = {"loss_ratio": (counts["loss_pct"] or 0.0) / 100.0}
-            rtt = summary["delay"]["rtt"]
-            if rtt:
-                self._last["rtt_median_seconds"] = rtt["median"] / 1e9
+        totals = dict(old.totals)
+        for key in ("sent", "received", "lost", "duplicates"):
+            totals[key] += int(counts[key])
+        totals["unparsable"] += int(counters.get("malformed", 0))
+        totals["sessions"] += 1
+        rtt, residence = copy.deepcopy(old.rtt), copy.deepcopy(old.residence)
+        # Impossible delays (negative) are not put in a histogram of delays.
+        rtt.add(rtt_ns[rtt_ns >= 0])
+        residence.add(residence_ns[residence_ns >= 0])
+        last = {"loss_ratio": (counts["loss_pct"] or 0.0) / 100.0}
+        if summary["delay"]["rtt"]:
+            last["rtt_median_seconds"] = summary["delay"]["rtt"]["median"] / 1e9
+        self._state = _PingState(totals, rtt, residence, last)
 
     def collect(self) -> Iterator[Any]:
+        state = self._state
         label = [self.target]
-        with self._lock:
-            totals = dict(self._totals)
-            last = dict(self._last)
-            rtt = self._rtt.family(
-                "twamp_ping_rtt_seconds",
-                "Round trip (T4-T1)-(T3-T2), excluding the reflector's residence.",
-                {"target": self.target},
-            )
-            residence = self._residence.family(
-                "twamp_ping_residence_seconds",
-                "Reflector residence T3-T2.",
-                {"target": self.target},
-            )
         docs = {
             "sent": "Test packets sent.",
             "received": "Test packets answered (first copy).",
@@ -279,12 +286,18 @@ class PingMetrics(Collector):
             "failures": "Sessions that could not be set up (server down, refused, ...).",
         }
         for key, doc in docs.items():
-            unit = "packets" if key not in ("sessions", "failures") else key
-            name = f"twamp_ping_{key}_{unit}" if unit == "packets" else f"twamp_ping_{key}"
-            yield _labelled_counter(name, doc, totals[key], label)
-        yield rtt
-        yield residence
-        for key, value in last.items():
+            packets = key not in ("sessions", "failures")
+            name = f"twamp_ping_{key}_packets" if packets else f"twamp_ping_{key}"
+            yield _labelled_counter(name, doc, state.totals[key], label)
+        yield state.rtt.family(
+            "twamp_ping_rtt_seconds",
+            "Round trip (T4-T1)-(T3-T2), excluding the reflector's residence.",
+            {"target": self.target},
+        )
+        yield state.residence.family(
+            "twamp_ping_residence_seconds", "Reflector residence T3-T2.", {"target": self.target}
+        )
+        for key, value in state.last.items():
             gauge = GaugeMetricFamily(
                 f"twamp_ping_last_{key}", "Over the last summary interval.", labels=["target"]
             )
