@@ -241,3 +241,67 @@ def test_user_without_root_is_one_sentence() -> None:
         result = CliRunner().invoke(server, ["--user", "nobody"])
         assert "need root" in result.output
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+# -- files shipped for operators ------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_file_loads(tmp_path: Path) -> None:
+    path = ROOT / "contrib" / "twamp.toml"
+    assert dump(server, "--config", str(path))["server"]["user"] == "twamp"
+    assert dump(reflect, "--config", str(path))["reflect"]["metrics"] == ":9863"
+
+
+@pytest.mark.parametrize("unit", ["twamp-server.service", "twamp-reflect.service"])
+def test_systemd_units_use_real_options(unit: str) -> None:
+    import configparser
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string((ROOT / "contrib" / "systemd" / unit).read_text())
+    exec_start = parser["Service"]["ExecStart"].split()
+    command = {"server": server, "reflect": reflect}[exec_start[1]]
+    options = {o for p in command.params for o in getattr(p, "opts", [])}
+    flags = [word for word in exec_start[2:] if word.startswith("--")]
+    assert flags and set(flags) <= options, set(flags) - options
+    pid = exec_start[exec_start.index("--pid-file") + 1]
+    assert parser["Service"]["PIDFile"] == pid
+    assert parser["Service"]["RuntimeDirectory"] == Path(pid).parent.name
+
+
+def test_grafana_dashboard_uses_exported_metrics() -> None:
+    """Every metric the dashboard queries is one our exporters produce."""
+    import re
+
+    import numpy as np
+
+    from twamp.metrics_export import PingMetrics, ReflectorCollector, ServerCollector
+
+    stats = {
+        "connections": {"open": 0, "total": 0, "refused": 0},
+        "sessions": {
+            "accepted": 0, "running": 0, "stopping": 0, "total": 0, "refused": 0,
+            "refwait_expired": 0,
+        },
+        "test_ports": 0,
+        "reflector": {},
+    }  # fmt: skip
+    ping = PingMetrics("t")
+    ping.add(
+        {"counts": {"sent": 1, "received": 1, "lost": 0, "duplicates": 0, "loss_pct": 0.0},
+         "delay": {"rtt": {"median": 1}}},
+        {}, np.array([1], dtype=np.int64), np.array([1], dtype=np.int64),
+    )  # fmt: skip
+    exported = {
+        sample.name
+        for collector in (ServerCollector(lambda: stats), ReflectorCollector(dict, "x"), ping)
+        for family in collector.collect()
+        for sample in family.samples
+    } | {family.name for family in ServerCollector(lambda: stats).collect()}
+    dashboard = json.loads((ROOT / "contrib" / "grafana" / "twamp-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\btwamp_[a-z_]+", e)}
+    used |= set(re.findall(r"\btwamp_[a-z_]+", json.dumps(dashboard["templating"])))
+    assert len(exprs) >= 8 and used
+    assert used <= exported, used - exported
