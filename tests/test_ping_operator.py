@@ -338,6 +338,40 @@ def test_message_not_a_twamp_server() -> None:
     assert "is not a TWAMP server" in line and "port" in line
 
 
+def test_message_silent_listener_is_not_a_twamp_server() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()  # accepts (the kernel does) and never speaks, as an HTTP server would
+    try:
+        line = one_error(invoke(f"127.0.0.1:{srv.getsockname()[1]}", "-c", "1", "--timeout", "1"))
+    finally:
+        srv.close()
+    assert "sent no Server-Greeting" in line and "probably not a TWAMP server" in line
+
+
+def test_message_server_port_in_use() -> None:
+    from twamp.cli.server import server
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(server, ["--listen", f"127.0.0.1:{port}"])
+    line = one_error(result)
+    assert f"127.0.0.1:{port}" in line and "choose another --listen" in line
+
+
+def test_message_reflect_port_in_use() -> None:
+    from twamp.cli.reflect import reflect
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(reflect, ["--listen", f"127.0.0.1:{port}"])
+    line = one_error(result)
+    assert f"UDP 127.0.0.1:{port}" in line and "choose another --listen" in line
+
+
 def test_message_count_too_large() -> None:
     line = one_error(invoke("127.0.0.1", "-c", "99999999999999"))
     assert str(MAX_COUNT) in line and "--continuous" in line

@@ -52,6 +52,7 @@ from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .net.client import (
     BlockingClient,
     ClientError,
+    ClientTimeoutError,
     mode_name,
     resolve_blocking,
 )
@@ -597,6 +598,15 @@ def _open_client(host: str, port: int, ip: str, opts: PingOptions) -> BlockingCl
             timeout=opts.timeout,
             local_address=opts.source,
         )
+    except ClientTimeoutError as exc:
+        if "Server-Greeting" in str(exc):
+            # Connected, but silent: an HTTP server, say, waits for the client to speak first.
+            raise ClientTimeoutError(
+                f"{where} accepted the connection but sent no Server-Greeting within "
+                f"{opts.timeout:g} s: it is probably not a TWAMP server (TWAMP-Control is TCP "
+                f"862){hint}"
+            ) from None
+        raise ClientTimeoutError(f"{exc}{hint}") from None
     except ClientError as exc:
         if not hint:
             raise

@@ -206,9 +206,20 @@ def _delay_lines(result: PingResult, fmt: _Fmt) -> Iterator[str]:
     away = d.get("time_away")
     if away:
         yield f"time away   T4−T1, residence included: median {fmt(away['median'])} {fmt.name}"
-    unsynced = "" if s["clocks_synced"] else " (clocks not synchronised: not valid)"
-    yield f"forward     {fmt.dist(d['forward'], ('min', 'median', 'max'))}{unsynced}"
-    yield f"backward    {fmt.dist(d['backward'], ('min', 'median', 'max'))}{unsynced}"
+    for name in ("forward", "backward"):
+        shown = fmt.dist(d[name], ("min", "median", "max"))
+        yield f"{name:<12}{shown}{_one_way_note(result, name, fmt)}"
+
+
+def _one_way_note(result: PingResult, name: str, fmt: _Fmt) -> str:
+    """Why a one-way figure is not to be trusted: unsynchronised clocks, or inside the error."""
+    s = result.summary
+    if not s["clocks_synced"]:
+        return " (clocks not synchronised: not valid)"
+    dist, err = s["delay"][name], result.error_estimate_ns
+    if dist and err is not None and abs(dist["median"]) < err:
+        return f" (within our clock's error estimate of ±{fmt(err)} {fmt.name}: not significant)"
+    return ""
 
 
 def format_report(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import ipaddress
 import multiprocessing
 import os
@@ -159,7 +160,19 @@ def serve(
     endpoint: MetricsEndpoint | None = None
     try:
         for host, port in config.listen:
-            socks.append(_open(host, port, config.reuse_port))
+            try:
+                socks.append(_open(host, port, config.reuse_port))
+            except OSError as exc:
+                shown = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+                hint = {
+                    errno.EADDRINUSE: "another program uses that port: stop it or choose "
+                    "another --listen",
+                    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                    errno.EADDRNOTAVAIL: "that address is not on this host: check --listen",
+                }.get(exc.errno or 0, "check --listen")
+                raise UserError(
+                    f"cannot listen on UDP {shown}: {exc.strerror or exc}; {hint}"
+                ) from None
         for sock in socks:
             reflectors.append(
                 fastpath.Reflector(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
 import logging
 import signal
@@ -294,6 +295,10 @@ async def _serve(
         hint = ""
         if isinstance(exc, PermissionError):
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        elif exc.errno == errno.EADDRINUSE:
+            hint = "; another program listens there: stop it or choose another --listen"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = "; that address is not on this host: check --listen"
         raise UserError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
     click.echo(
         f"twamp server: reflector {fastpath.IMPLEMENTATION} "
