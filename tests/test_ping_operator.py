@@ -462,3 +462,66 @@ def test_huge_count_costs_memory_by_what_is_kept() -> None:
         out, err = pinger.communicate(timeout=20)
     assert pinger.returncode == 0, (out, err)
     assert rss_kb < 300_000, f"RSS {rss_kb} kB"
+
+
+# -- the summary's judgement on synthetic records ------------------------------------------------
+
+
+def synthetic(rows: list[tuple[int, int, int, int, int]], reply_ttl: int = 255) -> Any:
+    from twamp.metrics import RECORD_DTYPE, SENT_DTYPE
+
+    sent = np.array([(seq, t1) for seq, t1, *_ in rows], dtype=SENT_DTYPE)
+    received = np.array(
+        [(seq, seq, t1, t2, t3, t4, 255, reply_ttl, 0) for seq, t1, t2, t3, t4 in rows],
+        dtype=RECORD_DTYPE,
+    )
+    return sent, received
+
+
+def test_negative_rtt_and_one_way_are_flagged() -> None:
+    from twamp.metrics import summarize
+
+    # residence 5 ms inside a 1 ms time away: RTT -4 ms; synced clocks with T2 before T1
+    sent, received = synthetic([(0, 10_000_000, 9_000_000, 14_000_000, 11_000_000)])
+    kinds = {a["kind"] for a in summarize(sent, received, clocks_synced=True)["anomalies"]}
+    assert kinds == {"negative_rtt", "negative_one_way"}
+    unsynced = summarize(sent, received, clocks_synced=False)["anomalies"]
+    assert {a["kind"] for a in unsynced} == {"negative_rtt"}  # offsets are expected then
+
+
+@pytest.mark.parametrize(("ttl", "unknown"), [(255, False), (250, False), (128, True), (60, True)])
+def test_backward_hops_known_only_from_255(ttl: int, unknown: bool) -> None:
+    from twamp.metrics import summarize
+
+    sent, received = synthetic([(0, 0, 1000, 2000, 3000)], reply_ttl=ttl)
+    hops = summarize(sent, received, clocks_synced=False)["hops"]
+    assert (hops["backward"] is None) == unknown
+    if unknown:
+        assert f"TTL {64 if ttl <= 64 else 128}, not 255" in hops["backward_unknown"]
+    else:
+        assert hops["backward"]["min"] == 255 - ttl
+
+
+def test_one_way_inside_the_error_estimate_is_not_significant() -> None:
+    from twamp.cli.ping_output import format_report
+    from twamp.metrics import summarize
+    from twamp.ping import PingResult
+
+    sent, received = synthetic([(0, 0, 50_000, 60_000, 120_000)])
+    result = PingResult(
+        target="t",
+        mode="light",
+        session={"sender_port": 1, "reflector_port": 2, "padding": 27, "dscp": 0, "count": 1,
+                 "interval_ms": 1.0, "send_schedule": "0.001f"},
+        summary=summarize(sent, received, clocks_synced=True),
+        implementation="python",
+        interrupted=False,
+        schedule="periodic",
+        counters={},
+        sent=sent,
+        received=received,
+        error_estimate_ns=1_000_000,
+    )  # fmt: skip
+    text = format_report(result)
+    assert "forward     min 0.050" in text
+    assert "within our clock's error estimate of ±1.000 ms: not significant" in text
