@@ -3,13 +3,14 @@
 The Python API (README "Python API"): measure with `run_ping` / `run_light_ping` and
 `PingOptions` (results in `PingResult`), serve with `ServerThread(ServerConfig(...))` (or the
 asyncio `TwampServer`), reflect TWAMP Light / STAMP with `LightReflector`. They are imported on
-first use, so `import twamp` stays light.
+first use (PEP 562 `__getattr__`), so `import twamp` stays light and this core module imports
+nothing from the layers above it (tests/test_sourcecode.py) until one of them is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .constants import AcceptCode, Command, Mode, TestMode
 from .errors import (
@@ -22,13 +23,8 @@ from .errors import (
 )
 from .timestamps import ErrorEstimate
 
+# The one place the version is written: pyproject.toml reads it (tool.setuptools.dynamic).
 __version__ = "0.1.0"
-
-if TYPE_CHECKING:
-    from .net.background import LightReflector, ServerThread
-    from .net.client import ClientError
-    from .net.server import ServerConfig, TwampServer
-    from .ping import PingOptions, PingResult, Slot, parse_schedule, run_light_ping, run_ping
 
 # name -> module that defines it (PEP 562 lazy attributes)
 _LAZY = {

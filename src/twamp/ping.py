@@ -48,6 +48,7 @@ from .constants import (
 from .dataplane.sockets import open_test_socket
 from .fastpath import Sender
 from .hostport import parse_hostport
+from .inet import dscp_to_tos
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .net.client import (
     BlockingClient,
@@ -673,7 +674,7 @@ def run_ping(
                 fmt=TestFormat(test_mode),
                 crypto=client.test_crypto(accept.sid),
                 padding=padding,
-                tos=opts.dscp << 2,
+                tos=dscp_to_tos(opts.dscp),
             )
             client.start()
             try:
@@ -758,7 +759,7 @@ def run_light_ping(
                 (ip, port),
                 fmt=TestFormat(TestMode.OPEN),
                 padding=padding,
-                tos=opts.dscp << 2,
+                tos=dscp_to_tos(opts.dscp),
             )
             out = _exchange(sender, opts, raw, stop, on_slice)
     return _result(

@@ -18,7 +18,7 @@ import click
 
 from ..metrics_export import PingMetrics, parse_metrics_address, start_metrics
 from ..net.client import ClientError, parse_modes
-from ..net.keyfile import load_keyfile
+from ..net.keyfile import load_keys, pick_key
 from ..ping import (
     IntervalReport,
     PingOptions,
@@ -42,40 +42,11 @@ from .ping_output import (
     parse_port_range,
 )
 
+# load_keys and pick_key live in twamp.net.keyfile; re-exported for cli/bench.py until it
+# imports them from there.
 __all__ = ["StopRequest", "format_report", "load_keys", "pick_key", "ping"]
 
 log = logging.getLogger(__name__)
-
-
-def load_keys(path: str | Path) -> dict[str, bytes]:
-    """KeyID -> passphrase from a perfSONAR pfs key file (`twamp.net.keyfile`)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"key file {file} does not exist or is not a file")
-    try:
-        loaded = load_keyfile(file)
-    except ValueError as exc:  # it names the file and the line
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(f"cannot read key file {file}: {exc.strerror or exc}") from None
-    return {key_id.decode(): passphrase for key_id, passphrase in loaded.items()}
-
-
-def pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
-    """The (KeyID, passphrase) that -u/-k name; the only key of the file when -u is absent."""
-    if key_file is None:
-        if key_id is not None:
-            raise UserError("-u KEYID needs the key file (-k FILE) that holds its passphrase")
-        return None, None
-    keys = load_keys(key_file)
-    if key_id is None:
-        if len(keys) != 1:
-            raise UserError(f"key file {key_file} holds {len(keys)} keys: choose one with -u")
-        ((key_id, secret),) = keys.items()
-        return key_id, secret
-    if key_id not in keys:
-        raise UserError(f"key file {key_file} has no key {key_id!r}")
-    return key_id, keys[key_id]
 
 
 # -- command ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..inet import tos_to_dscp
 from ..ping import PingResult
 from ..timestamps import ntp_from_ns
 
@@ -273,7 +274,8 @@ def format_report(
     tos = s["reply_tos"]
     if tos and set(tos) != {"0"}:
         shown = ", ".join(
-            f"DSCP {int(k) >> 2} x{v}" for k, v in sorted(tos.items(), key=lambda kv: int(kv[0]))
+            f"DSCP {tos_to_dscp(int(k))} x{v}"
+            for k, v in sorted(tos.items(), key=lambda kv: int(kv[0]))
         )
         lines.append(f"reply TOS   {shown}")
     lines.extend(f"warning     {a['message']}" for a in s.get("anomalies", ()))
