@@ -143,6 +143,18 @@ def test_twping_v_prints_each_packet_and_R_prints_raw_lines(tmp_path: Path) -> N
         assert "statistics" not in result.output
 
 
+def test_v_before_the_host_and_v_with_a_count() -> None:
+    """twping's getopt "v::": `-v HOST` is -v and a host, `-v2` limits to two packets."""
+    with light_stub("good") as port:
+        target = f"127.0.0.1:{port}"
+        result = invoke("-v", "--light", target, "-c", "4", "-i", "0.005f")
+        assert result.exit_code == 0, result.output
+        assert sum(ln.startswith("seq_no=") for ln in result.output.splitlines()) == 4
+        result = invoke("-v2", "--light", target, "-c", "4", "-i", "0.005f")
+        assert result.exit_code == 0, result.output
+        assert sum(ln.startswith("seq_no=") for ln in result.output.splitlines()) == 2
+
+
 def test_passphrase_prompt_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, PingOptions] = {}
 

@@ -123,7 +123,23 @@ not an .owp file; -b is accepted and ignored (percentiles are exact); errors exi
 """
 
 
-@click.command(epilog=_EPILOG)
+class _TwpingCommand(click.Command):
+    """twping's `-vN` (getopt "v::": the count only attached) as `-v --packets-limit N`.
+
+    A click option with an optional value would take the target of `-v HOST` as its value.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        for arg in args:
+            if len(arg) > 2 and arg.startswith("-v") and arg[2:].isdigit():
+                out += ["-v", "--packets-limit", arg[2:]]
+            else:
+                out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@click.command(cls=_TwpingCommand, epilog=_EPILOG)
 @click.argument("target", metavar="HOST[:PORT]")
 @click.option("-c", "--count", type=int, default=100, show_default=True, help="Packets to send.")
 @click.option(
@@ -225,12 +241,14 @@ not an .owp file; -b is accepted and ignored (percentiles are exact); errors exi
     "-v",
     "--packets",
     "per_packet",
-    type=int,
-    is_flag=False,
-    flag_value=0,
-    default=None,
-    metavar="[N]",
-    help="Print each packet's delays (the first N with -vN), as twping -v.",
+    is_flag=True,
+    help="Print each packet's delays, as twping -v (-vN: the first N only).",
+)
+@click.option(
+    "--packets-limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With -v: only the first N packets (twping's -vN).",
 )
 @click.option(
     "--log-level",
@@ -341,8 +359,8 @@ def _print(result: PingResult, p: dict[str, Any]) -> None:
     if p["as_json"]:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    if p["per_packet"] is not None:
-        click.echo(format_packets(result, unit=p["units"], limit=p["per_packet"] or None))
+    if p["per_packet"]:
+        click.echo(format_packets(result, unit=p["units"], limit=p["packets_limit"]))
     if p["no_summary"]:
         return
     if p["machine"]:

@@ -154,6 +154,7 @@ class LightReflector:
         self._where = (host, port)
         self._sock: socket.socket | None = None
         self._reflector: Any = None
+        self._final: dict[str, int] | None = None
 
     @property
     def port(self) -> int:
@@ -179,13 +180,21 @@ class LightReflector:
         return self
 
     def counters(self) -> dict[str, int]:
+        """The reflector's counters; final once stopped.
+
+        While it runs they are read beside the reflecting thread, which counts a packet just
+        after sending its reply: a sender may hold a reply the count does not show yet.
+        """
         if self._reflector is None:
-            raise RuntimeError("the reflector is not running")
+            if self._final is None:
+                raise RuntimeError("the reflector was never started")
+            return dict(self._final)
         return dict(self._reflector.counters())
 
     def stop(self) -> None:
         if self._reflector is not None:
             self._reflector.stop()
+            self._final = dict(self._reflector.counters())
             self._reflector = None
         if self._sock is not None:
             self._sock.close()
