@@ -151,3 +151,16 @@ def test_metrics_port_in_use_is_one_sentence() -> None:
         with pytest.raises(OSError) as info:
             start_metrics(("127.0.0.1", port), [])
     assert f"127.0.0.1:{port}" in str(info.value) and "in use" in str(info.value)
+
+
+def test_server_metrics_port_in_use_stops_cleanly() -> None:
+    port = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        mport = busy.getsockname()[1]
+        proc = twamp("server", "--listen", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}")
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, (out, err)
+    assert f"cannot serve metrics on 127.0.0.1:{mport}: Address already in use" in err
+    assert "Traceback" not in err

@@ -306,9 +306,11 @@ async def _serve(
         f"listening on {', '.join(_show(h, p) for h, p in twamp.addresses)}",
         err=False,
     )
-    endpoint = _start_metrics(twamp, metrics) if metrics is not None else None
-    # Bound: now the pid file (as root) and the privilege drop (spec: nothing after needs root).
+    endpoint = None
+    # Bound: now metrics, the pid file (as root) and the privilege drop (nothing after needs
+    # root: test sessions use unprivileged ports).
     try:
+        endpoint = _start_metrics(twamp, metrics) if metrics is not None else None
         pid_file = daemon.started() if daemon is not None else None
     except BaseException:
         if endpoint is not None:
