@@ -34,6 +34,7 @@ from twamp.bench.targets import (
     LightTarget,
     LocalReflector,
     SessionOptions,
+    Target,
 )
 from twamp.constants import TestMode
 from twamp.hostport import parse_hostport
@@ -489,7 +490,7 @@ def test_an_error_in_one_of_several_targets_is_recorded_not_raised() -> None:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    targets = [
+    targets: list[Target] = [
         LightTarget("closed-a", "127.0.0.1", port, SessionOptions()),
         LightTarget("closed-b", "127.0.0.1", port, SessionOptions()),
     ]

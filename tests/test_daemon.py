@@ -25,7 +25,7 @@ from twamp.ping import PingOptions, run_light_ping, run_ping
 if sys.version_info >= (3, 11):
     import tomllib
 else:
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 SERVER_SETTINGS: dict[str, Any] = {
     "listen": ["127.0.0.1:8620", "[::1]:8620"],
@@ -77,7 +77,8 @@ def toml_text(section: str, settings: dict[str, Any]) -> str:
 def dump(command: Any, *args: str) -> dict[str, Any]:
     result = CliRunner().invoke(command, [*args, "--dump-config"])
     assert result.exit_code == 0, result.output
-    return tomllib.loads(result.output)
+    loaded: dict[str, Any] = tomllib.loads(result.output)
+    return loaded
 
 
 @pytest.mark.parametrize(

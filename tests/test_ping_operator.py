@@ -32,6 +32,7 @@ from twamp import clock
 from twamp.cli import ping as cli_ping
 from twamp.cli.ping import ping
 from twamp.cli.ping_output import parse_dscp, parse_percentiles, parse_port_range
+from twamp.net.client import ClientError, parse_modes
 from twamp.ping import (
     MAX_COUNT,
     PingOptions,
@@ -86,7 +87,7 @@ TWPING_INVOCATIONS: list[tuple[list[str], dict[str, Any]]] = [
     (["-L", "5", "-E", "1"], {"wait": 6.0}),
     (["-s", "100"], {"padding": 100}),
     (["-S", "127.0.0.1"], {"source": "127.0.0.1"}),
-    (["-A", "O"], {"modes": ((cli_ping.parse_modes("O"))[0],)}),
+    (["-A", "O"], {"modes": (parse_modes("O")[0],)}),
 ]
 
 
@@ -98,7 +99,7 @@ def test_twping_invocations_parse(
 
     def fake_run(target: str, options: PingOptions, **kw: Any) -> Any:
         seen["options"] = options
-        raise cli_ping.ClientError("stop here")
+        raise ClientError("stop here")
 
     monkeypatch.setattr(cli_ping, "run_ping", fake_run)
     result = invoke("127.0.0.1", *argv)
@@ -160,7 +161,7 @@ def test_passphrase_prompt_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 
     def fake_run(target: str, options: PingOptions, **kw: Any) -> Any:
         seen["options"] = options
-        raise cli_ping.ClientError("stop here")
+        raise ClientError("stop here")
 
     monkeypatch.setattr(cli_ping, "run_ping", fake_run)
     monkeypatch.setattr(cli_ping, "_can_prompt", lambda: True)

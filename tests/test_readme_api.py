@@ -44,4 +44,4 @@ def test_import_twamp_exports_the_api() -> None:
     for name in ("run_ping", "run_light_ping", "PingOptions", "ServerThread", "LightReflector"):
         assert name in twamp.__all__ and callable(getattr(twamp, name))
     with pytest.raises(AttributeError):
-        _ = twamp.no_such_thing  # type: ignore[attr-defined]
+        _ = twamp.no_such_thing

@@ -84,7 +84,7 @@ def check_records(result: Any, n: int, first_seq: int = 0) -> np.ndarray[Any, An
     seqs = [(first_seq + i) & 0xFFFFFFFF for i in range(n)]
     assert sent["seq"].tolist() == seqs
     assert np.all(np.diff(sent["t1"]) > 0)  # one clock read per packet, in sending order
-    rec = result.received
+    rec: np.ndarray[Any, Any] = result.received
     rec = rec[np.argsort(rec["t1"], kind="stable")]
     assert rec["sender_seq"].tolist() == seqs  # every packet answered once
     assert rec["t1"].tolist() == sent["t1"].tolist()  # T1 echoed, ns -> NTP -> ns exact

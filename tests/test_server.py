@@ -920,7 +920,8 @@ def test_non_zero_conf_sender_gets_accept_3_and_connection_goes_on() -> None:
             await client.ready(OPEN)
             udp = UdpPeer()
             for field in ("conf_sender", "conf_receiver"):
-                refused = await client.request(request(udp, **{field: 1}))
+                kwargs: dict[str, Any] = {field: 1}
+                refused = await client.request(request(udp, **kwargs))
                 assert refused.accept is AcceptCode.NOT_SUPPORTED
                 assert (refused.port, refused.sid) == (0, bytes(16))
             ok = Session(client, udp, await client.request(request(udp)), OPEN)
