@@ -310,9 +310,13 @@ def test_error_estimate_is_shown() -> None:
 # -- messages: one sentence naming the thing and the fix -----------------------------------------
 
 
-def test_message_ipv6_with_port_in_the_wrong_place() -> None:
-    line = one_error(invoke("::1:8620", "-c", "1", "--timeout", "2"))
-    assert "[::1]:8620" in line and "Connect call failed" not in line
+@pytest.mark.parametrize("typed", ["::1:862", "::1:8620"])
+def test_message_ipv6_with_port_in_the_wrong_place(typed: str) -> None:
+    """'::1:8620' is the IPv6 address ::1:8620 (port 862): the message says how to write it."""
+    line = one_error(invoke(typed, "-c", "1", "--timeout", "2"))
+    port = typed.rsplit(":", 1)[1]
+    assert f"write [::1]:{port}, not {typed}" in line
+    assert "Connect call failed" not in line and "AddressFamily" not in line
 
 
 def test_message_source_family_mismatch() -> None:
