@@ -101,6 +101,7 @@ SLOW: dict[str, frozenset[str]] = {
     "test_reflect_cli.py": frozenset(
         {"test_allow_list_drops_others", "test_two_workers_share_the_port"}
     ),
+    "test_reflector_loop.py": frozenset({"test_reflectors_come_and_go_under_load"}),
     "test_server.py": frozenset(
         {
             "test_individual_session_control",

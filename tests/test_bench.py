@@ -389,13 +389,13 @@ def test_loopback_run_records_its_conditions(loopback_run: dict[str, Any]) -> No
     assert c["packages"]["twamp"] == twamp.__version__
     assert c["packages"]["numpy"] == np.__version__
     assert c["packages"]["python"] == platform.python_version()
-    from twamp import fastpath
+    from twamp import dataplane
 
-    assert c["sender"]["implementation"] == fastpath.Sender.IMPLEMENTATION
+    assert c["sender"]["implementation"] == dataplane.Sender.IMPLEMENTATION
     assert c["sender"]["rcvbuf"] and c["sender"]["rcvbuf"] > 0
     assert c["cpus_online"] == os.cpu_count()
     target = loopback_run["targets"][0]
-    assert target["reflector"]["implementation"] == fastpath.IMPLEMENTATION
+    assert target["reflector"]["implementation"] == dataplane.IMPLEMENTATION
     assert target["reflector"]["rcvbuf"] > 0
     reflector_cpu, sender_cpu = cpu_plan(True)
     assert c["sender"]["cpu"] == sender_cpu and target["reflector"]["cpu"] == reflector_cpu

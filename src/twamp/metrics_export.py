@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 DROP_REASONS = ("unknown_peer", "malformed", "auth_failed", "late", "send_errors")
-"""Reflector counters that count a datagram not reflected, by reason (`fastpath.Reflector`)."""
+"""Reflector counters that count a datagram not reflected, by reason (`dataplane.Reflector`)."""
 
 DELAY_BUCKETS_S: tuple[float, ...] = (
     1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,

@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
@@ -150,7 +150,7 @@ def serve(
     `ready(addresses)` is called once the sockets are bound and the reflectors run.
     """
     fmt = TestFormat(TestMode.OPEN, stamp=config.stamp)
-    policy = fastpath.LightPolicy(
+    policy = dataplane.LightPolicy(
         fmt,
         stateful=config.stateful,
         allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
@@ -159,6 +159,9 @@ def serve(
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
     endpoint: MetricsEndpoint | None = None
+    # One loop (one thread, one epoll set) for every listening socket of this process; with
+    # --workers N each worker process runs its own, so N loops in all.
+    loop = dataplane.ReflectorLoop(batch=config.batch, busy_poll=config.busy_poll)
     try:
         for host, port in config.listen:
             try:
@@ -175,11 +178,7 @@ def serve(
                     f"cannot listen on UDP {shown}: {exc.strerror or exc}; {hint}"
                 ) from None
         for sock in socks:
-            reflectors.append(
-                fastpath.Reflector(
-                    sock, batch=config.batch, busy_poll=config.busy_poll, light=policy
-                )
-            )
+            reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
         for reflector in reflectors:
             reflector.start()
         if config.metrics is not None:
@@ -190,7 +189,7 @@ def serve(
                     _add(total, reflector.counters())
                 return total
 
-            collector = ReflectorCollector(counters, fastpath.IMPLEMENTATION)
+            collector = ReflectorCollector(counters, dataplane.IMPLEMENTATION)
             endpoint = start_metrics(config.metrics, [collector])
             echo(f"twamp reflect: metrics on {endpoint.url}")
         drop_privileges(config.user, config.group)
@@ -209,6 +208,7 @@ def serve(
             endpoint.close()
         for reflector in reflectors:
             reflector.stop()
+        loop.close()
         for sock in socks:
             sock.close()
     total: dict[str, int] = {}
@@ -376,7 +376,7 @@ def reflect(
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
     header = (
-        f"twamp reflect: {fastpath.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
+        f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
     # The pid file is the parent's; privileges are dropped in serve(), by whoever bound.
     pid_file = PidFile(daemon.pid_file) if daemon.pid_file else None

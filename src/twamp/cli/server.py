@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import (
     DEFAULT_REFWAIT_NS,
     DEFAULT_SERVWAIT_NS,
@@ -301,8 +301,8 @@ async def _serve(
             hint = "; that address is not on this host: check --listen"
         raise UserError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
     click.echo(
-        f"twamp server: reflector {fastpath.IMPLEMENTATION} "
-        f"(test crypto {fastpath.CRYPTO_BACKEND}), modes {mode_names(twamp.offered_modes)}, "
+        f"twamp server: reflector {dataplane.IMPLEMENTATION} "
+        f"(test crypto {dataplane.CRYPTO_BACKEND}), modes {mode_names(twamp.offered_modes)}, "
         f"listening on {', '.join(_show(h, p) for h, p in twamp.addresses)}",
         err=False,
     )

@@ -24,7 +24,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import TestMode
 from ..dataplane.sockets import open_test_socket
 from ..wire.packets import TestFormat
@@ -145,7 +145,7 @@ class LightReflector:
         allow: tuple[str, ...] = (),
         dscp: int | None = None,
     ) -> None:
-        self.policy = fastpath.LightPolicy(
+        self.policy = dataplane.LightPolicy(
             TestFormat(TestMode.OPEN, stamp=stamp),
             stateful=stateful,
             allow=tuple(ipaddress.ip_network(n, strict=False) for n in allow),
@@ -164,14 +164,14 @@ class LightReflector:
 
     @property
     def implementation(self) -> str:
-        return str(fastpath.IMPLEMENTATION)
+        return str(dataplane.IMPLEMENTATION)
 
     def start(self) -> LightReflector:
         if self._sock is not None:
             raise RuntimeError("the reflector is already running")
         sock = open_test_socket(*self._where)
         try:
-            reflector = fastpath.Reflector(sock, light=self.policy)
+            reflector = dataplane.Reflector(sock, light=self.policy)
             reflector.start()
         except BaseException:
             sock.close()
