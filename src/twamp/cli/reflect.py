@@ -13,6 +13,8 @@ them, stops them by PID and adds up their counters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import ipaddress
 import logging
 import multiprocessing
@@ -34,8 +36,22 @@ from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
 from ..inet import DSCP_MAX
+from ..metrics_export import (
+    MetricsEndpoint,
+    ReflectorCollector,
+    parse_metrics_address,
+    start_metrics,
+)
 from ..wire.testformat import TestFormat
 from .common import UserError, friendly_errors, setup_logging
+from .config import config_options, dump_config, dump_requested
+from .daemon import (
+    PidFile,
+    apply_log_format,
+    daemon_options,
+    daemon_settings,
+    drop_privileges,
+)
 
 __all__ = ["ReflectConfig", "SignalStop", "parse_listen", "reflect", "serve"]
 
@@ -79,6 +95,10 @@ class ReflectConfig:
     reuse_port: bool = False
     max_senders: int = 4096
     symmetric_only: bool = False
+    metrics: tuple[str, int] | None = None
+    user: str | None = None
+    group: str | None = None
+    """Privileges to drop to once the sockets are bound (each worker drops its own)."""
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -193,16 +213,41 @@ def serve(
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
+    endpoint: MetricsEndpoint | None = None
     # One loop (one thread, one epoll set) for every listening socket of this process; with
     # --workers N each worker process runs its own, so N loops in all.
     loop = dataplane.ReflectorLoop(batch=config.batch, busy_poll=config.busy_poll)
     try:
         for host, port in config.listen:
-            socks.append(_open(host, port, config.reuse_port))
+            try:
+                socks.append(_open(host, port, config.reuse_port))
+            except OSError as exc:
+                shown = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+                hint = {
+                    errno.EADDRINUSE: "another program uses that port: stop it or choose "
+                    "another --listen",
+                    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                    errno.EADDRNOTAVAIL: "that address is not on this host: check --listen",
+                }.get(exc.errno or 0, "check --listen")
+                raise UserError(
+                    f"cannot listen on UDP {shown}: {exc.strerror or exc}; {hint}"
+                ) from None
         for sock in socks:
             reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
         for reflector in reflectors:
             reflector.start()
+        if config.metrics is not None:
+
+            def counters() -> dict[str, int]:
+                total: dict[str, int] = {}
+                for reflector in reflectors:
+                    _add(total, reflector.counters())
+                return total
+
+            collector = ReflectorCollector(counters, dataplane.IMPLEMENTATION)
+            endpoint = start_metrics(config.metrics, [collector])
+            echo(f"twamp reflect: metrics on {endpoint.url}")
+        drop_privileges(config.user, config.group)
         if ready is not None:
             ready([_where(s) for s in socks])
 
@@ -230,6 +275,8 @@ def serve(
 
         _wait(stop, config.stats_interval, stats, table_full if config.stateful else None)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         for reflector in reflectors:
             reflector.stop()
         loop.close()
@@ -345,6 +392,13 @@ def _run_workers(
 @click.option(
     "--stats-interval", type=float, default=0.0, help="Print counters every N seconds (0: off)."
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; not with --workers).",
+)
+@daemon_options
+@config_options("reflect")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Less log output.")
 @friendly_errors
@@ -360,11 +414,19 @@ def reflect(
     batch: int,
     busy_poll: bool,
     stats_interval: float,
+    metrics: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
     """TWAMP Light / STAMP reflector (no TWAMP-Control); runs until SIGINT or SIGTERM."""
+    daemon = daemon_settings()
+    if dump_requested():
+        params = {**click.get_current_context().params, **dataclasses.asdict(daemon)}
+        click.echo(dump_config("reflect", params), nl=False)
+        return
     setup_logging(verbose, quiet)
+    apply_log_format(daemon.log_format)
+    daemon.check()
     addresses = tuple(parse_listen(x) for x in listen) or (("", TWAMP_TEST_PORT),)
     for net in allow:
         try:
@@ -381,6 +443,8 @@ def reflect(
         raise UserError(f"--batch must be at least 1, not {batch}")
     if not stats_interval >= 0:
         raise UserError("--stats-interval cannot be negative")
+    if metrics is not None and workers > 1:
+        raise UserError("--metrics needs --workers 1: each worker would need its own metrics port")
     if workers > 1 and any(port == 0 for _, port in addresses):
         raise UserError("--workers needs an explicit port: the workers must share it")
     config = ReflectConfig(
@@ -395,24 +459,35 @@ def reflect(
         reuse_port=workers > 1,
         max_senders=max_senders,
         symmetric_only=symmetric_only,
+        metrics=parse_metrics_address(metrics) if metrics is not None else None,
+        user=daemon.user,
+        group=daemon.group,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
     header = (
         f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
+    # The pid file is the parent's; privileges are dropped in serve(), by whoever bound.
+    pid_file = PidFile(daemon.pid_file) if daemon.pid_file else None
+    if pid_file is not None:
+        pid_file.write()
     stop = SignalStop()
-    # The handlers stay until the summary is out: a second signal must not interrupt it.
-    with _stop_on_signals(stop):
-        if workers > 1:
-            total = _run_workers(config, workers, header, stop)
-        else:
-            total = serve(
-                config,
-                stop,
-                ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
-            )
-        click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+    try:
+        # The handlers stay until the summary is out: a second signal must not interrupt it.
+        with _stop_on_signals(stop):
+            if workers > 1:
+                total = _run_workers(config, workers, header, stop)
+            else:
+                total = serve(
+                    config,
+                    stop,
+                    ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
+                )
+            click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
 
 
 if __name__ == "__main__":

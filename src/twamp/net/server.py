@@ -55,6 +55,7 @@ from ..constants import (
     AcceptCode,
     Mode,
     TestMode,
+    mode_names,
 )
 from ..control import (
     ConnectionClosed,
@@ -339,9 +340,9 @@ class TwampServer:
             raise
         self._housekeeper = loop.create_task(self._housekeeping())
         log.info(
-            "listening on %s; modes %d; reflector %s; test ports %d-%d",
+            "listening on %s; modes %s; reflector %s; test ports %d-%d",
             ", ".join(_endpoint(h, p) for h, p in self.addresses),
-            int(self.offered_modes),
+            mode_names(self.offered_modes),
             dataplane.IMPLEMENTATION,
             *self.config.port_range,
         )
