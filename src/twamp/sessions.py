@@ -44,9 +44,10 @@ Other decisions where the RFCs leave a choice:
   bind reports `BindResult.NOT_LOCAL`). A Sender Address outside `allow` gets Accept 1.
   Multicast, reserved or a zero address of the other IP version: Accept 3. Sender Port 0:
   Accept 3.
-* Receiver Port: honoured when inside `port_range` and free, or bound by us for other senders.
-  Otherwise (0, outside the range, busy) another port of the range, announced in Accept-Session
-  (RFC 5357 §3.5). No port left: Accept 5.
+* Receiver Port: honoured when inside `port_range` and free, or bound by us for other senders
+  (only with `share_ports`; the server's default is one session per port, its socket
+  connect()ed to the sender). Otherwise (0, outside the range, busy) another port of the range,
+  announced in Accept-Session (RFC 5357 §3.5). No port left: Accept 5.
 * RFC 6038 Reflect Octets: a request whose packets cannot carry the padding to reflect back at
   equal size gets Accept 3 (RFC 6038 §4.2).
 """

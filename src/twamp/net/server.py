@@ -11,8 +11,10 @@ Thin glue between three sans-I/O or self-contained parts, after aioquic's asynci
   zero addresses, the Sender Address rule, the RFC 6038 room check, port choice, SIDs, Timeout
   cap, REFWAIT, the set-up deadline, the key-derivation rate. Its module docstring is the
   reference for the limits and their defaults.
-* `dataplane.Reflector`, one per bound test socket and each with its own thread, reflects the
-  TWAMP-Test packets; several sessions share a socket when their senders differ.
+* `dataplane.Reflector`, one per bound test socket (all on the process's one reflector loop),
+  reflects the TWAMP-Test packets. Each test socket is connect()ed to its session's sender
+  (`connect_test_sockets`), so strangers never reach its queue; without that, several sessions
+  share a socket when their senders differ.
 
 This module only does what the table says: binds and closes test ports, admits sessions to
 reflectors and stops them at their deadline (converting the table's monotonic times to the
