@@ -1,0 +1,350 @@
+"""The OSPF lab's one event log: JSON lines ``{"t_ns", "source", "event", ...fields}``.
+
+Every observer of a convergence run (the emulated routers' sockets, the link triggers, the
+netlink FIB watcher, the TWAMP probe, the DUT adapter) appends to one log; the RFC 4061
+procedures (`bench/ospf/procedures`) are computed offline from exactly this file, so
+``twamp-bench ospf report LOG`` can recompute any figure from a saved run. The log is the boundary
+between measuring and computing (design/layers.md): this module is sans-I/O apart from the file.
+
+Format
+------
+One JSON object per line, UTF-8, keys::
+
+    t_ns    int  CLOCK_REALTIME nanoseconds of the event (see "Clocks" below)
+    source  str  who observed it (see "Sources")
+    event   str  what happened (see "Vocabulary")
+    ...          event-specific fields, listed below; unknown fields must be ignored by readers
+
+The first line is ``{"source": "lab", "event": "log-start", "version": LOG_VERSION, ...}``.
+The vocabulary only grows (new events, new optional fields); an existing field never changes its
+meaning or type, so an old log stays readable. Lines are written in the order they are observed,
+which is *not* strictly the order of ``t_ns``: a transmit is logged when its kernel stamp returns
+from the error queue, after later receptions may already have been logged. Readers that need
+time order sort (``read_events(path, sort=True)``; the sort is stable).
+
+Clocks
+------
+All stamps are CLOCK_REALTIME in integer nanoseconds: one clock across all network namespaces,
+shared by the kernel's socket stamps, ``time.time_ns()``, FRR's ``log timestamp precision 6``
+and BIRD's log, so stamps from different sources subtract directly (research §4.3: error
+about 10-50 µs plus CPU contention). Each event says how its stamp was taken in ``stamp``:
+
+* ``"kernel-rx"``: ``SO_TIMESTAMPNS`` on the receiving socket (the packet's arrival in the
+  kernel, equal to tcpdump's stamp);
+* ``"kernel-tx"``: ``SO_TIMESTAMPING`` software transmit stamp from ``MSG_ERRQUEUE`` (the packet
+  leaving the IP stack for the device, 3-37 µs after the user stamp);
+* ``"user"``: ``time.time_ns()`` in our process next to the action (a send whose kernel stamp
+  never came back, a netlink call, a netlink notification *received*);
+* ``"dut-log"``: parsed from a daemon's log line (µs resolution).
+
+Sources
+-------
+``gen``, ``col``, ``r1``, ``r2``, ``gen2`` ... (an emulated router, named by the lab), ``link``
+(link triggers), ``fib`` (netlink route watcher in the DUT's namespace), ``probe`` (the TWAMP
+Light data-plane probe), ``dut`` (the DUT adapter: lifecycle and state snapshots), ``dut-log``
+(lines of the DUT's own log), ``lab`` (the lab itself: topology, profile, errors, teardown).
+
+Vocabulary
+----------
+LSA keys are strings ``"<type>/<link-state id>/<advertising router>"`` (e.g.
+``"5/198.18.0.0/192.0.2.2"``, `lsa_key`); LS sequence numbers are the **signed** 32-bit values
+of RFC 2328 §12.1.6 (InitialSequenceNumber 0x80000001 is -2147483647), so ``>`` orders them.
+IPv4 addresses and router IDs are dotted strings.
+
+Packets (source: an emulated router)
+    ``rx``  a packet received.  ``tx``  a packet sent.  Fields of both:
+        ``ifname`` (our device), ``src``, ``dst`` (IP addresses), ``len`` (OSPF length),
+        ``stamp``, ``type`` (``"hello" | "dbd" | "lsr" | "lsu" | "ack"``), ``rid`` (the
+        packet's router ID), ``area``; and per type:
+        hello: ``dr``, ``bdr``, ``neighbors`` (list of RIDs), ``priority``, ``hello_s``,
+               ``dead_s``, ``mask``
+        dbd:   ``flags`` (subset of ``["I", "M", "MS"]``), ``dd_seq``, ``mtu``, ``lsas``
+               (list of ``{"key", "seq"}``: the headers described)
+        lsr:   ``keys`` (list of LSA keys)
+        lsu:   ``lsas`` (list of ``{"key", "seq", "age"}``, age in seconds)
+        ack:   ``acked`` (list of ``{"key", "seq", "age"}``)
+    ``tx`` additionally has ``t_user_ns`` (``time.time_ns()`` right before ``sendto``) and,
+    when the kernel stamp came back, ``stamp == "kernel-tx"``; else ``t_ns == t_user_ns`` and
+    ``stamp == "user"``.
+    ``tx-error``: ``ifname``, ``dst``, ``type``, ``errno`` (e.g. ``"ENETUNREACH"`` while the link
+        is down: expected, not a fault), ``len``.
+    ``rx-malformed``: a packet that did not decode: ``ifname``, ``src``, ``len``, ``error``
+        (one sentence), ``count`` (the socket's malformed total so far), ``head`` (first 64
+        bytes, hex). The speaker never crashes on these.
+
+Protocol state (source: an emulated router; stamp ``"user"``)
+    ``nbr``  a neighbour state change: ``ifname``, ``nbr`` (its RID), ``addr``, ``old``,
+        ``new`` (RFC 2328 §10.1 names: ``Down Attempt Init 2-Way ExStart Exchange Loading
+        Full``), ``why`` (the §10.2 event, e.g. ``"HelloReceived"``).
+    ``ifstate``  an interface state change: ``ifname``, ``old``, ``new`` (§9.1 names), ``dr``,
+        ``bdr``.
+    ``originate``  the router (re)originated LSAs into its LSDB: ``lsas`` (``{"key", "seq"}``),
+        ``why`` (free text: ``"inject"``, ``"full"``, ``"selfupdate-13.4"``...).
+    ``exstart-stuck``  ExStart lasted more than N × RxmtInterval: ``ifname``, ``nbr``,
+        ``seconds``, ``hint`` (``"MTU mismatch or router-ID clash"``).
+
+Links (source ``link``; ``t_ns`` taken right before the netlink request, stamp ``"user"``)
+    ``down`` / ``up``: ``ns`` (namespace), ``ifname``, ``how`` (``"carrier"``: the veth set
+        down/up through rtnetlink; ``"hellos"``: the emulated router stops/resumes OSPF on the
+        interface, carrier kept), ``t_done_ns`` (when the kernel acknowledged the request).
+
+FIB (source ``fib``; stamp ``"user"``: the time our watcher *received* the netlink
+notification, **not** a kernel stamp: a cross-check, never a primary measurement)
+    ``route-add`` / ``route-del``: ``ns``, ``prefix`` (``"a.b.c.d/len"``), ``table``,
+        ``proto`` (rtnetlink protocol number, e.g. 188 ospf for FRR, 12 bird),
+        ``nexthops`` (list of ``{"gw", "dev"}``).
+    ``watch-start`` / ``watch-stop``: ``ns``.
+
+Data-plane probe (source ``probe``)
+    ``start``: ``rate_pps``, ``dst``, ``src``, ``ns``.
+    ``sent``: ``seq``, ``stamp`` (``"user"``: the Sender's transmit timestamp).
+    ``rcvd``: ``seq``, ``tx_ns``, ``rx_ns`` (the Sender's kernel receive stamp of the reply,
+        also the event's ``t_ns``), ``rtt_ns``.
+    ``lost``: ``seq``, ``tx_ns`` (a packet that got no reply; ``t_ns`` = its send time).
+    ``restored``: ``seq`` (the first packet answered after a run of losses), ``lost_run``
+        (how many were lost before it), ``first_lost_seq``; ``t_ns`` = that packet's send time.
+    ``stop``: ``sent``, ``rcvd``, ``lost``.
+
+DUT (source ``dut``; stamp ``"user"``)
+    ``config``: ``kind`` (``"frr" | "bird" | "external"``), ``version``, ``profile`` (timer
+        profile as a dict), ``rendered`` (the config text), ``quirks`` (list of dicts).
+    ``start`` / ``ready`` / ``stop``: ``kind``, ``pids``.
+    ``died``: ``kind``, ``log_tail``.
+    ``state``: ``what`` (``"neighbors" | "database" | "routes" | "spf"``), ``data`` (the
+        daemon's answer as parsed JSON or raw text).
+
+DUT log (source ``dut-log``; stamp ``"dut-log"``)
+    ``line``: ``text``.
+
+Lab (source ``lab``; stamp ``"user"``)
+    ``log-start``: ``version``, ``host``, ``kernel``, ``nproc``, ``clock``.
+    ``topology``: ``name`` (``"T1" | "T2" | "T3" | "T4"``), ``namespaces``, ``links`` (list of
+        ``{"a", "b", "ns_a", "ns_b", "addr_a", "addr_b"}``).
+    ``error``: ``message`` (the one-sentence cause and fix).
+    ``teardown``: ``removed`` (list of names), ``killed`` (pids).
+    ``mark``: ``label`` (a free-text marker a driver sets, e.g. trial boundaries).
+
+API
+---
+``EventLog(path)`` opens a log for appending (context manager; also usable as a callable
+``log(source, event, t_ns=None, **fields)``); ``EventLog.memory()`` keeps events in a list
+(tests, sans-I/O drivers). ``read_events(path, sort=False)`` yields `Event` objects; a
+truncated final line (a run killed mid-write) is skipped, any other bad line raises
+`EventLogError` naming the line.
+
+Why ``os.write`` on an ``O_APPEND`` descriptor instead of a buffered file: each event is one
+``write(2)`` of one complete line, so there is no user-space buffer to flush on Ctrl-C or
+SIGTERM, concurrent writers (the FIB watcher thread, the probe thread, the event loop) never
+interleave within a line, and a crash loses at most the event being formatted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "LOG_VERSION",
+    "SOURCES",
+    "VOCABULARY",
+    "Event",
+    "EventLog",
+    "EventLogError",
+    "lsa_key",
+    "parse_lines",
+    "parse_lsa_key",
+    "read_events",
+]
+
+LOG_VERSION = 1
+
+#: Fixed sources; emulated routers add their own names (``gen``, ``col``, ``r1``...).
+SOURCES = frozenset({"link", "fib", "probe", "dut", "dut-log", "lab"})
+
+#: Event names by source class ("router" stands for any emulated router's name).
+VOCABULARY: Mapping[str, frozenset[str]] = {
+    "router": frozenset(
+        {"rx", "tx", "tx-error", "rx-malformed", "nbr", "ifstate", "originate", "exstart-stuck"}
+    ),
+    "link": frozenset({"down", "up"}),
+    "fib": frozenset({"route-add", "route-del", "watch-start", "watch-stop"}),
+    "probe": frozenset({"start", "sent", "rcvd", "lost", "restored", "stop"}),
+    "dut": frozenset({"config", "start", "ready", "stop", "died", "state"}),
+    "dut-log": frozenset({"line"}),
+    "lab": frozenset({"log-start", "topology", "error", "teardown", "mark"}),
+}
+
+
+class EventLogError(ValueError):
+    """A log line that is not a valid event (not the truncated last line of a killed run)."""
+
+
+def lsa_key(ls_type: int, ls_id: str, adv_router: str) -> str:
+    """The log's LSA key ``"type/id/adv"`` (RFC 2328 §12.1: the triple identifies an LSA)."""
+    return f"{int(ls_type)}/{ls_id}/{adv_router}"
+
+
+def parse_lsa_key(key: str) -> tuple[int, str, str]:
+    """Inverse of `lsa_key`."""
+    t, ls_id, adv = key.split("/")
+    return int(t), ls_id, adv
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the log."""
+
+    t_ns: int
+    source: str
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    def to_json(self) -> str:
+        obj: dict[str, Any] = {"t_ns": self.t_ns, "source": self.source, "event": self.event}
+        for k, v in self.fields.items():
+            if k not in obj:
+                obj[k] = v
+        return json.dumps(obj, separators=(",", ":"), default=_json_default)
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+            raise EventLogError("an event line must be a JSON object")
+        try:
+            t_ns, source, event = obj.pop("t_ns"), obj.pop("source"), obj.pop("event")
+        except KeyError as exc:
+            raise EventLogError(f"event line lacks {exc.args[0]!r}") from None
+        if not isinstance(t_ns, int) or not isinstance(source, str) or not isinstance(event, str):
+            raise EventLogError("t_ns must be an integer, source and event strings")
+        return cls(t_ns, source, event, obj)
+
+
+def _json_default(obj: object) -> object:
+    # bytes (packet heads), sets and IP address objects appear in fields; everything else is a bug
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).hex()
+    if isinstance(obj, set | frozenset | tuple):
+        return sorted(obj) if isinstance(obj, set | frozenset) else list(obj)
+    return str(obj)
+
+
+class EventLog:
+    """Append-only writer; thread-safe; every event is one ``write(2)`` (see module docstring).
+
+    ``EventLog(path)`` appends to a file (created 0644); ``EventLog.memory()`` keeps `Event`
+    objects in ``self.events`` instead, for tests and in-process analysis. Both keep
+    ``self.events`` when ``keep=True``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, keep: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.keep = keep or path is None
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        if self.path is not None:
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+        uname = platform.uname()
+        self.write(
+            "lab",
+            "log-start",
+            version=LOG_VERSION,
+            host=uname.node,
+            kernel=uname.release,
+            nproc=os.cpu_count() or 0,
+            clock="CLOCK_REALTIME",
+        )
+
+    @classmethod
+    def memory(cls) -> EventLog:
+        return cls(None)
+
+    def write(self, source: str, event: str, t_ns: int | None = None, **fields: Any) -> Event:
+        """Append one event; ``t_ns`` defaults to now (``time.time_ns()``, stamp ``"user"``)."""
+        ev = Event(time.time_ns() if t_ns is None else int(t_ns), source, event, fields)
+        line = (ev.to_json() + "\n").encode()
+        with self._lock:
+            if self._fd is not None:
+                # A regular file takes the whole line in one write (no partial writes short of
+                # ENOSPC); the loop is for that corner, not for the normal case.
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            if self.keep:
+                self.events.append(ev)
+        return ev
+
+    __call__ = write
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    @property
+    def closed(self) -> bool:
+        return self.path is not None and self._fd is None
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def select(self, source: str | None = None, event: str | None = None) -> list[Event]:
+        """Kept events matching ``source`` and ``event`` (None matches all)."""
+        with self._lock:
+            return [
+                e
+                for e in self.events
+                if (source is None or e.source == source) and (event is None or e.event == event)
+            ]
+
+
+def parse_lines(lines: Iterable[str], *, name: str = "<log>") -> Iterator[Event]:
+    """Events from text lines; a bad *last* line (truncated write) is dropped silently."""
+    pending: tuple[int, str] | None = None
+    for no, raw in enumerate(lines, 1):
+        if pending is not None:
+            # the previous bad line was not the last one: a real corruption
+            raise EventLogError(f"{name}:{pending[0]}: not an event line: {pending[1][:80]!r}")
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            yield Event.from_json(line)
+        except (ValueError, EventLogError):
+            pending = (no, line)
+
+
+def read_events(path: str | os.PathLike[str], *, sort: bool = False) -> Iterator[Event]:
+    """Events of a saved log, in file order or (``sort=True``) stably sorted by ``t_ns``."""
+    with open(path, encoding="utf-8") as fh:
+        events = parse_lines(fh, name=str(path))
+        if sort:
+            yield from sorted(events, key=lambda e: e.t_ns)
+        else:
+            yield from events
