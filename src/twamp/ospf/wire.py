@@ -94,7 +94,9 @@ __all__ = [
     "encode_link_state_update",
     "encode_lsa",
     "encode_lsa_header",
+    "encode_lsu_payload",
     "encode_packet",
+    "encode_packet_payload",
     "internet_checksum",
     "lsa_checksum",
     "lsa_checksum_ok",
@@ -1212,16 +1214,30 @@ def encode_packet(
     if len(auth) != 8:
         raise ValueError(f"auth must be 8 octets, got {len(auth)}")
     ptype, encoder = _ENCODERS[type(body)]
-    payload = encoder(body)
+    return encode_packet_payload(router_id, area_id, ptype, encoder(body), au_type, auth)
+
+
+def encode_packet_payload(
+    router_id: IPv4Address,
+    area_id: IPv4Address,
+    packet_type: PacketType,
+    payload: bytes,
+    au_type: AuType = AuType.NULL,
+    auth: bytes = bytes(8),
+) -> bytes:
+    """A packet from an already encoded body (the flooding path packs LSA octets directly)."""
     length = HEADER_SIZE + len(payload)
     if length > 0xFFFF:
         raise ValueError(f"packet of {length} octets exceeds the 16-bit length")
-    head = _HEADER.pack(VERSION, ptype, length, int(router_id), int(area_id), 0, au_type, bytes(8))
+    rid, area = int(router_id), int(area_id)
+    head = _HEADER.pack(VERSION, packet_type, length, rid, area, 0, au_type, bytes(8))
     checksum = internet_checksum(head + payload)
-    return (
-        _HEADER.pack(VERSION, ptype, length, int(router_id), int(area_id), checksum, au_type, auth)
-        + payload
-    )
+    return _HEADER.pack(VERSION, packet_type, length, rid, area, checksum, au_type, auth) + payload
+
+
+def encode_lsu_payload(raw_lsas: Sequence[bytes]) -> bytes:
+    """A Link State Update body from encoded LSAs."""
+    return _LSU_COUNT.pack(len(raw_lsas)) + b"".join(raw_lsas)
 
 
 def decode_packet(data: Buffer, *, verify_checksum: bool = True) -> Packet:
