@@ -65,12 +65,16 @@ Packets (source: an emulated router)
         ack:   ``acked`` (list of ``{"key", "seq", "age"}``)
     ``tx`` additionally has ``t_user_ns`` (``time.time_ns()`` right before ``sendto``) and,
     when the kernel stamp came back, ``stamp == "kernel-tx"``; else ``t_ns == t_user_ns`` and
-    ``stamp == "user"``.
+    ``stamp == "user"``; ``retransmission: true`` on a packet resent by the retransmit timer,
+    ``nbr`` (RID) when the packet is meant for one neighbour.
     ``tx-error``: ``ifname``, ``dst``, ``type``, ``errno`` (e.g. ``"ENETUNREACH"`` while the link
         is down: expected, not a fault), ``len``.
     ``rx-malformed``: a packet that did not decode: ``ifname``, ``src``, ``len``, ``error``
         (one sentence), ``count`` (the socket's malformed total so far), ``head`` (first 64
         bytes, hex). The speaker never crashes on these.
+    ``rx-error``: ``ifname``, ``errno`` (``recvmsg`` failed; the loop goes on).
+    ``internal-error``: ``error``, ``trace`` (an exception inside the router while handling a
+        packet or timer: a bug, logged, the loop goes on).
 
 Protocol state (source: an emulated router; stamp ``"user"``)
     ``nbr``  a neighbour state change: ``ifname``, ``nbr`` (its RID), ``addr``, ``old``,
@@ -81,7 +85,18 @@ Protocol state (source: an emulated router; stamp ``"user"``)
     ``originate``  the router (re)originated LSAs into its LSDB: ``lsas`` (``{"key", "seq"}``),
         ``why`` (free text: ``"inject"``, ``"full"``, ``"selfupdate-13.4"``...).
     ``exstart-stuck``  ExStart lasted more than N × RxmtInterval: ``ifname``, ``nbr``,
-        ``seconds``, ``hint`` (``"MTU mismatch or router-ID clash"``).
+        ``state``, ``cause`` (``"mtu" | "router-id" | "no-answer"``), ``hint`` (one sentence).
+    ``flush``  we prematurely aged our LSAs: ``lsas`` (``{"key", "seq"}``), ``why``.
+    ``lsa-in``  one LSA of a received LSU as RFC 2328 §13 judged it: ``ifname``, ``nbr``,
+        ``key``, ``seq``, ``age``, ``status`` (``"new" | "duplicate" | "older" |
+        "self-originated" | "maxage-unknown" | "bad-checksum" | "seq-wrapping"``),
+        ``implied_ack``.
+    ``ack-in``  a received LSAck: ``ifname``, ``nbr``, ``cleared`` (keys removed from our
+        retransmit list; the acked headers themselves are in the ``rx`` event).
+    ``dr-change``  a neighbour's Hello named another DR/BDR: ``ifname``, ``nbr``, ``dr``,
+        ``bdr``.
+    ``rejected``  a well-formed packet dropped: ``ifname``, ``src``, ``rid``, ``type``,
+        ``reason`` (e.g. ``"mtu-mismatch"``, ``"hello-mismatch"``), ``detail``.
 
 Links (source ``link``; ``t_ns`` taken right before the netlink request, stamp ``"user"``)
     ``down`` / ``up``: ``ns`` (namespace), ``ifname``, ``how`` (``"carrier"``: the veth set
@@ -93,11 +108,13 @@ notification, **not** a kernel stamp: a cross-check, never a primary measurement
     ``route-add`` / ``route-del``: ``ns``, ``prefix`` (``"a.b.c.d/len"``), ``table``,
         ``proto`` (rtnetlink protocol number, e.g. 188 ospf for FRR, 12 bird),
         ``nexthops`` (list of ``{"gw", "dev"}``).
-    ``watch-start`` / ``watch-stop``: ``ns``.
+    ``watch-start`` / ``watch-stop``: ``ns`` (stop also ``adds``, ``dels``).
+    ``overrun``: ``ns``, ``error`` (the netlink socket overflowed: notifications were lost).
 
 Data-plane probe (source ``probe``)
     ``start``: ``rate_pps``, ``dst``, ``src``, ``ns``.
-    ``sent``: ``seq``, ``stamp`` (``"user"``: the Sender's transmit timestamp).
+    ``sent``: ``seq``, ``stamp`` (``"user"``: the Sender's transmit timestamp; ``"schedule"``
+        with ``send_error: true`` when ``sendto`` failed, e.g. no route: counted lost).
     ``rcvd``: ``seq``, ``tx_ns``, ``rx_ns`` (the Sender's kernel receive stamp of the reply,
         also the event's ``t_ns``), ``rtt_ns``.
     ``lost``: ``seq``, ``tx_ns`` (a packet that got no reply; ``t_ns`` = its send time).
@@ -172,10 +189,26 @@ SOURCES = frozenset({"link", "fib", "probe", "dut", "dut-log", "lab"})
 #: Event names by source class ("router" stands for any emulated router's name).
 VOCABULARY: Mapping[str, frozenset[str]] = {
     "router": frozenset(
-        {"rx", "tx", "tx-error", "rx-malformed", "nbr", "ifstate", "originate", "exstart-stuck"}
+        {
+            "rx",
+            "tx",
+            "tx-error",
+            "rx-malformed",
+            "rx-error",
+            "internal-error",
+            "nbr",
+            "ifstate",
+            "originate",
+            "flush",
+            "lsa-in",
+            "ack-in",
+            "dr-change",
+            "rejected",
+            "exstart-stuck",
+        }
     ),
     "link": frozenset({"down", "up"}),
-    "fib": frozenset({"route-add", "route-del", "watch-start", "watch-stop"}),
+    "fib": frozenset({"route-add", "route-del", "watch-start", "watch-stop", "overrun"}),
     "probe": frozenset({"start", "sent", "rcvd", "lost", "restored", "stop"}),
     "dut": frozenset({"config", "start", "ready", "stop", "died", "state"}),
     "dut-log": frozenset({"line"}),

@@ -311,8 +311,16 @@ class Speaker:
     `add_router` may be called before or after `start` (the context manager starts the loop).
     """
 
-    def __init__(self, log: EventLog, *, rcvbuf: int = RCVBUF, **router_kwargs: Any) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        rcvbuf: int = RCVBUF,
+        router_factory: Callable[..., EmulatedRouter] = EmulatedRouter,
+        **router_kwargs: Any,
+    ) -> None:
         self.log = log
+        self.router_factory = router_factory
         self.rcvbuf = rcvbuf
         self.router_kwargs = router_kwargs
         self.routers: dict[str, EmulatedRouter] = {}
@@ -370,7 +378,7 @@ class Speaker:
 
         def make() -> None:
             now = time.time_ns()
-            router = EmulatedRouter(
+            router = self.router_factory(
                 router_id,
                 [a.config for a in attachments],
                 now_ns=now,
