@@ -142,6 +142,7 @@ _WORD = struct.Struct("!I")
 _EXTERNAL_TOS = struct.Struct("!III")  # E|TOS|metric, forwarding address, route tag
 # A whole AS-external-LSA without extra TOS entries, the bulk case (RFC 4061 §5 floods of 20,000).
 _EXTERNAL_LSA = struct.Struct("!HBBIIiHHIIII")
+_EXTERNAL_BODY = struct.Struct("!IIII")
 _AGE = struct.Struct("!H")
 _ZERO: Final = IPv4Address(0)
 
@@ -258,8 +259,13 @@ def lsa_checksum(lsa: Buffer) -> int:
     if len(raw) < LSA_HEADER_SIZE:
         raise ValueError(f"an LSA is at least {LSA_HEADER_SIZE} octets, got {len(raw)}")
     raw[16:18] = b"\0\0"
+    return _check_octets(raw)
+
+
+def _check_octets(raw: bytearray) -> int:
+    # `raw` has zeros at octets 16-17. Place the two check octets so that the checksum over
+    # the whole LSA is zero (RFC 905 Annex B, as RFC 2328 §12.1.7 prescribes).
     c0, c1 = _fletcher(raw)
-    # Place the two check octets so that the checksum over the whole LSA is zero (RFC 905 B.4).
     x = ((len(raw) - 16 - 1) * c0 - c1) % 255
     if x <= 0:
         x += 255
@@ -307,8 +313,8 @@ def _addr(field: str, value: object) -> IPv4Address:
     raise TypeError(f"{field} must be an IPv4Address, not {type(value).__name__}")
 
 
-def _set(obj: object, name: str, value: object) -> None:
-    object.__setattr__(obj, name, value)
+_set = object.__setattr__
+_new = object.__new__
 
 
 def _build(cls: Callable[..., _M], message_type: str, *args: object) -> _M:
@@ -378,15 +384,33 @@ class LsaHeader:
     length: int
 
     def __post_init__(self) -> None:
-        _uint("age", self.age, 16)
-        _uint("options", self.options, 8)
-        _uint("ls_type", self.ls_type, 8)
+        # Checked field by field only when the quick test fails: headers are built by the
+        # ten thousand (RFC 4061 floods), and the common case is plain in-range ints.
+        age, seq, checksum, length = self.age, self.seq, self.checksum, self.length
+        if not (
+            type(age) is int
+            and 0 <= age <= 0xFFFF
+            and type(seq) is int
+            and -(1 << 31) <= seq < 1 << 31
+            and type(checksum) is int
+            and 0 <= checksum <= 0xFFFF
+            and type(length) is int
+            and LSA_HEADER_SIZE <= length <= 0xFFFF
+        ):
+            self._check_numbers()
         if type(self.options) is not Options:
-            _set(self, "options", Options(self.options))
-        if self.ls_type in _LSA_TYPES and type(self.ls_type) is not LsaType:
-            _set(self, "ls_type", LsaType(self.ls_type))
-        _set(self, "link_state_id", _addr("link_state_id", self.link_state_id))
-        _set(self, "advertising_router", _addr("advertising_router", self.advertising_router))
+            _uint("options", self.options, 8)
+            _set(self, "options", _OPTIONS[self.options])
+        if type(self.ls_type) is not LsaType:
+            _uint("ls_type", self.ls_type, 8)
+            _set(self, "ls_type", _LS_TYPE.get(self.ls_type, self.ls_type))
+        if type(self.link_state_id) is not IPv4Address:
+            _set(self, "link_state_id", _addr("link_state_id", self.link_state_id))
+        if type(self.advertising_router) is not IPv4Address:
+            _set(self, "advertising_router", _addr("advertising_router", self.advertising_router))
+
+    def _check_numbers(self) -> None:
+        _uint("age", self.age, 16)
         if not isinstance(self.seq, int) or not -(1 << 31) <= self.seq < 1 << 31:
             raise _FieldError("seq", f"{self.seq!r} is not a signed 32-bit integer")
         _uint("checksum", self.checksum, 16)
@@ -402,6 +426,9 @@ class LsaHeader:
 
 
 _LSA_TYPES = frozenset(int(t) for t in LsaType)
+_LS_TYPE: dict[int, int] = {int(t): t for t in LsaType}
+# IntFlag construction costs microseconds; decoding looks the 256 values up instead.
+_OPTIONS: tuple[Options, ...] = tuple(Options(i) for i in range(256))
 
 
 def encode_lsa_header(h: LsaHeader) -> bytes:
@@ -418,19 +445,25 @@ def encode_lsa_header(h: LsaHeader) -> bytes:
 
 
 def _header_from(values: tuple[int, ...]) -> LsaHeader:
+    """A header from unpacked fields, which struct already bounded; only the length can be
+    impossible. Built without __post_init__ (this is the decoder's hot path)."""
     age, options, ls_type, lsid, adv, seq, checksum, length = values
-    return _build(
-        LsaHeader,
-        "LsaHeader",
-        age,
-        Options(options),
-        ls_type,
-        IPv4Address(lsid),
-        IPv4Address(adv),
-        seq,
-        checksum,
-        length,
-    )
+    if length < LSA_HEADER_SIZE:
+        raise OspfDecodeError(
+            f"LSA length {length} is below the 20-octet header",
+            message_type="LsaHeader",
+            field="length",
+        )
+    h = _new(LsaHeader)
+    _set(h, "age", age)
+    _set(h, "options", _OPTIONS[options])
+    _set(h, "ls_type", _LS_TYPE.get(ls_type, ls_type))
+    _set(h, "link_state_id", IPv4Address(lsid))
+    _set(h, "advertising_router", IPv4Address(adv))
+    _set(h, "seq", seq)
+    _set(h, "checksum", checksum)
+    _set(h, "length", length)
+    return h
 
 
 def decode_lsa_header(data: Buffer) -> LsaHeader:
@@ -749,6 +782,21 @@ def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
                 message_type="AsExternalLsa",
                 field="length",
             )
+        if n == 16:
+            # The bulk case, built without __post_init__: struct bounded every field.
+            mask, w0, fwd, tag = _EXTERNAL_BODY.unpack(raw)
+            if (w0 >> 24) & 0x7F:
+                raise OspfDecodeError(
+                    "first entry is not TOS 0", message_type="AsExternalLsa", field="tos"
+                )
+            ext = _new(AsExternalLsaBody)
+            _set(ext, "mask", IPv4Address(mask))
+            _set(ext, "metric", w0 & 0xFFFFFF)
+            _set(ext, "e_bit", bool(w0 >> 31))
+            _set(ext, "forwarding", IPv4Address(fwd) if fwd else _ZERO)
+            _set(ext, "route_tag", tag)
+            _set(ext, "tos", ())
+            return ext
         (mask,) = _WORD.unpack_from(raw)
         entries = list(_EXTERNAL_TOS.iter_unpack(raw[4:]))
         w0, fwd, tag = entries[0]
@@ -822,20 +870,12 @@ def make_lsa(
     """Originate an LSA: compute its length and Fletcher checksum; return it and its octets."""
     body_raw = _encode_body(ls_type, body)
     length = LSA_HEADER_SIZE + len(body_raw)
+    # Validated once with a zero checksum; the checksum is set before anyone sees the header.
     head = LsaHeader(age, options, ls_type, link_state_id, advertising_router, seq, 0, length)  # type: ignore[arg-type]
     raw = bytearray(encode_lsa_header(head) + body_raw)
-    checksum = lsa_checksum(raw)
+    checksum = _check_octets(raw)
     raw[16:18] = checksum.to_bytes(2, "big")
-    head = LsaHeader(
-        age,
-        head.options,
-        head.ls_type,
-        head.link_state_id,
-        head.advertising_router,
-        seq,
-        checksum,
-        length,
-    )
+    _set(head, "checksum", checksum)
     return Lsa(head, body), bytes(raw)
 
 
