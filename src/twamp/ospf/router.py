@@ -235,7 +235,9 @@ class EmulatedRouter:
             if iface.state is InterfaceState.DOWN or iface.silent:
                 continue
             times += [
-                t for t in (iface.hello_deadline, iface.wait_deadline, iface.ack_deadline) if t
+                t
+                for t in (iface.hello_deadline, iface.wait_deadline, iface.ack_deadline)
+                if t is not None
             ]
             rxmt = iface.config.rxmt_interval_ns
             for nbr in iface.neighbors.values():
@@ -762,6 +764,7 @@ class EmulatedRouter:
             self._reject(iface, src, h, RejectReason.MTU_MISMATCH, detail, now_ns)
             return
         nbr.dbd_received += 1
+        nbr.peer_mtu = dbd.mtu
         self._two_way_received(iface, nbr, now_ns)
         if nbr.state is NeighborState.TWO_WAY or nbr.state is NeighborState.INIT:
             detail = f"DBD in state {nbr.state.name}"
@@ -1412,6 +1415,12 @@ class EmulatedRouter:
             detail = (
                 f"stuck in ExStart for {waited:.1f} s: the neighbour announces MTU {nbr.peer_mtu},"
                 f" above our {mtu}; set the same MTU on both ends"
+            )
+        elif nbr.peer_mtu is not None and nbr.peer_mtu < mtu:
+            cause = "mtu"
+            detail = (
+                f"stuck in ExStart for {waited:.1f} s: the neighbour announces MTU {nbr.peer_mtu},"
+                f" below our {mtu}, and so rejects our DBDs; set the same MTU on both ends"
             )
         elif iface.own_rid_seen:
             cause = "router-id"
