@@ -540,5 +540,10 @@ def compare_cmd(reflectors: tuple[str, ...], **p: Any) -> None:
     _run(targets, p, "compare", sender_cpu)
 
 
+from .bench_ospf import ospf as _ospf  # noqa: E402  (twamp-bench ospf: RFC 4061)
+
+bench.add_command(_ospf)
+
+
 def main() -> None:
     bench(prog_name="twamp-bench")

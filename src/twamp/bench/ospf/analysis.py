@@ -39,7 +39,7 @@ def precision_text(proc: str, nproc: int | None) -> str:
     return base
 
 
-def _timers(index: LogIndex, results: Sequence[TrialResult]) -> dict[str, Timer]:
+def _timers(index: LogIndex) -> dict[str, Timer]:
     cfg = index.first("dut", "config")
     profile = cfg.get("profile") if cfg is not None else None
     quirks = cfg.get("quirks") if cfg is not None else None
@@ -47,10 +47,21 @@ def _timers(index: LogIndex, results: Sequence[TrialResult]) -> dict[str, Timer]
         profile if isinstance(profile, Mapping) else None,
         quirks if isinstance(quirks, list) else None,
     )
-    # The dead interval the DUT announces in its Hellos is what it runs with; prefer it.
-    deads = [r.parts["dead_interval"] for r in results if "dead_interval" in r.parts]
-    if deads:
-        timers["dead"] = Timer("dead", max(deads) / 1e9, "hello")
+    kind = cfg.get("kind") if cfg is not None else None
+    if kind != "bird" and timers.get("tick", Timer("tick", 0, "")).origin.startswith("profile"):
+        del timers["tick"]  # the profile's BIRD tick means nothing to another daemon
+    # The Hello and dead intervals the DUT announces in its Hellos are what it runs with (a
+    # profile may leave them to the daemon's default): prefer them.
+    duts = {t.param("dut_rid") for t in index.trials} - {None}
+    for field, name in (("hello_s", "hello"), ("dead_s", "dead")):
+        seen = [
+            e.get(field)
+            for e in index.events
+            if e.event == "rx" and e.get("type") == "hello" and e.get("rid") in duts
+        ]
+        values = [v for v in seen if isinstance(v, int | float) and v > 0]
+        if values:
+            timers[name] = Timer(name, float(max(values)), "hello")
     return timers
 
 
@@ -170,8 +181,13 @@ def _entry(
 def _scaling(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """How the DUT's cost grows with the LSA count: time per LSA and FIB install rate."""
     rows = []
+    counts: dict[str, set[int]] = defaultdict(set)
+    for e in entries:
+        counts[e["id"]].add(e["lsas"])
     for e in entries:
         if not PROCEDURES[e["id"]].lsa_procedure or not e["figure_ms"] or not e["lsas"]:
+            continue
+        if len(counts[e["id"]]) < 2:  # one LSA count: nothing to scale against
             continue
         fib = (e["proxies_ms"].get("fib_last") or {}).get("median")
         rate = (e["counts"].get("fib_rate_routes_s") or {}).get("median")
@@ -194,7 +210,7 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
     """The report document of one run (see `report.SCHEMA_DOC` for the fields)."""
     index = LogIndex(events)
     results = [evaluate(t) for t in index.trials]
-    timers = _timers(index, results)
+    timers = _timers(index)
     conditions = _conditions(index)
     nproc = conditions.get("nproc")
     groups: dict[tuple[str, int], list[TrialResult]] = defaultdict(list)

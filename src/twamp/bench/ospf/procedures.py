@@ -44,6 +44,7 @@ Beyond that the tester itself lagged (this is a shared 2-core machine) and the D
 finished the first LSA before the second arrived, so the subtraction no longer isolates it."""
 
 _NO_DR = "0.0.0.0"
+_MAX_AGE = 3600  # RFC 2328 §B MaxAge
 
 
 class Invalid(Exception):
@@ -502,15 +503,22 @@ def fig_6_3(trial: Trial) -> TrialResult:
 
 
 def _dut_network_lsa(trial: Trial, router: str, t_start: int) -> int:
-    """The first network-LSA the DUT originated after `t_start`, received at `router`."""
+    """The first network-LSA the DUT originated after `t_start`, received at `router`.
+
+    "Originated" excludes a flush (MaxAge, RFC 2328 §14.1: a restarted DUT ages out its old
+    network-LSA) and a re-flood of the instance current before the start; a *different*
+    sequence number counts even if lower, because a restarted DUT begins again at
+    InitialSequenceNumber (§12.1.6) before §13.4 lifts it."""
     dut = trial.param("dut_rid")
+    before: dict[str, int | None] = {}
 
     def is_new(lsa: Mapping[str, Any]) -> bool:
         key = str(lsa.get("key", ""))
-        if lsa_type(key) != 2 or not key.endswith(f"/{dut}"):
+        if lsa_type(key) != 2 or not key.endswith(f"/{dut}") or lsa.get("age", 0) >= _MAX_AGE:
             return False
-        before = trial.newest_seq_before(key, t_start)
-        return before is None or lsa.get("seq", 0) > before
+        if key not in before:
+            before[key] = trial.newest_seq_before(key, t_start)
+        return lsa.get("seq") != before[key]
 
     got = _require(trial.first_lsa_rx(router, is_new, after=t_start), "network-LSA from the DUT")
     return _stamped(got[0], "the DUT's network-LSA")
@@ -652,7 +660,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T1",
             "new LSA sent (after a lone duplicate's ack time is taken)",
             "ack of a different duplicate sent at once; minus dupLSAprocTime",
-            "generator",
+            "the generator",
             ("delayed-ack",),
             None,
             {
@@ -669,7 +677,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T2",
             "last LSA at the collector straight from the generator (else its send)",
             "last LSA at the collector via the DUT",
-            "collector",
+            "the collector",
             ("min-ls-arrival",),
             None,
             {
@@ -685,7 +693,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T1",
             "LSA changing a link cost sent",
             "ack of the duplicate sent right after, minus dupLSAprocTime",
-            "generator",
+            "the generator",
             ("delayed-ack", "spf-delay", "spf-hold", "tick"),
             None,
             {
@@ -701,7 +709,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T1",
             "carrier up at the generator",
             "DUT's ack for the generator's last LSA",
-            "generator",
+            "the generator",
             ("hello", "delayed-ack", "retransmit"),
             None,
             _ADJ_PROXIES,
@@ -714,7 +722,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T1",
             "DUT's first Hello (OSPF enabled on its interface)",
             "DUT's ack for the generator's last LSA",
-            "generator",
+            "the generator",
             ("hello", "delayed-ack", "retransmit"),
             None,
             _ADJ_PROXIES,
@@ -727,7 +735,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T2",
             "DUT's first Hello after link up",
             "DUT's ack for the generator's last LSA",
-            "generator",
+            "the generator",
             ("hello", "delayed-ack", "retransmit"),
             None,
             _ADJ_PROXIES,
@@ -776,7 +784,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T4",
             "link 1 carrier down",
             "DUT's new router-LSA over link 2",
-            "generator",
+            "the generator",
             ("min-ls-interval", "tick", "spf-hold"),
             None,
             {"fib": "route changed (netlink)"},
@@ -788,7 +796,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "T4",
             "generator's last Hello on link 1",
             "DUT's new router-LSA over link 2",
-            "generator",
+            "the generator",
             ("dead",),
             "dead",
             {

@@ -77,6 +77,7 @@ _ALIASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("ack",), "delayed-ack"),
     (("arrival",), "min-ls-arrival"),
     (("spf", "hold"), "spf-hold"),
+    (("spf", "throttle"), "spf-hold"),
     (("spf", "delay"), "spf-delay"),
     (("spf", "initial"), "spf-delay"),
     (("spf", "start"), "spf-delay"),
