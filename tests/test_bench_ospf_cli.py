@@ -85,7 +85,7 @@ def test_report_bad_logs_are_one_sentence(
     path = tmp_path / "log.jsonl"
     if content is not None:
         path.write_text(content)
-    code, out, err = _run("ospf", "report", str(path))
+    code, _, err = _run("ospf", "report", str(path))
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
