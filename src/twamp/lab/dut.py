@@ -52,10 +52,12 @@ __all__ = [
     "PROFILES",
     "BirdDut",
     "Dut",
+    "DutPort",
     "ExternalDut",
     "FrrDut",
     "Quirk",
     "TimerProfile",
+    "external_dut",
     "make_dut",
 ]
 
@@ -701,3 +703,23 @@ def make_dut(
 def _addr(p: Port) -> str:
     assert p.addr is not None
     return p.addr
+
+
+def external_dut(
+    router_id: str,
+    ports: Sequence[DutPort],
+    *,
+    profile: TimerProfile | None = None,
+    log: EventLog | None = None,
+) -> ExternalDut:
+    """An external DUT: a real router whose interfaces face ours (``ports`` name *our* devices
+    and addresses toward it). Nothing is created; `profile` records the timers the user set
+    on the device, for the reports."""
+    return ExternalDut(
+        router_id=router_id,
+        ports=ports,
+        profile=profile or TimerProfile("external (as configured on the device)"),
+        ns=None,
+        state_dir=Path("/nonexistent"),
+        log=log,
+    )
