@@ -52,6 +52,8 @@ GEN_RID = "192.0.2.2"
 COL_RID = "198.51.100.2"
 R1_RID = "192.0.2.66"
 R2_RID = "192.0.2.67"
+DUT_LAN = "192.0.2.65"  # DR/BDR in Hellos are interface addresses (RFC 2328 §A.3.2), not RIDs
+R1_LAN = "192.0.2.66"
 NS = 1_000_000_000
 
 SESSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -390,7 +392,6 @@ def _session(
 # ---- sessions ------------------------------------------------------------------------------
 
 _A, _C = _ext(1), _ext(3)  # duplicates of 5.1/5.3: installed once, then resent unchanged
-_B = _ext(2)  # the new LSA of 5.1, re-originated every trial
 
 
 def _setup_t1(s: Session) -> None:
@@ -399,8 +400,17 @@ def _setup_t1(s: Session) -> None:
     s.wait_full("gen", s.lab.dut_rid)
     s.wait_full("col", s.lab.dut_rid)
     gen.originate([_A, _C])
+    gen.call(lambda r, now: r.set_extra_links([_spf_stub(10)], now))
     col.call(lambda r, now: r.set_extra_links([_probe_stub()], now))
     _settle(gen)
+
+
+SPF_STUB = "198.18.254.0"
+
+
+def _spf_stub(cost: int) -> RouterLink:
+    """The stub behind the generator whose cost §5.3's trigger changes (a route in the FIB)."""
+    return RouterLink(IPv4Address(SPF_STUB), IPv4Address("255.255.255.0"), LinkType.STUB, cost)
 
 
 def _probe_stub() -> RouterLink:
@@ -437,14 +447,16 @@ def _drive_5_1(s: Session) -> None:
         gen.call(lambda r, now: _dups(r, [_A.key], now))
         time.sleep(0.1)
 
+        new = _ext(100 + i)  # a new LSA, not a new instance: a FIB entry every trial
+
         def pair(r: EmulatedRouter, now: int) -> list[Any]:
-            ev = r.originate([_B], now)
+            ev = r.originate([new], now)
             _dups(r, [_C.key], now)
             return ev
 
         gen.call(pair)
         s.marker.step(
-            "5.1", i, "new", key=_key(_B), seq=_seq(gen, _B), prefix=f"{_B.link_state_id}/32"
+            "5.1", i, "new", key=_key(new), seq=_seq(gen, new), prefix=f"{new.link_state_id}/32"
         )
         s.marker.step("5.1", i, "dup2", key=_key(_C), seq=_seq(gen, _C))
         _settle(gen, 3.0)
@@ -488,13 +500,13 @@ def _drive_5_3(s: Session) -> None:
         cost = 20 if i % 2 == 0 else 10
 
         def pair(r: EmulatedRouter, now: int) -> list[Any]:
-            ev = r.set_cost("eth-dut", cost, now)
+            ev = r.set_extra_links([_spf_stub(cost)], now)
             _dups(r, [_C.key], now)
             return ev
 
         gen.call(pair)
         seq = gen.call(lambda r, now: _seq_of(r, _router_key(r)))
-        s.marker.step("5.3", i, "trigger", key=gen_key, seq=seq)
+        s.marker.step("5.3", i, "trigger", key=gen_key, seq=seq, prefix=f"{SPF_STUB}/24")
         s.marker.step("5.3", i, "dup", key=_key(_C), seq=_seq(gen, _C))
         _settle(gen, 3.0)
 
@@ -639,12 +651,12 @@ def _drive_6_4(s: Session) -> None:
 
     def trial(i: int) -> None:
         r1.start_hellos("eth-lan")
-        if roles() != (R1_RID, s.lab.dut_rid):
+        if roles() != (R1_LAN, DUT_LAN):
             _restart_dut(s)  # the DR is sticky: only a fresh DUT becomes BDR under R1 again
         s.wait_full("r1", s.lab.dut_rid)
         s.wait_full("r2", s.lab.dut_rid)
         deadline = time.monotonic() + 2 * s.dead_s + 5
-        while roles() != (R1_RID, s.lab.dut_rid):
+        while roles() != (R1_LAN, DUT_LAN):
             if time.monotonic() > deadline:
                 raise TrialFailed(f"the DUT did not become BDR under R1 (DR/BDR {roles()})")
             time.sleep(0.2)
@@ -659,7 +671,7 @@ def _drive_6_4(s: Session) -> None:
             t_done_ns=time.time_ns(),
             stamp="user",
         )
-        if not r2.wait_for(lambda r: str(r.dr("eth-lan")) == s.lab.dut_rid, s.dead_s + 5):
+        if not r2.wait_for(lambda r: str(r.dr("eth-lan")) == DUT_LAN, s.dead_s + 5):
             raise TrialFailed("the DUT never took over as DR after R1 went silent")
         time.sleep(0.5)
 
@@ -809,6 +821,7 @@ def _drive_6_8(s: Session) -> None:
         )
 
     def heal() -> None:
+        s.log.write("link", "up", ns=s.lab.ns("gen"), ifname="eth-dut", how="hellos", stamp="user")
         gen.start_hellos("eth-dut")
 
     _link_down_trials(s, "6.8", fail, heal)

@@ -150,7 +150,13 @@ def _acked(trial: Trial, router: str, step: Event, sent: Event, what: str) -> tu
     """The DUT's first ack of the step's LSA after `sent`; invalid if we retransmitted first."""
     key, seq = step["key"], step.get("seq")
     ack = _require(trial.first_ack(router, key, seq, after=sent.t_ns), f"ack for the {what}")
-    resent = [e for e in trial.lsa_sends(router, key, seq) if sent.t_ns < e.t_ns < ack.t_ns]
+    # Only a resend to the same neighbour counts: the same instance flooded on our other
+    # interfaces (to the collector in T2) is not a retransmission towards the DUT.
+    resent = [
+        e
+        for e in trial.lsa_sends(router, key, seq)
+        if sent.t_ns < e.t_ns < ack.t_ns and e.get("ifname") == sent.get("ifname")
+    ]
     if resent:
         raise Invalid(f"{router} retransmitted the {what} before the DUT acked it")
     return ack, _stamped(ack, f"the ack for the {what}")
@@ -534,16 +540,22 @@ def _dead_ns(trial: Trial, router: str) -> int | None:
     return None
 
 
+def _hellos_before(trial: Trial, router: str, ifname: str | None, t_ns: int) -> list[Event]:
+    """The router's Hellos on `ifname` in the last two minutes up to `t_ns`: the last one may
+    precede the trial's start mark (a Hello goes out once per HelloInterval)."""
+    return [
+        e
+        for e in trial.index.between(t_ns - 120 * 1_000_000_000, t_ns, source=router, event="tx")
+        if e.get("type") == "hello" and (ifname is None or e.get("ifname") == ifname)
+    ]
+
+
 def fig_6_4(trial: Trial) -> TrialResult:
     """R1's (the DR's) last Hello → the DUT's (the BDR's) first network-LSA, observed at R2.
     Includes the DUT's RouterDeadInterval by the RFC's own definition."""
     r1, r2 = trial.param("r1", "r1"), trial.param("observer", "r2")
     stop = _step(trial, "stop-hellos")
-    hellos = [
-        e
-        for e in trial.packets(r1, "tx", "hello", ifname=trial.param("r1_ifname"))
-        if e.t_ns <= stop.t_ns + LAG_NS
-    ]
+    hellos = _hellos_before(trial, r1, trial.param("r1_ifname"), stop.t_ns + LAG_NS)
     if not hellos:
         raise Invalid("R1 sent no Hello before it stopped")
     later = trial.packets(
@@ -580,14 +592,19 @@ def fig_6_5(trial: Trial) -> TrialResult:
 
 
 def fig_6_6(trial: Trial) -> TrialResult:
-    """First DUT Hello that lists a DR → the DUT's first network-LSA (the Wait timer is over)."""
+    """First DUT Hello that lists a DR → the DUT's first network-LSA (the Wait timer is over).
+
+    The end event is the same as 6.5's (the first network-LSA since R1 came up). A DUT may
+    originate it *before* its next periodic Hello names the DR: the figure is then negative,
+    and reported as such (the verdict says what it means)."""
     r1 = trial.param("observer", "r1")
+    t_up = _r1_up(trial)
     hello = _require(
-        _dut_hello(trial, r1, _r1_up(trial), pred=lambda e: e.get("dr", _NO_DR) != _NO_DR),
+        _dut_hello(trial, r1, t_up, pred=lambda e: e.get("dr", _NO_DR) != _NO_DR),
         "DUT Hello listing a DR",
     )
     t_start = _stamped(hello, "the DUT's Hello listing a DR")
-    t_end = _dut_network_lsa(trial, r1, t_start)
+    t_end = _dut_network_lsa(trial, r1, t_up)
     return _result(trial, t_end - t_start, t_start)
 
 
@@ -630,10 +647,17 @@ def fig_6_8(trial: Trial) -> TrialResult:
     gen = trial.param("observer", "gen")
     stop = _link_event(trial, "down", "hellos")
     link1 = trial.param("link1")
-    hellos = [e for e in trial.packets(gen, "tx", "hello", ifname=link1) if e.t_ns <= stop.t_ns]
+    hellos = _hellos_before(trial, gen, link1, stop.t_ns + LAG_NS)
     if not hellos:
         raise Invalid("the generator sent no Hello on link 1 before it stopped")
-    if trial.packets(gen, "tx", "hello", ifname=link1, after=stop.t_ns + 1):
+    ups = [e for e in trial.events(source="link", event="up") if e.t_ns > stop.t_ns]
+    resumed = ups[0].t_ns if ups else trial.t1
+    late = [
+        e
+        for e in trial.packets(gen, "tx", "hello", ifname=link1, after=stop.t_ns + LAG_NS + 1)
+        if e.t_ns < resumed
+    ]
+    if late:
         raise Invalid("the generator kept sending Hellos on link 1 after the stop")
     t_start = _stamped(hellos[-1], "the generator's last Hello on link 1")
     t_end, proxies = _new_router_lsa(trial, t_start)
@@ -710,7 +734,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "carrier up at the generator",
             "DUT's ack for the generator's last LSA",
             "the generator",
-            ("hello", "delayed-ack", "retransmit"),
+            ("delayed-ack", "hello", "retransmit"),
             None,
             _ADJ_PROXIES,
             fig_6_1,
@@ -723,7 +747,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "DUT's first Hello (OSPF enabled on its interface)",
             "DUT's ack for the generator's last LSA",
             "the generator",
-            ("hello", "delayed-ack", "retransmit"),
+            ("delayed-ack", "hello", "retransmit"),
             None,
             _ADJ_PROXIES,
             fig_6_2,
@@ -736,7 +760,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "DUT's first Hello after link up",
             "DUT's ack for the generator's last LSA",
             "the generator",
-            ("hello", "delayed-ack", "retransmit"),
+            ("delayed-ack", "hello", "retransmit"),
             None,
             _ADJ_PROXIES,
             fig_6_3,

@@ -187,9 +187,21 @@ class Trial:
     def first_ack(
         self, router: str, key: str, seq: int | None, *, after: int | None = None
     ) -> Event | None:
-        """The first LSAck the router received acknowledging `key` at `seq` or newer."""
-        for e in self.packets(router, "rx", "ack", after=after):
-            if _carries(e.get("acked", ()), key, seq, exact=False):
+        """The first acknowledgement the router received for `key` at `seq` or newer: an LSAck,
+        or an LSU from the DUT carrying that instance (an implied acknowledgement, RFC 2328
+        §13.5: a neighbour that floods the instance back has it)."""
+        dut = self.param("dut_rid")
+        lo = self.t0 if after is None else max(self.t0, after)
+        for e in self.index.between(lo, self.t1, source=router, event="rx"):
+            kind = e.get("type")
+            if kind == "ack" and _carries(e.get("acked", ()), key, seq, exact=False):
+                return e
+            if (
+                kind == "lsu"
+                and dut is not None
+                and e.get("rid") == dut
+                and _carries(e.get("lsas", ()), key, seq, exact=False)
+            ):
                 return e
         return None
 
@@ -212,15 +224,19 @@ class Trial:
         return None
 
     def newest_seq_before(self, key: str, t_ns: int) -> int | None:
-        """The newest sequence number of `key` any emulated router saw before `t_ns` (whole log).
+        """The newest sequence number of `key` any emulated router saw before `t_ns`.
 
         "A new router-LSA" means newer than every instance seen before the trigger, including
-        instances from earlier trials.
+        instances from earlier trials, but only since the DUT last started: a restarted DUT
+        begins again at InitialSequenceNumber (RFC 2328 §12.1.6), as does every new lab.
         """
+        since = self.index.dut_start_before(t_ns)
         best: int | None = None
         for e in self.index.lsu_rx_of(key):
             if e.t_ns >= t_ns:
                 break
+            if e.t_ns < since:
+                continue
             for lsa in e.get("lsas", ()):
                 if lsa.get("key") == key and (best is None or lsa["seq"] > best):
                     best = int(lsa["seq"])
@@ -258,6 +274,9 @@ class LogIndex:
                     if isinstance(key, str):
                         self._lsu_rx[key].append(e)
         self._src_times = {s: [e.t_ns for e in evs] for s, evs in self._by_source.items()}
+        self._dut_starts = [
+            e.t_ns for e in self._by_source.get("dut", []) if e.event in ("start", "config")
+        ]
         self.t_last = self.times[-1] if self.times else 0
         self.trials: list[Trial] = []
         self.failed: dict[str, str] = {}
@@ -280,6 +299,11 @@ class LogIndex:
             evs, times = self._by_source.get(source, []), self._src_times.get(source, [])
         i, j = bisect.bisect_left(times, lo), bisect.bisect_right(times, hi)
         return [e for e in evs[i:j] if event is None or e.event == event]
+
+    def dut_start_before(self, t_ns: int) -> int:
+        """When the DUT last (re)started before `t_ns` (0 when the log does not say)."""
+        i = bisect.bisect_left(self._dut_starts, t_ns)
+        return self._dut_starts[i - 1] if i else 0
 
     def lsu_rx_of(self, key: str) -> list[Event]:
         return self._lsu_rx.get(key, [])

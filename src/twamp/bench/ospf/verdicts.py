@@ -271,15 +271,26 @@ def judge(
                 f"part is the proxy 'minus {design_timer} interval'",
                 t,
             )
-    hit = _dominating(values_ns, (timers[n] for n in proc_timers if n in timers))
+    candidates = [timers[n] for n in proc_timers if n in timers]
+    hit = _dominating(values_ns, candidates)
     if hit is not None:
         t, why = hit
+        # Timers of the same period cannot be told apart by the figure alone: name them all.
+        twins = [c.describe() for c in candidates if c is not t and c.ns == t.ns]
+        also = f" (or the {' or the '.join(twins)}, of the same period)" if twins else ""
         return Verdict(
             "timer-dominated",
-            f"{why}: the figure measures that timer, not the DUT's work; see the proxies",
+            f"{why}{also}: the figure measures that timer, not the DUT's work; see the proxies",
             t,
         )
     median = float(np.median(np.asarray(values_ns, dtype=np.float64)))
+    if median < -PRECISION_NS:
+        return Verdict(
+            "below-precision",
+            f"the median is negative ({median / 1e6:.3f} ms): the DUT answered the end event "
+            "before it finished (or announced) the work the start event began, so this method "
+            "cannot see that work on this DUT; read the proxies",
+        )
     if abs(median) < PRECISION_NS:
         return Verdict(
             "below-precision",
