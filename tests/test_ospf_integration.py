@@ -1,0 +1,210 @@
+"""The OSPF lab end to end, as root, against real FRR and BIRD daemons in namespaces.
+
+Each test builds its own lab (unique per-run names ``twol<pid>-<pid>-<n>-<role>``), runs the
+emulated generator and collector against the DUT and tears everything down. Timers are short
+(hello 1 s, dead 4 s: the `tuned` profile). Off-root or without the daemons they skip with the
+reason; in CI (TWAMP_CI=1) they fail instead, so CI never silently skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+from twamp.lab import LabError, lab_objects, netns
+from twamp.lab.dut import PROFILES
+from twamp.lab.session import LabSession
+from twamp.lab.topology import _pid_alive
+from twamp.ospf.eventlog import EventLog, read_events
+from twamp.ospf.events import LsaSpec, NeighborState
+from twamp.ospf.wire import AsExternalLsaBody
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+DUT_RID = "192.0.2.129"
+TUNED = PROFILES["tuned"]
+TAG = f"twol{os.getpid() % 100000}"
+
+
+def _prereq(kind: str) -> None:
+    require(os.geteuid() == 0, "needs root (network namespaces, raw sockets, daemons)")
+    if kind == "frr":
+        require(
+            os.access("/usr/lib/frr/ospfd", os.X_OK) and shutil.which("vtysh") is not None,
+            "FRR is not installed (apt-get install frr)",
+        )
+    else:
+        require(
+            shutil.which("bird") is not None and shutil.which("birdc") is not None,
+            "BIRD 2 is not installed (apt-get install bird2)",
+        )
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[EventLog]:
+    with EventLog(tmp_path / "events.jsonl", keep=True) as ev:
+        yield ev
+    _assert_clean()
+
+
+def _assert_clean() -> None:
+    """Nothing of this test run is left: namespaces, state dirs, FRR dirs, live daemons."""
+    left = lab_objects(TAG)
+    assert left == {"namespaces": [], "state": [], "frr": [], "pids": []}, left
+
+
+def external(prefix: str, adv: str, fwd: str = "0.0.0.0") -> LsaSpec:
+    net = IPv4Network(prefix)
+    body = AsExternalLsaBody(net.netmask, 20, True, IPv4Address(fwd))
+    return LsaSpec(5, net.network_address, IPv4Address(adv), body)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", ["frr", "bird"])
+@pytest.mark.parametrize("gen_rid", ["192.0.2.2", "192.0.2.200"], ids=["gen-slave", "gen-master"])
+def test_adjacency_full_in_both_dbd_roles(kind: str, gen_rid: str, log: EventLog) -> None:
+    _prereq(kind)
+    with LabSession(kind, profile=TUNED, log=log, tag=TAG, gen_rid=gen_rid) as s:
+        s.wait_adjacencies(30)
+        assert s.dut.wait_neighbor(gen_rid, "Full", 10), s.dut.neighbors()
+        nbr = next(n for n in s.gen.neighbors() if str(n.router_id) == DUT_RID)
+        assert nbr.state == NeighborState.FULL
+        # RFC 2328 §10.8: the higher router ID is the DBD master
+        assert nbr.master == (IPv4Address(gen_rid) < IPv4Address(DUT_RID))
+        # our Exchange-phase DBDs carry MS exactly when we are master
+        ours = [e for e in log.select("gen", "tx") if e["type"] == "dbd" and "I" not in e["flags"]]
+        assert ours and all(("MS" in e["flags"]) == (not nbr.master) for e in ours)
+        # the state walk at the generator, in order, each with a kernel-stamped packet behind it
+        walk = [e["new"] for e in log.select("gen", "nbr") if e["nbr"] == DUT_RID]
+        assert walk[-4:] == ["ExStart", "Exchange", "Loading", "Full"] or walk[-3:] == [
+            "ExStart",
+            "Exchange",
+            "Full",
+        ], walk
+        assert all(e["stamp"] == "kernel-rx" for e in log.select("gen", "rx"))
+        kernel_tx = [e for e in log.select("gen", "tx") if e["stamp"] == "kernel-tx"]
+        assert len(kernel_tx) >= 0.9 * len(log.select("gen", "tx"))
+        pids = _dut_pids(s)
+        assert pids
+    assert not any(_pid_alive(p) for p in pids)
+
+
+def _dut_pids(s: LabSession) -> list[int]:
+    pids = getattr(s.dut, "pids", None)
+    if callable(pids):
+        return [p for p in pids().values() if p]
+    from twamp.lab.topology import _read_pid
+
+    pid = _read_pid(s.dut.state_dir / "bird.pid")
+    return [pid] if pid else []
+
+
+def _after(log: EventLog, source: str, event: str, t_ns: int) -> list:  # type: ignore[type-arg]
+    return [e for e in log.select(source, event) if e.t_ns >= t_ns]
+
+
+def _dut_router_lsa_seqs(log: EventLog, since: int = 0) -> list[int]:
+    key = f"1/{DUT_RID}/{DUT_RID}"
+    return [
+        e["seq"] for e in log.select("col", "lsa-in") if e["key"] == key and e.t_ns >= since
+    ] or [-(2**31)]
+
+
+def _wait(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return bool(pred())
+
+
+@pytest.mark.timeout(60)
+def test_mtu_mismatch_is_one_clear_sentence_and_torn_down(log: EventLog) -> None:
+    _prereq("frr")
+    with (
+        pytest.raises(LabError, match=r"ExStart.*MTU") as info,
+        LabSession(
+            "frr", profile=TUNED, log=log, tag=TAG, gen_mtu=9000, rxmt_interval_ns=1_000_000_000,
+            collector=False,
+        ) as s,
+    ):  # fmt: skip
+        s.wait_adjacencies(30)
+    assert "\n" not in str(info.value)
+    assert log.select("lab", "error")
+
+
+@pytest.mark.timeout(60)
+def test_dead_daemon_is_reported_with_its_log(log: EventLog) -> None:
+    _prereq("bird")
+    with pytest.raises(LabError, match="bird DUT died") as info, LabSession(
+        "bird", profile=TUNED, log=log, tag=TAG
+    ) as s:  # fmt: skip
+        pid = _dut_pids(s)[0]
+        os.kill(pid, 9)
+        _wait(lambda: not _pid_alive(pid), 5)
+        s.wait_adjacencies(30)
+    assert "log" in str(info.value)
+    assert log.select("dut", "died")
+
+
+@pytest.mark.timeout(60)
+def test_stale_run_is_cleaned_by_prefix_only() -> None:
+    """Objects of a dead run (a pid that no longer exists) go; a live run's stay."""
+    require(os.geteuid() == 0, "needs root (network namespaces)")
+    from twamp.lab import cleanup_stale
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a pid that existed and is now gone
+    dead = f"{TAG}-{proc.pid}-1-dut"
+    live = f"{TAG}-{os.getpid()}-77-dut"
+    netns.create(dead)
+    netns.create(live)
+    try:
+        removed = cleanup_stale(TAG)
+        assert dead in removed and live not in removed
+        assert not netns.exists(dead) and netns.exists(live)
+    finally:
+        netns.remove(dead)
+        netns.remove(live)
+    _assert_clean()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_tears_everything_down(signame: str, tmp_path: Path) -> None:
+    """A run killed by SIGTERM or Ctrl-C (SIGINT) removes its namespaces and stops its daemon."""
+    _prereq("frr")
+    tag = f"{TAG}s"
+    code = (
+        "import sys, time\n"
+        "from twamp.lab.session import LabSession\n"
+        "from twamp.lab.dut import PROFILES\n"
+        f"with LabSession('frr', profile=PROFILES['tuned'], tag={tag!r},"
+        f" log_path={str(tmp_path / 'ev.jsonl')!r}) as s:\n"
+        "    print('up', s.lab.prefix, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line[:1] == ["up"], line
+    prefix = line[1]
+    pids = [int(p.read_text().split()[0]) for p in Path(f"/var/run/frr/{prefix}-dut").glob("*.pid")]
+    assert len(pids) == 2 and all(_pid_alive(p) for p in pids)
+    os.kill(proc.pid, getattr(signal, signame))
+    proc.wait(timeout=30)
+    assert not any(_pid_alive(p) for p in pids)
+    assert lab_objects(tag) == {"namespaces": [], "state": [], "frr": [], "pids": []}
+    events = [e.event for e in read_events(tmp_path / "ev.jsonl") if e.source in ("dut", "lab")]
+    assert "stop" in events and "teardown" in events
