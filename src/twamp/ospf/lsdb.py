@@ -9,7 +9,7 @@ database; we compute it on demand instead of ticking every second).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .wire import MAX_AGE, Lsa, LsaHeader, LsaKey, with_age
 
@@ -27,10 +27,10 @@ class LsdbEntry:
     raw: bytes
     installed_ns: int
     self_originated: bool
+    key: LsaKey = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> LsaKey:
-        return self.lsa.header.key
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.lsa.header.key)
 
     def age(self, now_ns: int) -> int:
         """Current LS age in seconds, capped at MaxAge (DoNotAge LSAs keep theirs)."""
@@ -73,6 +73,12 @@ class Lsdb(Mapping[LsaKey, LsdbEntry]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def get(self, key: LsaKey, default: None = None) -> LsdbEntry | None:  # type: ignore[override]
+        return self._entries.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     def install(self, entry: LsdbEntry) -> LsdbEntry | None:
         """Install `entry`, returning the copy it replaces (RFC 2328 §13.2)."""

@@ -26,7 +26,8 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address
 from itertools import accumulate
 from typing import Final, NamedTuple, TypeVar
@@ -145,6 +146,15 @@ _EXTERNAL_LSA = struct.Struct("!HBBIIiHHIIII")
 _EXTERNAL_BODY = struct.Struct("!IIII")
 _AGE = struct.Struct("!H")
 _ZERO: Final = IPv4Address(0)
+
+
+@lru_cache(maxsize=1 << 16)
+def _ip(value: int) -> IPv4Address:
+    # Decoders see the same few router IDs, masks and area IDs again and again; building an
+    # IPv4Address costs more than a C-level cache lookup, and shared instances make the
+    # equality tests of dict lookups take the identity shortcut.
+    return IPv4Address(value)
+
 
 _M = TypeVar("_M")
 
@@ -349,6 +359,12 @@ class LsaKey(NamedTuple):
     def __str__(self) -> str:
         return f"{self.ls_type}/{self.link_state_id}/{self.advertising_router}"
 
+    def __hash__(self) -> int:
+        # IPv4Address.__hash__ is Python code (hash(hex(ip))); keys are hashed hundreds of
+        # thousands of times in a 20,000-LSA flood, so hash the integers directly. Equal keys
+        # still hash equal: an IPv4Address equals another only if their integers do.
+        return hash((self[0], self[1]._ip, self[2]._ip))  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True, slots=True)
 class LsaHeader:
@@ -382,6 +398,7 @@ class LsaHeader:
     seq: int
     checksum: int
     length: int
+    key: LsaKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Checked field by field only when the quick test fails: headers are built by the
@@ -408,6 +425,7 @@ class LsaHeader:
             _set(self, "link_state_id", _addr("link_state_id", self.link_state_id))
         if type(self.advertising_router) is not IPv4Address:
             _set(self, "advertising_router", _addr("advertising_router", self.advertising_router))
+        _set(self, "key", LsaKey(self.ls_type, self.link_state_id, self.advertising_router))
 
     def _check_numbers(self) -> None:
         _uint("age", self.age, 16)
@@ -419,10 +437,6 @@ class LsaHeader:
             raise _FieldError(
                 "length", f"{self.length} is below the {LSA_HEADER_SIZE}-octet header"
             )
-
-    @property
-    def key(self) -> LsaKey:
-        return LsaKey(self.ls_type, self.link_state_id, self.advertising_router)
 
 
 _LSA_TYPES = frozenset(int(t) for t in LsaType)
@@ -458,11 +472,12 @@ def _header_from(values: tuple[int, ...]) -> LsaHeader:
     _set(h, "age", age)
     _set(h, "options", _OPTIONS[options])
     _set(h, "ls_type", _LS_TYPE.get(ls_type, ls_type))
-    _set(h, "link_state_id", IPv4Address(lsid))
-    _set(h, "advertising_router", IPv4Address(adv))
+    _set(h, "link_state_id", _ip(lsid))
+    _set(h, "advertising_router", _ip(adv))
     _set(h, "seq", seq)
     _set(h, "checksum", checksum)
     _set(h, "length", length)
+    _set(h, "key", LsaKey(h.ls_type, h.link_state_id, h.advertising_router))
     return h
 
 
@@ -742,7 +757,7 @@ def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
                 raise _short("RouterLsa", "tos", 4 * ntos, n - off)
             tos = tuple(_TOS_METRIC.iter_unpack(raw[off : off + 4 * ntos]))
             off += 4 * ntos
-            links.append(RouterLink(IPv4Address(lid), IPv4Address(ldata), ltype, metric, tos))
+            links.append(RouterLink(_ip(lid), _ip(ldata), ltype, metric, tos))
         if off != n:
             raise OspfDecodeError(
                 f"{n - off} octets after the last link", message_type="RouterLsa", field="length"
@@ -755,7 +770,7 @@ def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
                 message_type="NetworkLsa",
                 field="length",
             )
-        words = [IPv4Address(w) for (w,) in _WORD.iter_unpack(raw)]
+        words = [_ip(w) for (w,) in _WORD.iter_unpack(raw)]
         return NetworkLsaBody(words[0], tuple(words[1:]))
     if ls_type in (LsaType.SUMMARY_NETWORK, LsaType.SUMMARY_ASBR):
         if n < 8 or n % 4:
@@ -774,7 +789,7 @@ def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
                 field="metric",
             )
         tos = tuple((w >> 24, w & 0xFFFFFF) for w in ws[2:])
-        return SummaryLsaBody(IPv4Address(ws[0]), ws[1], tos)
+        return SummaryLsaBody(_ip(ws[0]), ws[1], tos)
     if ls_type == LsaType.AS_EXTERNAL:
         if n < 16 or (n - 4) % 12:
             raise OspfDecodeError(
@@ -790,10 +805,10 @@ def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
                     "first entry is not TOS 0", message_type="AsExternalLsa", field="tos"
                 )
             ext = _new(AsExternalLsaBody)
-            _set(ext, "mask", IPv4Address(mask))
+            _set(ext, "mask", _ip(mask))
             _set(ext, "metric", w0 & 0xFFFFFF)
             _set(ext, "e_bit", bool(w0 >> 31))
-            _set(ext, "forwarding", IPv4Address(fwd) if fwd else _ZERO)
+            _set(ext, "forwarding", _ip(fwd) if fwd else _ZERO)
             _set(ext, "route_tag", tag)
             _set(ext, "tos", ())
             return ext
@@ -805,12 +820,9 @@ def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
                 "first entry is not TOS 0", message_type="AsExternalLsa", field="tos"
             )
         more = tuple(
-            (bool(w >> 31), (w >> 24) & 0x7F, w & 0xFFFFFF, IPv4Address(f), t)
-            for w, f, t in entries[1:]
+            (bool(w >> 31), (w >> 24) & 0x7F, w & 0xFFFFFF, _ip(f), t) for w, f, t in entries[1:]
         )
-        return AsExternalLsaBody(
-            IPv4Address(mask), w0 & 0xFFFFFF, bool(w0 >> 31), IPv4Address(fwd), tag, more
-        )
+        return AsExternalLsaBody(_ip(mask), w0 & 0xFFFFFF, bool(w0 >> 31), _ip(fwd), tag, more)
     return OpaqueLsaBody(raw)
 
 
@@ -1024,17 +1036,17 @@ def decode_hello(data: Buffer) -> Hello:
             field="length",
         )
     mask, hi, opts, pri, dead, dr, bdr = _HELLO.unpack_from(raw)
-    nbrs = tuple(IPv4Address(n) for (n,) in _WORD.iter_unpack(raw[_HELLO.size :]))
+    nbrs = tuple(_ip(n) for (n,) in _WORD.iter_unpack(raw[_HELLO.size :]))
     return _build(
         Hello,
         "Hello",
-        IPv4Address(mask),
+        _ip(mask),
         hi,
         Options(opts),
         pri,
         dead,
-        IPv4Address(dr),
-        IPv4Address(bdr),
+        _ip(dr),
+        _ip(bdr),
         nbrs,
     )
 
@@ -1136,9 +1148,7 @@ def decode_link_state_request(data: Buffer) -> LinkStateRequest:
             message_type="LinkStateRequest",
             field="length",
         )
-    keys = tuple(
-        LsaKey(t, IPv4Address(i), IPv4Address(a)) for t, i, a in _LSR_ENTRY.iter_unpack(raw)
-    )
+    keys = tuple(LsaKey(t, _ip(i), _ip(a)) for t, i, a in _LSR_ENTRY.iter_unpack(raw))
     return _build(LinkStateRequest, "LinkStateRequest", keys)
 
 
@@ -1313,8 +1323,8 @@ def decode_packet(data: Buffer, *, verify_checksum: bool = True) -> Packet:
     header = OspfHeader(
         PacketType(ptype),
         length,
-        IPv4Address(rid),
-        IPv4Address(area),
+        _ip(rid),
+        _ip(area),
         checksum,
         au_type,
         auth,
