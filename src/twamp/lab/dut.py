@@ -40,6 +40,7 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 FRR_BIN = Path("/usr/lib/frr")
+_LOG_STAMP = re.compile(r"^(\d{4}[/-]\d\d[/-]\d\d \d\d:\d\d:\d\d\.\d{6})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +205,31 @@ class Dut(ABC):
         with contextlib.suppress(OSError):
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return "(log unreadable)"
+
+    def import_log(self) -> int:
+        """Copy the daemon's log into the event log as ``dut-log line`` events; returns the count.
+
+        Each line's stamp is parsed from the daemon's own µs timestamp (FRR ``log timestamp
+        precision 6``, BIRD ``timeformat log "%F %T.%6f"``; both local time, read as such), so
+        the DUT's view lines up with ours; a line without a stamp takes the previous one's.
+        """
+        path = self.log_path
+        if self.log is None or path is None or not path.exists():
+            return 0
+        t_prev = 0
+        n = 0
+        with contextlib.suppress(OSError), path.open(errors="replace") as fh:
+            for raw in fh:
+                line = raw.rstrip("\n")
+                m = _LOG_STAMP.match(line)
+                if m:
+                    stamp = datetime.strptime(m.group(1).replace("/", "-"), "%Y-%m-%d %H:%M:%S.%f")
+                    t_prev = int(stamp.timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
+                if line:
+                    t_ns = t_prev or None
+                    self.log.write("dut-log", "line", t_ns=t_ns, text=line, stamp="dut-log")
+                    n += 1
+        return n
 
     def check_alive(self) -> None:
         if not self.alive():
@@ -395,6 +422,7 @@ class FrrDut(Dut):
         return all(p is not None and _pid_alive(p) for p in pids.values())
 
     def stop(self) -> list[int]:
+        self.import_log()
         killed = [
             pid
             for d in ("ospfd", "zebra")
@@ -557,6 +585,7 @@ class BirdDut(Dut):
         return pid is not None and _pid_alive(pid)
 
     def stop(self) -> list[int]:
+        self.import_log()
         pid = kill_pidfile(self.pidfile)
         if self.log is not None:
             self.log.write("dut", "stop", kind=self.kind, pids=[pid] if pid else [])
