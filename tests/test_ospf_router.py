@@ -657,3 +657,48 @@ def test_next_deadline_is_the_hello_timer_when_idle() -> None:
     a.tick(d)
     (hello,) = a.take_transmits()
     assert hello.packet_type is PacketType.HELLO and hello.t_ns == d
+
+
+def test_repeated_lsr_is_answered_twice_without_restarting() -> None:
+    net, a, b = pair()
+    b.originate([external(HIGH, i) for i in range(10)], 0)
+    net.repeat = lambda s, _p: s.tx.packet_type is PacketType.LINK_STATE_REQUEST
+    net.run(3 * NS)
+    assert a.neighbor_state("a0", HIGH) is FULL
+    assert_synchronised(a, b)
+    got = [e.status for e in net.of(a, LsaReceived) if e.key == external(HIGH, 3).key]  # type: ignore[attr-defined]
+    assert got[:2] == [LsaStatus.NEW, LsaStatus.DUPLICATE]
+    assert not [c for c in states(net, a) if c is NeighborState.EXSTART][1:]
+
+
+def test_delayed_acks_are_gathered_into_one_packet() -> None:
+    net, a, b = pair(a_kw={"ack_delay_ns": NS // 2})
+    net.run(3 * NS)
+    t0 = net.now
+    b.originate([external(HIGH, i) for i in range(3)], t0)
+    b.originate([external(HIGH, 10)], t0)
+    net.run(t0 + NS)
+    acks = [s for s in net.packets(a, PacketType.LINK_STATE_ACK) if s.t_ns >= t0]
+    assert [(s.t_ns - t0, len(s.tx.keys)) for s in acks] == [(NS // 2, 4)]
+    assert b.retransmit_count() == 0
+
+
+def test_flushing_many_lsas_removes_them_once_acked() -> None:
+    net, a, b = pair()
+    net.run(3 * NS)
+    specs = [external(LOW, i) for i in range(500)]
+    a.originate(specs, net.now)
+    net.run(net.now + NS)
+    assert all(s.key in b.lsdb for s in specs)
+    events = a.flush([s.key for s in specs], net.now)
+    assert sum(isinstance(e, LsaFlushed) for e in events) == 500
+    assert a.lsdb[specs[0].key].age(net.now) == MAX_AGE
+    net.deliver()
+    assert not any(s.key in a.lsdb or s.key in b.lsdb for s in specs)
+    assert a.retransmit_count() == 0
+    with pytest.raises(ValueError, match="not an LSA this router originates"):
+        a.flush([specs[0].key], net.now)
+    # Originated again later: the sequence continues past the flushed instance.
+    net.note(a, a.originate([specs[0]], net.now + 2 * NS))
+    net.deliver()
+    assert b.lsdb[specs[0].key].lsa.header.seq == -0x7FFFFFFF + 1

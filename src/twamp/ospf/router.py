@@ -165,7 +165,9 @@ class EmulatedRouter:
         self._own: dict[LsaKey, _Own] = {}
         self._pending: dict[LsaKey, tuple[LsaSpec, str]] = {}
         self._owned_routers = {self._rid, *map(IPv4Address, owned_router_ids)}
-        self._maxage: set[LsaKey] = set()
+        self._maxage: set[LsaKey] = set()  # MaxAge LSAs waiting to leave the database
+        self._maxage_check: set[LsaKey] = set()  # of those, the ones to look at in _finish
+        self._maxage_sweep = False  # look at all of them (neighbour lists changed)
         self._min_ls_interval_ns = min_ls_interval_ns
         self._originate_router_lsa = originate_router_lsa
         self._extra_links = tuple(extra_links)
@@ -594,6 +596,7 @@ class EmulatedRouter:
             nbr.exstart_since_ns = None
         if new < NeighborState.EXSTART:
             nbr.clear_lists()
+        self._maxage_sweep = True
         self._counters[f"neighbor_{new.name.lower()}"] += 1
         self._emit(
             NeighborStateChange(now_ns, iface.name, nbr.router_id, nbr.address, old, new, cause)
@@ -621,6 +624,7 @@ class EmulatedRouter:
     def _start_exstart(self, iface: Interface, nbr: Neighbor, cause: str, now_ns: int) -> None:
         self._set_state(iface, nbr, NeighborState.EXSTART, cause, now_ns)
         nbr.clear_lists()
+        self._maxage_sweep = True
         # §10.8: a fresh DD sequence number the first time (unique per start), +1 afterwards.
         nbr.dd_seq = (
             (nbr.dd_seq + 1) & 0xFFFFFFFF if nbr.dd_seq else (now_ns // 1000) & 0x7FFFFFFF or 1
@@ -1009,6 +1013,7 @@ class EmulatedRouter:
         if cmp == 0:
             if key in nbr.retransmit:
                 del nbr.retransmit[key]  # step 7a: an implied acknowledgment
+                self._maxage_check.add(key)
                 report(LsaStatus.DUPLICATE, implied=True)
             else:
                 acks.append(h)
@@ -1110,6 +1115,7 @@ class EmulatedRouter:
                 del nbr.retransmit[header.key]
                 cleared.append(header.key)
         self._counters["acks_cleared"] += len(cleared)
+        self._maxage_check.update(cleared)
         self._emit(
             LsaAckReceived(now_ns, iface.name, nbr.router_id, ack.lsa_headers, tuple(cleared))
         )
@@ -1126,6 +1132,7 @@ class EmulatedRouter:
                     nbr.retransmit.pop(entry.key, None)
         if entry.age(now_ns) >= MAX_AGE:
             self._maxage.add(entry.key)
+            self._maxage_check.add(entry.key)
         else:
             self._maxage.discard(entry.key)
 
@@ -1216,16 +1223,28 @@ class EmulatedRouter:
             self._counters["retransmitted_lsas"] += len(entries)
 
     def _reap_maxage(self) -> None:
-        """§14: a MaxAge LSA leaves the database once no retransmit list holds it and no
-        neighbour is exchanging databases."""
-        if not self._maxage or self._anyone_exchanging():
+        """§14: a MaxAge LSA leaves the database once no retransmission list holds it and no
+        neighbour is exchanging databases.
+
+        Only candidates are examined (installed or acked during this call), or all of them
+        after neighbour lists changed: flushing 20,000 LSAs must not cost 20,000 look-ups per
+        received LSAck.
+        """
+        if not self._maxage:
             return
-        held = {
-            k for i in self._ifaces.values() for n in i.neighbors.values() for k in n.retransmit
-        }
-        for key in [k for k in self._maxage if k not in held]:
-            self._maxage.discard(key)
-            self._lsdb.remove(key)
+        if self._anyone_exchanging():
+            self._maxage_sweep = True
+            return
+        candidates = set(self._maxage) if self._maxage_sweep else self._maxage_check & self._maxage
+        self._maxage_check.clear()
+        self._maxage_sweep = False
+        if not candidates:
+            return
+        lists = [n.retransmit for i in self._ifaces.values() for n in i.neighbors.values()]
+        for key in candidates:
+            if not any(key in held for held in lists):
+                self._maxage.discard(key)
+                self._lsdb.remove(key)
 
     # ==========================================================================================
     # Origination (RFC 2328 §12.4) with MinLSInterval spacing, flushing (§14.1)
