@@ -9,19 +9,30 @@ MinLSArrival spacing of our re-originations.
 Public API (additive changes only from here on)
 -----------------------------------------------
 ``EmulatedRouter(router_id, interfaces, *, now_ns, min_ls_interval_ns=NS,
-originate_router_lsa=True)``
-    `interfaces` is a sequence of `InterfaceConfig` (events.py), all in one area. The router
-    starts with every interface up and sending Hellos (the first at `now_ns`).
+originate_router_lsa=True, extra_links=(), owned_router_ids=())``
+    `interfaces` is a sequence of `InterfaceConfig` (events.py), all in one area (ValueError
+    otherwise, and for repeated names). Every interface starts up; the first `tick(now_ns)`
+    sends the first Hellos and originates our router-LSA. `extra_links` are `RouterLink`s our
+    router-LSA carries besides the interfaces (attachment of an emulated topology, see
+    topology.py). `owned_router_ids` are advertising routers whose LSAs count as ours for
+    RFC 2328 §13.4 even before we originate any (emulated routers of an earlier run).
+    `originate_router_lsa=False` leaves router-LSA origination to the caller.
 
 Driving it (every call returns the `Event`s it caused, in order):
     ``receive(ifname, src, dst, data, now_ns)``  one OSPF packet as received on `ifname` (IP
         header stripped), from IPv4 `src` to `dst` (224.0.0.5, 224.0.0.6 or our address).
         Never raises for bad input: malformed packets give `MalformedPacket`, unexpected ones
-        `PacketRejected`; both are counted in `counters`.
-    ``tick(now_ns)``  run every timer due at `now_ns` (Hello, inactivity, retransmission,
-        Wait, delayed originations, delayed acks). Call it at `next_deadline()`.
+        `PacketRejected` (+ `AdjacencyProblem` for a Router-ID clash); all are counted in
+        `counters`. An unknown `ifname` is a caller error (ValueError).
+    ``tick(now_ns)``  run every timer due at `now_ns` (Hello, Wait, inactivity, DBD/LSR/LSU
+        retransmission, delayed acks, MinLSInterval-deferred originations, the ExStart
+        diagnosis). Call it at `next_deadline()`; calling it early or late is harmless.
     ``next_deadline() -> int | None``  the earliest `now_ns` at which `tick` has work.
     ``take_transmits() -> list[Transmit]``  the packets queued since the last call, in order.
+        `Transmit.destination` is already right for the link: AllSPFRouters for everything on
+        point-to-point links (RFC 2328 §8.1); on broadcast links Hellos to AllSPFRouters, DBDs,
+        LSRs, LSR answers and retransmissions unicast to the neighbour, floods and acks to
+        AllDRouters as DROther and to AllSPFRouters as DR/BDR. Packets never exceed the MTU.
 
 Acting on it:
     ``originate(specs, now_ns)``  install and flood LSAs (`LsaSpec`); each gets the next
@@ -29,22 +40,36 @@ Acting on it:
         after §13.4). A re-origination within `min_ls_interval_ns` of the previous instance
         of the same key is held back and sent when the interval has passed (only the latest
         content is sent): BIRD ignores faster ones (MinLSArrival, RFC 2328 §13 step 5a).
-    ``flush(keys, now_ns)``  premature aging (§14.1): our LSAs set to MaxAge and flooded.
+        Originating AS-external-LSAs under our own Router ID sets the E bit of our router-LSA.
+    ``flush(keys, now_ns)``  premature aging (§14.1): our LSAs set to MaxAge and flooded; they
+        leave our database once acknowledged. ValueError for keys we do not originate.
     ``interface_down(ifname, now_ns)`` / ``interface_up(ifname, now_ns)``  carrier loss and
-        return (InterfaceDown: neighbours dropped, router-LSA re-originated).
+        return (InterfaceDown: neighbours dropped, router-LSA re-originated on the others).
     ``stop_hellos(ifname, now_ns)`` / ``start_hellos(ifname, now_ns)``  RFC 4061 §6.8 "layer-3
-        link down": we go silent on the link (no Hellos, and no answers to anything) while the
-        carrier stays up; the DUT's dead interval then expires.
-    ``set_cost(ifname, cost, now_ns)``  change an interface cost and re-originate the router-LSA.
+        link down": we go silent on the link (nothing sent, everything received ignored, our
+        view of its neighbours frozen) while the carrier stays up; the DUT's dead interval then
+        expires. `start_hellos` sends a Hello at once; the DUT, having dropped us, restarts the
+        exchange (it reaches Full again one RxmtInterval later, see the tests).
+    ``set_cost(ifname, cost, now_ns)``  change an interface cost; router-LSA re-originated.
+    ``set_extra_links(links, now_ns)``  replace `extra_links`; router-LSA re-originated.
 
 Reading it:
-    ``router_id``, ``interface_names``, ``interface_state(ifname)``, ``dr(ifname)``,
-    ``bdr(ifname)``, ``neighbors(ifname=None) -> list[NeighborInfo]``,
+    ``router_id``, ``area``, ``interface_names``, ``interface_config(ifname)``,
+    ``interface_state(ifname)``, ``dr(ifname)``, ``bdr(ifname)`` (interface addresses,
+    0.0.0.0 for none), ``neighbors(ifname=None) -> list[NeighborInfo]``,
     ``neighbor_state(ifname, neighbor_id) -> NeighborState | None``,
-    ``lsdb`` (read-only mapping `LsaKey -> LsdbEntry`), ``lsa(key) -> LsdbEntry | None``,
-    ``retransmit_count(ifname=None) -> int`` (LSAs awaiting acks, summed over neighbours),
-    ``counters`` (a dict of named counts: packets in/out per type, malformed, rejected per
-    reason, retransmissions, lsas_new/duplicate/older ...).
+    ``lsdb`` (read-only mapping `LsaKey -> LsdbEntry`; `entry.age(now_ns)` is the current
+    age), ``lsa(key) -> LsdbEntry | None``, ``retransmit_count(ifname=None) -> int`` (LSAs
+    awaiting acks, summed over neighbours), ``counters`` (a snapshot dict: rx_<type>,
+    tx_<type>, malformed, rejected_<reason>, lsa_<status>, neighbor_<state>, originated,
+    originations_deferred, flushed, acks_cleared, retransmitted_lsas/_dbds/_lsrs,
+    dbd_duplicate, exchange_restart_<cause> ...).
+
+Not implemented (deliberately, for a benchmark speaker): authentication (null only),
+NBMA/point-to-multipoint/virtual links, more than one area, LSRefreshTime refresh of our
+LSAs and natural aging to MaxAge (runs are far shorter than 30 min), MinLSArrival on
+*received* LSAs (§13 step 5a: we observe the DUT, we do not rate-limit it), and the
+sequence-number wrap (§12.1.6; counted as originations_seq_exhausted).
 """
 
 from __future__ import annotations
@@ -273,15 +298,20 @@ class EmulatedRouter:
         return self._finish(now_ns)
 
     def flush(self, keys: Iterable[LsaKey], now_ns: int) -> list[Event]:
-        """Premature aging of our own LSAs (RFC 2328 §14.1): MaxAge, same sequence, flooded."""
-        for key in keys:
-            self._pending.pop(key, None)
+        """Premature aging of our own LSAs (RFC 2328 §14.1): MaxAge, same sequence, flooded.
+
+        Raises ValueError, before changing anything, if a key is not one we originate now.
+        """
+        wanted = list(keys)
+        for key in wanted:
             own = self._own.get(key)
             if own is None or own.spec is None:
                 raise ValueError(f"{key} is not an LSA this router originates")
-            own.spec = None
+        for key in wanted:
+            self._pending.pop(key, None)
+            self._own[key].spec = None
             entry = self._lsdb.get(key)
-            if entry is not None:
+            if entry is not None and entry.age(now_ns) < MAX_AGE:
                 self._flush_entry(entry, now_ns, "flush")
         return self._finish(now_ns)
 
