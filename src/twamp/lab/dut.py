@@ -356,7 +356,8 @@ class FrrDut(Dut):
             ):
                 if val is not None:
                     out.append(f" ip ospf {key} {val}")
-        out += ["router ospf", f" ospf router-id {self.router_id}"]
+        # the DUT's own view of every neighbour state change, µs-stamped, into dut-log lines
+        out += ["router ospf", f" ospf router-id {self.router_id}", " log-adjacency-changes detail"]
         out += [f" network {n} area 0" for n in self._networks()]
         if p.spf_delay_ms is not None:
             hold = 50 if p.spf_hold_ms is None else p.spf_hold_ms
