@@ -621,6 +621,9 @@ def test_dr_election_and_network_lsa() -> None:
     assert floods[0].sender is r3 and floods[0].tx.destination == ALL_D_ROUTERS
     assert any(s.sender is r1 and s.tx.destination == ALL_SPF_ROUTERS for s in floods)
     assert external(A("10.0.0.3"), 1).key in r4.lsdb
+    # r4 (DROther) heard r3's AllDRouters flood and ignored it: it got the LSA from the DR.
+    assert r4.counters["rejected_destination"] >= 1
+    assert not [e for e in net.of(r4, PacketRejected) if e.reason is RejectReason.DESTINATION]  # type: ignore[attr-defined]
     assert all(r.retransmit_count() == 0 for r in (r1, r2, r3, r4))
     # Hellos reported DR changes as they were seen.
     seen = [e for e in net.of(r3, DrChange) if e.dr == A("203.0.113.9")]  # type: ignore[attr-defined]

@@ -503,8 +503,8 @@ class EmulatedRouter:
                 )
             return False
         if dst == ALL_D_ROUTERS and not iface.is_dr_or_bdr:
-            detail = "sent to AllDRouters while we are neither DR nor BDR"
-            self._reject(iface, src, h, RejectReason.DESTINATION, detail, now_ns)
+            # Normal on a LAN with other DROthers (RFC 2328 §8.2): counted, no event.
+            self._counters[f"rejected_{RejectReason.DESTINATION.value}"] += 1
             return False
         return True
 
