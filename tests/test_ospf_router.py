@@ -705,3 +705,36 @@ def test_flushing_many_lsas_removes_them_once_acked() -> None:
     net.note(a, a.originate([specs[0]], net.now + 2 * NS))
     net.deliver()
     assert b.lsdb[specs[0].key].lsa.header.seq == -0x7FFFFFFF + 1
+
+
+def test_peer_restart_during_loading() -> None:
+    # a's LSRs are lost, so a sits in Loading; then b restarts (fresh instance, same ID).
+    net, a, b = pair()
+    b.originate([external(HIGH, i) for i in range(20)], 0)
+    net.drop = lambda s, _p: s.tx.packet_type is PacketType.LINK_STATE_REQUEST
+    net.run(2 * NS)
+    assert a.neighbor_state("a0", HIGH) is NeighborState.LOADING
+    b2 = EmulatedRouter(HIGH, [cfg("b0", "192.0.2.1/30")], now_ns=net.now)
+    b2.originate([external(HIGH, i) for i in range(20)], net.now)
+    net.ports["p2p"] = [(a, "a0"), (b2, "b0")]
+    net.drop = None
+    t0 = net.now
+    net.run(t0 + 10 * NS)
+    causes = [e.cause for e in net.of(a, NeighborStateChange) if e.t_ns >= t0]  # type: ignore[attr-defined]
+    assert causes[0] == "1-WayReceived"
+    assert a.neighbor_state("a0", HIGH) is FULL and b2.neighbor_state("b0", LOW) is FULL
+    assert a.neighbors("a0")[0].request_count == 0
+    assert_synchronised(a, b2)
+
+
+def test_transmits_name_what_they_carry() -> None:
+    net, a, _b = pair()
+    net.run(3 * NS)
+    specs = [external(LOW, i) for i in range(3)]
+    a.originate(specs, net.now)
+    (lsu,) = [t for t in a.take_transmits() if t.packet_type is PacketType.LINK_STATE_UPDATE]
+    assert lsu.keys == tuple(s.key for s in specs)
+    assert lsu.seqs == tuple(a.lsdb[s.key].lsa.header.seq for s in specs)
+    assert lsu.destination == ALL_SPF_ROUTERS and not lsu.retransmission
+    body = decode_packet(lsu.data).body
+    assert tuple(x.key for x in body.lsas) == lsu.keys  # type: ignore[union-attr]
