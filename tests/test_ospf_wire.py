@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from conftest import require
 from twamp.errors import DecodeError, ProtocolError
 from twamp.ospf.wire import (
     INITIAL_SEQUENCE_NUMBER,
@@ -350,9 +351,13 @@ def test_full_dbd_and_lsr_fit_the_mtu() -> None:
 
 @pytest.fixture(scope="module")
 def scapy_ospf():  # type: ignore[no-untyped-def]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ospf = pytest.importorskip("scapy.contrib.ospf")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import scapy.contrib.ospf as ospf
+    except ImportError:
+        ospf = None
+    require(ospf is not None, "scapy is not installed (pip install scapy): the codec's oracle")
     return ospf
 
 
