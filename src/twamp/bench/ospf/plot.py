@@ -84,6 +84,27 @@ def plot_report(doc: Mapping[str, Any], path: str) -> None:
         vals = [
             t["value_ns"] / 1e6 for t in e["trials"] if t["valid"] and t["value_ns"] is not None
         ]
+        any_valid = bool(vals)
+        if any(v <= 0 for v in vals):
+            # A log axis has no room for zero or less: such trials sit at the left edge as
+            # arrows, and the table gives their values.
+            ax.annotate(
+                "≤ 0 (see table)",
+                (_FLOOR_MS, y),
+                xytext=(4, 6),
+                textcoords="offset points",
+                fontsize=7,
+                color="#555555",
+            )
+            ax.scatter(
+                [_FLOOR_MS] * sum(1 for v in vals if v <= 0),
+                [y] * sum(1 for v in vals if v <= 0),
+                marker="<",
+                s=60,
+                color=_COLOURS.get(kind, "black"),
+                zorder=3,
+            )
+            vals = [v for v in vals if v > 0]
         if vals:
             h = ax.scatter(
                 [_clip(v) for v in vals],
@@ -124,7 +145,7 @@ def plot_report(doc: Mapping[str, Any], path: str) -> None:
             h = ax.scatter(dp, [y + 0.22] * len(dp), marker="x", color="black", s=30, zorder=2)
             labels.setdefault("data plane restored after the start event", h)
             lo, hi = min(lo, *dp), max(hi, *dp)
-        if kind == "failed" or not vals:
+        if kind == "failed" or not any_valid:
             ax.text(
                 1.0,
                 y,
@@ -188,7 +209,10 @@ def _title(doc: Mapping[str, Any]) -> str:
     dut = c.get("dut") or {}
     profile = dut.get("profile") if isinstance(dut.get("profile"), Mapping) else {}
     name = (profile or {}).get("name")
+    kind, version = str(dut.get("kind") or "?"), str(dut.get("version") or "")
+    if version.startswith(kind):
+        version = version[len(kind) :].strip()
     return (
-        f"RFC 4061 against {dut.get('kind') or '?'} {dut.get('version') or ''}"
+        f"RFC 4061 against {kind} {version}"
         f"{f' (timers: {name})' if name else ''}: each dot one trial; dashed lines: DUT timers"
     )
