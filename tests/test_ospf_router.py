@@ -738,3 +738,20 @@ def test_transmits_name_what_they_carry() -> None:
     assert lsu.destination == ALL_SPF_ROUTERS and not lsu.retransmission
     body = decode_packet(lsu.data).body
     assert tuple(x.key for x in body.lsas) == lsu.keys  # type: ignore[union-attr]
+
+
+def test_own_lsas_are_refreshed_every_ls_refresh_time() -> None:
+    slow = {"hello_interval_s": 10, "dead_interval_s": 40}
+    net, a, b = pair(a_kw=slow, b_kw=slow)
+    spec = external(LOW, 1)
+    net.note(a, a.originate([spec], 0))
+    net.run(60 * NS)
+    first = b.lsdb[spec.key].lsa.header.seq
+    net.run(1800 * NS - 1)
+    assert b.lsdb[spec.key].lsa.header.seq == first
+    net.run(1801 * NS)
+    assert b.lsdb[spec.key].lsa.header.seq == first + 1
+    refreshes = [e for e in net.of(a, LsaOriginated) if e.reason == "refresh"]  # type: ignore[attr-defined]
+    assert {e.key for e in refreshes} >= {spec.key}  # type: ignore[attr-defined]
+    assert all(e.t_ns >= 1800 * NS for e in refreshes)
+    assert b.lsdb[spec.key].age(net.now) < 5

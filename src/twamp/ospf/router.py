@@ -41,6 +41,8 @@ Acting on it:
         of the same key is held back and sent when the interval has passed (only the latest
         content is sent): BIRD ignores faster ones (MinLSArrival, RFC 2328 §13 step 5a).
         Originating AS-external-LSAs under our own Router ID sets the E bit of our router-LSA.
+        Every LSA we originate is refreshed (same content, next sequence number) when it is
+        LSRefreshTime (30 min) old, reported as `LsaOriginated(reason="refresh")`.
     ``flush(keys, now_ns)``  premature aging (§14.1): our LSAs set to MaxAge and flooded; they
         leave our database once acknowledged. ValueError for keys we do not originate.
     ``interface_down(ifname, now_ns)`` / ``interface_up(ifname, now_ns)``  carrier loss and
@@ -66,8 +68,8 @@ Reading it:
     dbd_duplicate, exchange_restart_<cause> ...).
 
 Not implemented (deliberately, for a benchmark speaker): authentication (null only),
-NBMA/point-to-multipoint/virtual links, more than one area, LSRefreshTime refresh of our
-LSAs and natural aging to MaxAge (runs are far shorter than 30 min), MinLSArrival on
+NBMA/point-to-multipoint/virtual links, more than one area, natural aging of other
+routers' LSAs to MaxAge (they refresh theirs every 30 min; ours are refreshed), MinLSArrival on
 *received* LSAs (§13 step 5a: we observe the DUT, we do not rate-limit it), and the
 sequence-number wrap (§12.1.6; counted as originations_seq_exhausted).
 """
@@ -110,6 +112,7 @@ from .wire import (
     HEADER_SIZE,
     INITIAL_SEQUENCE_NUMBER,
     IP_HEADER_SIZE,
+    LS_REFRESH_TIME,
     LSA_HEADER_SIZE,
     MAX_AGE,
     MAX_SEQUENCE_NUMBER,
@@ -193,6 +196,9 @@ class EmulatedRouter:
         self._maxage: set[LsaKey] = set()  # MaxAge LSAs waiting to leave the database
         self._maxage_check: set[LsaKey] = set()  # of those, the ones to look at in _finish
         self._maxage_sweep = False  # look at all of them (neighbour lists changed)
+        # No later than the first LSRefreshTime expiry among our LSAs (may be early: harmless).
+        self._refresh_at: int | None = None
+        self._refresh_ns = LS_REFRESH_TIME * NS
         self._min_ls_interval_ns = min_ls_interval_ns
         self._originate_router_lsa = originate_router_lsa
         self._extra_links = tuple(extra_links)
@@ -253,6 +259,8 @@ class EmulatedRouter:
             if own.last_ns + self._min_ls_interval_ns <= now_ns:
                 del self._pending[key]
                 self._originate_one(spec, now_ns, reason)
+        if self._refresh_at is not None and self._refresh_at <= now_ns:
+            self._refresh_own(now_ns)
         return self._finish(now_ns)
 
     def next_deadline(self) -> int | None:
@@ -280,6 +288,8 @@ class EmulatedRouter:
                     if t is not None
                 ]
         times += [self._own[k].last_ns + self._min_ls_interval_ns for k in self._pending]
+        if self._refresh_at is not None:
+            times.append(self._refresh_at)
         return min(times) if times else None
 
     def take_transmits(self) -> list[Transmit]:
@@ -1309,10 +1319,28 @@ class EmulatedRouter:
             self._own[key] = _Own(spec, seq, now_ns)
         else:
             own.spec, own.seq, own.last_ns = spec, seq, now_ns
+        if self._refresh_at is None:
+            self._refresh_at = now_ns + self._refresh_ns
         self._install(LsdbEntry(lsa, raw, now_ns, True), now_ns)
         self._flood(key, now_ns)
         self._counters["originated"] += 1
         self._emit(LsaOriginated(now_ns, "", key, seq, reason))
+
+    def _refresh_own(self, now_ns: int) -> None:
+        """§12.4: a new instance of every LSA we still originate once it is LSRefreshTime old,
+        so that the DUT never ages them out during a long run."""
+        due = [
+            o.spec
+            for k, o in self._own.items()
+            if o.spec is not None
+            and k not in self._pending
+            and o.last_ns + self._refresh_ns <= now_ns
+        ]
+        for spec in due:
+            assert spec is not None
+            self._originate_one(spec, now_ns, "refresh")
+        live = [o.last_ns for o in self._own.values() if o.spec is not None]
+        self._refresh_at = min(live) + self._refresh_ns if live else None
 
     def _flush_entry(self, entry: LsdbEntry, now_ns: int, reason: str) -> None:
         header = replace(entry.lsa.header, age=MAX_AGE)
