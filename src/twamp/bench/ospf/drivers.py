@@ -254,11 +254,17 @@ class Driver:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _spacing(profile: TimerProfile) -> float:
-    """Seconds between trials: past the SPF hold, MinLSArrival and our MinLSInterval (1 s)."""
+def _spacing(profile: TimerProfile, dut: Dut | None = None) -> float:
+    """Seconds between trials: past the SPF hold, MinLSArrival, our MinLSInterval (1 s) and the
+    DUT's own MinLSInterval where its quirks name one (BIRD: 5 s), so no trial's end event is
+    an origination the DUT held back because of the previous trial."""
     hold = (profile.spf_hold_ms or 50) / 1e3
     arrival = (profile.min_arrival_ms if profile.min_arrival_ms is not None else 1000) / 1e3
-    return max(1.2, 2 * hold, arrival + 0.2)
+    own = 0.0
+    for q in dut.quirks() if dut is not None else ():
+        if q.name == "min-ls-interval" and q.value_ms:
+            own = q.value_ms / 1e3 + 0.5
+    return max(1.2, 2 * hold, arrival + 0.2, own)
 
 
 def _trials(
@@ -297,7 +303,7 @@ def _trials(
         if len(results) == len(procs) and all(r.valid for r in results):
             valid += 1
         attempt += 1
-        time.sleep(_spacing(ctx.profile))
+        time.sleep(_spacing(ctx.profile, ctx.dut))
 
 
 def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None:
@@ -529,6 +535,33 @@ def _router_key(r: EmulatedRouter) -> Any:
     raise TrialFailed("our router-LSA is not in our own database")
 
 
+def _wait_acked(s: Session, router: str, ifname: str, since: int, timeout: float) -> None:
+    """Keep the trial open until the DUT acknowledged (explicitly or by flooding it back) every
+    LSA instance `router` sent on `ifname` since event number `since`: LSUs answering the DUT's
+    requests are on no retransmission list, so an empty list does not mean "all acked", and
+    BIRD's acks come seconds later."""
+    deadline = time.monotonic() + timeout
+    dut = s.lab.dut_rid
+    while time.monotonic() < deadline:
+        sent: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for e in s.log.events[since:]:
+            if e.source != router or e.get("ifname") != ifname:
+                continue
+            if e.event == "tx" and e.get("type") == "lsu":
+                for lsa in e.get("lsas", ()):
+                    sent[lsa["key"]] = max(sent.get(lsa["key"], lsa["seq"]), lsa["seq"])
+            elif e.event == "rx" and (
+                e.get("type") == "ack" or (e.get("type") == "lsu" and e.get("rid") == dut)
+            ):
+                for lsa in e.get("acked", ()) or e.get("lsas", ()):
+                    acked[lsa["key"]] = max(acked.get(lsa["key"], lsa["seq"]), lsa["seq"])
+        if sent and all(acked.get(k, seq - 1) >= seq for k, seq in sent.items()):
+            time.sleep(0.2)
+            return
+        time.sleep(0.1)
+
+
 def _adjacency_trials(
     s: Session,
     proc: str,
@@ -547,9 +580,11 @@ def _adjacency_trials(
             down()
             time.sleep(1.1)  # our MinLSInterval since the last instance
             gen.originate(specs)  # new instances the DUT must fetch once adjacent
+            mark = len(s.log.events)
             up(i)
             s.wait_full("gen", s.lab.dut_rid)
             _settle(gen, 10.0 + n / 200)
+            _wait_acked(s, "gen", "eth-dut", mark, 10.0 + n / 200)
 
         _trials(s, [proc], n, trial, par)
         gen.flush([sp.key for sp in specs])
@@ -651,6 +686,23 @@ def _restart_dut(s: Session) -> None:
     s.start_dut()
 
 
+def _network_lsas(r: EmulatedRouter, dut: IPv4Address) -> set[tuple[str, int]]:
+    return {
+        (str(k), int(e.lsa.header.seq))
+        for k, e in r.lsdb.items()
+        if k.ls_type == 2 and k.advertising_router == dut and not e.is_maxage
+    }
+
+
+def _wait_network_lsa(s: Session, h: RouterHandle, timeout: float = 12.0) -> None:
+    """Keep the trial open until the DUT's network-LSA reached `h` (BIRD paces it by its
+    MinLSInterval of 5 s); the analysis finds the packet, this only waits for it."""
+    dut = IPv4Address(s.lab.dut_rid)
+    before = h.call(lambda r, now: _network_lsas(r, dut))
+    h.wait_for(lambda r: bool(_network_lsas(r, dut) - before), timeout)
+    time.sleep(0.2)
+
+
 def _drive_6_4(s: Session) -> None:
     r1, r2 = s.routers["r1"], s.routers["r2"]
     par = {"6.4": {"observer": "r2", "r1": "r1", "r1_ifname": "eth-lan"}}
@@ -682,7 +734,7 @@ def _drive_6_4(s: Session) -> None:
         )
         if not r2.wait_for(lambda r: str(r.dr("eth-lan")) == DUT_LAN, s.dead_s + 5):
             raise TrialFailed("the DUT never took over as DR after R1 went silent")
-        time.sleep(0.5)
+        _wait_network_lsa(s, r2)
 
     _trials(s, ["6.4"], 0, trial, par)
     r1.start_hellos("eth-lan")
@@ -712,7 +764,7 @@ def _drive_6_5(s: Session) -> None:
             s.marker.step(p, i, "r1-up")
         s.start_dut()
         s.wait_full("r1", s.lab.dut_rid, timeout=3 * s.dead_s + 10)
-        time.sleep(0.5)
+        _wait_network_lsa(s, s.routers["r1"])
 
     _trials(s, ["6.5", "6.6"], 0, trial, par)
 
