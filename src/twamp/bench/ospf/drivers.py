@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -320,10 +322,20 @@ def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None
     profile = PROFILES[settings.profile]
     saved = os.sched_getaffinity(0)
     tester_cpus = _pin_tester(settings.pin)
+    # SIGTERM must reach the sessions' `finally` (lab, DUT and speaker torn down) like Ctrl-C.
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         _run(settings, log_path, progress, profile, tester_cpus)
     finally:
         os.sched_setaffinity(0, saved)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run(
@@ -480,27 +492,32 @@ def _drive_5_1(s: Session) -> None:
 
 
 def _drive_5_2(s: Session) -> None:
+    """Bursts of N new AS-external-LSAs. Every trial floods prefixes the DUT does not have (the
+    previous burst is flushed first and the prefix block rotates over three), so every trial
+    also installs N routes: the FIB proxy and the install rate of the scaling rows."""
     gen = s.routers["gen"]
+    par = {"5.2": {"observer": "col", "generator": "gen", "ifname": "eth-dut",
+                   "col_ifname": "eth-dut"}}  # fmt: skip
     for n in s.settings.lsas:
-        specs = [_ext(1000 + i) for i in range(n)]
-        par = {
-            "5.2": {
-                "observer": "col",
-                "generator": "gen",
-                "ifname": "eth-dut",
-                "col_ifname": "eth-dut",
-            }
-        }
+        previous: list[LsaSpec] = []
 
-        def trial(i: int, specs: list[LsaSpec] = specs, n: int = n) -> None:
+        def trial(i: int, n: int = n, previous: list[LsaSpec] = previous) -> None:
+            if previous:
+                gen.flush([sp.key for sp in previous])
+                _settle(gen, 10.0 + n / 500)
+                time.sleep(1.5 + n / 5_000)  # FRR deletes externals on its 1 s ASE timer
+            specs = [_ext(1000 + (i % 3) * n + j) for j in range(n)]
             s.marker.step("5.2", i, "burst", lsas=n)
             gen.originate(specs)
             _settle(gen, 10.0 + n / 500)
-            time.sleep(0.3 + n / 20_000)  # the last floods and FIB installs
+            time.sleep(0.5 + n / 5_000)  # the last floods and FIB installs
+            previous[:] = specs
 
         _trials(s, ["5.2"], n, trial, par)
-        gen.flush([sp.key for sp in specs])
-        _settle(gen, 10.0 + n / 500)
+        if previous:
+            gen.flush([sp.key for sp in previous])
+            _settle(gen, 10.0 + n / 500)
+            time.sleep(1.5 + n / 5_000)
 
 
 def _drive_5_3(s: Session) -> None:
@@ -571,7 +588,7 @@ def _adjacency_trials(
 ) -> None:
     gen = s.routers["gen"]
     for n in s.settings.lsas:
-        specs = [_ext(20_000 + i) for i in range(n)]
+        specs = [_ext(100_000 + i) for i in range(n)]
         gen.originate(specs)
         _settle(gen, 10.0 + n / 500)
         par = {proc: {"observer": "gen", "ifname": "eth-dut", "collector": "col", **extra}}
