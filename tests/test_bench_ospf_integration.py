@@ -100,3 +100,38 @@ def test_all_procedures_against_bird(tmp_path: Path) -> None:
     _common_checks(doc)
     timers = doc["timers"]
     assert timers["tick"]["seconds"] >= 1.0 and timers["tick"]["origin"].startswith("quirk")
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_tears_the_lab_down(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a run: the lab, the DUT and our sockets go, the log stays."""
+    require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
+    require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from twamp.lab import lab_objects
+
+    tag = f"twopt{os.getpid() % 10000}"
+    log = tmp_path / "term.jsonl"
+    cmd = [sys.executable, "-c", "from twamp.cli.bench import main; main()", "ospf",
+           "--tests", "5.1", "--trials", "20", "--tag", tag, "--log", str(log)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and '"phase":"start"' not in (
+            log.read_text() if log.exists() else ""
+        ):
+            time.sleep(0.2)
+        assert any(lab_objects(tag).values()), "the run never built its lab"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert not any(lab_objects(tag).values()), lab_objects(tag)
+    assert '"event":"teardown"' in log.read_text()
