@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The perfSONAR captures ship with the tests (tests/vectors/README.md says where they come from).
+VECTORS = Path(__file__).resolve().parent / "vectors"
 IN_CI = os.environ.get("TWAMP_CI") == "1"
 
 
@@ -26,9 +27,10 @@ def require(condition: bool, reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    require(SHARED.is_dir(), f"{SHARED} (the shared/ folder beside the project) is not there")
-    return SHARED
+def vectors_dir() -> Path:
+    """tests/vectors: part of the repository, so a missing file is a failure, never a skip."""
+    assert VECTORS.is_dir(), f"{VECTORS} is missing from this checkout"
+    return VECTORS
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Replay real twping <-> twampd TWAMP-Control exchanges through our state machines.
 
-The captures (../shared/vectors, perfSONAR owamp 5.2.3) fix every random value an endpoint
+The captures (tests/vectors, perfSONAR owamp 5.2.3) fix every random value an endpoint
 chose. Handing the same values to our endpoints through `random_bytes`, and feeding each the
 peer's captured bytes, must reproduce the endpoint's captured bytes exactly: this proves the
 greeting, setup, Token, both CBC streams, every HMAC and every command layout interoperate with
@@ -53,8 +53,8 @@ class Capture:
     reflector_port: int
 
 
-def load(shared_dir: Path, name: str) -> Capture:
-    doc = json.loads((shared_dir / "vectors" / f"owamp-twping-{name}.json").read_text())
+def load(vectors_dir: Path, name: str) -> Capture:
+    doc = json.loads((vectors_dir / f"owamp-twping-{name}.json").read_text())
     tcp = [f for f in doc["frames"] if f["transport"] == "tcp"]
     return Capture(
         mode=Mode(doc["mode"]),
@@ -131,8 +131,8 @@ def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
 
 
 @pytest.fixture(params=MODES)
-def capture(request: pytest.FixtureRequest, shared_dir: Path) -> Capture:
-    return load(shared_dir, request.param)
+def capture(request: pytest.FixtureRequest, vectors_dir: Path) -> Capture:
+    return load(vectors_dir, request.param)
 
 
 def test_capture_has_the_expected_shape(capture: Capture) -> None:
@@ -247,9 +247,9 @@ def test_client_replay_is_byte_exact(capture: Capture, octet_by_octet: bool) -> 
     assert isinstance(closed, ConnectionClosed) and closed.accept is None
 
 
-def test_tampered_capture_fails_hmac(shared_dir: Path) -> None:
+def test_tampered_capture_fails_hmac(vectors_dir: Path) -> None:
     """One flipped ciphertext bit in Request-TW-Session: the server closes, Accept 1."""
-    cap = load(shared_dir, "authenticated")
+    cap = load(vectors_dir, "authenticated")
     s = recover(cap)
     server = ServerConnection(
         modes=Mode(15),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from twamp.net.keyfile import load_keyfile, parse_keyfile
+from twamp.net.keyfile import load_keyfile, parse_keyfile, pick_key
 
 
 def test_entries_comments_and_blank_lines(tmp_path: Path) -> None:
@@ -79,3 +79,24 @@ def test_file_errors(tmp_path: Path) -> None:
     typo.write_text("alice 01\nbob 0g\n")
     with pytest.raises(ValueError, match=rf"{typo.name}, line 2"):
         load_keyfile(typo)
+
+
+# -- pick_key: the KeyID choice `twamp ping` and `twamp-bench --control` share -----------------
+
+
+def test_pick_key_choices(tmp_path: Path) -> None:
+    one = tmp_path / "one.pfs"
+    one.write_text("alice 736563726574\n")
+    two = tmp_path / "two.pfs"
+    two.write_text("alice 736563726574\nbob 6f74686572\n")
+    assert pick_key(None, None) == (None, None)
+    assert pick_key(None, one) == ("alice", b"secret")
+    assert pick_key("bob", two) == ("bob", b"other")
+    with pytest.raises(ValueError, match="-u KEYID needs the key file"):
+        pick_key("alice", None)
+    with pytest.raises(ValueError, match="holds 2 keys: choose one with -u"):
+        pick_key(None, two)
+    with pytest.raises(ValueError, match="has no key 'carol'"):
+        pick_key("carol", two)
+    with pytest.raises(ValueError, match="does not exist"):
+        pick_key(None, tmp_path / "missing.pfs")

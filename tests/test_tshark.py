@@ -19,7 +19,7 @@ from pcapwriter import PcapWriter
 from twamp.constants import AcceptCode, Mode, TestMode
 from twamp.timestamps import ntp_from_ns, ntp_interval_from_ns
 from twamp.wire import control as c
-from twamp.wire import packets as p
+from twamp.wire import testformat as p
 
 CLIENT = ("127.0.0.1", 40000)
 SERVER = ("127.0.0.1", 862)

@@ -1,4 +1,4 @@
-"""twamp.crypto against real perfSONAR twping/twampd exchanges (../shared/vectors, modes 2, 4, 8).
+"""twamp.crypto against real perfSONAR twping/twampd exchanges (tests/vectors, modes 2, 4, 8).
 
 Every byte here was written by an independent implementation (owamp 5.2.3), so each passing test
 is interoperability evidence:
@@ -153,8 +153,8 @@ def _load(path: Path) -> Exchange:
 
 
 @pytest.fixture
-def vectors(shared_dir: Path) -> Path:
-    return shared_dir / "vectors"
+def vectors(vectors_dir: Path) -> Path:
+    return vectors_dir
 
 
 def load(vectors: Path, name: str) -> Exchange:

@@ -957,11 +957,11 @@ def test_receive_buffer_many_small_messages() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Interop: perfSONAR owamp 5.2.3 twping <-> twampd captures (../shared/vectors/README.md)
+# Interop: perfSONAR owamp 5.2.3 twping <-> twampd captures (tests/vectors/README.md)
 
 
-def load_capture(shared_dir: Path, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((shared_dir / "vectors" / name).read_text())
+def load_capture(vectors_dir: Path, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((vectors_dir / name).read_text())
     return data
 
 
@@ -973,8 +973,8 @@ def control_stream(capture: dict[str, Any], side: str) -> bytes:
     )
 
 
-def test_owamp_open_capture(shared_dir: Path) -> None:
-    capture = load_capture(shared_dir, "owamp-twping-open.json")
+def test_owamp_open_capture(vectors_dir: Path) -> None:
+    capture = load_capture(vectors_dir, "owamp-twping-open.json")
     client, server = ReceiveBuffer(), ReceiveBuffer()
     client.feed(control_stream(capture, "client"))
     server.feed(control_stream(capture, "server"))
@@ -1072,8 +1072,8 @@ def test_owamp_open_capture(shared_dir: Path) -> None:
         "owamp-twping-mixed.json",
     ],
 )
-def test_owamp_clear_text_setup_in_every_mode(shared_dir: Path, name: str) -> None:
-    capture = load_capture(shared_dir, name)
+def test_owamp_clear_text_setup_in_every_mode(vectors_dir: Path, name: str) -> None:
+    capture = load_capture(vectors_dir, name)
     server = control_stream(capture, "server")
     client = control_stream(capture, "client")
     greeting = c.decode_server_greeting(server[:64])

@@ -16,7 +16,15 @@ import pytest
 
 from twamp.constants import Mode, TestMode
 from twamp.errors import DecodeError
-from twamp.wire.packets import (
+from twamp.wire.testformat import (
+    TestFormat,
+    build_sender,
+    parse_reflection,
+    parse_sender,
+    reflect,
+    write_transmit_timestamp,
+)
+from twamp.wire.testpackets import (
     ReflectorAuth,
     ReflectorOpen,
     SenderAuth,
@@ -25,11 +33,9 @@ from twamp.wire.packets import (
     StampReflectorAuth,
     StampSender,
     StampSenderAuth,
-    TestFormat,
     Tlv,
     TlvFlag,
     TlvType,
-    build_sender,
     decode_reflector_auth,
     decode_reflector_open,
     decode_sender_auth,
@@ -48,10 +54,6 @@ from twamp.wire.packets import (
     encode_stamp_sender,
     encode_stamp_sender_auth,
     encode_tlvs,
-    parse_reflection,
-    parse_sender,
-    reflect,
-    write_transmit_timestamp,
 )
 
 
@@ -885,13 +887,13 @@ def test_parse_reflection_accepts_longer_reply() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Captures of perfSONAR owamp 5.2.3 twping <-> twampd (../shared/vectors/README.md)
+# Captures of perfSONAR owamp 5.2.3 twping <-> twampd (tests/vectors/README.md)
 
 CAPTURES = ["owamp-twping-open.json", "owamp-twping-mixed.json"]
 
 
-def _test_frames(shared_dir: Path, name: str) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
-    doc = json.loads((shared_dir / "vectors" / name).read_text())
+def _test_frames(vectors_dir: Path, name: str) -> tuple[dict[str, Any], list[bytes], list[bytes]]:
+    doc = json.loads((vectors_dir / name).read_text())
     udp = [f for f in doc["frames"] if f["transport"] == "udp"]
     senders = [bytes.fromhex(f["payload_hex"]) for f in udp if f["from"] == "sender"]
     reflected = [bytes.fromhex(f["payload_hex"]) for f in udp if f["from"] == "reflector"]
@@ -900,8 +902,8 @@ def _test_frames(shared_dir: Path, name: str) -> tuple[dict[str, Any], list[byte
 
 
 @pytest.mark.parametrize("name", CAPTURES)
-def test_capture_decodes_and_reencodes(shared_dir: Path, name: str) -> None:
-    doc, senders, reflected = _test_frames(shared_dir, name)
+def test_capture_decodes_and_reencodes(vectors_dir: Path, name: str) -> None:
+    doc, senders, reflected = _test_frames(vectors_dir, name)
     fmt = TestFormat(TestMode.for_mode(Mode(doc["mode"])))
     assert fmt == TestFormat(OPEN)  # modes 1 and 8 both use the open test packets
     by_seq = {}
@@ -923,8 +925,8 @@ def test_capture_decodes_and_reencodes(shared_dir: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CAPTURES)
-def test_capture_reproduced_by_reflect(shared_dir: Path, name: str) -> None:
-    doc, senders, reflected = _test_frames(shared_dir, name)
+def test_capture_reproduced_by_reflect(vectors_dir: Path, name: str) -> None:
+    doc, senders, reflected = _test_frames(vectors_dir, name)
     fmt = TestFormat(TestMode.for_mode(Mode(doc["mode"])))
     requests = {decode_sender_open(w).seq: w for w in senders}
     for wire in reflected:
@@ -945,9 +947,20 @@ def test_capture_reproduced_by_reflect(shared_dir: Path, name: str) -> None:
         assert r.padding == request[14 : 14 + len(r.padding)]
 
 
-def test_mixed_capture_has_reflected_padding(shared_dir: Path) -> None:
+def test_mixed_capture_has_reflected_padding(vectors_dir: Path) -> None:
     # Guard that the byte-for-byte comparison above really covers reused padding.
-    _, senders, reflected = _test_frames(shared_dir, "owamp-twping-mixed.json")
+    _, senders, reflected = _test_frames(vectors_dir, "owamp-twping-mixed.json")
     assert all(len(w) == 114 for w in senders + reflected)
     assert all(len(decode_reflector_open(w).padding) == 73 for w in reflected)
     assert any(decode_reflector_open(w).padding != bytes(73) for w in reflected)
+
+
+def test_packets_module_re_exports_both_halves() -> None:
+    # twamp.wire.packets stays importable for callers outside twamp.wire; it must add nothing
+    # of its own and hide nothing of testpackets and testformat.
+    from twamp.wire import packets, testformat, testpackets  # why: this test only
+
+    assert set(packets.__all__) == set(testpackets.__all__) | set(testformat.__all__)
+    for name in packets.__all__:
+        home = testformat if name in testformat.__all__ else testpackets
+        assert getattr(packets, name) is getattr(home, name), name

@@ -1,4 +1,4 @@
-"""Property tests for twamp.wire.packets: round trips, fuzzing, and the reflect transform."""
+"""Property tests for twamp.wire.testpackets and testformat: round trips, fuzzing, reflect."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from twamp.constants import TestMode
 from twamp.errors import ProtocolError
-from twamp.wire.packets import (
+from twamp.wire.testformat import (
+    TestFormat,
+    parse_reflection,
+    parse_sender,
+    reflect,
+    write_transmit_timestamp,
+)
+from twamp.wire.testpackets import (
     ReflectorAuth,
     ReflectorOpen,
     SenderAuth,
@@ -19,7 +26,6 @@ from twamp.wire.packets import (
     StampReflectorAuth,
     StampSender,
     StampSenderAuth,
-    TestFormat,
     Tlv,
     decode_reflector_auth,
     decode_reflector_open,
@@ -39,10 +45,6 @@ from twamp.wire.packets import (
     encode_stamp_sender,
     encode_stamp_sender_auth,
     encode_tlvs,
-    parse_reflection,
-    parse_sender,
-    reflect,
-    write_transmit_timestamp,
 )
 
 u8 = st.integers(0, 0xFF)

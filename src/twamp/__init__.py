@@ -11,6 +11,7 @@ from .errors import (
 )
 from .timestamps import ErrorEstimate
 
+# The one place the version is written: pyproject.toml reads it (tool.setuptools.dynamic).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -27,7 +27,7 @@ DEFAULT_REFWAIT_NS = 900 * 1_000_000_000
 
 
 class Mode(enum.IntFlag):
-    """Modes bits of Server-Greeting and Set-Up-Response (spec §3.1).
+    """Modes bits of Server-Greeting and Set-Up-Response (RFC 4656 §3.1, RFC 5357 §3.1).
 
     A receiver ignores bits it does not know (RFC 5618 §3.1): decoders keep unknown bits in the
     value but `Mode.known()` drops them, and negotiation only ever looks at known bits.
@@ -81,7 +81,8 @@ class AcceptCode(enum.IntEnum):
 
 
 class Command(enum.IntEnum):
-    """TWAMP-Control Command Numbers, octet 0 of client commands (spec §3.6)."""
+    """TWAMP-Control Command Numbers, octet 0 of client commands (RFC 5357 §3.4,
+    RFC 5938 §3; IANA TWAMP-Control Command Numbers)."""
 
     RESERVED = 0
     FORBIDDEN = 1
@@ -115,7 +116,9 @@ class TestMode(enum.Enum):
         return cls.OPEN
 
 
-# TWAMP-Test base sizes (spec §5.5; 112/64, not the RFC text's 104/56, see spec §10 row 1).
+# TWAMP-Test base sizes (RFC 5357 §4.1.2, §4.2.1): 112/64 as the figures sum, not the text's
+# 104/56 left over from draft-05; owamp, RFC 7750's figure and STAMP agree, and RFC 6038
+# erratum EID 6408 corrects the same table there.
 SENDER_BASE_OPEN = 14
 SENDER_BASE_AUTH = 48
 REFLECTOR_BASE_OPEN = 41

@@ -1,10 +1,11 @@
 """TWAMP cryptography for modes 2, 4 and 8 (RFC 4656 §3.1-3.4 and §4.1.2, RFC 5357 §3-4, RFC 5618).
 
-The key hierarchy, top to bottom (spec §4):
+The key hierarchy, top to bottom (RFC 4656 §3.1, §4.1.2; RFC 5357 §3.1, §4.1.2):
 
 1. **dk.** The shared secret (an ASCII passphrase looked up by KeyID) goes through
    PBKDF2-HMAC-SHA1 with the Server-Greeting's Salt and Count. dkLen is 16: dk is an AES-128 key and
-   is used for one thing only, the Token (spec §4.1, §12: dkLen is inferred from AES-128 and owamp).
+   is used for one thing only, the Token (RFC 4656 §3.1; no RFC states dkLen in words: 16
+   follows from AES-128, and owamp derives exactly 16).
 2. **Token.** The client picks two random session keys, a 16-octet AES key and a 32-octet HMAC key,
    and sends ``AES-CBC(dk, IV 0, Challenge || aes_key || hmac_key)`` in Set-Up-Response. The Server
    proves the client knows the secret by finding its own Challenge in octets 0-15.
@@ -15,19 +16,21 @@ The key hierarchy, top to bottom (spec §4):
    a running HMAC-SHA1 (truncated to 16) over every plaintext octet sent since the previous HMAC
    field; the field is filled in (or checked) and the running HMAC restarts. The server's first
    HMAC therefore covers Server-Start 32-47, the first encrypted block, as well as the first
-   Accept-Session 0-31 (spec §4.4, §10 row 3). Clear-text setup octets are never covered.
+   Accept-Session 0-31 (RFC 5357 §3.2 says "the Server-Start message"; owamp and slogr feed only
+   the encrypted block 32-47, and so do we). Clear-text setup octets are never covered.
    `ControlCipher` is one such direction.
 4. **TWAMP-Test.** Per session, the SID (which the Server chose at random) keys AES to wrap the
    session keys: ``test_aes = AES-ECB(SID, aes_key)``, ``test_hmac = AES-CBC(SID, IV 0, hmac_key)``
    (RFC 5357 §4.1.2 via RFC 4656 §4.1.2). Both ends use the same test keys in both directions.
    `TestPacketCrypto` holds them with the AES key schedule built once.
 
-Test packet protection (spec §4.6). Each packet starts a fresh CBC chain with IV 0, so block 0 is
-plain ECB and later blocks are ``E(P_i xor C_(i-1))``. No packet creates a cipher context (that
-would cost a key schedule per packet): a session keeps an ECB encryptor, an ECB decryptor and one
-CBC encryptor, see `TestPacketCrypto._cbc_encrypt`. Decryption needs no sequential chaining at
-all: ``P_i = D(C_i) xor C_(i-1)``, so all blocks, even of a whole batch, go through one ECB call
-and one XOR. The HMAC sits after the covered range and is itself not encrypted.
+Test packet protection (RFC 4656 §4.1.2, RFC 5357 §4.1.2 and §4.2.1). Each packet starts a fresh
+CBC chain with IV 0, so block 0 is plain ECB and later blocks are ``E(P_i xor C_(i-1))``. No packet
+creates a cipher context (that would cost a key schedule per packet): a session keeps an ECB
+encryptor, an ECB decryptor and one CBC encryptor, see `TestPacketCrypto._cbc_encrypt`. Decryption
+needs no sequential chaining at all: ``P_i = D(C_i) xor C_(i-1)``, so all blocks, even of a whole
+batch, go through one ECB call and one XOR. The HMAC sits after the covered range and is itself not
+encrypted.
 
 ============  =====================  ==========================  ==========
 packet        authenticated (2)      encrypted (4)               HMAC at
@@ -83,7 +86,7 @@ TOKEN_LEN = CHALLENGE_LEN + AES_KEY_LEN + HMAC_KEY_LEN  # 64
 
 _ZERO_IV = bytes(AES_BLOCK)
 
-# Test-packet HMAC positions and covered ranges (RFC 5357 §4.1.2, §4.2.1; spec §4.6).
+# Test-packet HMAC positions and covered ranges (RFC 5357 §4.1.2, §4.2.1).
 _SENDER_HMAC_AT = SENDER_BASE_AUTH - HMAC_LEN  # 32
 _REFLECTOR_HMAC_AT = REFLECTOR_BASE_AUTH - HMAC_LEN  # 96
 # Below this many packets a batch is encrypted packet by packet; from here on one ECB call per
@@ -104,14 +107,14 @@ def _require_blocks(name: str, data: Buffer) -> None:
 
 
 def derive_key(passphrase: bytes, salt: bytes, count: int) -> bytes:
-    """PBKDF2-HMAC-SHA1(passphrase, salt, count) -> 16-octet dk (RFC 4656 §3.1, spec §4.1)."""
+    """PBKDF2-HMAC-SHA1(passphrase, salt, count) -> 16-octet dk (RFC 4656 §3.1)."""
     if count < 1:
         raise ValueError(f"PBKDF2 count must be at least 1, got {count}")
     return hashlib.pbkdf2_hmac("sha1", passphrase, salt, count, dklen=DK_LEN)
 
 
 def encrypt_token(dk: bytes, challenge: bytes, aes_key: bytes, hmac_key: bytes) -> bytes:
-    """The 64-octet Token of Set-Up-Response (RFC 4656 §3.1, spec §4.2).
+    """The 64-octet Token of Set-Up-Response (RFC 4656 §3.1).
 
     ``AES-128-CBC(key = dk, IV = 0, Challenge || AES Session-key || HMAC Session-key)``.
     """
@@ -154,12 +157,12 @@ def hmac16(key: bytes, data: bytes) -> bytes:
 
 
 def stamp_hmac(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA-256 truncated to its first 16 octets (RFC 8762 §4.4, spec §7.2)."""
+    """HMAC-SHA-256 truncated to its first 16 octets (RFC 8762 §4.4)."""
     return hmac.digest(key, data, "sha256")[:HMAC_LEN]
 
 
 class ControlCipher:
-    """One direction of TWAMP-Control in modes 2, 4 and 8 (RFC 5357 §3.2-3.4, spec §4.3-4.4).
+    """One direction of TWAMP-Control in modes 2, 4 and 8 (RFC 4656 §3.2, RFC 5357 §3.2).
 
     Holds the CBC context for the whole connection, so chaining continues across messages, and
     the running HMAC over every plaintext octet since the last HMAC field. A sender seals each
@@ -253,7 +256,9 @@ class TestKeys:
 
 
 def derive_test_keys(sid: bytes, aes_key: bytes, hmac_key: bytes) -> TestKeys:
-    """Per-SID test keys from the control session keys (spec §4.5); derive once per session.
+    """Per-SID test keys from the control session keys (RFC 4656 §4.1.2, RFC 5357 §4.1.2).
+
+    Derive once per session.
 
     ``aes = AES-ECB(key = SID, aes_key)``, ``hmac = AES-CBC(key = SID, IV = 0, hmac_key)``.
     """
@@ -319,11 +324,13 @@ class TestPacketCrypto:
         self._mac = hmac.new(bytes(keys.hmac_key), digestmod=hashlib.sha1)
         self.test_mode = test_mode
         if test_mode is TestMode.ENCRYPTED:
-            # RFC 4656 §4.1.2: sender 0-31; RFC 5357 §4.2.1: reflector 0-95 (spec §10 row 2)
+            # RFC 4656 §4.1.2: sender 0-31; RFC 5357 §4.2.1: reflector 0-95. The "96 octets" that
+            # RFC 5357 §4.2 says the reflector decrypts on receive is its own packet's size: owamp
+            # decrypts two blocks of the sender's packet, as here.
             self._sender_covered = 2 * AES_BLOCK
             self._reflector_covered = 6 * AES_BLOCK
         else:
-            # Only block 0 (Sequence Number + MBZ); the timestamps stay clear (spec §4.6).
+            # Only block 0 (Sequence Number + MBZ); the timestamps stay clear (RFC 4656 §4.1.2).
             self._sender_covered = AES_BLOCK
             self._reflector_covered = AES_BLOCK
 

@@ -1,4 +1,4 @@
-"""Measurement metrics over per-packet records (spec §5.6, §5.8, §7.2).
+"""Measurement metrics over per-packet records (RFC 5357 §4.2.1, Appendix I; RFC 8762 §4).
 
 A Session-Sender (`twamp ping`, `twamp-bench`) records one `SENT_DTYPE` row per test packet it
 sends and one `RECORD_DTYPE` row per reflection it receives; `summarize` turns the two arrays
@@ -7,8 +7,8 @@ dict out, no clock and no sockets.
 
 Times are integer nanoseconds. T1 and T4 come from our clock, T2 and T3 from the reflector's, so
 
-* RTT = (T4 − T1) − (T3 − T2) needs no synchronisation (spec §5.6): each bracket is read on one
-  clock;
+* RTT = (T4 − T1) − (T3 − T2) needs no synchronisation (RFC 5357 §4.2.1): each bracket is read on
+  one clock;
 * residence = T3 − T2 is on the reflector's clock alone;
 * forward = T2 − T1 and backward = T4 − T3 mix both clocks and are only meaningful when both ends
   report synchronised clocks (the S bit of both Error Estimates); otherwise they are still
@@ -219,15 +219,16 @@ def summarize(
     otherwise ignored.
 
     **Loss.** ``received`` counts distinct sender sequence numbers; ``duplicates`` the extra
-    copies. A stateful reflector numbers the packets it reflects 0, 1, 2, … (spec §5.6), so
+    copies. A stateful reflector numbers the packets it reflects 0, 1, 2, … (RFC 5357 §4.2.1), so
     max(reflector_seq) + 1 is how many reflections it sent at least. Subtracting the extra
     reflections caused by forward-path duplicates (same sender_seq, different reflector_seq)
     estimates how many distinct packets reached it; the rest of ``sent`` was lost forward, and
     the remaining loss is backward. The split is exact for losses before the last reflection
     that came back; reflections lost after it raise no visible gap, so those backward losses are
     counted as forward ones (with nothing received, every loss counts as forward). A stateless
-    reflector copies our sequence number (spec §5.8, §7.2), so ``stateful_reflector=False``
-    reports round-trip loss only and the split and forward fields are null.
+    reflector copies our sequence number (RFC 5357 Appendix I, RFC 8762 §4.2), so
+    ``stateful_reflector=False`` reports round-trip loss only and the split and forward fields are
+    null.
 
     **Delay.** ``delay`` holds RTT, forward, backward and residence distributions; forward and
     backward carry ``valid = clocks_synced``.
@@ -243,7 +244,7 @@ def summarize(
     reflection came back).
 
     **Hops.** Forward = `sent_ttl` − Sender TTL, backward = 255 − reply TTL (the reflector
-    SHOULD send with TTL 255, spec §5.6). A Sender TTL of 0 (a known bug, spec §11 item 9) or
+    SHOULD send with TTL 255, RFC 5357 §4.2.1). A Sender TTL of 0 (twampy's reflector writes it) or
     above `sent_ttl` (a reflector that could not read it writes 255) is excluded, as is a reply
     TTL of 0 (not read). With `sent_ttl` 255, "could not read" is indistinguishable from 0 hops.
     """
@@ -253,63 +254,97 @@ def summarize(
     _require_fields(received, RECORD_DTYPE, "received")
 
     sent_seq = _sorted_unique(sent["seq"].astype(np.int64))
-    n_sent = int(sent_seq.size)
-
-    rx_seq = received["sender_seq"].astype(np.int64)
-    if n_sent == 0:
-        known = np.zeros(rx_seq.size, dtype=bool)
-    elif sent_seq[-1] - sent_seq[0] == n_sent - 1:
-        # The usual case, sequence numbers 0..n-1 (spec §5.6): a range check, no search.
-        known = (rx_seq >= sent_seq[0]) & (rx_seq <= sent_seq[-1])
-    else:
-        at = np.minimum(np.searchsorted(sent_seq, rx_seq), n_sent - 1)
-        known = sent_seq[at] == rx_seq
+    known = _sent_by_us(sent_seq, received["sender_seq"].astype(np.int64))
     recs = received[known]
     recs = recs[np.argsort(recs["t4"], kind="stable")]  # arrival order, ties keep input order
-    sender_seq = recs["sender_seq"].astype(np.int64)
-    reflector_seq = recs["reflector_seq"].astype(np.int64)
+    first_idx = _first_of_each(recs["sender_seq"].astype(np.int64))  # first copies
+    counts = _counts(int(sent_seq.size), recs, first_idx, int(np.count_nonzero(~known)))
+    forward_order: Int64Array | None = None
+    if stateful_reflector:
+        forward_order = _split_by_direction(counts, recs)
 
-    first_idx = _first_of_each(sender_seq)  # recs is in arrival order: first copies
+    by_seq = recs[first_idx]  # deduplicated, sender_seq order
+    by_arrival = recs[np.sort(first_idx)]  # deduplicated, arrival order
+    return {
+        "clocks_synced": bool(clocks_synced),
+        "stateful_reflector": bool(stateful_reflector),
+        "counts": counts,
+        **_delays(by_seq, clocks_synced),
+        "reordering": {
+            "round_trip": _reordering(by_arrival["sender_seq"].astype(np.int64)),
+            "forward": None if forward_order is None else _reordering(forward_order),
+        },
+        **_hops_and_tos(by_seq, sent_ttl),
+    }
+
+
+def _sent_by_us(sent_seq: Int64Array, rx_seq: Int64Array) -> npt.NDArray[np.bool_]:
+    """Which reflections carry a sender sequence number we sent (`sent_seq` sorted, unique)."""
+    n_sent = int(sent_seq.size)
+    if n_sent == 0:
+        return np.zeros(rx_seq.size, dtype=bool)
+    if sent_seq[-1] - sent_seq[0] == n_sent - 1:
+        # The usual case, sequence numbers 0..n-1 (RFC 4656 §4.1.2): a range check, no search.
+        in_range: npt.NDArray[np.bool_] = (rx_seq >= sent_seq[0]) & (rx_seq <= sent_seq[-1])
+        return in_range
+    at = np.minimum(np.searchsorted(sent_seq, rx_seq), n_sent - 1)
+    found: npt.NDArray[np.bool_] = sent_seq[at] == rx_seq
+    return found
+
+
+def _counts(
+    n_sent: int, recs: RecordArray, first_idx: Int64Array, unexpected: int
+) -> dict[str, Any]:
+    """Round-trip counts; the direction split stays None until `_split_by_direction`."""
     n_received = int(first_idx.size)
     n_lost = n_sent - n_received
-    duplicates = int(recs.size) - n_received
-
-    counts: dict[str, Any] = {
+    return {
         "sent": n_sent,
         "received": n_received,
         "lost": n_lost,
         "loss_pct": 100.0 * n_lost / n_sent if n_sent else None,
-        "duplicates": duplicates,
-        "unexpected": int(np.count_nonzero(~known)),
+        "duplicates": int(recs.size) - n_received,
+        "unexpected": unexpected,
         "forward_lost": None,
         "backward_lost": None,
         "forward_duplicates": None,
         "backward_duplicates": None,
     }
-    forward_order: Int64Array | None = None
-    if stateful_reflector:
-        # A forward duplicate was reflected twice (new reflector_seq); a backward duplicate is
-        # one reflection that arrived twice (same pair).
-        key = (sender_seq.astype(np.uint64) << np.uint64(32)) | reflector_seq.astype(np.uint64)
-        pairs = _sorted_unique(key)
-        forward_dups = int(pairs.size) - n_received
-        reflected = int(reflector_seq.max()) + 1 if reflector_seq.size else 0
-        forward_lost = min(max(n_sent - (reflected - forward_dups), 0), n_lost)
-        counts["forward_lost"] = forward_lost
-        counts["backward_lost"] = n_lost - forward_lost
-        counts["forward_duplicates"] = forward_dups
-        counts["backward_duplicates"] = int(recs.size) - int(pairs.size)
-        # Forward order is reflector order. `pairs` is sorted by sender_seq, then reflector_seq,
-        # so the first pair of each sender_seq is its first reflection (forward duplicates out).
-        pair_sender = (pairs >> np.uint64(32)).astype(np.int64)
-        new_sender = np.ones(pair_sender.size, dtype=bool)
-        np.not_equal(pair_sender[1:], pair_sender[:-1], out=new_sender[1:])
-        first_reflection = np.flatnonzero(new_sender)
-        pair_reflector = (pairs[first_reflection] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-        forward_order = pair_sender[first_reflection][np.argsort(pair_reflector, kind="stable")]
 
-    by_seq = recs[first_idx]  # deduplicated, sender_seq order
-    by_arrival = recs[np.sort(first_idx)]  # deduplicated, arrival order
+
+def _split_by_direction(counts: dict[str, Any], recs: RecordArray) -> Int64Array:
+    """Fill the forward/backward loss and duplicate counts of a stateful reflector's session.
+
+    `recs` are the known reflections in arrival order. Returns the sender sequence numbers in
+    the order the reflector saw them (forward-path order), first reflection of each only.
+    """
+    sender_seq = recs["sender_seq"].astype(np.int64)
+    reflector_seq = recs["reflector_seq"].astype(np.int64)
+    n_sent, n_received, n_lost = counts["sent"], counts["received"], counts["lost"]
+    # A forward duplicate was reflected twice (new reflector_seq); a backward duplicate is
+    # one reflection that arrived twice (same pair).
+    key = (sender_seq.astype(np.uint64) << np.uint64(32)) | reflector_seq.astype(np.uint64)
+    pairs = _sorted_unique(key)
+    forward_dups = int(pairs.size) - n_received
+    reflected = int(reflector_seq.max()) + 1 if reflector_seq.size else 0
+    forward_lost = min(max(n_sent - (reflected - forward_dups), 0), n_lost)
+    counts["forward_lost"] = forward_lost
+    counts["backward_lost"] = n_lost - forward_lost
+    counts["forward_duplicates"] = forward_dups
+    counts["backward_duplicates"] = int(recs.size) - int(pairs.size)
+    # Forward order is reflector order. `pairs` is sorted by sender_seq, then reflector_seq,
+    # so the first pair of each sender_seq is its first reflection (forward duplicates out).
+    pair_sender = (pairs >> np.uint64(32)).astype(np.int64)
+    new_sender = np.ones(pair_sender.size, dtype=bool)
+    np.not_equal(pair_sender[1:], pair_sender[:-1], out=new_sender[1:])
+    first_reflection = np.flatnonzero(new_sender)
+    pair_reflector = (pairs[first_reflection] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    order: Int64Array = pair_sender[first_reflection][np.argsort(pair_reflector, kind="stable")]
+    return order
+
+
+def _delays(by_seq: RecordArray, clocks_synced: bool) -> dict[str, Any]:
+    """The ``delay``, ``ipdv`` and ``pdv`` sections from deduplicated records in seq order."""
     seq = by_seq["sender_seq"].astype(np.int64)
     t1, t2, t3, t4 = (by_seq[f].astype(np.int64) for f in ("t1", "t2", "t3", "t4"))
     rtt = (t4 - t1) - (t3 - t2)
@@ -317,19 +352,10 @@ def summarize(
     backward = t4 - t3
     residence = t3 - t2
 
-    sender_ttl = by_seq["sender_ttl"].astype(np.int64)
-    reply_ttl = by_seq["reply_ttl"].astype(np.int64)
-    forward_hops = (sent_ttl - sender_ttl)[(sender_ttl > 0) & (sender_ttl <= sent_ttl)]
-    backward_hops = (255 - reply_ttl)[reply_ttl > 0]
-    tos_values, tos_counts = _histogram(by_seq["reply_tos"].astype(np.int64))
-
     def pdv(delay: Int64Array) -> dict[str, int] | None:
         return _distribution(delay - delay.min()) if delay.size else None
 
     return {
-        "clocks_synced": bool(clocks_synced),
-        "stateful_reflector": bool(stateful_reflector),
-        "counts": counts,
         "delay": {
             "rtt": _distribution(rtt),
             "forward": _one_way(forward, clocks_synced),
@@ -346,10 +372,17 @@ def summarize(
             "forward": pdv(forward),
             "backward": pdv(backward),
         },
-        "reordering": {
-            "round_trip": _reordering(by_arrival["sender_seq"].astype(np.int64)),
-            "forward": None if forward_order is None else _reordering(forward_order),
-        },
+    }
+
+
+def _hops_and_tos(by_seq: RecordArray, sent_ttl: int) -> dict[str, Any]:
+    """The ``hops`` and ``reply_tos`` sections (see `summarize` for what is excluded)."""
+    sender_ttl = by_seq["sender_ttl"].astype(np.int64)
+    reply_ttl = by_seq["reply_ttl"].astype(np.int64)
+    forward_hops = (sent_ttl - sender_ttl)[(sender_ttl > 0) & (sender_ttl <= sent_ttl)]
+    backward_hops = (255 - reply_ttl)[reply_ttl > 0]
+    tos_values, tos_counts = _histogram(by_seq["reply_tos"].astype(np.int64))
+    return {
         "hops": {
             "forward": _hops(forward_hops),
             "backward": _hops(backward_hops),

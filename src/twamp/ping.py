@@ -44,6 +44,7 @@ from .constants import (
 from .dataplane.sockets import open_test_socket
 from .fastpath import Sender
 from .hostport import parse_hostport
+from .inet import dscp_to_tos
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .net.client import BlockingClient, ClientError, mode_name, resolve_blocking
 from .timestamps import NS
@@ -384,7 +385,7 @@ def run_ping(
                 fmt=TestFormat(test_mode),
                 crypto=client.test_crypto(accept.sid),
                 padding=padding,
-                tos=opts.dscp << 2,
+                tos=dscp_to_tos(opts.dscp),
             )
             client.start()
             try:
@@ -432,7 +433,11 @@ def run_light_ping(
     with contextlib.closing(sock):
         sender_port = int(sock.getsockname()[1])
         sender = Sender(
-            sock, (ip, port), fmt=TestFormat(TestMode.OPEN), padding=padding, tos=opts.dscp << 2
+            sock,
+            (ip, port),
+            fmt=TestFormat(TestMode.OPEN),
+            padding=padding,
+            tos=dscp_to_tos(opts.dscp),
         )
         with _raw_writer(opts.raw) as raw:
             out = _exchange(sender, offsets, opts, raw, stop, on_slice)

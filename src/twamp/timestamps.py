@@ -1,4 +1,4 @@
-"""Timestamps and the Error Estimate (RFC 4656 §4.1.2, RFC 8186; spec §2).
+"""Timestamps and the Error Estimate (RFC 4656 §4.1.2, RFC 8186).
 
 Inside `twamp` time is an integer count of nanoseconds since the Unix epoch (UTC). Wire
 timestamps are 64-bit values whose format the Z bit of the accompanying Error Estimate selects:
@@ -10,7 +10,8 @@ timestamps are 64-bit values whose format the Z bit of the accompanying Error Es
 Wire dataclasses keep timestamps as the raw 64-bit value, because NTP's 2^-32 s resolution is finer
 than a nanosecond: raw -> ns -> raw is not the identity, and re-encoding a decoded packet must be
 byte-exact. Conversion happens here, at the edge. ns -> NTP -> ns *is* the identity: the fraction is
-floored on the way out (`int(frac * 2**32)`, spec §2.1) and the nanoseconds ceiled on the way back.
+floored on the way out (`int(frac * 2**32)`, RFC 4656 §4.1.2) and the nanoseconds ceiled on the
+way back.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from fractions import Fraction
 NS = 1_000_000_000
 NTP_UNIX_DELTA_S = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 _ERA = 1 << 32
-# TAI - UTC since 2017-01-01 (spec §2.2). Callers with a better source pass their own.
+# TAI - UTC since 2017-01-01: PTP time is TAI (RFC 8186). Callers with a better source pass
+# their own.
 DEFAULT_TAI_OFFSET_S = 37
 
 
@@ -87,7 +89,7 @@ def ns_from_timestamp(raw: int, ptp: bool = False, pivot_ns: int | None = None) 
 
 @dataclass(frozen=True, slots=True)
 class ErrorEstimate:
-    """The 2-octet Error Estimate (RFC 4656 §4.1.2, RFC 8186 §2.3; spec §2.3)::
+    """The 2-octet Error Estimate (RFC 4656 §4.1.2, RFC 8186 §2.3)::
 
          0                   1
          0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5
@@ -122,7 +124,7 @@ class ErrorEstimate:
     def from_seconds(
         cls, error_s: float | Fraction, synchronized: bool, ptp: bool = False
     ) -> ErrorEstimate:
-        """The smallest representable bound >= `error_s` (exact arithmetic, spec §2.3)."""
+        """The smallest representable bound >= `error_s` (exact arithmetic, RFC 4656 §4.1.2)."""
         if error_s < 0:
             raise ValueError("an error estimate cannot be negative")
         units = Fraction(error_s) * _ERA  # in 2^-32 s

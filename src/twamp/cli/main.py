@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .ping import ping
+from .reflect import reflect
+from .server import server
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,18 +16,10 @@ def cli() -> None:
     """TWAMP (RFC 5357) server, controller and TWAMP Light reflector."""
 
 
-def _register() -> None:
-    # Subcommands live in their own modules; imported here so `twamp --help` lists them all.
-    from .ping import ping
-    from .reflect import reflect
-    from .server import server
-
-    cli.add_command(server)
-    cli.add_command(ping)
-    cli.add_command(reflect)
-
-
-_register()
+# Subcommands live in their own modules; registered here so `twamp --help` lists them all.
+cli.add_command(server)
+cli.add_command(ping)
+cli.add_command(reflect)
 
 
 def main() -> None:

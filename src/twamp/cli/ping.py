@@ -8,53 +8,24 @@ import signal
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
+from ..inet import tos_to_dscp
 from ..net.client import ClientError, parse_modes
-from ..net.keyfile import load_keyfile
+from ..net.keyfile import load_keys, pick_key
 from ..ping import PingOptions, PingResult, run_light_ping, run_ping
 from .common import UserError, friendly_errors, setup_logging
 
+# load_keys and pick_key live in twamp.net.keyfile; re-exported for cli/bench.py until it
+# imports them from there.
 __all__ = ["format_report", "load_keys", "pick_key", "ping"]
 
 log = logging.getLogger(__name__)
 
 _NS_PER_MS = 1e6
-
-
-def load_keys(path: str | Path) -> dict[str, bytes]:
-    """KeyID -> passphrase from a perfSONAR pfs key file (`twamp.net.keyfile`)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"key file {file} does not exist or is not a file")
-    try:
-        loaded = load_keyfile(file)
-    except ValueError as exc:  # it names the file and the line
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(f"cannot read key file {file}: {exc.strerror or exc}") from None
-    return {key_id.decode(): passphrase for key_id, passphrase in loaded.items()}
-
-
-def pick_key(key_id: str | None, key_file: str | None) -> tuple[str | None, bytes | None]:
-    """The (KeyID, passphrase) that -u/-k name; the only key of the file when -u is absent."""
-    if key_file is None:
-        if key_id is not None:
-            raise UserError("-u KEYID needs the key file (-k FILE) that holds its passphrase")
-        return None, None
-    keys = load_keys(key_file)
-    if key_id is None:
-        if len(keys) != 1:
-            raise UserError(f"key file {key_file} holds {len(keys)} keys: choose one with -u")
-        ((key_id, secret),) = keys.items()
-        return key_id, secret
-    if key_id not in keys:
-        raise UserError(f"key file {key_file} has no key {key_id!r}")
-    return key_id, keys[key_id]
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -124,7 +95,8 @@ def format_report(result: PingResult, *, quiet: bool = False) -> str:
     tos = s["reply_tos"]
     if tos and set(tos) != {"0"}:
         shown = ", ".join(
-            f"DSCP {int(k) >> 2} x{v}" for k, v in sorted(tos.items(), key=lambda kv: int(kv[0]))
+            f"DSCP {tos_to_dscp(int(k))} x{v}"
+            for k, v in sorted(tos.items(), key=lambda kv: int(kv[0]))
         )
         lines.append(f"reply TOS   {shown}")
     return "\n".join(lines)

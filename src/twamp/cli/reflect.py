@@ -30,7 +30,8 @@ from .. import fastpath
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
-from ..wire.packets import TestFormat
+from ..inet import DSCP_MAX
+from ..wire.testformat import TestFormat
 from .common import UserError, friendly_errors, setup_logging
 
 __all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
@@ -284,7 +285,7 @@ def reflect(
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise UserError(f"bad --allow {net!r}: not an IP network like 192.0.2.0/24") from None
-    if dscp is not None and not 0 <= dscp <= 63:
+    if dscp is not None and not 0 <= dscp <= DSCP_MAX:
         raise UserError(f"--dscp must be 0-63, not {dscp}")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")

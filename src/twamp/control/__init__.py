@@ -1,10 +1,12 @@
 """Sans-I/O TWAMP-Control: the Server and Control-Client state machine (RFC 5357 §3, RFC 5938).
 
-`connection` holds the two connection classes and documents their API; `state` the transition
-table and its theory of operation; `events` what `next_event()` returns.
+`connection` holds what both roles share and documents the usage pattern; `server` the Server
+(`ServerConnection`), `client` the Control-Client (`ClientConnection`), each with its events,
+answers and refusals; `state` the transition table and its theory of operation; `events` what
+`next_event()` returns.
 """
 
-from .connection import DEFAULT_RESPONSE_TIMEOUT_NS, ClientConnection, ServerConnection, make_sid
+from .client import DEFAULT_RESPONSE_TIMEOUT_NS, ClientConnection
 from .events import (
     ConnectionClosed,
     Event,
@@ -22,6 +24,7 @@ from .events import (
     StopNRequested,
     StopRequested,
 )
+from .server import ServerConnection, make_sid
 from .state import ControlState, LocalProtocolError, Role, SessionState
 
 __all__ = [

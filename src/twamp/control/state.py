@@ -3,16 +3,17 @@
 Theory of operation
 ===================
 
-A TWAMP-Control connection (RFC 5357 §3, spec §3) is a strict conversation: the Server greets,
+A TWAMP-Control connection (RFC 5357 §3) is a strict conversation: the Server greets,
 the Control-Client answers with a Set-Up-Response, the Server confirms with a Server-Start, and
 from then on the client sends commands that the Server answers one at a time. Because the
-server's replies Accept-Session and Start-Ack carry no command number (spec §3, framing rules),
+server's replies Accept-Session and Start-Ack carry no command number (RFC 5357 §3.5, §3.7),
 *both* sides must always know which message comes next; that knowledge is this file.
 
 Rule 1: everything that decides whether a message may be sent or received lives here: the
 `TRANSITIONS` table (protocol state), `command_allowed` (what the negotiated Mode permits) and
-`SESSION_TRANSITIONS` (the life of one test session). `connection.py` reads and writes bytes,
-runs the crypto and asks this file before it acts; it never decides an order of messages itself.
+`SESSION_TRANSITIONS` (the life of one test session). `connection.py`, `server.py` and
+`client.py` read and write bytes, run the crypto and ask this file before they act; they never
+decide an order of messages themselves.
 
 Rule 2: the table is keyed by role. Each `MessageType` has exactly one sender (the Server sends
 the greeting, Server-Start and every reply; the client sends Set-Up-Response and every command),
@@ -37,7 +38,7 @@ Two things are deliberately *not* states:
   Stop-Sessions count are computed from that set. In Individual Session Control mode (RFC 5938)
   sessions start and stop one by one, so a single "testing" state could not describe them.
 * The RFC 5938 acknowledgements the client still expects. The client may send several
-  Start-N-Sessions / Stop-N-Sessions without waiting (spec §3.11), and the Server may answer one
+  Start-N-Sessions / Stop-N-Sessions without waiting (RFC 5938 §3), and the Server may answer one
   of them with several acks, one per Accept value. The client keeps a FIFO of outstanding SID
   sets while in READY; an ack only ever shrinks the head of that FIFO. To keep the reply
   order unambiguous, a client sends Request-TW-Session (whose reply has no command number)
@@ -143,7 +144,7 @@ TRANSITIONS: dict[Role, dict[ControlState, dict[MessageType, ControlState]]] = {
             _M.REQUEST_TW_SESSION: _S.AWAIT_ACCEPT_SESSION,
             _M.START_SESSIONS: _S.AWAIT_START_ACK,
             _M.STOP_SESSIONS: _S.READY,
-            # RFC 5938 commands and acks may interleave (spec §3.11): see the theory above.
+            # RFC 5938 commands and acks may interleave (RFC 5938 §3): see the theory above.
             _M.START_N_SESSIONS: _S.READY,
             _M.START_N_ACK: _S.READY,
             _M.STOP_N_SESSIONS: _S.READY,
@@ -203,7 +204,7 @@ class ControlStateMachine:
 
 # RFC 5938 §2: with Individual Session Control, Start-Sessions and Stop-Sessions are forbidden;
 # without it, Start-N/Stop-N are unknown commands. Commands 0, 1, 4, 6, 8, 10, 11 and 12-255 are
-# never accepted from a client (spec §3.6; 8 and 10 travel server -> client only).
+# never accepted from a client (RFC 5357 §3.4, RFC 5938 §3; 8 and 10 travel server -> client only).
 _ALWAYS = frozenset({Command.REQUEST_TW_SESSION})
 _CLASSIC = frozenset({Command.START_SESSIONS, Command.STOP_SESSIONS})
 _INDIVIDUAL = frozenset({Command.START_N_SESSIONS, Command.STOP_N_SESSIONS})

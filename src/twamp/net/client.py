@@ -11,7 +11,7 @@ sentence (`ClientError` and its subclasses)::
         ...                                   # run the Session-Sender (twamp.fastpath.Sender)
         await client.stop()
 
-Mode choice (RFC 4656 §3.1, spec §3.1, §11 items 19 and 21), as twping does: the caller lists
+Mode choice (RFC 4656 §3.1, RFC 5357 §3.1), as twping does: the caller lists
 the security modes it allows in order of preference; the first one the Server offers, and for
 which a key is at hand, is chosen. Mixed mode (RFC 5618) is optional, so it is chosen only when
 the Server-Greeting offers bit 3. Without a preference list: the strongest offered mode
@@ -54,6 +54,7 @@ from ..control import (
     StopNAcked,
 )
 from ..crypto import TestKeys, TestPacketCrypto
+from ..inet import normalize_ip
 from ..timestamps import NS, ntp_from_ns, ntp_interval_from_ns
 from ..wire.control import AcceptSession, RequestTWSession, type_p_for_dscp
 
@@ -221,9 +222,9 @@ class TwampClient:
         self._start_time = 0
         sockname = writer.get_extra_info("sockname")
         peername = writer.get_extra_info("peername")
-        self.local_address: tuple[str, int] = (_plain_ip(sockname[0]), int(sockname[1]))
+        self.local_address: tuple[str, int] = (normalize_ip(sockname[0]), int(sockname[1]))
         """Our end of the control connection (an IPv4-mapped address shown as IPv4)."""
-        self.peer_address: tuple[str, int] = (_plain_ip(peername[0]), int(peername[1]))
+        self.peer_address: tuple[str, int] = (normalize_ip(peername[0]), int(peername[1]))
         """The server's end of the control connection."""
 
     # -- opening --------------------------------------------------------------------------------
@@ -405,8 +406,8 @@ class TwampClient:
 
         Addresses default to the two ends of this control connection: the test packets go where
         the control connection goes. `receiver_port` 0 lets the server choose. `timeout_ns` is
-        how long the reflector goes on after Stop-Sessions. `dscp` sets Type-P (spec §3.8), which
-        the reflector uses for its replies; `type_p` overrides it with a raw descriptor.
+        how long the reflector goes on after Stop-Sessions. `dscp` sets Type-P (RFC 5357 §3.5),
+        which the reflector uses for its replies; `type_p` overrides it with a raw descriptor.
         """
         sender = ipaddress.ip_address(sender_address or self.local_address[0])
         receiver = ipaddress.ip_address(receiver_address or self.peer_address[0])
@@ -562,13 +563,6 @@ class TwampClient:
             return SetupError(text, event.accept)
         cls = SetupError if setup else ClientError
         return cls(f"the control connection ended while waiting for {what}: {reason}", event.accept)
-
-
-def _plain_ip(ip: str) -> str:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def _same_family(

@@ -3,7 +3,7 @@
 One entry per line, ``KEYID HEXKEY`` separated by white space (owampd.pfs(5), as written by
 `pfstore`): KEYID is the identity a Control-Client sends in Set-Up-Response (RFC 4656 §3.1,
 at most 80 octets of UTF-8), HEXKEY the hexadecimal of the passphrase octets, which PBKDF2 turns
-into the key (spec §4.1). Blank lines and lines whose first non-blank character is ``#`` are
+into the key (RFC 4656 §3.1). Blank lines and lines whose first non-blank character is ``#`` are
 comments; a ``#`` token after the two fields starts a trailing comment.
 
 Every problem raises `ValueError` naming the file and the line number, so that a typo in the
@@ -16,10 +16,11 @@ from __future__ import annotations
 import binascii
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from ..constants import KEYID_LEN
 
-__all__ = ["load_keyfile", "parse_keyfile"]
+__all__ = ["load_keyfile", "load_keys", "parse_keyfile", "pick_key"]
 
 
 def parse_keyfile(lines: Iterable[str], *, source: str = "key file") -> dict[bytes, bytes]:
@@ -71,3 +72,39 @@ def load_keyfile(path: str | os.PathLike[str]) -> dict[bytes, bytes]:
             return parse_keyfile(f, source=name)
         except UnicodeDecodeError as exc:
             raise ValueError(f"{name}: not UTF-8 text ({exc.reason})") from None
+
+
+def load_keys(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """KeyID (text) -> passphrase from a pfs key file; any problem is one `ValueError` sentence."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"key file {file} does not exist or is not a file")
+    try:
+        loaded = load_keyfile(file)
+    except OSError as exc:
+        raise ValueError(f"cannot read key file {file}: {exc.strerror or exc}") from None
+    return {key_id.decode(): passphrase for key_id, passphrase in loaded.items()}
+
+
+def pick_key(
+    key_id: str | None, key_file: str | os.PathLike[str] | None
+) -> tuple[str | None, bytes | None]:
+    """The (KeyID, passphrase) a Control-Client uses: `key_id` from `key_file`, or its only key.
+
+    (None, None) without a key file (unauthenticated). `ValueError`, one sentence naming the
+    option to fix, for a KeyID without a file, a file of several keys and no KeyID, or a KeyID
+    the file does not hold. `twamp ping` and `twamp-bench --control` share this choice.
+    """
+    if key_file is None:
+        if key_id is not None:
+            raise ValueError("-u KEYID needs the key file (-k FILE) that holds its passphrase")
+        return None, None
+    keys = load_keys(key_file)
+    if key_id is None:
+        if len(keys) != 1:
+            raise ValueError(f"key file {key_file} holds {len(keys)} keys: choose one with -u")
+        ((only_id, secret),) = keys.items()
+        return only_id, secret
+    if key_id not in keys:
+        raise ValueError(f"key file {key_file} has no key {key_id!r}")
+    return key_id, keys[key_id]

@@ -98,6 +98,7 @@ from ..control import (
 )
 from ..crypto import TestPacketCrypto
 from ..dataplane.sockets import open_test_socket
+from ..inet import normalize_ip as _plain
 from ..timestamps import NS, ns_from_ntp_interval
 from ..wire.control import RequestTWSession
 from ..wire.packets import TestFormat
@@ -209,14 +210,6 @@ def _ip(text: str, what: str) -> IPv4Address | IPv6Address:
         return ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"{what} {text!r} is not an IP address") from None
-
-
-def _plain(ip: str) -> str:
-    """Canonical text of an address without scope; v4-mapped IPv6 (dual-stack peers) -> IPv4."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def _endpoint(ip: str, port: int) -> str:

@@ -1,6 +1,6 @@
 """A receive buffer for stream framing (TWAMP-Control over TCP).
 
-Every TWAMP-Control message has a length known from its first 16 octets (spec §3), so framing
+Every TWAMP-Control message has a length known from its first 16 octets (RFC 5357 §3), so framing
 needs only "wait until n octets are buffered, then take them". The buffer is a `bytearray`:
 appending is amortised O(len(data)) and CPython removes a prefix of a bytearray by moving its
 start pointer, so feeding one octet at a time and extracting message by message stays linear in

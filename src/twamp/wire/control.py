@@ -1,4 +1,4 @@
-"""TWAMP-Control messages (RFC 4656 §3, RFC 5357 §3, RFC 5938, RFC 6038 §4; spec §3).
+"""TWAMP-Control messages (RFC 4656 §3, RFC 5357 §3, RFC 5938, RFC 6038 §4).
 
 Each message is declared three times, and the tests check that the three agree: a frozen
 slotted dataclass holding its values, one module-level `struct.Struct` (MBZ octets are `x` pad
@@ -14,10 +14,11 @@ in the docstring. `encode_<message>(msg) -> bytes` and `decode_<message>(data) -
 * Unknown Modes bits are kept as received (RFC 5618 §3.1 makes receivers ignore them); reserved
   Accept values decode as FAILURE (RFC 4656 §3.3).
 * `hmac` is always the last 16 octets. These functions neither compute nor check it, and in
-  unauthenticated mode it is whatever the peer sent (spec §11 item 20).
+  unauthenticated mode it is whatever the peer sent (owamp once sent stale bytes there; its
+  ChangeLog records the fix).
 
-Framing (spec §3): every message is a multiple of 16 octets and its length is known from its first
-16 (decrypted) octets; see `client_command_length` and `n_message_length`.
+Framing (RFC 5357 §3): every message is a multiple of 16 octets and its length is known from its
+first 16 (decrypted) octets; see `client_command_length` and `n_message_length`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..constants import (
     Mode,
 )
 from ..errors import DecodeError, UnsupportedError
+from ..inet import check_dscp
 
 __all__ = [
     "ACCEPT_SESSION_SIZE",
@@ -347,7 +349,7 @@ class ServerStart:
     ```
 
     `start_time` is the raw 64-bit timestamp. In modes 2, 4 and 8 octets 32-47 are the first
-    encrypted block of the server's stream (spec §3.4); this codec sees them decrypted.
+    encrypted block of the server's stream (RFC 5357 §3.1); this codec sees them decrypted.
     """
 
     accept: AcceptCode
@@ -376,9 +378,7 @@ def decode_server_start(data: Buffer) -> ServerStart:
 
 def type_p_for_dscp(dscp: int) -> int:
     """Type-P Descriptor for a DSCP (RFC 4656 §3.5): `DSCP << 24`, so octet 84 is the DSCP."""
-    if not 0 <= dscp <= 0x3F:
-        raise ValueError(f"DSCP {dscp} is not in 0-63")
-    return dscp << 24
+    return check_dscp(dscp) << 24
 
 
 def type_p_for_phb_id(phb_id: int) -> int:
@@ -968,7 +968,7 @@ def decode_stop_n_ack(data: Buffer) -> StopNAck:
 
 
 # --------------------------------------------------------------------------------------------
-# Framing (spec §3): a message's length from its first 16 plaintext octets
+# Framing (RFC 5357 §3): a message's length from its first 16 plaintext octets
 
 ClientCommand = RequestTWSession | StartSessions | StopSessions | StartNSessions | StopNSessions
 
