@@ -604,7 +604,10 @@ def fig_6_6(trial: Trial) -> TrialResult:
         "DUT Hello listing a DR",
     )
     t_start = _stamped(hello, "the DUT's Hello listing a DR")
-    t_end = _dut_network_lsa(trial, r1, t_up)
+    # Searched from the DUT's first Hello (6.5's start): nothing of this DUT comes before it,
+    # and a DUT restarted for the trial is known to be up by then.
+    first = _require(_dut_hello(trial, r1, t_up), "DUT Hello at R1")
+    t_end = _dut_network_lsa(trial, r1, first.t_ns)
     return _result(trial, t_end - t_start, t_start)
 
 
