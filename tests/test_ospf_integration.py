@@ -208,3 +208,29 @@ def test_signal_tears_everything_down(signame: str, tmp_path: Path) -> None:
     assert lab_objects(tag) == {"namespaces": [], "state": [], "frr": [], "pids": []}
     events = [e.event for e in read_events(tmp_path / "ev.jsonl") if e.source in ("dut", "lab")]
     assert "stop" in events and "teardown" in events
+
+
+@pytest.mark.timeout(90)
+def test_hellos_stopped_is_seen_after_the_dead_interval(log: EventLog) -> None:
+    """RFC 4061 §6.8's trigger: the generator goes silent with the carrier kept; the DUT's
+    dead interval (4 s) expires and the collector receives its new router-LSA."""
+    _prereq("frr")
+    with LabSession("frr", profile=TUNED, log=log, tag=TAG) as s:
+        s.wait_adjacencies(30)
+        time.sleep(1.5)  # past the DUT's MinLSInterval after the adjacency's router-LSA
+        before = max(_dut_router_lsa_seqs(log))
+        s.gen.stop_hellos("eth-dut")
+        down = log.select("link", "down")[-1]
+        assert down["how"] == "hellos" and down["router"] == "gen"
+        assert _wait(lambda: max(_dut_router_lsa_seqs(log, down.t_ns)) > before, 10)
+        t_lsa = min(
+            e.t_ns
+            for e in log.select("col", "lsa-in")
+            if e["key"] == f"1/{DUT_RID}/{DUT_RID}" and e.t_ns >= down.t_ns
+        )
+        # the DUT only notices through its dead interval: 4 s after our last Hello
+        last_hello = max(
+            e.t_ns for e in log.select("gen", "tx") if e["type"] == "hello" and e.t_ns < down.t_ns
+        )
+        assert 3.5e9 < t_lsa - last_hello < 6e9
+        assert s.dut.neighbors().get(s.gen_rid, "Down") != "Full"

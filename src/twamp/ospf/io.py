@@ -271,10 +271,27 @@ class RouterHandle:
         return self.call(lambda r, now: r.retransmit_count())
 
     def stop_hellos(self, ifname: str) -> list[Event]:
-        return self.call(lambda r, now: r.stop_hellos(ifname, now))
+        """RFC 4061 §6.8 "layer-3 down": we go silent on ``ifname``, carrier kept. Logged as
+        ``link down`` with ``how: "hellos"``, stamped on the loop thread at the call itself."""
+        return self.call(lambda r, now: self._hellos(r, now, ifname, up=False))
 
     def start_hellos(self, ifname: str) -> list[Event]:
-        return self.call(lambda r, now: r.start_hellos(ifname, now))
+        return self.call(lambda r, now: self._hellos(r, now, ifname, up=True))
+
+    def _hellos(self, r: EmulatedRouter, now: int, ifname: str, *, up: bool) -> list[Event]:
+        events = r.start_hellos(ifname, now) if up else r.stop_hellos(ifname, now)
+        port = self.speaker.ports.get((self.name, ifname))
+        self.speaker.log.write(
+            "link",
+            "up" if up else "down",
+            t_ns=now,
+            ns=port.ns if port is not None else None,
+            ifname=ifname,
+            router=self.name,
+            how="hellos",
+            t_done_ns=time.time_ns(),
+        )
+        return events
 
     def interface_down(self, ifname: str) -> list[Event]:
         return self.call(lambda r, now: r.interface_down(ifname, now))

@@ -101,7 +101,8 @@ Protocol state (source: an emulated router; stamp ``"user"``)
 Links (source ``link``; ``t_ns`` taken right before the netlink request, stamp ``"user"``)
     ``down`` / ``up``: ``ns`` (namespace), ``ifname``, ``how`` (``"carrier"``: the veth set
         down/up through rtnetlink; ``"hellos"``: the emulated router stops/resumes OSPF on the
-        interface, carrier kept), ``t_done_ns`` (when the kernel acknowledged the request).
+        interface, carrier kept; then also ``router``), ``t_done_ns`` (when the kernel
+        acknowledged the request, or the router had applied it).
 
 FIB (source ``fib``; stamp ``"user"``: the time our watcher *received* the netlink
 notification, **not** a kernel stamp: a cross-check, never a primary measurement)
