@@ -234,3 +234,19 @@ def test_hellos_stopped_is_seen_after_the_dead_interval(log: EventLog) -> None:
         )
         assert 3.5e9 < t_lsa - last_hello < 6e9
         assert s.dut.neighbors().get(s.gen_rid, "Down") != "Full"
+
+
+@pytest.mark.timeout(60)
+def test_silent_dut_is_one_clear_sentence(log: EventLog) -> None:
+    """A DUT that is alive but sends nothing (here: BIRD stopped with SIGSTOP) is reported as
+    'never answered', with what to check."""
+    _prereq("bird")
+    with LabSession("bird", profile=TUNED, log=log, tag=TAG) as s:
+        pid = _dut_pids(s)[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(LabError, match=r"the DUT never answered: no OSPF packet") as info:
+                s.wait_adjacencies(3)
+            assert "\n" not in str(info.value)
+        finally:
+            os.kill(pid, signal.SIGCONT)
