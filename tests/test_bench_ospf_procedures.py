@@ -166,7 +166,10 @@ def test_5_2_from_send_stamps() -> None:
     assert r.value_ns == 5 * MS
     assert r.parts["method"] == 0
     assert r.counts["lsas"] == 100 and r.counts["lsus"] == 3
-    assert r.counts["per_lsa_ns"] == 5 * MS / 100
+    # 3 LSUs 10 µs apart, the last flooded 5 ms after our last send
+    assert r.counts["span_ns"] == 20 * US + 5 * MS
+    assert r.counts["per_lsa_ns"] == (20 * US + 5 * MS) / 100
+    assert r.counts["sender_bound"] == 0
     assert r.proxies["fib_last"] == 20 * MS
     assert r.counts["fib_routes"] == 100
     assert r.counts["fib_rate_routes_s"] == pytest.approx(100 / 0.020)
@@ -199,8 +202,11 @@ def test_scaling_rows() -> None:
             t = trial_5_2(s, i, t, n=n, flood_last_ns=n * per * US, fib_last_ns=n * 20 * US) + S
     doc = analyse(s.events)
     rows = {r["lsas"]: r for r in doc["scaling"] if r["id"] == "5.2"}
-    assert rows[100]["per_lsa_us"] == pytest.approx(10.0)
-    assert rows[1000]["per_lsa_us"] == pytest.approx(8.0)
+    # span = (LSUs - 1) × 10 µs of sending + the flood time after the last send
+    assert rows[100]["per_lsa_us"] == pytest.approx((20 + 100 * 10) / 100)
+    assert rows[1000]["per_lsa_us"] == pytest.approx((240 + 1000 * 8) / 1000)
+    assert rows[1000]["span_median_ms"] == pytest.approx(8.24)
+    assert rows[1000]["sender_bound"] is False
     assert rows[1000]["fib_rate_routes_s"] == pytest.approx(1000 / 0.020)
 
 
@@ -374,3 +380,13 @@ def test_unknown_or_foreign_marks_are_ignored() -> None:
     s.write("lab", "mark", s.t + 2, label="x", bench="other", phase="start", proc="5.1", trial=0)
     doc = analyse(s.events)
     assert doc["procedures"] == []
+
+
+def test_5_2_dut_keeping_pace_with_our_sender_is_flagged() -> None:
+    s = _log()
+    # 10 LSUs over 90 µs; the last LSA reaches the collector 5 µs after our last send
+    trial_5_2(s, 0, s.t + S, n=400, flood_last_ns=5 * US)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.counts["sender_bound"] == 1
+    assert r.counts["span_ns"] == 95 * US

@@ -196,7 +196,14 @@ def _scaling(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "id": e["id"],
                 "lsas": e["lsas"],
                 "figure_median_ms": e["figure_ms"]["median"],
-                "per_lsa_us": e["figure_ms"]["median"] * 1e3 / e["lsas"],
+                "per_lsa_us": (
+                    per["median"] / 1e3
+                    if (per := e["counts"].get("per_lsa_ns"))
+                    else e["figure_ms"]["median"] * 1e3 / e["lsas"]
+                ),
+                "span_median_ms": (e["counts"].get("span_ns") or {}).get("median", 0) / 1e6 or None,
+                "send_rate_lsa_s": (e["counts"].get("send_rate_lsa_s") or {}).get("median"),
+                "sender_bound": bool((e["counts"].get("sender_bound") or {}).get("max")),
                 "fib_last_median_ms": fib,
                 "fib_rate_routes_s": rate
                 if rate is not None

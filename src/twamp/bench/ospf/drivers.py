@@ -411,6 +411,12 @@ def _session(
                     marker.failed("6.6", str(exc))
             except LabError as exc:
                 marker.failed(proc, str(exc).splitlines()[0])
+            except TimeoutError:
+                marker.failed(
+                    proc,
+                    "our OSPF speaker did not answer within its timeout: the tester is "
+                    "overloaded (fewer --lsas, or a machine with more idle CPU)",
+                )
     finally:
         progress(f"tearing down lab {topology}")
         session.close()
@@ -438,6 +444,16 @@ SPF_STUB = "198.18.254.0"
 def _spf_stub(cost: int) -> RouterLink:
     """The stub behind the generator whose cost §5.3's trigger changes (a route in the FIB)."""
     return RouterLink(IPv4Address(SPF_STUB), IPv4Address("255.255.255.0"), LinkType.STUB, cost)
+
+
+def _originate(h: RouterHandle, specs: Sequence[LsaSpec]) -> None:
+    # Thousands of LSAs take the loop a while on a busy machine: a timeout sized to the batch.
+    h.call(lambda r, now: r.originate(specs, now), timeout=30.0 + len(specs) / 100)
+
+
+def _flush(h: RouterHandle, specs: Sequence[LsaSpec]) -> None:
+    keys = [sp.key for sp in specs]
+    h.call(lambda r, now: r.flush(keys, now), timeout=30.0 + len(keys) / 100)
 
 
 def _probe_stub() -> RouterLink:
@@ -503,19 +519,19 @@ def _drive_5_2(s: Session) -> None:
 
         def trial(i: int, n: int = n, previous: list[LsaSpec] = previous) -> None:
             if previous:
-                gen.flush([sp.key for sp in previous])
+                _flush(gen, previous)
                 _settle(gen, 10.0 + n / 500)
                 time.sleep(1.5 + n / 5_000)  # FRR deletes externals on its 1 s ASE timer
             specs = [_ext(1000 + (i % 3) * n + j) for j in range(n)]
             s.marker.step("5.2", i, "burst", lsas=n)
-            gen.originate(specs)
+            _originate(gen, specs)
             _settle(gen, 10.0 + n / 500)
             time.sleep(0.5 + n / 5_000)  # the last floods and FIB installs
             previous[:] = specs
 
         _trials(s, ["5.2"], n, trial, par)
         if previous:
-            gen.flush([sp.key for sp in previous])
+            _flush(gen, previous)
             _settle(gen, 10.0 + n / 500)
             time.sleep(1.5 + n / 5_000)
 
@@ -589,14 +605,14 @@ def _adjacency_trials(
     gen = s.routers["gen"]
     for n in s.settings.lsas:
         specs = [_ext(100_000 + i) for i in range(n)]
-        gen.originate(specs)
+        _originate(gen, specs)
         _settle(gen, 10.0 + n / 500)
         par = {proc: {"observer": "gen", "ifname": "eth-dut", "collector": "col", **extra}}
 
         def trial(i: int, specs: list[LsaSpec] = specs, n: int = n) -> None:
             down()
             time.sleep(1.1)  # our MinLSInterval since the last instance
-            gen.originate(specs)  # new instances the DUT must fetch once adjacent
+            _originate(gen, specs)  # new instances the DUT must fetch once adjacent
             mark = len(s.log.events)
             up(i)
             s.wait_full("gen", s.lab.dut_rid)
@@ -604,7 +620,7 @@ def _adjacency_trials(
             _wait_acked(s, "gen", "eth-dut", mark, 10.0 + n / 200)
 
         _trials(s, [proc], n, trial, par)
-        gen.flush([sp.key for sp in specs])
+        _flush(gen, specs)
         _settle(gen, 10.0 + n / 500)
 
 

@@ -215,10 +215,21 @@ def _scaling(doc: Mapping[str, Any]) -> list[str]:
     out = ["", "Scaling (median over trials):"]
     for r in rows:
         rate = r.get("fib_rate_routes_s")
-        out.append(
-            f"  {r['id']} {r['lsas']:>6} LSAs: {fmt_ms(r['figure_median_ms'])} ms, "
-            f"{r['per_lsa_us']:.2f} µs per LSA" + (f", FIB {rate:,.0f} routes/s" if rate else "")
+        span = r.get("span_median_ms")
+        line = (
+            f"  {r['id']} {r['lsas']:>6} LSAs: figure {fmt_ms(r['figure_median_ms'])} ms"
+            + (f", first send to last flood {fmt_ms(span)} ms" if span else "")
+            + f", {r['per_lsa_us']:.2f} µs per LSA"
+            + (f", FIB {rate:,.0f} routes/s" if rate else "")
         )
+        if r.get("sender_bound"):
+            send = r.get("send_rate_lsa_s")
+            line += (
+                " (the DUT kept pace with our sender"
+                + (f" at {send:,.0f} LSAs/s" if send else "")
+                + ": an upper bound on its cost)"
+            )
+        out.append(line)
     return out
 
 
