@@ -342,7 +342,7 @@ def trial_5_2(
             )
         ref = t_send + (len(chunks) - 1) * 10 * US + direct_last_ns
     for j, chunk in enumerate(chunks):
-        at = ref + flood_last_ns - (len(chunks) - 1 - j) * 20 * US
+        at = ref + flood_last_ns - (len(chunks) - 1 - j) * 10 * US
         s.lsu("col", at, chunk, direction="rx", ifname="veth-col")
     if fib_last_ns is not None:
         for i in range(n):
