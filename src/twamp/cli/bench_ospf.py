@@ -125,7 +125,8 @@ def _outputs(func: Any) -> Any:
     default="frr",
     show_default=True,
     help="The device under test: FRR or BIRD started in the lab's "
-    "namespace, or an external router on --interface.",
+    "namespace, or an external router on --interface (external: not implemented yet, "
+    "the run stops with a message).",
 )
 @click.option(
     "--interface",
@@ -165,7 +166,8 @@ def _outputs(func: Any) -> Any:
     show_default=True,
     help="DUT timer profile: 'tuned' (hello 1 s, dead 4 s, SPF "
     "delay 0: measures the DUT, not its timers), 'defaults' (the daemon's own), "
-    "'rfc' (RFC 2328 Appendix C values).",
+    "'rfc' (RFC 2328 Appendix C values). With hello 10 s and dead 40 s the "
+    "dead-interval procedures take about a minute per trial.",
 )
 @click.option(
     "--log",
