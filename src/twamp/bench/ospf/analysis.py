@@ -48,8 +48,16 @@ def _timers(index: LogIndex) -> dict[str, Timer]:
         quirks if isinstance(quirks, list) else None,
     )
     kind = cfg.get("kind") if cfg is not None else None
-    if kind != "bird" and timers.get("tick", Timer("tick", 0, "")).origin.startswith("profile"):
-        del timers["tick"]  # the profile's BIRD tick means nothing to another daemon
+    # One profile renders both daemons; a knob the DUT does not have means nothing for it.
+    foreign = (
+        {"tick"}
+        if kind != "bird"
+        else {"spf-delay", "spf-hold", "min-ls-arrival", "min-ls-interval", "work-queue", "ase"}
+    )
+    for name in foreign:
+        t = timers.get(name)
+        if t is not None and t.origin.startswith("profile"):
+            del timers[name]
     # The Hello and dead intervals the DUT announces in its Hellos are what it runs with (a
     # profile may leave them to the daemon's default): prefer them.
     duts = {t.param("dut_rid") for t in index.trials} - {None}
