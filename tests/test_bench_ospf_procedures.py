@@ -390,3 +390,13 @@ def test_5_2_dut_keeping_pace_with_our_sender_is_flagged() -> None:
     assert r.valid, r.reason
     assert r.counts["sender_bound"] == 1
     assert r.counts["span_ns"] == 95 * US
+
+
+def test_failure_at_one_lsa_count_leaves_the_others() -> None:
+    s = _log()
+    t = trial_5_2(s, 0, s.t + S, n=100, flood_last_ns=2 * MS) + S
+    s.mark.failed("5.2", "our OSPF speaker did not answer within its timeout", t, lsas=10000)
+    doc = analyse(s.events)
+    assert _entry(doc, "5.2", 100)["verdict"]["kind"] == "measured"
+    e = _entry(doc, "5.2", 10000)
+    assert e["verdict"]["kind"] == "failed" and "did not answer" in e["verdict"]["text"]

@@ -31,6 +31,11 @@ def precision_text(proc: str, nproc: int | None) -> str:
         f"{PRECISION_NS // 1000} µs apart at worst, plus CPU contention ({cpus} shared by the "
         f"DUT, the tester and anything else running)"
     )
+    base += (
+        "; FIB figures are when our netlink watcher received the notification: it shares the "
+        "tester's CPU and lags while our speaker floods, so FIB times are upper bounds and FIB "
+        "rates lower bounds"
+    )
     if proc in ("6.1", "6.7"):
         return (
             "start: a user-space stamp right before the netlink request (the carrier change "
@@ -232,12 +237,18 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
     for r in results:
         if r.proc in PROCEDURES:
             groups[(r.proc, r.lsas)].append(r)
-    for proc_id in index.failed:
-        if proc_id in PROCEDURES and not any(p == proc_id for p, _ in groups):
-            groups[(proc_id, 0)] = []
+    for proc_id, n in index.failed:
+        if proc_id in PROCEDURES and not any(
+            p == proc_id and (n is None or k == n) for p, k in groups
+        ):
+            groups[(proc_id, n or 0)] = []
+
+    def failed(p: str, n: int) -> str | None:
+        return index.failed.get((p, n)) or index.failed.get((p, None))
+
     order = list(PROCEDURES)
     entries = [
-        _entry(p, n, groups[(p, n)], timers, index.failed.get(p), nproc)
+        _entry(p, n, groups[(p, n)], timers, failed(p, n), nproc)
         for p, n in sorted(groups, key=lambda k: (order.index(k[0]), k[1]))
     ]
     return {

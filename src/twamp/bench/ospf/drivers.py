@@ -160,6 +160,7 @@ class Session:
         self.fib: FibWatcher | None = None
         self.probe: Probe | None = None
         self.routers: dict[str, RouterHandle] = {}
+        self.current_lsas: int | None = None
         self.hello_s = profile.hello_s or 10
         self.dead_s = profile.dead_s or 40
 
@@ -278,6 +279,7 @@ def _trials(
 ) -> None:
     """Attempt until `trials` valid (judged on the log) or twice as many attempts."""
     s = ctx.settings
+    ctx.current_lsas = lsas
     valid = 0
     attempt = 0
     while valid < s.trials and attempt < 2 * s.trials:
@@ -403,19 +405,21 @@ def _session(
                 marker.failed(p, str(exc))
             return
         for proc in procs:
+            session.current_lsas = None
             try:
                 _PROCS[proc](session)
             except TrialFailed as exc:
-                marker.failed(proc, str(exc))
+                marker.failed(proc, str(exc), lsas=session.current_lsas)
                 if proc == "6.5":
                     marker.failed("6.6", str(exc))
             except LabError as exc:
-                marker.failed(proc, str(exc).splitlines()[0])
+                marker.failed(proc, str(exc).splitlines()[0], lsas=session.current_lsas)
             except TimeoutError:
                 marker.failed(
                     proc,
                     "our OSPF speaker did not answer within its timeout: the tester is "
                     "overloaded (fewer --lsas, or a machine with more idle CPU)",
+                    lsas=session.current_lsas,
                 )
     finally:
         progress(f"tearing down lab {topology}")
@@ -461,8 +465,15 @@ def _probe_stub() -> RouterLink:
 
 
 def _settle(h: RouterHandle, timeout: float = 12.0) -> None:
-    """Until everything we flooded is acked (the DUT's delayed acks take up to ~1 s)."""
-    h.wait_for(lambda r: r.retransmit_count() == 0, timeout)
+    """Until everything we flooded is acked (the DUT's delayed acks take up to ~1 s). A loop
+    busy sending thousands of LSAs may not answer a query at once: asked again until the
+    deadline, never an error here."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            if h.call(lambda r, now: r.retransmit_count(), timeout=max(left, 1.0)) == 0:
+                return
+        time.sleep(0.05)
 
 
 def _seq(h: RouterHandle, spec: LsaSpec) -> int:

@@ -25,7 +25,8 @@ Mark protocol (source ``lab``, event ``mark``, all with ``bench == "rfc4061"``)
 ``phase == "invalid"``
     ``proc``, ``trial``, ``reason``: the driver could not drive the attempt as planned.
 ``phase == "failed"``
-    ``proc``, ``reason``: the DUT never reached the state the procedure needs; no more attempts.
+    ``proc``, ``reason``, optional ``lsas``: the DUT never reached the state the procedure needs
+    (at that LSA count, or at all); no more attempts.
 ``phase == "end"``
     ``proc``, ``trial``.
 
@@ -104,8 +105,12 @@ class Marker:
     def invalid(self, proc: str, trial: int, reason: str, t_ns: int | None = None) -> Event:
         return self._mark("invalid", t_ns, proc=proc, trial=trial, reason=reason)
 
-    def failed(self, proc: str, reason: str, t_ns: int | None = None) -> Event:
-        return self._mark("failed", t_ns, proc=proc, reason=reason)
+    def failed(
+        self, proc: str, reason: str, t_ns: int | None = None, lsas: int | None = None
+    ) -> Event:
+        """The procedure cannot run (at this LSA count, or at all when `lsas` is None)."""
+        extra = {} if lsas is None else {"lsas": lsas}
+        return self._mark("failed", t_ns, proc=proc, reason=reason, **extra)
 
     def end(self, proc: str, trial: int, t_ns: int | None = None) -> Event:
         return self._mark("end", t_ns, proc=proc, trial=trial)
@@ -279,7 +284,7 @@ class LogIndex:
         ]
         self.t_last = self.times[-1] if self.times else 0
         self.trials: list[Trial] = []
-        self.failed: dict[str, str] = {}
+        self.failed: dict[tuple[str, int | None], str] = {}
         self.conditions: dict[str, Any] = {}
         self._split()
 
@@ -326,7 +331,9 @@ class LogIndex:
                 self.conditions = dict(m.get("conditions") or {})
                 continue
             if phase == "failed":
-                self.failed[proc] = str(m.get("reason") or "the DUT did not reach the state")
+                n = m.get("lsas")
+                key = (proc, int(n) if isinstance(n, int) else None)
+                self.failed[key] = str(m.get("reason") or "the DUT did not reach the state")
                 continue
             k = (proc, int(m.get("trial", -1)))
             if phase == "start":
