@@ -27,7 +27,7 @@ from twamp.lab.session import LabSession
 from twamp.lab.topology import _pid_alive
 from twamp.ospf.eventlog import EventLog, read_events
 from twamp.ospf.events import LsaSpec, NeighborState
-from twamp.ospf.wire import AsExternalLsaBody
+from twamp.ospf.wire import AsExternalLsaBody, LinkType, RouterLink
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -250,3 +250,41 @@ def test_silent_dut_is_one_clear_sentence(log: EventLog) -> None:
             assert "\n" not in str(info.value)
         finally:
             os.kill(pid, signal.SIGCONT)
+
+
+def announce_probe_target(s: LabSession) -> None:
+    """The collector announces 203.0.113.77/32 (its loopback) as a stub in its router-LSA."""
+    assert s.col is not None
+    stub = RouterLink(IPv4Address("203.0.113.77"), IPv4Address("255.255.255.255"), LinkType.STUB, 1)
+    s.col.call(lambda r, now: r.set_extra_links([stub], now))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["frr", "bird"])
+def test_link_down_seen_at_collector_and_in_twamp_stream(kind: str, log: EventLog) -> None:
+    _prereq(kind)
+    with LabSession(kind, profile=TUNED, log=log, tag=TAG, probe_rate=500) as s:
+        s.wait_adjacencies(30)
+        # the probe's destination as a stub of the collector's router-LSA: the DUT forwards
+        # gen -> DUT -> col once it has run SPF over that LSA
+        announce_probe_target(s)
+        assert s.wait_fib("203.0.113.77/32", 1, 20)
+        assert _wait(lambda: bool(_after(log, "probe", "rcvd", 0)), 10), "no probe got through"
+        before = _dut_router_lsa_seqs(log)
+        t_down = s.lab.link_down("gen", "gen")
+        s.gen.interface_down("eth-dut")
+        # the collector sees the DUT's new router-LSA (gen link gone) flooded after the event
+        assert _wait(
+            lambda: max(_dut_router_lsa_seqs(log, t_down), default=-(2**31)) > max(before), 10
+        )
+        time.sleep(1.0)
+        t_up = s.lab.link_up("gen", "gen")
+        s.gen.interface_up("eth-dut")
+        s.wait_adjacencies(30)
+        assert _wait(lambda: bool(_after(log, "probe", "restored", t_up)), 20)
+    lost = _after(log, "probe", "lost", t_down)
+    assert lost and min(e.t_ns for e in lost) < t_up
+    restored = _after(log, "probe", "restored", t_up)
+    assert restored[0]["lost_run"] >= 1
+    downs = log.select("link", "down")
+    assert downs[0]["how"] == "carrier" and downs[0].t_ns == t_down
