@@ -400,3 +400,19 @@ def test_failure_at_one_lsa_count_leaves_the_others() -> None:
     assert _entry(doc, "5.2", 100)["verdict"]["kind"] == "measured"
     e = _entry(doc, "5.2", 10000)
     assert e["verdict"]["kind"] == "failed" and "did not answer" in e["verdict"]["text"]
+
+
+def test_6_8_needs_full_on_link_1_and_an_end_before_the_restore() -> None:
+    s = _log()
+    t = s.t + S
+    s.nbr("gen", t - 20 * MS, "ExStart")  # the previous heal never reached Full
+    trial_link_down(s, "6.8", 0, t, lsa_ns=4000 * MS)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "was ExStart, not Full" in r.reason
+    s = _log()
+    t = s.t + S
+    s.nbr("gen", t - 20 * MS, "Full")
+    s.link(t + 3000 * MS, "up", "hellos")  # we resumed Hellos before the DUT reacted
+    trial_link_down(s, "6.8", 0, t, lsa_ns=4000 * MS)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "after link 1 was restored" in r.reason

@@ -884,6 +884,9 @@ def _link_down_trials(
             time.sleep(0.05)
         time.sleep(0.5)
         heal()
+        # Our side may still hold the old adjacency as Full until the DUT's next Hello says
+        # otherwise (6.8: the DUT dropped us, we never dropped it): wait a Hello out first.
+        time.sleep(s.hello_s + 0.5)
         s.wait_full_on("gen", "eth-dut", s.lab.dut_rid)
         time.sleep(1.0)
 

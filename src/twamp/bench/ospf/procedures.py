@@ -626,9 +626,27 @@ def fig_6_6(trial: Trial) -> TrialResult:
 # -- §6.7-6.8 Link down ---------------------------------------------------------------------------
 
 
+def _link1_ready(trial: Trial, gen: str, t_start: int) -> None:
+    """RFC 4061 §6.7/§6.8 start from Full on both links: our neighbour state on link 1 at the
+    trigger must be Full, else the DUT had nothing to lose there and the "new router-LSA" is
+    some other change (an adjacency forming later)."""
+    link1 = trial.param("link1")
+    states = [
+        e
+        for e in trial.index.between(0, t_start, source=gen, event="nbr")
+        if e.get("ifname") == link1
+    ]
+    if states and states[-1].get("new") != "Full":
+        raise Invalid(
+            f"the adjacency on link 1 was {states[-1].get('new')}, not Full, at the start"
+        )
+
+
 def _new_router_lsa(trial: Trial, t_start: int) -> tuple[int, dict[str, int]]:
-    """The DUT's first router-LSA newer than any before `t_start`, over link 2 (RFC 4061 §6.7)."""
+    """The DUT's first router-LSA newer than any before `t_start`, over link 2 (RFC 4061 §6.7),
+    before we restored link 1 (else it may announce the restoration, not the failure)."""
     gen, dut = trial.param("observer", "gen"), trial.param("dut_rid")
+    _link1_ready(trial, gen, t_start)
     key = f"1/{dut}/{dut}"
     before = trial.newest_seq_before(key, t_start)
     got = _require(
@@ -641,6 +659,9 @@ def _new_router_lsa(trial: Trial, t_start: int) -> tuple[int, dict[str, int]]:
         "new router-LSA from the DUT over link 2",
     )
     t_end = _stamped(got[0], "the DUT's new router-LSA")
+    ups = [e for e in trial.events(source="link", event="up") if e.t_ns > t_start]
+    if ups and ups[0].t_ns < t_end:
+        raise Invalid("the DUT's new router-LSA came only after link 1 was restored")
     proxies: dict[str, int] = {}
     fib = _fib_after(trial, t_start, trial.param("prefix"))
     if fib is not None:
