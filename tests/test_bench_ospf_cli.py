@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from twamp.bench.ospf.procedures.synth import frr_like_run
 from twamp.bench.ospf.report import CSV_HEADER
-from twamp.bench.ospf.synth import frr_like_run
 from twamp.cli.bench import bench
 
 

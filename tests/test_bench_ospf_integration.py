@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import require
-from twamp.bench.ospf.analysis import analyse
-from twamp.bench.ospf.procedures import PROCEDURES
+from twamp.bench.ospf.procedures import PROCEDURES, analyse
 from twamp.ospf.eventlog import read_events
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

@@ -16,7 +16,7 @@ import pytest
 
 from twamp.bench.ospf import analyse
 from twamp.bench.ospf.procedures import LAG_NS, PROCEDURES, evaluate
-from twamp.bench.ospf.synth import (
+from twamp.bench.ospf.procedures.synth import (
     MS,
     US,
     SynthLog,
@@ -29,7 +29,7 @@ from twamp.bench.ospf.synth import (
     trial_adjacency,
     trial_link_down,
 )
-from twamp.bench.ospf.trials import LogIndex
+from twamp.bench.ospf.procedures.trials import LogIndex
 from twamp.ospf.eventlog import read_events
 
 S = 1_000_000_000

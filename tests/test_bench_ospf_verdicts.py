@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twamp.bench.ospf.verdicts import Timer, judge, stats, timers_from_config
+from twamp.bench.ospf.procedures.verdicts import Timer, judge, stats, timers_from_config
 
 MS = 1_000_000
 

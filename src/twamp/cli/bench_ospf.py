@@ -19,9 +19,8 @@ from typing import Any
 import click
 
 from ..bench.conditions import command_line
-from ..bench.ospf.analysis import analyse
 from ..bench.ospf.plot import PlotUnavailable, plot_report
-from ..bench.ospf.procedures import PROCEDURES
+from ..bench.ospf.procedures import PROCEDURES, analyse
 from ..bench.ospf.report import csv_text, format_report
 from ..ospf.eventlog import EventLogError, read_events
 from .common import UserError, friendly_errors, setup_logging
@@ -217,7 +216,9 @@ def ospf(ctx: click.Context, /, **p: Any) -> None:
             "twamp-bench ospf needs root (network namespaces and raw OSPF sockets): run it "
             "with sudo, or recompute a saved run with 'twamp-bench ospf report LOG'"
         )
-    from ..bench.ospf import drivers  # the lab and the speaker: only when really running
+    # The drivers pull in the lab (pyroute2) and the speaker; `report`, `--help` and the
+    # users' mistakes above must not pay for that, nor fail where pyroute2 is missing.
+    from ..bench.ospf import drivers  # why: only a real run needs the lab (see above)
 
     argv = ctx.meta.get("twamp.bench.argv") or sys.argv
     log_path = p["log_path"] or _default_log()

@@ -9,9 +9,16 @@ known answers (tests, and a report to look at without root).
 
 from __future__ import annotations
 
-from .analysis import SCHEMA, analyse
-from .procedures import PROCEDURES, Procedure, TrialResult
-from .trials import BENCH_TAG, LogIndex, Marker
+from .procedures import (
+    BENCH_TAG,
+    PROCEDURES,
+    SCHEMA,
+    LogIndex,
+    Marker,
+    Procedure,
+    TrialResult,
+    analyse,
+)
 
 __all__ = [
     "BENCH_TAG",

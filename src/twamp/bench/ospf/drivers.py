@@ -45,8 +45,7 @@ from ...ospf.wire import (
     RouterLink,
 )
 from ..conditions import collect_conditions
-from .procedures import PROCEDURES, evaluate
-from .trials import LogIndex, Marker
+from .procedures import PROCEDURES, LogIndex, Marker, evaluate
 
 __all__ = ["BenchAborted", "Progress", "RunSettings", "run"]
 

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ...ospf.eventlog import Event
+from ....ospf.logformat import Event
 
 __all__ = [
     "BENCH_TAG",

@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ...ospf.eventlog import Event
-from .procedures import PROCEDURES, TrialResult, evaluate
+from ....ospf.logformat import Event
+from .figures import PROCEDURES, TrialResult, evaluate
 from .trials import LogIndex
 from .verdicts import PRECISION_NS, Timer, judge, stats, timers_from_config
 

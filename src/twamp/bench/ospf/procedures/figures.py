@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ...ospf.eventlog import Event
+from ....ospf.logformat import Event
 from .trials import Trial, lsa_type
 
 __all__ = [

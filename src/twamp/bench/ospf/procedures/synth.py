@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from ...ospf.eventlog import Event
+from ....ospf.logformat import Event
 from .trials import Marker
 
 __all__ = ["DUT", "GEN", "SynthLog", "frr_like_run"]
