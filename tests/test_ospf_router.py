@@ -50,6 +50,7 @@ from twamp.ospf.wire import (
     LsaType,
     Options,
     PacketType,
+    decode_lsa,
     decode_packet,
     encode_packet,
     make_lsa,
@@ -755,3 +756,21 @@ def test_own_lsas_are_refreshed_every_ls_refresh_time() -> None:
     assert {e.key for e in refreshes} >= {spec.key}  # type: ignore[attr-defined]
     assert all(e.t_ns >= 1800 * NS for e in refreshes)
     assert b.lsdb[spec.key].age(net.now) < 5
+
+
+def test_lsa_with_bad_checksum_is_dropped_unacked() -> None:
+    net, a, _b = pair()
+    net.run(3 * NS)
+    _lsa, raw = make_lsa(5, A("198.18.9.0"), HIGH, 1, AsExternalLsaBody(MASK24, 20))
+    bad = bytearray(raw)
+    bad[-1] ^= 0x5A
+    good_lsa, good_raw = make_lsa(5, A("198.18.10.0"), HIGH, 1, AsExternalLsaBody(MASK24, 20))
+    pkt = encode_packet(
+        HIGH, A(0), LinkStateUpdate((decode_lsa(bytes(bad)), good_lsa), (bytes(bad), good_raw))
+    )
+    events = a.receive("a0", A("192.0.2.1"), ALL_SPF_ROUTERS, pkt, net.now)
+    statuses = [e.status for e in events if isinstance(e, LsaReceived)]
+    assert statuses == [LsaStatus.BAD_CHECKSUM, LsaStatus.NEW]  # the rest of the packet is used
+    assert LsaKey(5, A("198.18.9.0"), HIGH) not in a.lsdb
+    (ack,) = [t for t in a.take_transmits() if t.packet_type is PacketType.LINK_STATE_ACK]
+    assert ack.keys == (good_lsa.key,)
