@@ -131,3 +131,23 @@ def test_fib_watcher_and_probe_see_a_route_change() -> None:
     assert totals["sent"] == totals["rcvd"] + totals["lost"]
     rcvd = log.select("probe", "rcvd")
     assert rcvd and all(e["stamp"] == "kernel-rx" and e["rtt_ns"] > 0 for e in rcvd)
+
+
+def test_building_and_tearing_down_never_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked Python child inherits our signal handlers; one that raised SystemExit once tore
+    down the parent's lab and ran the rest of a test session inside a lab namespace. The lab
+    itself must not fork (subprocess's fork+exec runs no Python in the child and is fine)."""
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    before = os.readlink("/proc/thread-self/ns/net")
+    with Lab("T3", tag=TAG) as lab:
+        lab.link_down("lan-r1", "r1")
+        lab.link_up("lan-r1", "r1")
+    assert forks == []
+    assert os.readlink("/proc/thread-self/ns/net") == before  # we never left our namespace

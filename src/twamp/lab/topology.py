@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 DUT_RID = "192.0.2.129"
+NETLINK_ROUTE = 0
 _LAB_SEQ = itertools.count(1)
 PROBE_TARGET = "203.0.113.77"
 STATE_ROOT = Path("/run/twamp-lab")
@@ -297,7 +299,9 @@ class Lab:
         """A persistent rtnetlink socket in ``role``'s namespace (kept open: triggers are fast)."""
         name = self.ns(role)
         if name not in self._ipr:
-            self._ipr[name] = IPRoute(netns=name)
+            # our own socket, opened in the namespace: IPRoute(netns=) would fork (see netns)
+            sock = netns.socket_in(name, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+            self._ipr[name] = IPRoute(use_socket=sock)
         return self._ipr[name]
 
     def ifindex(self, role: str, ifname: str) -> int:
