@@ -7,8 +7,8 @@ Everything runs on loopback inside a network namespace of its own (`twamp-bench-
 current namespace and says so. One sender, `c_sender.c`, drives every reflector:
 
 * `c`: `c_reflector.c`, recvmmsg/sendmmsg TWAMP Light, the reference (built here with gcc -O2);
-* `cython`: our compiled `twamp._fastpath.Reflector`, when it imports;
-* `python`: the pure twin `twamp._fastpath_py.Reflector`.
+* `cython`: our compiled `twamp.dataplane.reflector.compiled.Reflector`, when it imports;
+* `python`: the pure twin `twamp.dataplane.reflector.pure.Reflector`.
 
 For each: the highest rate with at most 0.1 % loss (search over fixed-duration trials, the
 sender and the reflector pinned to different cores), then RTT and reflector residence time
@@ -767,7 +767,7 @@ def started(name: str, cmd: list[str], ns: NetNamespace) -> Iterator[ReflectorPr
 def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str) -> Json:
     s: Settings = args.settings
     programs = build_programs(work / "bin")
-    from twamp.fastpath import implementations
+    from twamp.dataplane import implementations
 
     available = ["c", *(k for k in ("cython", "python") if k in implementations())]
     impls = available
@@ -786,7 +786,7 @@ def measure(args: argparse.Namespace, work: Path, ns: NetNamespace, ns_note: str
     }
     if "cython" not in available:
         report["conditions"]["note"] = (
-            "the compiled twin twamp._fastpath is not importable: 'fast' is the pure twin"
+            "the compiled twin (twamp.dataplane) is not importable: 'fast' is the pure twin"
         )
     rcvbufs: dict[str, Any] = {}
     # Past this point trials are no longer repeated, which bounds the run on a busy machine.

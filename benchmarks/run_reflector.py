@@ -26,8 +26,8 @@ from types import FrameType
 
 from twamp.constants import TestMode
 from twamp.crypto import TestKeys, TestPacketCrypto
+from twamp.dataplane import implementations
 from twamp.dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
-from twamp.fastpath import implementations
 from twamp.wire.packets import TestFormat
 
 _MODES = {"open": TestMode.OPEN, "auth": TestMode.AUTHENTICATED, "enc": TestMode.ENCRYPTED}
@@ -40,7 +40,7 @@ def _peer(text: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--impl", required=True, help="python | cython (fastpath.implementations())")
+    p.add_argument("--impl", required=True, help="python | cython (dataplane.implementations())")
     p.add_argument("--addr", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: a free port, reported in 'ready'")
     p.add_argument("--cpu", type=int, default=-1, help="pin to this CPU (-1: do not pin)")

@@ -44,3 +44,73 @@ def tshark() -> str:
 @pytest.fixture(scope="session")
 def root() -> None:
     require(os.geteuid() == 0, "needs root")
+
+
+# -- the quick subset -----------------------------------------------------------------------
+# `pytest -m "not slow"` runs in under a minute; `pytest` runs everything. A test is slow when it
+# takes over about a second alone (rate searches, timers such as SERVWAIT/REFWAIT, subprocesses,
+# Cython compiles) or when its group adds up (the fuzzers). Listed here by file and test name
+# ("*": the whole file) so that marking needs no edit of the test files; a name listed here that
+# no longer exists fails the run, so the list cannot rot.
+SLOW: dict[str, frozenset[str]] = {
+    "test_annotate.py": frozenset({"*"}),
+    "test_bench.py": frozenset(
+        {
+            "test_an_ipv6_light_target",
+            "test_control_runs_sessions_in_the_negotiated_mode",
+            "test_an_error_in_one_of_several_targets_is_recorded_not_raised",
+            "test_a_reflector_answering_garbage",
+            "test_our_reflector_in_stamp_format",
+            "test_loopback_run_is_internally_consistent",
+            "test_reflector_proc_reports_ready_and_counters",
+            "test_nothing_listens_on_a_closed_port",
+            "test_nothing_answers_a_bound_socket",
+            "test_a_command_reflector_that_exits_at_once",
+        }
+    ),
+    "test_bench_cli.py": frozenset({"*"}),
+    "test_bench_limited.py": frozenset({"*"}),
+    "test_benchmarks_smoke.py": frozenset({"*"}),
+    "test_fastpath.py": frozenset({"test_loop_differential"}),
+    "test_fastpath_libcrypto.py": frozenset({"test_fallback_to_python_path_in_a_subprocess"}),
+    "test_metrics.py": frozenset({"test_percentiles_are_ordered"}),
+    "test_ping.py": frozenset({"test_ping_every_mode"}),
+    "test_reflect_cli.py": frozenset(
+        {"test_allow_list_drops_others", "test_two_workers_share_the_port"}
+    ),
+    "test_reflector_loop.py": frozenset({"test_reflectors_come_and_go_under_load"}),
+    "test_server.py": frozenset(
+        {
+            "test_individual_session_control",
+            "test_stop_sessions_honours_timeout_then_drops_and_frees",
+            "test_refwait_drops_idle_session_and_servwait_resumes",
+            "test_client_stalling_past_servwait_is_closed",
+            "test_stop_ends_connections_and_sessions",
+            "test_bad_command_gets_accept_3_and_close",
+            "test_cli_server_runs_until_sigint",
+        }
+    ),
+    "test_wire_control_hypothesis.py": frozenset(
+        {"test_fuzz_mutated_valid_messages", "test_fuzz_random_octets"}
+    ),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    modules: dict[str, object] = {}
+    for item in items:
+        file = item.path.name
+        listed = SLOW.get(file, frozenset())
+        if "*" in listed or getattr(item, "originalname", item.name) in listed:
+            item.add_marker(pytest.mark.slow)
+        module = getattr(item, "module", None)
+        if module is not None:
+            modules[file] = module
+    stale = sorted(
+        f"{file}::{name}"
+        for file, module in modules.items()
+        for name in SLOW.get(file, frozenset()) - {"*"}
+        if not hasattr(module, name)
+    )
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py SLOW names tests that do not exist: {stale}")

@@ -1,6 +1,7 @@
 """The compiled fast path's per-datagram loops stay free of Python (`cython -a` scores 0).
 
-`tools/check_annotate.py` does the work; these tests run it on `src/twamp/_fastpath.pyx` and
+`tools/check_annotate.py` does the work; these tests run it on the compiled twins
+(`src/twamp/dataplane/{reflector,sender}/compiled.pyx`) and
 prove on a small sample that it does catch Python interaction inside a marked region.
 """
 
@@ -16,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "check_annotate.py"
-PYX = ROOT / "src" / "twamp" / "_fastpath.pyx"
+DATAPLANE = ROOT / "src" / "twamp" / "dataplane"
+REFLECTOR = DATAPLANE / "reflector" / "compiled.pyx"
+SENDER = DATAPLANE / "sender" / "compiled.pyx"
 
 pytest.importorskip("Cython", reason="cython -a needs Cython")
 
@@ -31,22 +34,81 @@ def _tool() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    if not PYX.exists():
+    if not REFLECTOR.exists():
         pytest.skip("no source tree here (an installed wheel)")
     return _tool()
 
 
-def test_hot_loops_score_zero(tool: ModuleType) -> None:
-    source = PYX.read_text()
+def _lines_of(source: str, names: tuple[str, ...]) -> dict[str, int]:
+    found = {}
+    for name in names:
+        (line,) = [n for n, text in enumerate(source.splitlines(), 1) if f" {name}(self" in text]
+        found[name] = line
+    return found
+
+
+@pytest.mark.parametrize(
+    ("pyx", "names", "minimum"),
+    [
+        (
+            REFLECTOR,
+            (
+                "_batch_once",
+                "_classify",
+                "_rewrite",
+                "_send_ready",
+                "_flush",
+                "_run_loop",
+                "_spin_once",
+                "_dispatch",
+                "_run_member",
+            ),
+            150,
+        ),
+        (
+            SENDER,
+            ("_send_due", "_record", "_drain", "_wait_until", "_wait_replies", "_run_loop"),
+            150,
+        ),
+    ],
+    ids=["reflector", "sender"],
+)
+def test_hot_loops_score_zero(
+    tool: ModuleType, pyx: Path, names: tuple[str, ...], minimum: int
+) -> None:
+    source = pyx.read_text()
     hot = tool.hot_lines(source)
     # The regions cover the receive path, admission, rewrite and send, not a token line.
-    assert len(hot) > 200
-    loops = ("_batch_once", "_classify", "_rewrite", "_send_ready", "_flush", "_loop")
-    sender = ("_send_due", "_record", "_drain", "_wait_until", "_wait_replies", "_run_loop")
-    for name in loops + sender:
-        (line,) = [n for n, text in enumerate(source.splitlines(), 1) if f" {name}(self" in text]
+    assert len(hot) > minimum
+    for name, line in _lines_of(source, names).items():
         assert line in hot, f"{name} is outside the hot-loop regions"
-    assert tool.violations(source, tool.annotate(PYX)) == []
+    assert tool.violations(source, tool.annotate(pyx)) == []
+
+
+def test_no_gil_on_the_reflector_loop(tool: ModuleType) -> None:
+    source = REFLECTOR.read_text()
+    assert tool.gil_violations(source) == []
+    # Only the "python" crypto backend's batch phase may take the GIL from the loop.
+    assert set(tool.GIL_ALLOWED) == {"_crypto_phase"}
+    # Without the allowance the check does see that call (so it is not vacuous).
+    strict = tool.gil_violations(source, allowed={})
+    assert strict and all("_crypto_phase" in text for _, text in strict)
+
+
+def test_the_gil_check_catches_with_gil_calls(tool: ModuleType) -> None:
+    sample = (
+        "cdef class R:\n"
+        "    cdef void _helper(self) noexcept with gil:\n"
+        "        pass\n"
+        "    # hot-loop-begin\n"
+        "    cdef void _loop(self) noexcept nogil:\n"
+        "        self._helper()\n"
+        "        with gil:\n"
+        "            pass\n"
+        "        # self._helper() in a comment is fine\n"
+        "    # hot-loop-end\n"
+    )
+    assert [n for n, _ in tool.gil_violations(sample, allowed={})] == [6, 7]
 
 
 def test_the_check_catches_python_in_a_hot_region(tool: ModuleType, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from twamp.bench.targets import (
     LightTarget,
     LocalReflector,
     SessionOptions,
+    Target,
 )
 from twamp.constants import TestMode
 from twamp.hostport import parse_hostport
@@ -388,13 +389,13 @@ def test_loopback_run_records_its_conditions(loopback_run: dict[str, Any]) -> No
     assert c["packages"]["twamp"] == twamp.__version__
     assert c["packages"]["numpy"] == np.__version__
     assert c["packages"]["python"] == platform.python_version()
-    from twamp import fastpath
+    from twamp import dataplane
 
-    assert c["sender"]["implementation"] == fastpath.Sender.IMPLEMENTATION
+    assert c["sender"]["implementation"] == dataplane.Sender.IMPLEMENTATION
     assert c["sender"]["rcvbuf"] and c["sender"]["rcvbuf"] > 0
     assert c["cpus_online"] == os.cpu_count()
     target = loopback_run["targets"][0]
-    assert target["reflector"]["implementation"] == fastpath.IMPLEMENTATION
+    assert target["reflector"]["implementation"] == dataplane.IMPLEMENTATION
     assert target["reflector"]["rcvbuf"] > 0
     reflector_cpu, sender_cpu = cpu_plan(True)
     assert c["sender"]["cpu"] == sender_cpu and target["reflector"]["cpu"] == reflector_cpu
@@ -489,7 +490,7 @@ def test_an_error_in_one_of_several_targets_is_recorded_not_raised() -> None:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    targets = [
+    targets: list[Target] = [
         LightTarget("closed-a", "127.0.0.1", port, SessionOptions()),
         LightTarget("closed-b", "127.0.0.1", port, SessionOptions()),
     ]

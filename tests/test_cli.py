@@ -22,13 +22,15 @@ import pytest
 from click.testing import CliRunner, Result
 
 import twamp
-from twamp import _fastpath_py
+from twamp import dataplane
 from twamp.cli.main import cli
 from twamp.cli.ping import ping
 from twamp.constants import TestMode
 from twamp.dataplane.sockets import open_test_socket
 from twamp.net.server import ServerConfig, TwampServer
 from twamp.wire.packets import TestFormat
+
+PURE = dataplane.implementations()["python"]
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -111,8 +113,8 @@ def test_connection_refused_is_one_sentence() -> None:
 @contextlib.contextmanager
 def light_reflector(host: str = "127.0.0.1", **kw: Any) -> Iterator[tuple[Any, int]]:
     sock = open_test_socket(host, 0)
-    policy = _fastpath_py.LightPolicy(TestFormat(TestMode.OPEN), stateful=False, **kw)
-    reflector = _fastpath_py.Reflector(sock, light=policy)
+    policy = PURE.LightPolicy(TestFormat(TestMode.OPEN), stateful=False, **kw)
+    reflector = PURE.Reflector(sock, light=policy)
     try:
         with reflector:
             yield reflector, sock.getsockname()[1]

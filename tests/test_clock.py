@@ -24,7 +24,7 @@ def fresh_cache() -> Iterator[None]:
     clock._cache.expires_ns = 0
 
 
-# Expected values from the worked examples of spec §2.3 (S=1 column) and by hand:
+# Expected values from the Error Estimate encoding (RFC 4656 §4.1.2, S=1) and by hand:
 # 16 s = 2^36 units of 2^-32 s = 128 * 2^29 -> scale 29 (0x1D), mult 0x80.
 @pytest.mark.parametrize(
     ("state", "expected"),

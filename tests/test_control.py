@@ -3,8 +3,8 @@
 `ConnectionPair` pumps bytes between a ClientConnection and a ServerConnection, whole or one
 octet at a time. `RawClient` drives a ServerConnection with hand-made client messages (sealed
 with the session keys in the secure modes) to test how the Server answers what our own client
-would never send. Known-answer vectors are hex written out from the layouts of
-../shared/spec/twamp-wire.md §3.
+would never send. Known-answer vectors are hex written out from the message layouts of
+RFC 4656 §3 and RFC 5357 §3.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def h(text: str) -> bytes:
     return bytes.fromhex(text.replace(" ", ""))
 
 
-# Known answers, from the layouts of spec §3 (hex written out by hand).
+# Known answers, from the layouts of RFC 5357 §3 (hex written out by hand).
 ACCEPT_SESSION_REFUSED_3 = h("03 00 0000" + "00" * 16 + "00" * 12 + "00" * 16)
 START_ACK_1 = h("01" + "00" * 15 + "00" * 16)
 SERVER_START_REFUSED = {
@@ -312,7 +312,7 @@ def test_mode1_command_bytes() -> None:
 
 
 def test_make_sid_layout() -> None:
-    # 4 octets IPv4, 8 octets NTP timestamp (epoch + 1.5 s), 4 random octets (spec §3.12).
+    # 4 octets IPv4, 8 octets NTP timestamp (epoch + 1.5 s), 4 random octets (RFC 4656 §3.5).
     sid = make_sid(bytes([192, 0, 2, 1]), 1_500_000_000, h("deadbeef"))
     assert sid == h("c0000201 83aa7e81 80000000 deadbeef")
     with pytest.raises(ValueError):
@@ -378,7 +378,7 @@ def test_full_flow(mode: Mode, octetwise: bool) -> None:
         for sid in sids:
             assert pair.server.test_keys(sid) == pair.client.test_keys(sid)
         assert pair.client.test_keys(SID_A) != pair.client.test_keys(SID_B)
-        # Independently: test AES key = AES-ECB(key = SID, session AES key) (spec §4.5).
+        # Independently: test AES key = AES-ECB(key = SID, session AES key) (RFC 4656 §4.1.2).
         aes_key = pair.client_random.calls[0]
         enc = Cipher(algorithms.AES(SID_A), modes.ECB()).encryptor()
         assert pair.server.test_keys(SID_A).aes_key == enc.update(aes_key) + enc.finalize()

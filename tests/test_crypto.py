@@ -393,7 +393,7 @@ def test_mac_digest_restarts() -> None:
 
 
 def test_derive_test_keys_sp800_38a() -> None:
-    # test aes = AES-ECB(SID, aes_key); test hmac = AES-CBC(SID, IV 0, hmac_key) (spec §4.5)
+    # test aes = AES-ECB(SID, aes_key); test hmac = AES-CBC(SID, IV 0, hmac_key) (RFC 4656 §4.1.2)
     keys = derive_test_keys(SP_KEY, SP_PLAIN[0], SP_P0_IV0 + SP_PLAIN[1])
     assert keys.aes_key == SP_ECB[0]
     assert keys.hmac_key == SP_CBC[0] + SP_CBC[1]
@@ -534,7 +534,8 @@ def test_tampering_detected_and_packet_left_alone(mode: TestMode, role: str, whe
 
 @pytest.mark.parametrize("role", ["sender", "reflector"])
 def test_padding_change_is_not_detected(role: str) -> None:
-    # Padding is never authenticated (spec §5.5; RFC 7820 hardware rewrites its last 2 octets).
+    # Padding is never authenticated (RFC 4656 §4.1.2; RFC 7820 hardware rewrites its last 2
+    # octets).
     crypto = TestPacketCrypto(RNG_KEYS, TestMode.ENCRYPTED)
     protect, unprotect = _funcs(crypto, role)
     pkt = _packet(role, 8, seed=9)

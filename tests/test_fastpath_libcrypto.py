@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -25,11 +24,14 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import twamp
-from twamp import _fastpath_py, fastpath
+from twamp import dataplane
 from twamp.constants import TestMode
 from twamp.crypto import TestKeys, TestPacketCrypto, derive_test_keys
+from twamp.dataplane import Twin
 from twamp.dataplane.sockets import open_test_socket
 from twamp.wire.packets import TestFormat, build_sender
+
+PURE = dataplane.implementations()["python"]
 
 REQUIRE = os.environ.get("TWAMP_REQUIRE_EXTENSION", "") not in ("", "0")
 KEYS = derive_test_keys(bytes(range(0x30, 0x40)), bytes(range(16)), bytes(range(0x40, 0x60)))
@@ -61,17 +63,17 @@ def _libcrypto_loadable() -> bool:
 
 
 @pytest.fixture
-def compiled() -> ModuleType:
-    twins = fastpath.implementations()
+def compiled() -> Twin:
+    twins = dataplane.implementations()
     if "cython" not in twins:
         if REQUIRE:
-            pytest.fail("TWAMP_REQUIRE_EXTENSION=1 but twamp._fastpath is not importable")
-        pytest.skip("the compiled twin twamp._fastpath is not built")
+            pytest.fail("TWAMP_REQUIRE_EXTENSION=1 but the compiled data plane is not importable")
+        pytest.skip("the compiled twin (twamp.dataplane) is not built")
     return twins["cython"]
 
 
 @pytest.fixture
-def libcrypto(compiled: ModuleType) -> ModuleType:
+def libcrypto(compiled: Twin) -> Twin:
     if compiled.CRYPTO_BACKEND != "libcrypto":
         if _libcrypto_loadable() and os.environ.get("TWAMP_NO_LIBCRYPTO") != "1":
             pytest.fail("libcrypto is loadable here but the compiled twin does not use it")
@@ -132,20 +134,20 @@ def sender_packet(fmt: TestFormat, seq: int, pad: int) -> bytes:
     return bytes(pkt)
 
 
-def reflectors(compiled: ModuleType, fmt: TestFormat) -> tuple[Any, Any, CountingCrypto, Any]:
+def reflectors(compiled: Twin, fmt: TestFormat) -> tuple[Any, Any, CountingCrypto, Any]:
     a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    py = _fastpath_py.Reflector(a)
+    py = PURE.Reflector(a)
     c = compiled.Reflector(b)
     crypto = CountingCrypto(KEYS, fmt.test_mode)
     spec: dict[str, Any] = {"peer": PEER, "fmt": fmt, "stateful": True, "dscp": None}
-    py.add_session(_fastpath_py.SessionSpec(**spec, crypto=TestPacketCrypto(KEYS, fmt.test_mode)))
-    c.add_session(_fastpath_py.SessionSpec(**spec, crypto=crypto))
+    py.add_session(PURE.SessionSpec(**spec, crypto=TestPacketCrypto(KEYS, fmt.test_mode)))
+    c.add_session(PURE.SessionSpec(**spec, crypto=crypto))
     return py, c, crypto, (a, b)
 
 
 @pytest.mark.parametrize("fmt", PROTECTED, ids=_fmt_id)
-def test_libcrypto_replies_match_the_pure_twin(libcrypto: ModuleType, fmt: TestFormat) -> None:
+def test_libcrypto_replies_match_the_pure_twin(libcrypto: Twin, fmt: TestFormat) -> None:
     py, c, crypto, socks = reflectors(libcrypto, fmt)
     try:
         ts = fmt.timestamp_offset
@@ -183,7 +185,7 @@ def test_libcrypto_replies_match_the_pure_twin(libcrypto: ModuleType, fmt: TestF
 
 
 @pytest.mark.parametrize("fmt", PROTECTED, ids=_fmt_id)
-def test_libcrypto_rejects_forgeries(libcrypto: ModuleType, fmt: TestFormat) -> None:
+def test_libcrypto_rejects_forgeries(libcrypto: Twin, fmt: TestFormat) -> None:
     py, c, crypto, socks = reflectors(libcrypto, fmt)
     try:
         good = sender_packet(fmt, 7, 32)
@@ -208,29 +210,29 @@ def test_libcrypto_rejects_forgeries(libcrypto: ModuleType, fmt: TestFormat) -> 
             s.close()
 
 
-def test_libcrypto_sessions_come_and_go(libcrypto: ModuleType) -> None:
+def test_libcrypto_sessions_come_and_go(libcrypto: Twin) -> None:
     # Contexts are made in add_session and freed in remove_session (and with the Reflector).
     fmt = TestFormat(TestMode.ENCRYPTED)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         r = libcrypto.Reflector(sock)
         for i in range(200):
             crypto = TestPacketCrypto(KEYS, fmt.test_mode)
-            slot = r.add_session(_fastpath_py.SessionSpec(PEER, fmt, crypto=crypto))
+            slot = r.add_session(PURE.SessionSpec(PEER, fmt, crypto=crypto))
             assert r.process(sender_packet(fmt, i, 0), PEER, RX_NS, 64, 0) is not None
             if i % 2:
                 assert r.remove_session(slot)["reflected"] == 1
             else:
-                r.add_session(_fastpath_py.SessionSpec(("192.0.2.11", 1), fmt, crypto=crypto))
+                r.add_session(PURE.SessionSpec(("192.0.2.11", 1), fmt, crypto=crypto))
                 r = libcrypto.Reflector(sock)  # the old one is freed with two sessions
         assert r.counters()["reflected"] == 1
 
 
-def sender_round_trip(compiled: ModuleType, mode: TestMode, n: int) -> tuple[Any, Any, int]:
+def sender_round_trip(compiled: Twin, mode: TestMode, n: int) -> tuple[Any, Any, int]:
     """The compiled Sender (counting crypto) against the pure Reflector: (result, refl, calls)."""
     fmt = TestFormat(mode)
     with open_test_socket("127.0.0.1", 0) as rs, open_test_socket("127.0.0.1", 0) as ss:
-        refl = _fastpath_py.Reflector(rs)
-        spec = _fastpath_py.SessionSpec(ss.getsockname(), fmt, TestPacketCrypto(KEYS, mode))
+        refl = PURE.Reflector(rs)
+        spec = PURE.SessionSpec(ss.getsockname(), fmt, TestPacketCrypto(KEYS, mode))
         refl.add_session(spec)
         crypto = CountingCrypto(KEYS, mode)
         sender = compiled.Sender(ss, rs.getsockname(), fmt=fmt, crypto=crypto, padding=24)
@@ -241,7 +243,7 @@ def sender_round_trip(compiled: ModuleType, mode: TestMode, n: int) -> tuple[Any
 
 
 @pytest.mark.parametrize("mode", [TestMode.AUTHENTICATED, TestMode.ENCRYPTED], ids=str)
-def test_libcrypto_sender_round_trip(libcrypto: ModuleType, mode: TestMode) -> None:
+def test_libcrypto_sender_round_trip(libcrypto: Twin, mode: TestMode) -> None:
     n = 40
     result, refl, calls = sender_round_trip(libcrypto, mode, n)
     # The pure Reflector (TestPacketCrypto) verified every request the C code protected, and
@@ -258,19 +260,24 @@ FALLBACK_SCRIPT = r"""
 import json, socket, sys
 sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[2])
-import twamp._fastpath as compiled
 from test_fastpath_libcrypto import (
-    KEYS, PEER, RX_NS, CountingCrypto, TestFormat, TestMode, _fastpath_py, open_reply,
+    KEYS, PEER, RX_NS, CountingCrypto, TestFormat, TestMode, PURE, open_reply,
     sender_packet, sender_round_trip,
 )
-from twamp import fastpath
-out = {"backend": compiled.CRYPTO_BACKEND, "fastpath": fastpath.CRYPTO_BACKEND, "modes": {}}
+from twamp import dataplane
+compiled = dataplane.implementations()["cython"]
+out = {
+    "backend": compiled.CRYPTO_BACKEND,
+    "sender_backend": compiled.sender_module.CRYPTO_BACKEND,
+    "selected": dataplane.CRYPTO_BACKEND,
+    "modes": {},
+}
 for mode in (TestMode.AUTHENTICATED, TestMode.ENCRYPTED):
     fmt = TestFormat(mode)
     with socket.socket() as sock:
         r = compiled.Reflector(sock)
         crypto = CountingCrypto(KEYS, mode)
-        r.add_session(_fastpath_py.SessionSpec(PEER, fmt, crypto=crypto))
+        r.add_session(PURE.SessionSpec(PEER, fmt, crypto=crypto))
         good = sender_packet(fmt, 3, 8)
         reply = r.process(good, PEER, RX_NS, 64, 0)
         plain = open_reply(fmt, reply[0])
@@ -288,7 +295,7 @@ print(json.dumps(out))
 """
 
 
-def test_fallback_to_python_path_in_a_subprocess(compiled: ModuleType) -> None:
+def test_fallback_to_python_path_in_a_subprocess(compiled: Twin) -> None:
     src = str(Path(twamp.__file__).resolve().parents[1])
     here = str(Path(__file__).resolve().parent)
     env = dict(os.environ, TWAMP_NO_LIBCRYPTO="1")
@@ -302,7 +309,7 @@ def test_fallback_to_python_path_in_a_subprocess(compiled: ModuleType) -> None:
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["backend"] == result["fastpath"] == "python"
+    assert result["backend"] == result["sender_backend"] == result["selected"] == "python"
     for mode in ("authenticated", "encrypted"):
         got = result["modes"][mode]
         assert got["sender_seq"] == 3
@@ -315,10 +322,10 @@ def test_fallback_to_python_path_in_a_subprocess(compiled: ModuleType) -> None:
         assert calls >= 2  # the Sender used the Python batch helpers (protect and unprotect)
 
 
-def test_fastpath_names_the_backend_in_use(compiled: ModuleType) -> None:
-    assert _fastpath_py.CRYPTO_BACKEND == "python"
+def test_fastpath_names_the_backend_in_use(compiled: Twin) -> None:
+    assert PURE.CRYPTO_BACKEND == "python"
     assert compiled.CRYPTO_BACKEND in ("libcrypto", "python")
-    if fastpath.IMPLEMENTATION == "cython":
-        assert fastpath.CRYPTO_BACKEND == compiled.CRYPTO_BACKEND
+    if dataplane.IMPLEMENTATION == "cython":
+        assert dataplane.CRYPTO_BACKEND == compiled.CRYPTO_BACKEND
     else:
-        assert fastpath.CRYPTO_BACKEND == "python"
+        assert dataplane.CRYPTO_BACKEND == "python"

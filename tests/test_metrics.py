@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def rx(
     return (seq, rseq, t1, t2, t3, t4, sender_ttl, reply_ttl, tos)
 
 
-def received(rows: list[tuple[int, ...]]) -> np.ndarray[Any, Any]:
+def received(rows: Sequence[tuple[int, ...]]) -> np.ndarray[Any, Any]:
     return np.array(rows, dtype=RECORD_DTYPE)
 
 
@@ -183,7 +184,7 @@ def test_loss_split_tail_backward_loss_counts_as_forward() -> None:
 
 
 def test_stateless_reflector_reports_round_trip_loss_only() -> None:
-    # A stateless reflector copies our sequence number (spec §5.8): no split is possible.
+    # A stateless reflector copies our sequence number (RFC 5357 Appendix I): no split is possible.
     rows = [rx(q, q, 0, 0, 0) for q in (0, 1, 2, 4)]
     s = summarize(sent(5), received(rows), clocks_synced=True, stateful_reflector=False)
     c = s["counts"]

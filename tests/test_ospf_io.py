@@ -66,6 +66,10 @@ class HelloOnly:
         return out
 
 
+# the speaker is typed for EmulatedRouter; this stand-in has just the four methods it drives
+HELLO_ONLY: Any = HelloOnly
+
+
 @pytest.fixture
 def lab(tmp_path: Any) -> Iterator[Lab]:
     require(os.geteuid() == 0, "needs root (network namespaces, raw sockets)")
@@ -91,7 +95,7 @@ def _wait(pred: Any, timeout: float) -> bool:
 def test_two_namespaces_one_loop_kernel_stamps(lab: Lab) -> None:
     log = lab.log
     assert log is not None
-    with Speaker(log, router_factory=HelloOnly) as sp:
+    with Speaker(log, router_factory=HELLO_ONLY) as sp:
         sp.add_router(
             "a", "192.0.2.2", [Attachment(lab.ns("gen"), _cfg("eth-dut", "192.0.2.2/30"))]
         )
@@ -117,7 +121,7 @@ def test_two_namespaces_one_loop_kernel_stamps(lab: Lab) -> None:
 def test_link_down_send_is_logged_not_fatal(lab: Lab) -> None:
     log = lab.log
     assert log is not None
-    with Speaker(log, router_factory=HelloOnly) as sp:
+    with Speaker(log, router_factory=HELLO_ONLY) as sp:
         sp.add_router(
             "a", "192.0.2.2", [Attachment(lab.ns("gen"), _cfg("eth-dut", "192.0.2.2/30"))]
         )
@@ -139,7 +143,7 @@ def test_link_down_send_is_logged_not_fatal(lab: Lab) -> None:
 def test_malformed_packets_are_counted_and_survived(lab: Lab) -> None:
     log = lab.log
     assert log is not None
-    with Speaker(log, router_factory=HelloOnly) as sp:
+    with Speaker(log, router_factory=HELLO_ONLY) as sp:
         sp.add_router(
             "a", "192.0.2.2", [Attachment(lab.ns("gen"), _cfg("eth-dut", "192.0.2.2/30"))]
         )
@@ -168,7 +172,7 @@ def test_malformed_packets_are_counted_and_survived(lab: Lab) -> None:
 def test_log_on_disk_and_teardown_leaves_nothing(lab: Lab) -> None:
     log = lab.log
     assert log is not None and log.path is not None
-    with Speaker(log, router_factory=HelloOnly) as sp:
+    with Speaker(log, router_factory=HELLO_ONLY) as sp:
         sp.add_router(
             "a", "192.0.2.2", [Attachment(lab.ns("gen"), _cfg("eth-dut", "192.0.2.2/30"))]
         )

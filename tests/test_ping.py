@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import twamp
-from twamp import _fastpath_py, clock
+from twamp import clock, dataplane
 from twamp.constants import AcceptCode, Mode, TestMode
 from twamp.control import (
     ConnectionClosed,
@@ -48,6 +48,8 @@ from twamp.net.client import (
 )
 from twamp.ping import PingOptions, make_schedule, parse_target, run_light_ping, run_ping
 from twamp.wire.packets import TestFormat
+
+PURE = dataplane.implementations()["python"]
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -189,9 +191,9 @@ class StubServer:
         crypto = None
         if test_mode is not TestMode.OPEN:
             crypto = TestPacketCrypto(conn.test_keys(sid), test_mode)
-        reflector = _fastpath_py.Reflector(sock)
+        reflector = PURE.Reflector(sock)
         slot = reflector.add_session(
-            _fastpath_py.SessionSpec(
+            PURE.SessionSpec(
                 (str(req.sender_address), req.sender_port),
                 TestFormat(test_mode),
                 crypto,
@@ -521,7 +523,7 @@ def test_stop_event_ends_the_session() -> None:
 def light_reflector(host: str, **policy: Any) -> Iterator[tuple[Any, int]]:
     fmt = TestFormat(TestMode.OPEN, stamp=policy.pop("stamp", False))
     sock = open_test_socket(host, 0)
-    reflector = _fastpath_py.Reflector(sock, light=_fastpath_py.LightPolicy(fmt, **policy))
+    reflector = PURE.Reflector(sock, light=PURE.LightPolicy(fmt, **policy))
     try:
         with reflector:
             yield reflector, sock.getsockname()[1]
@@ -611,7 +613,7 @@ def test_poisson_schedule_is_seeded_and_exponential() -> None:
 
 def test_individual_session_control_with_the_real_server() -> None:
     """RFC 5938 Start-N/Stop-N through the client, and test packets in between."""
-    from twamp.fastpath import Sender
+    from twamp.dataplane import Sender
 
     with (
         RealServer("127.0.0.1") as server,

@@ -1,8 +1,8 @@
 """`twamp reflect` as a real process: started, answered, stopped by PID with SIGINT/SIGTERM.
 
-Requests are packed by hand from spec §5.1 and replies read at the offsets of spec §5.3 (§7.1
-for STAMP), so the running command is checked against the spec. Loopback only; every wait is
-bounded, and the process is killed if it outlives the test.
+Requests are packed by hand from RFC 5357 §4.1.2 and replies read at the offsets of RFC 5357 §4.2.1
+(RFC 8762 §4.3 for STAMP), so the running command is checked against the RFCs. Loopback only; every
+wait is bounded, and the process is killed if it outlives the test.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from click.testing import CliRunner
 
 from twamp.cli.reflect import parse_listen, reflect
 
-SENDER_OPEN = struct.Struct("!IQH")  # spec §5.1
-REFLECTOR_OPEN = struct.Struct("!IQH2xQIQH2xB")  # spec §5.3
+SENDER_OPEN = struct.Struct("!IQH")  # RFC 5357 §4.1.2
+REFLECTOR_OPEN = struct.Struct("!IQH2xQIQH2xB")  # RFC 5357 §4.2.1
 START_S = 20.0
 STOP_S = 15.0
 SENT_TTL = 77  # an unusual TTL, so the Sender TTL field shows it was read
@@ -98,12 +98,12 @@ def test_reflects_and_stops_on_sigint() -> None:
         assert any(impl in banner for impl in ("python reflector", "cython reflector"))
         for seq in range(5):
             reply = ping_once("127.0.0.1", port, 100 + seq)
-            assert len(reply) == 41  # as long as the 14 + 27 octet request (spec §5.5)
+            assert len(reply) == 41  # as long as the 14 + 27 octet request (RFC 5357 §4.2.1)
             rseq, _, _, _, sseq, sts, see, ttl = REFLECTOR_OPEN.unpack_from(reply)
             # Stateless: the sender's sequence number comes back (RFC 5357 Appendix I).
             assert rseq == sseq == 100 + seq
             assert sts == 0x1234_5678_9ABC_DEF0 and see == 0x3FFF
-            assert ttl == SENT_TTL  # read from the IP header (spec §5.6)
+            assert ttl == SENT_TTL  # read from the IP header (RFC 5357 §4.2.1)
         out, err = stop(proc)
     assert proc.returncode == 0, err
     assert "received 5, reflected 5" in out
@@ -125,7 +125,7 @@ def test_stateful_stamp_ipv6_and_sigterm() -> None:
     assert struct.unpack_from("!I", other, 0)[0] == 0
     assert proc.returncode == 0, err
     for i, reply in enumerate(replies):
-        assert len(reply) == 44  # STAMP base packet for a 14-octet request (spec §7.3)
+        assert len(reply) == 44  # STAMP base packet for a 14-octet request (RFC 8762 §4.6)
         assert struct.unpack_from("!I", reply, 0)[0] == i  # its own counter
         assert struct.unpack_from("!I", reply, 24)[0] == 50 + i
     assert "reflected 4" in out

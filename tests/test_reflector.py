@@ -1,7 +1,7 @@
-"""The Session-Reflector data plane, run over every importable twin (fastpath.implementations()).
+"""The Session-Reflector data plane, run over every importable twin (dataplane.implementations()).
 
-Requests are built by hand from the layouts of spec §5.1/§5.2 and replies read back with
-`struct` at the offsets of spec §5.3/§5.4, not with `twamp.wire.packets`, so that the reflector is
+Requests are built by hand from the layouts of RFC 5357 §4.1.2 and replies read back with
+`struct` at the offsets of RFC 5357 §4.2.1, not with `twamp.wire.packets`, so that the reflector is
 checked against the spec rather than against the codec it uses. Everything runs on loopback, and
 every receive has a timeout.
 """
@@ -16,14 +16,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from twamp import clock, fastpath
+from twamp import clock, dataplane
 from twamp.constants import TestMode
 from twamp.crypto import TestPacketCrypto, derive_test_keys
+from twamp.dataplane import LightPolicy, SessionSpec, Twin
 from twamp.dataplane.sockets import (
     IPV6_TCLASS,
     SO_TIMESTAMPNS,
@@ -32,7 +32,6 @@ from twamp.dataplane.sockets import (
     parse_ancillary,
     tos_ancillary,
 )
-from twamp.fastpath import LightPolicy, SessionSpec
 from twamp.timestamps import ns_from_ntp
 from twamp.wire.packets import TestFormat
 
@@ -42,7 +41,7 @@ ENC = TestFormat(TestMode.ENCRYPTED)
 SID = bytes(range(0x10, 0x20))
 KEYS = derive_test_keys(SID, bytes(range(16)), bytes(range(0x40, 0x60)))
 
-# Reflector layouts (spec §5.3 and §5.4), read independently of twamp.wire.packets.
+# Reflector layouts (RFC 5357 §4.2.1, open and authenticated), read without twamp.wire.packets.
 REFL_OPEN = struct.Struct("!IQH2xQIQH2xB")  # 41
 REFL_AUTH = struct.Struct("!I12xQH6xQ8xI12xQH6xB15x16s")  # 112
 
@@ -54,9 +53,9 @@ IP_RECVTTL, IP_RECVTOS, IP_TTL_CMSG, IP_TOS_CMSG = 12, 13, 2, 1
 IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT, IPV6_RECVTCLASS = 51, 52, 66
 
 
-@pytest.fixture(params=sorted(fastpath.implementations()))
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    return fastpath.implementations()[request.param]
+@pytest.fixture(params=sorted(dataplane.implementations()))
+def impl(request: pytest.FixtureRequest) -> Twin:
+    return dataplane.implementations()[request.param]
 
 
 def sender_open(seq: int, ts: int, ee: int = 0x3FFF, padding: bytes = b"") -> bytes:
@@ -151,7 +150,7 @@ def rsock() -> Iterator[Callable[[str], socket.socket]]:
 
 
 @pytest.fixture
-def offline(impl: ModuleType) -> Iterator[Callable[..., Any]]:
+def offline(impl: Twin) -> Iterator[Callable[..., Any]]:
     """Reflectors for process() tests; their (never used) sockets are closed afterwards."""
     made: list[socket.socket] = []
 
@@ -165,7 +164,7 @@ def offline(impl: ModuleType) -> Iterator[Callable[..., Any]]:
 
 
 @contextmanager
-def running(impl: ModuleType, sock: socket.socket, **kw: Any) -> Iterator[Any]:
+def running(impl: Twin, sock: socket.socket, **kw: Any) -> Iterator[Any]:
     refl = impl.Reflector(sock, **kw)
     refl.start()
     try:
@@ -335,7 +334,9 @@ def test_process_protected_modes(offline: Callable[..., Any], mode: TestMode) ->
 
 
 def test_process_light_policy(offline: Callable[..., Any]) -> None:
-    light = LightPolicy(OPEN, stateful=True, allow=("192.0.2.0/24",), dscp=10, max_peers=2)
+    # LightPolicy converts network strings itself; its annotation names the result.
+    allow: Any = ("192.0.2.0/24",)
+    light = LightPolicy(OPEN, stateful=True, allow=allow, dscp=10, max_peers=2)
     refl = offline(light=light)
     seqs: dict[tuple[str, int], list[int]] = {}
     for peer in [("192.0.2.1", 1), ("192.0.2.2", 1), ("192.0.2.1", 1), ("192.0.2.2", 1)]:
@@ -462,7 +463,7 @@ def ee_ok(ee: int) -> bool:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_loop_open_mode_fields(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer], host: str
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer], host: str
 ) -> None:
     sock = rsock(host)
     peer = peers(host, ttl=64, tos=0x29)
@@ -486,7 +487,7 @@ def test_loop_open_mode_fields(
 
 
 def test_loop_preserves_tos_without_dscp(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("127.0.0.1")
     peer = peers(tos=0x29)  # DSCP 10, ECN 01: both survive
@@ -500,7 +501,7 @@ def test_loop_preserves_tos_without_dscp(
 
 
 def test_loop_receive_timestamp_is_the_kernels(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     # A datagram queued before the loop starts keeps its arrival time (SO_TIMESTAMPNS), not the
     # time the loop got round to reading it.
@@ -522,7 +523,7 @@ def test_loop_receive_timestamp_is_the_kernels(
 
 
 def test_loop_dual_stack_v4_mapped_peer(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("::")
     peer = peers("127.0.0.1", ttl=64, tos=0)
@@ -540,7 +541,7 @@ def test_loop_dual_stack_v4_mapped_peer(
 
 @pytest.mark.parametrize("mode", [TestMode.AUTHENTICATED, TestMode.ENCRYPTED])
 def test_loop_protected_modes(
-    impl: ModuleType,
+    impl: Twin,
     rsock: Callable[[str], socket.socket],
     peers: Callable[..., Peer],
     mode: TestMode,
@@ -575,7 +576,7 @@ def test_loop_protected_modes(
 
 
 def test_loop_unknown_peer_and_malformed(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("127.0.0.1")
     peer, stranger = peers(), peers()
@@ -596,7 +597,7 @@ def test_loop_unknown_peer_and_malformed(
 
 
 def test_loop_stop_session_deadline(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("127.0.0.1")
     peer = peers()
@@ -614,7 +615,7 @@ def test_loop_stop_session_deadline(
 
 
 def test_loop_sessions_added_and_removed_while_running(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("127.0.0.1")
     a, b = peers(), peers()
@@ -641,11 +642,12 @@ def test_loop_sessions_added_and_removed_while_running(
 
 
 def test_loop_light_allow_list(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("::")
     v4, v6 = peers("127.0.0.1"), peers("::1")
-    light = LightPolicy(OPEN, stateful=True, allow=("127.0.0.0/8",), dscp=8)
+    allow: Any = ("127.0.0.0/8",)  # converted by LightPolicy, as above
+    light = LightPolicy(OPEN, stateful=True, allow=allow, dscp=8)
     with running(impl, sock, light=light) as refl:
         for _ in range(2):
             v4.send(sender_open(9, 1, padding=bytes(27)), dest(sock, "127.0.0.1"))
@@ -658,7 +660,7 @@ def test_loop_light_allow_list(
 
 
 def test_loop_busy_poll_and_batch_one(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("127.0.0.1")
     peer = peers()
@@ -672,7 +674,7 @@ def test_loop_busy_poll_and_batch_one(
 
 
 def test_stop_is_prompt_and_restartable(
-    impl: ModuleType, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
+    impl: Twin, rsock: Callable[[str], socket.socket], peers: Callable[..., Peer]
 ) -> None:
     sock = rsock("127.0.0.1")
     peer = peers()
@@ -691,15 +693,15 @@ def test_stop_is_prompt_and_restartable(
 
 
 def test_implementation_names() -> None:
-    impls = fastpath.implementations()
+    impls = dataplane.implementations()
     assert "python" in impls
-    assert fastpath.IMPLEMENTATION in impls
+    assert dataplane.IMPLEMENTATION in impls
     for name, module in impls.items():
         assert name == module.Reflector.IMPLEMENTATION
 
 
-def _import_fastpath(**env: str) -> subprocess.CompletedProcess[str]:
-    code = "import twamp.fastpath as f; print(f.IMPLEMENTATION)"
+def _import_dataplane(**env: str) -> subprocess.CompletedProcess[str]:
+    code = "import twamp.dataplane as f; print(f.IMPLEMENTATION, f.Sender.IMPLEMENTATION)"
     full = {k: v for k, v in os.environ.items() if not k.startswith("TWAMP_")} | env
     return subprocess.run(
         [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=60
@@ -707,13 +709,13 @@ def _import_fastpath(**env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_selector_environment() -> None:
-    forced = _import_fastpath(TWAMP_PURE_PYTHON="1")
+    forced = _import_dataplane(TWAMP_PURE_PYTHON="1")
     assert forced.returncode == 0, forced.stderr
-    assert forced.stdout.strip() == "python"
-    required = _import_fastpath(TWAMP_REQUIRE_EXTENSION="1")
-    if "cython" in fastpath.implementations():
+    assert forced.stdout.split() == ["python", "python"]
+    required = _import_dataplane(TWAMP_REQUIRE_EXTENSION="1")
+    if "cython" in dataplane.implementations():
         assert required.returncode == 0, required.stderr
-        assert required.stdout.strip() == "cython"
+        assert required.stdout.split() == ["cython", "cython"]
     else:
         assert required.returncode != 0
         assert "ImportError" in required.stderr

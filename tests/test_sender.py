@@ -1,8 +1,8 @@
 """The Session-Sender data plane over every importable twin that has one.
 
 Two kinds of peer: the pure-Python Reflector (a full round trip in every mode and family), and a
-hand-driven socket that reads our packets with `struct` at the offsets of spec §5.1/§5.2 and
-answers with replies packed by hand from spec §5.3, so that the Sender is checked against the
+hand-driven socket that reads our packets with `struct` at the offsets of RFC 5357 §4.1.2 and
+answers with replies packed by hand from RFC 5357 §4.2.1, so that the Sender is checked against the
 spec and not only against the codec it shares with the Reflector. Loopback only; every wait is
 bounded.
 """
@@ -15,18 +15,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-from twamp import _fastpath_py, clock, fastpath
+from twamp import clock, dataplane
 from twamp.constants import TestMode
 from twamp.crypto import TestPacketCrypto, derive_test_keys
+from twamp.dataplane import Twin
 from twamp.dataplane.sockets import open_test_socket
 from twamp.timestamps import ns_from_ntp
 from twamp.wire.packets import TestFormat
+
+PURE = dataplane.implementations()["python"]
 
 OPEN = TestFormat(TestMode.OPEN)
 AUTH = TestFormat(TestMode.AUTHENTICATED)
@@ -44,15 +46,15 @@ IP_RECVTTL, IP_RECVTOS, IP_TTL_CMSG, IP_TOS_CMSG = 12, 13, 2, 1
 IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT, IPV6_RECVTCLASS, IPV6_TCLASS = 51, 52, 66, 67
 
 
-@pytest.fixture(params=sorted(fastpath.implementations()))
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    return fastpath.implementations()[request.param]
+@pytest.fixture(params=sorted(dataplane.implementations()))
+def impl(request: pytest.FixtureRequest) -> Twin:
+    return dataplane.implementations()[request.param]
 
 
 def test_every_twin_has_a_sender() -> None:
-    for name, module in fastpath.implementations().items():
+    for name, module in dataplane.implementations().items():
         assert name == module.Sender.IMPLEMENTATION
-    assert fastpath.Sender.IMPLEMENTATION == fastpath.IMPLEMENTATION
+    assert dataplane.Sender.IMPLEMENTATION == dataplane.IMPLEMENTATION
 
 
 def crypto_for(fmt: TestFormat) -> TestPacketCrypto | None:
@@ -84,12 +86,12 @@ def addr(sock: socket.socket) -> tuple[str, int]:
 @pytest.mark.parametrize("sockets", ["127.0.0.1", "::1"], indirect=True)
 @pytest.mark.parametrize("fmt", [OPEN, AUTH, ENC], ids=["open", "auth", "enc"])
 def test_round_trip(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket], fmt: TestFormat
+    impl: Twin, sockets: tuple[socket.socket, socket.socket], fmt: TestFormat
 ) -> None:
     send_sock, refl_sock = sockets
     n, tos = 40, 0xB8  # EF; the reflector session has no DSCP, so it echoes our TOS
-    reflector = _fastpath_py.Reflector(refl_sock)
-    reflector.add_session(_fastpath_py.SessionSpec(addr(send_sock), fmt, crypto_for(fmt)))
+    reflector = PURE.Reflector(refl_sock)
+    reflector.add_session(PURE.SessionSpec(addr(send_sock), fmt, crypto_for(fmt)))
     sender = impl.Sender(
         send_sock, addr(refl_sock), fmt=fmt, crypto=crypto_for(fmt), padding=27, tos=tos
     )
@@ -117,19 +119,19 @@ def test_round_trip(
     assert np.all(rec["t1"] <= rec["t2"]) and np.all(rec["t3"] <= rec["t4"])
     rtt = (rec["t4"] - rec["t1"]) - (rec["t3"] - rec["t2"])
     assert np.all(rtt > 0) and np.all(rtt < 1 * S)
-    assert set(rec["sender_ttl"].tolist()) == {255}  # we send with TTL 255 (spec §5.6)
+    assert set(rec["sender_ttl"].tolist()) == {255}  # we send with TTL 255 (RFC 5357 §4.1.2)
     assert set(rec["reply_ttl"].tolist()) == {255}
     assert set(rec["reply_tos"].tolist()) == {tos}
 
 
 def test_back_to_back_sends_are_all_answered(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     """A schedule with no gaps (every packet due at once): all sent, all answered, in order."""
     send_sock, refl_sock = sockets
     n = 2000
-    reflector = _fastpath_py.Reflector(refl_sock)
-    reflector.add_session(_fastpath_py.SessionSpec(addr(send_sock), OPEN))
+    reflector = PURE.Reflector(refl_sock)
+    reflector.add_session(PURE.SessionSpec(addr(send_sock), OPEN))
     sender = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN, padding=27)
     with reflector:
         result = sender.run(np.full(n, clock.realtime_ns(), dtype=np.int64), wait_ns=5 * S)
@@ -139,11 +141,11 @@ def test_back_to_back_sends_are_all_answered(
 
 
 def test_reflector_dscp_reaches_records(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, refl_sock = sockets
-    reflector = _fastpath_py.Reflector(refl_sock)
-    reflector.add_session(_fastpath_py.SessionSpec(addr(send_sock), OPEN, dscp=10))
+    reflector = PURE.Reflector(refl_sock)
+    reflector.add_session(PURE.SessionSpec(addr(send_sock), OPEN, dscp=10))
     sender = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN, padding=27)
     with reflector:
         result = sender.run(schedule(5), wait_ns=3 * S)
@@ -152,11 +154,11 @@ def test_reflector_dscp_reaches_records(
 
 
 def test_runs_continue_the_sequence(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, refl_sock = sockets
-    reflector = _fastpath_py.Reflector(refl_sock)
-    reflector.add_session(_fastpath_py.SessionSpec(addr(send_sock), OPEN))
+    reflector = PURE.Reflector(refl_sock)
+    reflector.add_session(PURE.SessionSpec(addr(send_sock), OPEN))
     sender = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN)
     with reflector:
         first = sender.run(schedule(10), wait_ns=3 * S)
@@ -168,12 +170,10 @@ def test_runs_continue_the_sequence(
     assert sorted(second.received["reflector_seq"].tolist()) == list(range(10, 20))
 
 
-def test_stop_event_is_prompt(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
-) -> None:
+def test_stop_event_is_prompt(impl: Twin, sockets: tuple[socket.socket, socket.socket]) -> None:
     send_sock, refl_sock = sockets
-    reflector = _fastpath_py.Reflector(refl_sock)
-    reflector.add_session(_fastpath_py.SessionSpec(addr(send_sock), OPEN))
+    reflector = PURE.Reflector(refl_sock)
+    reflector.add_session(PURE.SessionSpec(addr(send_sock), OPEN))
     sender = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN)
     stop = threading.Event()
     timer = threading.Timer(0.3, stop.set)
@@ -190,9 +190,7 @@ def test_stop_event_is_prompt(
     assert result.sent["seq"].tolist() == list(range(result.counters["sent"]))
 
 
-def test_stop_during_the_wait(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
-) -> None:
+def test_stop_during_the_wait(impl: Twin, sockets: tuple[socket.socket, socket.socket]) -> None:
     send_sock, silent = sockets  # nobody answers
     sender = impl.Sender(send_sock, addr(silent), fmt=OPEN)
     stop = threading.Event()
@@ -209,7 +207,7 @@ def test_stop_during_the_wait(
 
 
 def test_waits_for_late_replies_up_to_wait_ns(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, silent = sockets
     sender = impl.Sender(send_sock, addr(silent), fmt=OPEN)
@@ -221,7 +219,7 @@ def test_waits_for_late_replies_up_to_wait_ns(
 
 
 def test_empty_schedule_only_listens(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, peer = sockets
     sender = impl.Sender(send_sock, addr(peer), fmt=OPEN)
@@ -232,7 +230,7 @@ def test_empty_schedule_only_listens(
 
 
 def test_late_schedule_counts_behind(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, silent = sockets
     sender = impl.Sender(send_sock, addr(silent), fmt=OPEN)
@@ -244,7 +242,7 @@ def test_late_schedule_counts_behind(
 
 
 def test_pacing_follows_the_schedule(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, silent = sockets
     sender = impl.Sender(send_sock, addr(silent), fmt=OPEN)
@@ -265,7 +263,7 @@ def test_pacing_follows_the_schedule(
     ids=["descending", "2-d"],
 )
 def test_rejects_bad_schedules(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket], bad: Any
+    impl: Twin, sockets: tuple[socket.socket, socket.socket], bad: Any
 ) -> None:
     send_sock, peer = sockets
     sender = impl.Sender(send_sock, addr(peer), fmt=OPEN)
@@ -273,9 +271,7 @@ def test_rejects_bad_schedules(
         sender.run(bad)
 
 
-def test_rejects_crypto_mismatch(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
-) -> None:
+def test_rejects_crypto_mismatch(impl: Twin, sockets: tuple[socket.socket, socket.socket]) -> None:
     send_sock, peer = sockets
     with pytest.raises(ValueError):
         impl.Sender(send_sock, addr(peer), fmt=AUTH)
@@ -312,7 +308,7 @@ def run_in_thread(sender: Any, plan: Any, **kwargs: Any) -> tuple[threading.Thre
 
 @pytest.mark.parametrize("sockets", ["127.0.0.1", "::1"], indirect=True)
 def test_packet_on_the_wire_and_hand_made_reply(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, peer = sockets
     sender = impl.Sender(send_sock, addr(peer), fmt=OPEN, padding=27, tos=0x28)
@@ -327,8 +323,8 @@ def test_packet_on_the_wire_and_hand_made_reply(
     t1 = ns_from_ntp(ts)
     assert before <= t1 <= clock.realtime_ns()
     assert ee & 0x4000 == 0  # Z = 0: NTP format
-    assert ee & 0xFF != 0  # Multiplier 0 is invalid (spec §11 item 7)
-    # A reply packed by hand (spec §5.3): reflector seq 7, PTP-free NTP stamps, S bit set.
+    assert ee & 0xFF != 0  # Multiplier 0 is invalid (RFC 4656 §4.1.2)
+    # A reply packed by hand (RFC 5357 §4.2.1): reflector seq 7, PTP-free NTP stamps, S bit set.
     t2_ntp = ts + (1 << 20)
     t3_ntp = ts + (2 << 20)
     reply = REFLECTOR_OPEN.pack(7, t3_ntp, 0x8001, t2_ntp, seq, ts, ee, 254) + bytes(3)
@@ -347,9 +343,7 @@ def test_packet_on_the_wire_and_hand_made_reply(
     assert int(rec["t4"]) >= t1
 
 
-def test_ptp_reply_timestamps(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
-) -> None:
+def test_ptp_reply_timestamps(impl: Twin, sockets: tuple[socket.socket, socket.socket]) -> None:
     """Z = 1 in the reflector's Error Estimate: T2/T3 are PTPv2 truncated (RFC 8186)."""
     send_sock, peer = sockets
     sender = impl.Sender(send_sock, addr(peer), fmt=OPEN)
@@ -357,7 +351,7 @@ def test_ptp_reply_timestamps(
     data, src, _, _ = recv_with_ttl_tos(peer)
     seq, ts, ee = SENDER_OPEN.unpack_from(data)
     t2_unix = ns_from_ntp(ts) + 1000
-    tai = 37  # TAI - UTC, spec §2.2
+    tai = 37  # TAI - UTC (RFC 8186: PTP timestamps count TAI)
     t2_ptp = ((t2_unix // S + tai) << 32) | (t2_unix % S)
     t3_ptp = t2_ptp + 500  # 500 ns later, same second unless at the edge
     if t3_ptp & 0xFFFFFFFF >= S:
@@ -370,7 +364,7 @@ def test_ptp_reply_timestamps(
 
 
 def test_other_peers_short_and_forged_replies(
-    impl: ModuleType, sockets: tuple[socket.socket, socket.socket]
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:
     send_sock, peer = sockets
     stranger = open_test_socket("127.0.0.1", 0)

@@ -1,7 +1,7 @@
-"""The compiled Session-Sender (`twamp._fastpath.Sender`) on loopback.
+"""The compiled Session-Sender (`twamp.dataplane`, the compiled Sender) on loopback.
 
 Against both Reflector twins in every mode and family; against hand-packed replies (offsets of
-spec §5.3/§5.4 written out with `struct`), which must give the same records and counters as the
+RFC 5357 §4.2.1 written out with `struct`), which must give the same records and counters as the
 pure Sender's; and its pacing, grouping of late packets, stop event and sequence wrap.
 `tests/test_sender.py` runs the shared Sender tests over both twins as well. Timing assertions
 are loose (behaviour, not speed): these machines are shared VMs.
@@ -15,17 +15,19 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-from twamp import _fastpath_py, clock, fastpath
+from twamp import clock, dataplane
 from twamp.constants import TestMode
 from twamp.crypto import TestPacketCrypto, derive_test_keys
+from twamp.dataplane import Twin
 from twamp.dataplane.sockets import open_test_socket
 from twamp.wire.packets import TestFormat
+
+PURE = dataplane.implementations()["python"]
 
 REQUIRE = os.environ.get("TWAMP_REQUIRE_EXTENSION", "") not in ("", "0")
 OPEN = TestFormat(TestMode.OPEN)
@@ -35,18 +37,18 @@ KEYS = derive_test_keys(bytes(range(0x50, 0x60)), bytes(range(16)), bytes(range(
 MS = 1_000_000
 S = 1_000_000_000
 
-# Reflector layouts, spec §5.3 (open, 41) and §5.4 (authenticated/encrypted, 112).
+# Reflector layouts, RFC 5357 §4.2.1 (open, 41) and its authenticated form (112).
 REFL_OPEN = struct.Struct("!IQH2xQIQH2xB")
 REFL_AUTH = struct.Struct("!I12xQH6xQ8xI12xQH6xB15x16x")
 
 
 @pytest.fixture(scope="module")
-def compiled() -> ModuleType:
-    twins = fastpath.implementations()
+def compiled() -> Twin:
+    twins = dataplane.implementations()
     if "cython" not in twins or getattr(twins["cython"], "Sender", None) is None:
         if REQUIRE:
             pytest.fail("TWAMP_REQUIRE_EXTENSION=1 but the compiled Sender is not importable")
-        pytest.skip("the compiled twin twamp._fastpath is not built")
+        pytest.skip("the compiled twin (twamp.dataplane) is not built")
     return twins["cython"]
 
 
@@ -84,7 +86,7 @@ def check_records(result: Any, n: int, first_seq: int = 0) -> np.ndarray[Any, An
     seqs = [(first_seq + i) & 0xFFFFFFFF for i in range(n)]
     assert sent["seq"].tolist() == seqs
     assert np.all(np.diff(sent["t1"]) > 0)  # one clock read per packet, in sending order
-    rec = result.received
+    rec: np.ndarray[Any, Any] = result.received
     rec = rec[np.argsort(rec["t1"], kind="stable")]
     assert rec["sender_seq"].tolist() == seqs  # every packet answered once
     assert rec["t1"].tolist() == sent["t1"].tolist()  # T1 echoed, ns -> NTP -> ns exact
@@ -100,9 +102,9 @@ def check_records(result: Any, n: int, first_seq: int = 0) -> np.ndarray[Any, An
 @pytest.mark.parametrize("fmt", [OPEN, AUTH, ENC], ids=["open", "auth", "enc"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "dual"])
 def test_round_trip_against_both_reflectors(
-    compiled: ModuleType, socks: Any, reflector: str, fmt: TestFormat, host: str
+    compiled: Twin, socks: Any, reflector: str, fmt: TestFormat, host: str
 ) -> None:
-    impl = compiled if reflector == "cython" else _fastpath_py
+    impl = compiled if reflector == "cython" else PURE
     refl_sock = socks("::" if host == "dual" else host)
     send_sock = socks("127.0.0.1" if host == "dual" else host)
     dest = ("127.0.0.1", refl_sock.getsockname()[1]) if host == "dual" else addr(refl_sock)
@@ -123,7 +125,7 @@ def test_round_trip_against_both_reflectors(
     )
 
 
-def test_pacing_follows_the_schedule(compiled: ModuleType, socks: Any) -> None:
+def test_pacing_follows_the_schedule(compiled: Twin, socks: Any) -> None:
     send_sock, refl_sock = socks(), socks()
     refl = compiled.Reflector(refl_sock)
     refl.add_session(compiled.SessionSpec(addr(send_sock), OPEN))
@@ -147,7 +149,7 @@ def test_pacing_follows_the_schedule(compiled: ModuleType, socks: Any) -> None:
 
 @pytest.mark.parametrize("fmt", [OPEN, AUTH, ENC], ids=["open", "auth", "enc"])
 def test_a_late_schedule_goes_out_at_once_and_counts_behind(
-    compiled: ModuleType, socks: Any, fmt: TestFormat
+    compiled: Twin, socks: Any, fmt: TestFormat
 ) -> None:
     send_sock, refl_sock = socks(), socks()
     refl = compiled.Reflector(refl_sock)
@@ -165,7 +167,7 @@ def test_a_late_schedule_goes_out_at_once_and_counts_behind(
     assert int(result.sent["t1"][-1] - result.sent["t1"][0]) < n * MS
 
 
-def test_stop_event_while_sending_and_while_waiting(compiled: ModuleType, socks: Any) -> None:
+def test_stop_event_while_sending_and_while_waiting(compiled: Twin, socks: Any) -> None:
     send_sock, refl_sock = socks(), socks()
     refl = compiled.Reflector(refl_sock)
     refl.add_session(compiled.SessionSpec(addr(send_sock), OPEN))
@@ -197,7 +199,7 @@ def test_stop_event_while_sending_and_while_waiting(compiled: ModuleType, socks:
     assert (result.counters["sent"], result.counters["received"]) == (2, 0)
 
 
-def test_wait_ns_bounds_the_wait(compiled: ModuleType, socks: Any) -> None:
+def test_wait_ns_bounds_the_wait(compiled: Twin, socks: Any) -> None:
     send_sock, silent = socks(), socks()
     sender = compiled.Sender(send_sock, addr(silent), fmt=OPEN, busy_poll=True)
     t0 = time.monotonic()
@@ -208,7 +210,7 @@ def test_wait_ns_bounds_the_wait(compiled: ModuleType, socks: Any) -> None:
     assert len(silent.recv(100)) == 14  # the packets did go out
 
 
-def test_sequence_numbers_wrap_and_runs_continue(compiled: ModuleType, socks: Any) -> None:
+def test_sequence_numbers_wrap_and_runs_continue(compiled: Twin, socks: Any) -> None:
     send_sock, refl_sock = socks(), socks()
     refl = compiled.Reflector(refl_sock)
     refl.add_session(compiled.SessionSpec(addr(send_sock), OPEN, stateful=False))
@@ -306,7 +308,7 @@ def hand_made_replies(fmt: TestFormat) -> list[tuple[str, bytes]]:
 
 
 def listen_to(
-    impl: ModuleType, socks: Any, fmt: TestFormat, host: str, replies: list[tuple[str, bytes]]
+    impl: Twin, socks: Any, fmt: TestFormat, host: str, replies: list[tuple[str, bytes]]
 ) -> Any:
     send_sock, peer, stranger = socks(host), socks(host), socks(host)
     sender = impl.Sender(send_sock, addr(peer), fmt=fmt, crypto=crypto_for(fmt))
@@ -321,10 +323,10 @@ def listen_to(
 @pytest.mark.parametrize("fmt", [OPEN, AUTH, ENC], ids=["open", "auth", "enc"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_hand_made_replies_give_the_pure_senders_records(
-    compiled: ModuleType, socks: Any, fmt: TestFormat, host: str
+    compiled: Twin, socks: Any, fmt: TestFormat, host: str
 ) -> None:
     replies = hand_made_replies(fmt)
-    pure = listen_to(_fastpath_py, socks, fmt, host, replies)
+    pure = listen_to(PURE, socks, fmt, host, replies)
     fast = listen_to(compiled, socks, fmt, host, replies)
     assert fast.counters == pure.counters
     c = fast.counters

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 from click.testing import CliRunner
 
-from twamp import clock, fastpath
+from twamp import clock, dataplane
 from twamp.constants import AcceptCode, Mode, TestMode
 from twamp.control import (
     ClientConnection,
@@ -411,12 +411,12 @@ def set_up_response(mode: int) -> bytes:
     return struct.pack("!I80s64s16s", mode, b"", b"", b"")
 
 
-@pytest.fixture(params=sorted(fastpath.implementations()))
+@pytest.fixture(params=sorted(dataplane.implementations()))
 def reflector_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run the server over each importable reflector twin."""
-    module = fastpath.implementations()[request.param]
-    monkeypatch.setattr(fastpath, "Reflector", module.Reflector)
-    monkeypatch.setattr(fastpath, "IMPLEMENTATION", module.IMPLEMENTATION)
+    module = dataplane.implementations()[request.param]
+    monkeypatch.setattr(dataplane, "Reflector", module.Reflector)
+    monkeypatch.setattr(dataplane, "IMPLEMENTATION", module.IMPLEMENTATION)
     return str(request.param)
 
 
@@ -920,7 +920,8 @@ def test_non_zero_conf_sender_gets_accept_3_and_connection_goes_on() -> None:
             await client.ready(OPEN)
             udp = UdpPeer()
             for field in ("conf_sender", "conf_receiver"):
-                refused = await client.request(request(udp, **{field: 1}))
+                kwargs: dict[str, Any] = {field: 1}
+                refused = await client.request(request(udp, **kwargs))
                 assert refused.accept is AcceptCode.NOT_SUPPORTED
                 assert (refused.port, refused.sid) == (0, bytes(16))
             ok = Session(client, udp, await client.request(request(udp)), OPEN)
@@ -1195,7 +1196,7 @@ def test_cli_server_runs_until_sigint(tmp_path: Any) -> None:
         try:
             assert proc.stdout is not None and proc.stderr is not None
             line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-            assert "reflector " + fastpath.IMPLEMENTATION in line
+            assert "reflector " + dataplane.IMPLEMENTATION in line
             listening = line.split("listening on ", 1)[1].strip().split(", ")
             assert len(listening) == 2 and listening[1].startswith("[::1]:")
             port = int(listening[0].rsplit(":", 1)[1])

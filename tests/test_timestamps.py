@@ -1,4 +1,4 @@
-"""Timestamps and Error Estimate (spec §2)."""
+"""Timestamps and Error Estimate (RFC 4656 §4.1.2, RFC 8186)."""
 
 from fractions import Fraction
 
@@ -64,7 +64,7 @@ def test_ntp_ns_ntp_is_within_one_unit(raw: int) -> None:
 
 
 def test_interval() -> None:
-    assert ntp_interval_from_ns(2 * NS) == 0x00000002_00000000  # spec §3.7 Timeout example
+    assert ntp_interval_from_ns(2 * NS) == 0x00000002_00000000  # RFC 5357 §3.5 Timeout: an interval
     assert ns_from_ntp_interval(0x00000002_80000000) == 2 * NS + NS // 2
     with pytest.raises(ValueError):
         ntp_interval_from_ns(-1)
@@ -81,7 +81,7 @@ def test_ptp() -> None:
 
 @pytest.mark.parametrize(
     ("error_s", "scale", "mult", "wire"),
-    [  # spec §2.3 worked examples, S = 1
+    [  # Error Estimate worked examples (RFC 4656 §4.1.2), S = 1
         (Fraction(1, 10**6), 5, 135, 0x8587),
         (Fraction(10, 10**6), 8, 168, 0x88A8),
         (Fraction(1, 1000), 15, 132, 0x8F84),

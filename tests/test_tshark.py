@@ -3,8 +3,9 @@
 An independent parser is the check here: we write a pcap of a whole open-mode TWAMP-Control
 conversation and of TWAMP-Test packets built by our encoders, let tshark dissect it, and compare
 the field values it reports with the ones we set. Wireshark dissects only unauthenticated test
-packets and cannot tell sender from reflector packets by itself (spec §10 row 12, §11 item 13),
-so the reflector packets are checked and the sender packets only for "not malformed".
+packets and cannot tell sender from reflector packets by itself (its heuristic: 27 or more extra
+octets mean a reflector packet), so the reflector packets are checked and the sender packets only
+for "not malformed".
 """
 
 from __future__ import annotations

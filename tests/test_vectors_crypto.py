@@ -16,8 +16,9 @@ is interoperability evidence:
   plaintext again reproduces the captured bytes;
 * mode 8: test packets are in clear and the reflections copy the sender's fields.
 
-The control stream is split into messages here with the sizes of spec §3.6, independently of
-twamp.wire.control (one test cross-checks that module's framing when it is importable).
+The control stream is split into messages here with the command sizes of RFC 5357 §3 and RFC 5938
+§3, independently of twamp.wire.control (one test cross-checks that module's framing when it is
+importable).
 """
 
 from __future__ import annotations

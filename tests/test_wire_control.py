@@ -1,7 +1,7 @@
-"""TWAMP-Control codec: known-answer vectors, framing, errors, and the owamp captures (spec §3).
+"""TWAMP-Control codec: known-answer vectors, framing, errors, and the owamp captures (RFC 5357 §3).
 
-Every hex vector below was written by hand from the layouts in ../shared/spec/twamp-wire.md §3,
-one field per string; none was produced by the encoder.
+Every hex vector below was written by hand from the figures of RFC 4656 §3, RFC 5357 §3 and RFC
+5938 §3, one field per string; none was produced by the encoder.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Vector:
     wire: bytes
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes | bytearray | memoryview], Any]
-    # How a reader learns the length from the first 16 octets (spec §3 framing).
+    # How a reader learns the length from the first 16 octets (RFC 5357 §3 framing).
     length: Callable[[bytes], int]
     mbz: tuple[range, ...] = ()
 
@@ -1086,7 +1086,7 @@ def test_owamp_clear_text_setup_in_every_mode(vectors_dir: Path, name: str) -> N
     assert setup.key_id == (key_id.encode("ascii") if key_id else b"")
     if capture["mode"] != 1:
         assert setup.token != bytes(64) and setup.client_iv != bytes(16)
-    # Server-Start octets 0-31 are clear text in every mode (spec §3.4).
+    # Server-Start octets 0-31 are clear text in every mode (RFC 5357 §3.1).
     start = server[64:112]
     assert start[15] == AcceptCode.OK
     # The rest of both streams is whole messages, each a multiple of 16 octets.

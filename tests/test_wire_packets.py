@@ -1,8 +1,9 @@
-"""TWAMP-Test and STAMP packets, TestFormat and the reflect transform (spec §5, §6, §7).
+"""TWAMP-Test and STAMP packets, TestFormat and reflect (RFC 5357 §4, RFC 6038, 7750, 8762).
 
-Every known-answer vector below is written out by hand from the layout tables of
-../shared/spec/twamp-wire.md, one labelled piece per field; `Z(n)` marks n MBZ octets so the same
-vector can be rebuilt with garbage there (receivers must ignore MBZ, RFC 4656 §3.1).
+Every known-answer vector below is written out by hand from the layout tables of the RFC figures
+(RFC 5357 §4.1.2, §4.2.1; RFC 8762 §4.2-4.3), one labelled piece per field; `Z(n)` marks n MBZ
+octets so the same vector can be rebuilt with garbage there (receivers must ignore MBZ, RFC 4656
+§3.1).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def vec(*parts: str | Z, mbz: int = 0) -> bytes:
 # Field values used throughout, with their hex spelled out in the vectors.
 SEQ = 0x01020304  # "01020304"
 T1 = 0xE6A1B2C380000000  # "e6a1b2c380000000"
-EE1 = 0x8587  # "8587": S=1, scale 5, multiplier 135 (1 µs, spec §2.3)
+EE1 = 0x8587  # "8587": S=1, scale 5, multiplier 135 (1 µs, RFC 4656 §4.1.2)
 R_SEQ = 7  # "00000007"
 T3 = 0xE6A1B2C400000001  # "e6a1b2c400000001"
 EE2 = 0x3FFF  # "3fff": unknown, not synchronised
@@ -651,7 +652,7 @@ def test_reflect_auth_field_by_field(mode: TestMode) -> None:
 
 def test_reflect_auth_standard_padding_gives_equal_sizes() -> None:
     reply = _reflect(TestFormat(AUTH), AUTH_REQ_HEAD + bytes(range(64)))
-    assert len(reply) == 112  # 48 + 64 (spec §5.4: not 56)
+    assert len(reply) == 112  # 48 + 64 (RFC 5357 §4.2.1 figure: not the text's 56)
     assert reply == AUTH_REPLY_HEAD
 
 
@@ -742,7 +743,7 @@ def test_reflect_stamp_auth() -> None:
 
 
 def test_twamp_light_request_to_stamp_reflector() -> None:
-    # RFC 8762 §4.6 / spec §7.3: a 41-octet TWAMP Light request gets the 44-octet base packet.
+    # RFC 8762 §4.6: a 41-octet TWAMP Light request gets the 44-octet base packet.
     fmt = TestFormat(OPEN, stamp=True)
     padding = bytes(range(0x40, 0x40 + 27))
     reply = _reflect(fmt, OPEN_REQ_HEAD + padding, seq=None)

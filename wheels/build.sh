@@ -23,8 +23,8 @@ mkdir -p "$OUT"
 show=$("$PYTHON" -m auditwheel show "$OUT"/twamp-*manylinux*.whl)
 printf '%s\n' "$show" | sed -n '1,4p'
 # The generated C file must not ship (pyproject's exclude-package-data).
-if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep -q '_fastpath\.c\b'; then
-    echo "error: the wheel contains the generated _fastpath.c" >&2
+if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep -q 'compiled\.c\b'; then
+    echo "error: the wheel contains a generated compiled.c" >&2
     exit 1
 fi
 # Only recvmmsg/sendmmsg/clock_gettime and an old-versioned dlopen are needed: a newer tag means

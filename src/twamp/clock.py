@@ -1,6 +1,6 @@
 """The host clock: wall-clock and monotonic nanoseconds, and the Error Estimate it deserves.
 
-The Error Estimate (RFC 4656 §4.1.2, spec §2.3) tells the far end how far our timestamps may be
+The Error Estimate (RFC 4656 §4.1.2) tells the far end how far our timestamps may be
 from UTC and whether the clock is synchronised at all. Hard-coding it is a known interop bug (spec
 §11 item 7), so it comes from the kernel's own view of its clock discipline, `adjtimex(2)` in
 read-only mode:
@@ -126,7 +126,7 @@ def estimate_from_state(state: ClockState | None, ptp: bool = False) -> int:
         return UNKNOWN_ERROR.to_wire()
     sync = state.synchronized
     error_us = state.esterror_us if sync and state.esterror_us > 0 else state.maxerror_us
-    # from_ns never yields Multiplier 0 (spec §2.3: a strict peer drops such packets).
+    # from_ns never yields Multiplier 0 (RFC 4656 §4.1.2: a strict peer drops such packets).
     return ErrorEstimate.from_ns(max(error_us, 0) * _US, sync, ptp).to_wire()
 
 

@@ -1,6 +1,7 @@
 """Protocol numbers shared by every layer: ports, Modes bits, Accept values, Command numbers, sizes.
 
-Values follow the IANA TWAMP registries and ../shared/spec/twamp-wire.md §1, §3.1, §3.5, §3.6, §5.5.
+Values follow the IANA TWAMP registries (ports as renamed by RFC 8545), RFC 4656 §3.1 and §3.3,
+RFC 5357 §3 and §4, and RFC 5938.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`twamp ping` as a library: one test session from set-up to summary.
 
 `run_ping` is the full protocol (RFC 5357): a TWAMP-Control connection (`net.client`) sets up
-one test session, the Session-Sender (`fastpath.Sender`, compiled when built) sends the
+one test session, the Session-Sender (`dataplane.Sender`, compiled when built) sends the
 schedule and collects reflections, Stop-Sessions ends it, `metrics.summarize` sums it up.
 `run_light_ping` is the same without control, towards a TWAMP Light or STAMP reflector (RFC 5357
 Appendix I, RFC 8762): open mode, the TWAMP sender format, which a STAMP reflector also answers
@@ -14,8 +14,7 @@ set `stop` ends the exchange early; the sessions are still stopped, the raw file
 closed, and the result covers what was sent so far (`interrupted` is True).
 
 This module orchestrates I/O but imports no I/O module itself (tests/test_sourcecode.py): the
-sockets, the clock and the event loop are reached through `dataplane`, `clock`, `net` and
-`fastpath`.
+sockets, the clock and the event loop are reached through `dataplane`, `clock` and `net`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import numpy as np
 import numpy.typing as npt
 
 from . import __version__, clock
-from ._fastpath_py import SenderResult, StopFlag
 from .constants import (
     SYMMETRIC_PADDING_AUTH,
     SYMMETRIC_PADDING_OPEN,
@@ -41,8 +39,8 @@ from .constants import (
     Mode,
     TestMode,
 )
+from .dataplane import Sender, SenderResult, StopFlag
 from .dataplane.sockets import open_test_socket
-from .fastpath import Sender
 from .hostport import parse_hostport
 from .inet import dscp_to_tos
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize

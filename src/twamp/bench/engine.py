@@ -7,7 +7,7 @@ Per target, in this order (RFC 2544 §26, RFC 8219 §7-8 in spirit):
 1. **Probe.** 20 packets at 100 pps. No reply at all, replies that do not parse or do not echo
    what we sent, or sends that fail each end the run for this target with one sentence
    (`BenchError`). Its median round trip (T4 - T1) sets the loss threshold.
-2. **Sender calibration, per size.** Before any search the Sender (`fastpath.Sender`, the
+2. **Sender calibration, per size.** Before any search the Sender (`dataplane.Sender`, the
    compiled twin when built) sends back to back into a discard sink on loopback: the rate it
    reaches is the most it could ever offer, and the search is capped below it. Trials are
    further checked one by one (step 4), because answering replies costs the sender too.
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .. import __version__, clock, fastpath
+from .. import __version__, clock, dataplane
 from ..metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from ..wire.packets import TestFormat
 from .conditions import collect_conditions, finish_conditions, socket_stats
@@ -867,7 +867,7 @@ def run_benchmark(
     doc["conditions"] = collect_conditions(
         argv=argv,
         sender={
-            "implementation": getattr(fastpath.Sender, "IMPLEMENTATION", fastpath.IMPLEMENTATION),
+            "implementation": getattr(dataplane.Sender, "IMPLEMENTATION", dataplane.IMPLEMENTATION),
             "batch": settings.sender_batch,
             "busy_poll": settings.busy_poll,
             "cpu": sender_cpu,

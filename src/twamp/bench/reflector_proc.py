@@ -3,7 +3,7 @@
     python -m twamp.bench.reflector_proc --impl fast --port 0 --cpu 0 [--stamp] [--busy-poll]
 
 A stateless TWAMP Light reflector (`LightPolicy`, RFC 5357 Appendix I; `--stamp`: the 44-octet
-STAMP layout, RFC 8762) on one UDP socket. `--impl fast` is what `twamp.fastpath` selects (the
+STAMP layout, RFC 8762) on one UDP socket. `--impl fast` is what `twamp.dataplane` selects (the
 compiled twin when it is built), `pure` the pure-Python twin, or an IMPLEMENTATION name.
 
 The process pins itself to `--cpu` before starting the reflector thread (which inherits the
@@ -20,9 +20,9 @@ import os
 import signal
 import sys
 import threading
-from types import FrameType, ModuleType
+from types import FrameType
 
-from .. import clock, fastpath
+from .. import clock, dataplane
 from ..constants import TestMode
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
 from ..wire.packets import TestFormat
@@ -31,11 +31,11 @@ from .conditions import socket_stats
 __all__ = ["main", "select_implementation"]
 
 
-def select_implementation(name: str) -> ModuleType:
-    """'fast' (what fastpath selects), 'pure' (the Python twin), or an IMPLEMENTATION name."""
-    twins = fastpath.implementations()
+def select_implementation(name: str) -> dataplane.Twin:
+    """'fast' (what twamp.dataplane selects), 'pure' (the Python twin), or a twin's name."""
+    twins = dataplane.implementations()
     if name == "fast":
-        return twins.get(fastpath.IMPLEMENTATION, twins["python"])
+        return twins.get(dataplane.IMPLEMENTATION, twins["python"])
     if name == "pure":
         return twins["python"]
     module = twins.get(name)

@@ -1,10 +1,10 @@
 """What `twamp-bench` measures: reflectors it starts, or reaches, and the test sessions to them.
 
 A `Target` knows where test packets go and in which format, and hands out `TestSession`s: a
-UDP socket of ours with one `fastpath.Sender` per packet size, and the sequence number to
+UDP socket of ours with one `dataplane.Sender` per packet size, and the sequence number to
 continue from. Kinds of target:
 
-* `LocalReflector`: our reflector (`fast`: what `twamp.fastpath` selects, `pure`: the Python
+* `LocalReflector`: our reflector (`fast`: what `twamp.dataplane` selects, `pure`: the Python
   twin) started as ``python -m twamp.bench.reflector_proc`` in its own process, pinned to a core
   apart from the sender's, and stopped by its PID.
 * `CReflector`: the C reference reflector `benchmarks/c_reflector.c`, built with gcc when its
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import clock, fastpath
+from .. import clock, dataplane
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
@@ -150,7 +150,7 @@ class TestSession:
                 raise ValueError(
                     f"{octets} octets is shorter than the {self.fmt.sender_header}-octet header"
                 )
-            sender = fastpath.Sender(
+            sender = dataplane.Sender(
                 self.sock,
                 self.peer,
                 fmt=self.fmt,

@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
@@ -130,7 +130,7 @@ def serve(
     `ready(addresses)` is called once the sockets are bound and the reflectors run.
     """
     fmt = TestFormat(TestMode.OPEN, stamp=config.stamp)
-    policy = fastpath.LightPolicy(
+    policy = dataplane.LightPolicy(
         fmt,
         stateful=config.stateful,
         allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
@@ -138,15 +138,14 @@ def serve(
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
+    # One loop (one thread, one epoll set) for every listening socket of this process; with
+    # --workers N each worker process runs its own, so N loops in all.
+    loop = dataplane.ReflectorLoop(batch=config.batch, busy_poll=config.busy_poll)
     try:
         for host, port in config.listen:
             socks.append(_open(host, port, config.reuse_port))
         for sock in socks:
-            reflectors.append(
-                fastpath.Reflector(
-                    sock, batch=config.batch, busy_poll=config.busy_poll, light=policy
-                )
-            )
+            reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
         for reflector in reflectors:
             reflector.start()
         if ready is not None:
@@ -162,6 +161,7 @@ def serve(
     finally:
         for reflector in reflectors:
             reflector.stop()
+        loop.close()
         for sock in socks:
             sock.close()
     total: dict[str, int] = {}
@@ -309,7 +309,7 @@ def reflect(
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
     header = (
-        f"twamp reflect: {fastpath.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
+        f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
     if workers > 1:
         total = _run_workers(config, workers, header)

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import (
     DEFAULT_REFWAIT_NS,
     DEFAULT_SERVWAIT_NS,
@@ -253,8 +253,8 @@ async def _serve(config: ServerConfig) -> None:
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
         raise UserError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
     click.echo(
-        f"twamp server: reflector {fastpath.IMPLEMENTATION} "
-        f"(test crypto {fastpath.CRYPTO_BACKEND}), modes {int(twamp.offered_modes)}, "
+        f"twamp server: reflector {dataplane.IMPLEMENTATION} "
+        f"(test crypto {dataplane.CRYPTO_BACKEND}), modes {int(twamp.offered_modes)}, "
         f"listening on {', '.join(_show(h, p) for h, p in twamp.addresses)}",
         err=False,
     )

@@ -8,14 +8,14 @@
     (research §4.1 item 6). Messages are parsed by pyroute2's rtnetlink marshal.
 
 `Probe`
-    TWAMP Light through the DUT: the project's `fastpath.Reflector` (Light policy, stateless)
-    on 203.0.113.77:862 in the collector's namespace, and a `fastpath.Sender` in the
+    TWAMP Light through the DUT: the project's `dataplane.Reflector` (Light policy, stateless)
+    on 203.0.113.77:862 in the collector's namespace, and a `dataplane.Sender` in the
     generator's, sending at ``rate_pps`` in slices. Every packet becomes ``probe sent`` and then
     either ``rcvd`` (with the kernel receive stamp of the reply) or, after ``loss_timeout_ns``
     without a reply, ``lost``; the first answered packet after a run of losses is also
     ``restored``. So a route withdrawn in the DUT shows as a loss run and its return as the
     restoration, on the same CLOCK_REALTIME as the OSPF packets. Only the public selector
-    (`twamp.fastpath`) is used: no per-packet loop here, the data plane does the sending.
+    (`twamp.dataplane`) is used: no per-packet loop here, the data plane does the sending.
     RFC 4061 excludes the data plane: its figures are reported as an extension.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from .. import fastpath
+from .. import dataplane
 from ..constants import TestMode
 from ..ospf.eventlog import EventLog
 from ..wire.packets import TestFormat
@@ -178,11 +178,11 @@ class Probe:
         if reflect:
             self._rsock = netns.socket_in(dst_ns, socket.AF_INET, socket.SOCK_DGRAM)
             self._rsock.bind((dst, TWAMP_PORT))
-            policy = fastpath.LightPolicy(self._fmt, stateful=False)
-            self._reflector = fastpath.Reflector(self._rsock, light=policy)
+            policy = dataplane.LightPolicy(self._fmt, stateful=False)
+            self._reflector = dataplane.Reflector(self._rsock, light=policy)
         self._ssock = netns.socket_in(src_ns, socket.AF_INET, socket.SOCK_DGRAM)
         self._ssock.bind((src, 0))
-        self._sender = fastpath.Sender(self._ssock, (dst, TWAMP_PORT), fmt=self._fmt)
+        self._sender = dataplane.Sender(self._ssock, (dst, TWAMP_PORT), fmt=self._fmt)
         # seq -> t1 of packets not yet answered; seq -> (t1, t4) of answered, until finalised
         self._open: dict[int, int] = {}
         self._done: dict[int, tuple[int, int | None]] = {}

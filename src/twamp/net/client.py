@@ -8,7 +8,7 @@ sentence (`ClientError` and its subclasses)::
                                    key_id="alice", passphrase=b"secret") as client:
         accept = await client.request_session(sender_port=50000, padding=64)
         await client.start()
-        ...                                   # run the Session-Sender (twamp.fastpath.Sender)
+        ...                                   # run the Session-Sender (twamp.dataplane.Sender)
         await client.stop()
 
 Mode choice (RFC 4656 §3.1, RFC 5357 §3.1), as twping does: the caller lists

@@ -10,7 +10,7 @@ Three layers, each ignorant of the others' insides:
   ``*Requested`` events, writes `data_to_send()` and re-arms `get_timer()`.
 * `TwampServer` owns what sessions need and the policy: listeners, limits, the allow-list, test
   ports, SIDs, REFWAIT, the end of sessions.
-* `fastpath.Reflector`, one per bound test socket and each with its own thread, reflects the
+* `dataplane.Reflector`, one per bound test socket and each with its own thread, reflects the
   TWAMP-Test packets; several sessions share a socket when their senders differ.
 
 Life of a session:
@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-from .. import clock, fastpath
+from .. import clock, dataplane
 from ..constants import (
     DEFAULT_COUNT,
     DEFAULT_REFWAIT_NS,
@@ -163,7 +163,7 @@ class ServerConfig:
     """Client networks served; empty: everyone."""
     batch: int = 64
     busy_poll: bool = False
-    """Reflector options (`fastpath.Reflector`); busy polling spins one core per test port."""
+    """Reflector options (`dataplane.Reflector`); busy polling spins one core per test port."""
     linger_ns: int = NS
     """How long a stopped session is kept after its Timeout, counting late packets."""
     sid_address: IPv4Address | None = None
@@ -260,7 +260,7 @@ class _TestPort:
     __slots__ = ("ip", "peers", "port", "reflector", "sock")
 
     def __init__(
-        self, ip: str, port: int, sock: socket.socket, reflector: fastpath.Reflector
+        self, ip: str, port: int, sock: socket.socket, reflector: dataplane.Reflector
     ) -> None:
         self.ip = ip
         self.port = port
@@ -300,7 +300,7 @@ class _Session:
         owner: _ControlProtocol,
         test_port: _TestPort,
         peer: tuple[str, int],
-        spec: fastpath.SessionSpec,
+        spec: dataplane.SessionSpec,
         timeout_ns: int,
     ) -> None:
         self.sid = sid
@@ -382,7 +382,7 @@ class TwampServer:
             "listening on %s; modes %d; reflector %s; test ports %d-%d",
             ", ".join(_endpoint(h, p) for h, p in self.addresses),
             int(self.offered_modes),
-            fastpath.IMPLEMENTATION,
+            dataplane.IMPLEMENTATION,
             *self.config.port_range,
         )
 
@@ -439,7 +439,7 @@ class TwampServer:
             },
             "test_ports": len(self._ports),
             "reflector": dict(reflector),
-            "implementation": fastpath.IMPLEMENTATION,
+            "implementation": dataplane.IMPLEMENTATION,
         }
 
     # -- listeners ------------------------------------------------------------------------------
@@ -573,7 +573,7 @@ class TwampServer:
             crypto = None
             if fmt.test_mode is not TestMode.OPEN:
                 crypto = TestPacketCrypto(conn.test_keys(sid), fmt.test_mode)
-            spec = fastpath.SessionSpec(peer, fmt, crypto, req.dscp)
+            spec = dataplane.SessionSpec(peer, fmt, crypto, req.dscp)
         except BaseException:
             if not test_port.peers:
                 self._close_port(test_port)
@@ -671,7 +671,7 @@ class TwampServer:
                 log.debug("cannot bind UDP %s: %s", _endpoint(ip, port), exc)
             return None
         try:
-            reflector = fastpath.Reflector(
+            reflector = dataplane.Reflector(
                 sock, batch=self.config.batch, busy_poll=self.config.busy_poll
             )
             reflector.start()

@@ -105,9 +105,10 @@ def _dp_cell(entry: Mapping[str, Any]) -> str:
         return "-"
     w = dp.get("window_ms")
     lost = dp.get("lost_packets") or {}
-    text = "no loss" if not lost.get("max") else f"{fmt_ms(w['median']) if w else '?'}"
-    if lost.get("max"):
-        text += f" ({lost['median']:g} pkts)"
+    if not lost.get("max"):
+        return "no loss"
+    text = f"{fmt_ms(w['median'])} (max {fmt_ms(w['max'])})" if w else "?"
+    text += f", {lost['median']:g}-{lost['max']:g} pkts"
     if dp.get("not_restored"):
         text += f", {dp['not_restored']} not restored"
     return text

@@ -54,7 +54,7 @@ MAX_MULTIPLE = 3
 TIMER_NAMES: Mapping[str, str] = {
     "hello": "HelloInterval",
     "dead": "RouterDeadInterval (also the Wait timer on broadcast links)",
-    "retransmit": "RxmtInterval (FRR also paces its LS requests by it)",
+    "retransmit": "RxmtInterval",
     "delayed-ack": "delayed-ack timer",
     "spf-delay": "SPF delay",
     "spf-hold": "SPF hold time",

@@ -4,7 +4,7 @@
  * _hashlib already maps libcrypto.so.3, so this normally finds the copy already in memory) and
  * the few functions below are resolved with dlsym(). If anything is missing, twamp_tc_load()
  * fails and the caller keeps its Python path. The AES and HMAC are OpenSSL's; this file only
- * chains ECB blocks into CBC with IV 0 and places the fields (spec §4.6, crypto.py).
+ * chains ECB blocks into CBC with IV 0 and places the fields (RFC 5357 §4.1.2 and §4.2.1, RFC 4656 §4.1.2; crypto.py).
  *
  * A TwampTC belongs to one session and is used by one thread at a time (the Reflector's session
  * mutex), so its contexts need no locking of their own.
@@ -206,7 +206,7 @@ static int twamp_tc_protect(TwampTC *tc, unsigned char *pkt, int covered, int hm
     return 1;
 }
 
-/* Sender packet (spec §4.6): mode 2 block 0, mode 4 blocks 0-1; HMAC at 32-47. */
+/* Sender packet (RFC 5357 §4.1.2): mode 2 block 0, mode 4 blocks 0-1; HMAC at 32-47. */
 static int twamp_tc_unprotect_sender(TwampTC *tc, unsigned char *pkt, uint32_t size) {
     return twamp_tc_unprotect(tc, pkt, size, tc->sender_covered, TWAMP_TC_SENDER_HMAC_AT);
 }

@@ -1,0 +1,147 @@
+# C state of the compiled Session-Reflector (`compiled.pyx`).
+
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+from twamp.dataplane.system cimport *
+from twamp.dataplane.wire cimport *
+
+
+cdef struct Entry:
+    uint8_t addr[16]
+    uint16_t port
+    Session *sess  # NULL: empty bucket
+
+
+cdef struct Net:
+    uint8_t addr[16]
+    int bits  # prefix length over the 16-octet form (IPv4: 96 + prefix)
+    int v4
+
+
+
+cdef struct Counters:
+    uint64_t received
+    uint64_t reflected
+    uint64_t unknown_peer
+    uint64_t malformed
+    uint64_t auth_failed
+    uint64_t late
+    uint64_t send_errors
+
+
+
+cdef struct Member:
+    # One Reflector on a ReflectorLoop: `refl` is borrowed (ReflectorLoop._refs owns it).
+    void *refl  # NULL: a free entry
+    int fd
+    int dead  # its socket failed with EBADF/ENOTSOCK: out of epoll, never dispatched again
+    uint32_t gen  # bumped at every add and remove; an epoll event of an older gen is stale
+
+
+cdef class Reflector
+
+
+cdef class ReflectorLoop:
+    cdef int _epfd
+    cdef int _wake_fd
+    cdef int _batch
+    cdef int _busy_poll
+    cdef int _stopping
+    cdef int _waiting  # Python threads waiting for _mutex (a busy loop yields to them)
+    cdef pthread_mutex_t _mutex  # held by the loop for each round of dispatches
+    cdef Member *_members
+    cdef int _n_members  # high-water mark of used entries
+    cdef int _cap_members
+    cdef int _count  # reflectors on the loop
+    cdef object _refs  # member index -> Reflector
+    cdef object _thread
+    cdef object __weakref__
+
+    # the receive and send buffers of every member (one member runs at a time)
+    cdef uint8_t *_bufs
+    cdef mmsghdr *_rx
+    cdef iovec *_rx_iov
+    cdef sockaddr_storage *_names
+    cdef uint8_t *_rx_ctrl
+    cdef mmsghdr *_tx
+    cdef iovec *_tx_iov
+    cdef uint8_t *_tx_ctrl
+    cdef int *_tx_idx
+    cdef Pkt *_pkts
+
+    cdef int _alloc(self) except -1
+    cdef void _free(self) noexcept
+    cdef int _lock(self) except -1
+    cdef void _run_loop(self) noexcept nogil
+    cdef void _spin_once(self) noexcept nogil
+    cdef void _dispatch(self, uint64_t tag) noexcept nogil
+    cdef void _run_member(self, int idx) noexcept nogil
+
+
+cdef class Reflector:
+    cdef object _sock
+    cdef int _fd
+    cdef int _v6
+    cdef int _batch
+    cdef int _busy_poll
+    cdef public int send_batch
+    cdef object _light
+    cdef object _cryptos  # slot -> TestPacketCrypto: owns what Session.crypto borrows
+    cdef ReflectorLoop _given_loop  # the loop passed to __init__, or None
+    cdef ReflectorLoop _owner  # the loop this Reflector is on while it runs
+    cdef int _member  # its index there; -1: not running
+    cdef uint16_t _ee
+    cdef int64_t _ee_due
+    cdef pthread_mutex_t _mutex
+    cdef Counters _c
+
+    # session table (every write holds _mutex)
+    cdef Session **_slots
+    cdef int _n_slots
+    cdef int _cap_slots
+    cdef int _n_sessions
+    cdef Entry *_table
+    cdef uint32_t _table_cap
+    cdef uint32_t _table_used
+    cdef int _light_on
+    cdef int _light_stateful
+    cdef Fmt _light_fmt
+    cdef int _light_tos
+    cdef int64_t _light_max
+    cdef Net *_allow
+    cdef int _n_allow
+    cdef Session *_light_shared
+    cdef Session **_lights
+    cdef int64_t _n_lights
+    cdef int64_t _cap_lights
+
+    # the buffers of the loop it runs on (borrowed from _owner while running)
+    cdef uint8_t *_bufs
+    cdef mmsghdr *_rx
+    cdef iovec *_rx_iov
+    cdef sockaddr_storage *_names
+    cdef uint8_t *_rx_ctrl
+    cdef mmsghdr *_tx
+    cdef iovec *_tx_iov
+    cdef uint8_t *_tx_ctrl
+    cdef int *_tx_idx
+    cdef Pkt *_pkts
+
+    cdef int _lock(self) except -1
+    cdef void _unlock(self) noexcept nogil
+    cdef Session *_lookup(self, const uint8_t *addr, uint16_t port) noexcept nogil
+    cdef int _insert(self, Session *s) noexcept nogil
+    cdef int _rebuild(self) noexcept nogil
+    cdef Session *_admit(self, const uint8_t *addr, uint16_t port, int v4) noexcept nogil
+    cdef int _classify(self, Pkt *p) noexcept nogil
+    cdef void _rewrite(self, Pkt *p) noexcept nogil
+    cdef int _seal(self, Pkt *p) noexcept nogil
+    cdef void _crypto_phase(self, Pkt *pkts, int n, int send) noexcept with gil
+    cdef void _crypto_session(self, Pkt *pkts, int n, int first, int send) except *
+    cdef int _batch_once(self, int flags) noexcept nogil
+    cdef void _send_ready(self, int n) noexcept nogil
+    cdef void _queue(self, int i, int k) noexcept nogil
+    cdef void _flush(self, int count) noexcept nogil
+    cdef int _init_light(self, object light) except -1
+    cdef Session *_session(self, object slot) except NULL
+    cdef void _unpublish(self, int slot) noexcept nogil

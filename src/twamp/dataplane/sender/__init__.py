@@ -1,0 +1,2 @@
+"""The Session-Sender: `pure.py` (Python twin) and `compiled.pyx` (Cython twin); import it
+through `twamp.dataplane`, never directly."""

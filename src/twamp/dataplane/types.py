@@ -1,0 +1,163 @@
+"""Plain types and constants shared by both twins of the data plane (and by their callers).
+
+Both the pure-Python twins (`reflector/pure.py`, `sender/pure.py`) and the compiled ones
+(`reflector/compiled.pyx`, `sender/compiled.pyx`) import these; nothing here does I/O. The
+compiled twins repeat the numeric constants as C literals (`system.pxd`, so that the C compiler
+can fold them); `tests/test_dataplane_layout.py` checks that both agree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ..constants import TestMode
+from ..crypto import TestPacketCrypto
+from ..inet import check_dscp, normalize_ip
+from ..wire.packets import TestFormat
+
+__all__ = [
+    "BEHIND_NS",
+    "LIGHT_IDLE_NS",
+    "MAX_DATAGRAM",
+    "MAX_SLEEP_NS",
+    "NEVER",
+    "REFLECTOR_COUNTERS",
+    "SENDER_COUNTERS",
+    "SEND_BATCH",
+    "SEQ_MASK",
+    "SESSION_COUNTERS",
+    "SPIN_NS",
+    "S_BIT",
+    "Z_BIT",
+    "LightPolicy",
+    "SenderResult",
+    "SessionSpec",
+    "StopFlag",
+    "normalize_ip",
+]
+
+# Every receive buffer holds the largest UDP payload, so no datagram is ever cut short; a
+# stopped Sender run also takes in at most this many queued replies (a few MiB of receive
+# buffer cannot hold more datagrams than that).
+MAX_DATAGRAM = 65536
+# At most this many replies (reflector) or requests (sender) go into one sendmmsg: the k-th
+# datagram of a call is stamped about k x 1.3 µs before the kernel sends it
+# (research/reflector-performance.md), so the batch grows with the backlog, never beyond this.
+SEND_BATCH = 8
+SEQ_MASK = 0xFFFFFFFF
+NEVER = (1 << 63) - 1
+# Sender pacing: sleep until SPIN_NS before a send time, then spin on the clock (poll and
+# nanosleep overshoot by tens of µs); no single sleep longer than MAX_SLEEP_NS, so a stop
+# request is seen in that time; a packet sent more than BEHIND_NS late is `behind_schedule`.
+SPIN_NS = 200_000
+MAX_SLEEP_NS = 20_000_000
+BEHIND_NS = 1_000_000
+# Error Estimate bits (RFC 4656 §4.1.2: S, synchronised; RFC 8186 §2.3: Z, PTP format).
+S_BIT = 0x8000
+Z_BIT = 0x4000
+# A stateful TWAMP Light sender silent this long starts afresh (its sequence counter from 0).
+LIGHT_IDLE_NS = 60_000_000_000
+
+REFLECTOR_COUNTERS = (
+    "received",
+    "reflected",
+    "unknown_peer",
+    "malformed",
+    "auth_failed",
+    "late",
+    "send_errors",
+)
+SESSION_COUNTERS = ("received", "reflected", "dropped", "errors", "last_rx_ns")
+SENDER_COUNTERS = (
+    "sent",
+    "send_errors",
+    "received",
+    "malformed",
+    "auth_failed",
+    "unknown_peer",
+    "behind_schedule",
+    "max_lag_ns",
+    "reflector_unsynced",
+)
+
+
+def _check_dscp(dscp: int | None) -> None:
+    if dscp is not None:
+        check_dscp(dscp)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """One negotiated TWAMP-Test session as the reflector sees it.
+
+    `peer` is the Session-Sender's (address, port), normalised (v4-mapped -> IPv4). `dscp` None
+    preserves the received TOS octet (DSCP and ECN) in each reply. `stateful` False copies the
+    sender's Sequence Number instead of counting (RFC 5357 Appendix I).
+    """
+
+    peer: tuple[str, int]
+    fmt: TestFormat
+    crypto: TestPacketCrypto | None = None
+    dscp: int | None = None
+    stateful: bool = True
+
+    def __post_init__(self) -> None:
+        ip, port = self.peer
+        if not 0 < port <= 0xFFFF:
+            raise ValueError(f"peer port {port} is outside 1..65535")
+        object.__setattr__(self, "peer", (normalize_ip(ip), int(port)))
+        _check_dscp(self.dscp)
+        if (self.fmt.test_mode is TestMode.OPEN) != (self.crypto is None):
+            raise ValueError("crypto is required in authenticated/encrypted mode, and only there")
+
+
+@dataclass(frozen=True, slots=True)
+class LightPolicy:
+    """TWAMP Light / STAMP reflection without TWAMP-Control (RFC 5357 Appendix I, RFC 8762).
+
+    Any peer inside `allow` (empty: anyone) is admitted on its first datagram. `stateful` keeps a
+    sequence counter per (address, port), for at most `max_peers` peers; later peers are refused
+    (`unknown_peer`). Unauthenticated only: Light has no way to agree on keys.
+    """
+
+    fmt: TestFormat
+    stateful: bool
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()
+    dscp: int | None = None
+    max_peers: int = 4096
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "allow", tuple(ipaddress.ip_network(n, strict=False) for n in self.allow)
+        )
+        _check_dscp(self.dscp)
+        if self.fmt.test_mode is not TestMode.OPEN:
+            raise ValueError("TWAMP Light / STAMP reflection is unauthenticated only")
+        if self.max_peers < 0:
+            raise ValueError("max_peers cannot be negative")
+
+
+class StopFlag(Protocol):
+    """What `Sender.run` needs of its `stop` argument; `threading.Event` is one."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SenderResult:
+    """What one `Sender.run` call sent and received.
+
+    `sent`: one `metrics.SENT_DTYPE` row per packet the kernel accepted, in send order.
+    `received`: one `metrics.RECORD_DTYPE` row per valid reflection, in arrival order (late
+    replies to earlier `run` calls and duplicates included). `counters`: see `Sender`.
+    """
+
+    sent: npt.NDArray[np.void]
+    received: npt.NDArray[np.void]
+    counters: dict[str, int]
