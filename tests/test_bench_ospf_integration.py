@@ -27,7 +27,7 @@ DEAD_MS = 4000.0  # the tuned profile: hello 1 s, dead 4 s
 
 
 def _entry(doc: dict[str, Any], proc: str) -> dict[str, Any]:
-    hits = [e for e in doc["procedures"] if e["id"] == proc]
+    hits: list[dict[str, Any]] = [e for e in doc["procedures"] if e["id"] == proc]
     assert hits, f"§{proc} missing from the report"
     return hits[0]
 

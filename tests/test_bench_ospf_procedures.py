@@ -42,7 +42,9 @@ def _one(s: SynthLog) -> Any:
 
 
 def _entry(doc: dict[str, Any], proc: str, lsas: int | None = None) -> dict[str, Any]:
-    hits = [e for e in doc["procedures"] if e["id"] == proc and lsas in (None, e["lsas"])]
+    hits: list[dict[str, Any]] = [
+        e for e in doc["procedures"] if e["id"] == proc and lsas in (None, e["lsas"])
+    ]
     assert len(hits) == 1, hits
     return hits[0]
 

@@ -57,6 +57,7 @@ _TIMER_STYLE = {
     "spf-hold": "#01665e",
     "tick": "#c51b7d",
     "ase": "#e08214",
+    "min-ls-interval": "#4d4d4d",
 }
 _FLOOR_MS = 0.005
 
@@ -88,13 +89,13 @@ def plot_report(doc: Mapping[str, Any], path: str) -> None:
         if any(v <= 0 for v in vals):
             # A log axis has no room for zero or less: such trials sit at the left edge as
             # arrows, and the table gives their values.
-            ax.annotate(
+            ax.text(
+                _FLOOR_MS * 1.4,
+                y + 0.12,
                 "≤ 0 (see table)",
-                (_FLOOR_MS, y),
-                xytext=(4, 6),
-                textcoords="offset points",
                 fontsize=7,
                 color="#555555",
+                va="bottom",
             )
             ax.scatter(
                 [_FLOOR_MS] * sum(1 for v in vals if v <= 0),
@@ -210,8 +211,8 @@ def _title(doc: Mapping[str, Any]) -> str:
     profile = dut.get("profile") if isinstance(dut.get("profile"), Mapping) else {}
     name = (profile or {}).get("name")
     kind, version = str(dut.get("kind") or "?"), str(dut.get("version") or "")
-    if version.startswith(kind):
-        version = version[len(kind) :].strip()
+    if version.lower().startswith(kind.lower()):
+        version = version[len(kind) :].strip().removeprefix("version ").strip()
     return (
         f"RFC 4061 against {kind} {version}"
         f"{f' (timers: {name})' if name else ''}: each dot one trial; dashed lines: DUT timers"

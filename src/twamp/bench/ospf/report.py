@@ -156,8 +156,8 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     profile = dut.get("profile") or {}
     name = profile.get("name") if isinstance(profile, Mapping) else None
     kind, version = str(dut.get("kind") or "?"), str(dut.get("version") or "")
-    if version.startswith(kind):
-        version = version[len(kind) :].strip()
+    if version.lower().startswith(kind.lower()):
+        version = version[len(kind) :].strip().removeprefix("version ").strip()
     lines = [
         f"RFC 4061 OSPF convergence: DUT {kind} {version}"
         f"{f', timer profile {name}' if name else ''}".rstrip()
