@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,6 +51,7 @@ from twamp.ospf.wire import (
     LsaType,
     Options,
     PacketType,
+    RouterLsaFlags,
     decode_lsa,
     decode_packet,
     encode_packet,
@@ -57,15 +59,16 @@ from twamp.ospf.wire import (
 )
 
 A = IPv4Address
+E = TypeVar("E", bound=Event)
 FULL = NeighborState.FULL
 LOW, HIGH = A("192.0.2.2"), A("192.0.2.129")
 MASK24 = A("255.255.255.0")
 
 
-def cfg(name: str, addr: str, **kw: object) -> InterfaceConfig:
+def cfg(name: str, addr: str, **kw: Any) -> InterfaceConfig:
     kw.setdefault("hello_interval_s", 1)
     kw.setdefault("dead_interval_s", 4)
-    return InterfaceConfig(name, IPv4Interface(addr), **kw)  # type: ignore[arg-type]
+    return InterfaceConfig(name, IPv4Interface(addr), **kw)
 
 
 def external(adv: IPv4Address, i: int, metric: int = 20) -> LsaSpec:
@@ -153,7 +156,7 @@ class Net:
             self.deliver()
         raise AssertionError("no progress")
 
-    def of(self, router: EmulatedRouter, kind: type[Event]) -> list[Event]:
+    def of(self, router: EmulatedRouter, kind: type[E]) -> list[E]:
         return [e for r, e in self.events if r is router and isinstance(e, kind)]
 
     def packets(self, sender: EmulatedRouter, ptype: PacketType) -> list[Sent]:
@@ -164,17 +167,17 @@ def pair(
     rid_a: IPv4Address = LOW,
     rid_b: IPv4Address = HIGH,
     *,
-    a_kw: dict[str, object] | None = None,
-    b_kw: dict[str, object] | None = None,
-    router_kw: dict[str, object] | None = None,
+    a_kw: dict[str, Any] | None = None,
+    b_kw: dict[str, Any] | None = None,
+    router_kw: dict[str, Any] | None = None,
 ) -> tuple[Net, EmulatedRouter, EmulatedRouter]:
     net = Net()
     a = EmulatedRouter(
         rid_a, [cfg("a0", "192.0.2.2/30", **(a_kw or {}))], now_ns=0, **(router_kw or {})
-    )  # type: ignore[arg-type]
+    )
     b = EmulatedRouter(
         rid_b, [cfg("b0", "192.0.2.1/30", **(b_kw or {}))], now_ns=0, **(router_kw or {})
-    )  # type: ignore[arg-type]
+    )
     net.attach("p2p", a, "a0")
     net.attach("p2p", b, "b0")
     return net, a, b
@@ -188,7 +191,7 @@ def assert_synchronised(a: EmulatedRouter, b: EmulatedRouter) -> None:
 
 
 def states(net: Net, router: EmulatedRouter) -> list[NeighborState]:
-    return [e.new for e in net.of(router, NeighborStateChange)]  # type: ignore[attr-defined]
+    return [e.new for e in net.of(router, NeighborStateChange)]
 
 
 # --- adjacency --------------------------------------------------------------------------------
@@ -348,8 +351,8 @@ def test_repeated_lsu_is_a_duplicate_acked_directly() -> None:
     net.repeat = lambda s, _p: s.tx.packet_type is PacketType.LINK_STATE_UPDATE
     b.originate([external(HIGH, 1)], net.now)
     net.deliver()
-    got = [e for e in net.of(a, LsaReceived) if e.key == external(HIGH, 1).key]  # type: ignore[attr-defined]
-    assert [e.status for e in got] == [LsaStatus.NEW, LsaStatus.DUPLICATE]  # type: ignore[attr-defined]
+    got = [e for e in net.of(a, LsaReceived) if e.key == external(HIGH, 1).key]
+    assert [e.status for e in got] == [LsaStatus.NEW, LsaStatus.DUPLICATE]
     acks = net.packets(a, PacketType.LINK_STATE_ACK)
     assert len(acks[-2:]) == 2 and all(external(HIGH, 1).key in s.tx.keys for s in acks[-2:])
     assert b.retransmit_count() == 0
@@ -387,7 +390,7 @@ def test_peer_restart_one_way_hello_then_back_to_full() -> None:
     t_restart = net.now
     net.run(net.now + 5 * NS)
     changes = [e for e in net.of(a, NeighborStateChange) if e.t_ns >= t_restart]
-    assert changes[0].cause == "1-WayReceived" and changes[0].new is NeighborState.INIT  # type: ignore[attr-defined]
+    assert changes[0].cause == "1-WayReceived" and changes[0].new is NeighborState.INIT
     assert a.neighbor_state("a0", HIGH) is FULL and b2.neighbor_state("b0", LOW) is FULL
     assert_synchronised(a, b2)
 
@@ -412,15 +415,15 @@ def test_mtu_mismatch_keeps_exstart_and_is_diagnosed() -> None:
     net, a, b = pair(b_kw={"mtu": 9000})
     net.run(20 * NS)
     assert a.neighbor_state("a0", HIGH) is NeighborState.EXSTART
-    rejected = [e for e in net.of(a, PacketRejected) if e.reason is RejectReason.MTU_MISMATCH]  # type: ignore[attr-defined]
-    assert rejected and "9000" in rejected[0].detail  # type: ignore[attr-defined]
+    rejected = [e for e in net.of(a, PacketRejected) if e.reason is RejectReason.MTU_MISMATCH]
+    assert rejected and "9000" in rejected[0].detail
     (problem,) = net.of(a, AdjacencyProblem)
-    assert problem.likely_cause == "mtu" and "9000" in problem.detail  # type: ignore[attr-defined]
+    assert problem.likely_cause == "mtu" and "9000" in problem.detail
     assert problem.t_ns - rejected[0].t_ns <= 3 * 5 * NS + NS
     # b's side: its DBDs are never answered; it sees a's (smaller) MTU, so it too is stuck,
     # and reports the likely cause from silence.
     (bprob,) = net.of(b, AdjacencyProblem)
-    assert bprob.likely_cause == "mtu"  # type: ignore[attr-defined]
+    assert bprob.likely_cause == "mtu"
 
 
 def test_router_id_clash_is_reported() -> None:
@@ -428,7 +431,7 @@ def test_router_id_clash_is_reported() -> None:
     net.run(3 * NS)
     assert a.neighbors() == []
     (problem,) = net.of(a, AdjacencyProblem)
-    assert problem.likely_cause == "router-id"  # type: ignore[attr-defined]
+    assert problem.likely_cause == "router-id"
     assert a.counters["rejected_own-router-id"] >= 2
 
 
@@ -472,10 +475,10 @@ def test_stale_self_originated_lsas_are_superseded_or_flushed() -> None:
     assert a2.neighbor_state("a0", HIGH) is FULL
     assert b.lsdb[keep.key].lsa.header.seq == old_seq + 1  # jumped past the old instance
     assert b.lsdb[keep.key].lsa.body == keep.body
-    received = [e for e in net.of(a2, LsaReceived) if e.status is LsaStatus.SELF_ORIGINATED]  # type: ignore[attr-defined]
-    assert {e.key for e in received} >= {keep.key, drop.key}  # type: ignore[attr-defined]
+    received = [e for e in net.of(a2, LsaReceived) if e.status is LsaStatus.SELF_ORIGINATED]
+    assert {e.key for e in received} >= {keep.key, drop.key}
     (flushed,) = net.of(a2, LsaFlushed)
-    assert flushed.key == drop.key  # type: ignore[attr-defined]
+    assert flushed.key == drop.key
     assert drop.key not in b.lsdb and drop.key not in a2.lsdb  # flushed, acked, removed
     assert a2.retransmit_count() == 0
 
@@ -489,16 +492,18 @@ def test_flooding_packs_lsus_and_drains_retransmit_list_on_ack() -> None:
     net.drop = lambda s, _p: s.tx.packet_type is PacketType.LINK_STATE_ACK
     a.originate([external(LOW, i) for i in range(100)], net.now)
     net.deliver()
-    assert a.retransmit_count("a0") == 100
+    # The 100 externals, then our router-LSA re-originated with the E bit (now an ASBR).
+    assert a.retransmit_count("a0") == 101
     lsus = [s for s in net.packets(a, PacketType.LINK_STATE_UPDATE) if len(s.tx.keys) > 1]
-    assert [len(s.tx.keys) for s in lsus] == [40, 40, 20]
+    assert [len(s.tx.keys) for s in lsus] == [40, 40, 21]
+    assert lsus[-1].tx.keys[-1] == LsaKey(1, LOW, LOW)
     assert all(20 + len(s.tx.data) <= 1500 for s in lsus)
     net.drop = None
     net.run(net.now + 5 * NS)  # retransmitted, now acked
     assert a.retransmit_count() == 0
     acks = net.of(a, LsaAckReceived)
-    assert sum(len(e.cleared) for e in acks) >= 100  # type: ignore[attr-defined]
-    assert a.counters["retransmitted_lsas"] == 100
+    assert sum(len(e.cleared) for e in acks) >= 100
+    assert a.counters["retransmitted_lsas"] == 101
 
 
 def test_min_ls_interval_spaces_reoriginations() -> None:
@@ -511,10 +516,10 @@ def test_min_ls_interval_spaces_reoriginations() -> None:
     net.note(a, a.originate([external(LOW, 7, metric=50)], net.now))
     net.note(a, a.originate([external(LOW, 7, metric=60)], net.now))  # only the latest goes
     net.run(t0 + 3 * NS)
-    origs = [e for e in net.of(a, LsaOriginated) if e.key == spec.key]  # type: ignore[attr-defined]
+    origs = [e for e in net.of(a, LsaOriginated) if e.key == spec.key]
     assert [e.t_ns - t0 for e in origs] == [0, NS]
     assert b.lsdb[spec.key].lsa.body.metric == 60  # type: ignore[union-attr]
-    assert b.lsdb[spec.key].lsa.header.seq == origs[1].seq  # type: ignore[attr-defined]
+    assert b.lsdb[spec.key].lsa.header.seq == origs[1].seq
 
 
 def test_three_routers_flood_through_the_middle() -> None:
@@ -547,8 +552,8 @@ def test_stop_hellos_lets_the_peer_dead_interval_expire() -> None:
     net.run(t0 + 6 * NS)
     assert not [s for s in net.sent if s.sender is a and s.t_ns > t0]
     assert a.neighbor_state("a0", HIGH) is FULL  # frozen on our side
-    downs = [e for e in net.of(b, NeighborStateChange) if e.new is NeighborState.DOWN]  # type: ignore[attr-defined]
-    assert len(downs) == 1 and downs[0].cause == "InactivityTimer"  # type: ignore[attr-defined]
+    downs = [e for e in net.of(b, NeighborStateChange) if e.new is NeighborState.DOWN]
+    assert len(downs) == 1 and downs[0].cause == "InactivityTimer"
     last_hello = max(s.t_ns for s in net.packets(a, PacketType.HELLO))
     assert downs[0].t_ns - last_hello == 4 * NS
     t1 = net.now
@@ -557,7 +562,7 @@ def test_stop_hellos_lets_the_peer_dead_interval_expire() -> None:
     assert a.neighbor_state("a0", HIGH) is FULL and b.neighbor_state("b0", LOW) is FULL
     # b restarts the exchange at once; a, still Full, takes b's initial DBD as a sequence
     # mismatch (RFC 2328 §10.6) and answers b's retransmission one RxmtInterval later.
-    causes = [e.cause for e in net.of(a, NeighborStateChange) if e.t_ns >= t1]  # type: ignore[attr-defined]
+    causes = [e.cause for e in net.of(a, NeighborStateChange) if e.t_ns >= t1]
     assert causes[0] == "SeqNumberMismatch"
 
 
@@ -624,10 +629,10 @@ def test_dr_election_and_network_lsa() -> None:
     assert external(A("10.0.0.3"), 1).key in r4.lsdb
     # r4 (DROther) heard r3's AllDRouters flood and ignored it: it got the LSA from the DR.
     assert r4.counters["rejected_destination"] >= 1
-    assert not [e for e in net.of(r4, PacketRejected) if e.reason is RejectReason.DESTINATION]  # type: ignore[attr-defined]
+    assert not [e for e in net.of(r4, PacketRejected) if e.reason is RejectReason.DESTINATION]
     assert all(r.retransmit_count() == 0 for r in (r1, r2, r3, r4))
     # Hellos reported DR changes as they were seen.
-    seen = [e for e in net.of(r3, DrChange) if e.dr == A("203.0.113.9")]  # type: ignore[attr-defined]
+    seen = [e for e in net.of(r3, DrChange) if e.dr == A("203.0.113.9")]
     assert seen
 
 
@@ -670,7 +675,7 @@ def test_repeated_lsr_is_answered_twice_without_restarting() -> None:
     net.run(3 * NS)
     assert a.neighbor_state("a0", HIGH) is FULL
     assert_synchronised(a, b)
-    got = [e.status for e in net.of(a, LsaReceived) if e.key == external(HIGH, 3).key]  # type: ignore[attr-defined]
+    got = [e.status for e in net.of(a, LsaReceived) if e.key == external(HIGH, 3).key]
     assert got[:2] == [LsaStatus.NEW, LsaStatus.DUPLICATE]
     assert not [c for c in states(net, a) if c is NeighborState.EXSTART][1:]
 
@@ -683,7 +688,8 @@ def test_delayed_acks_are_gathered_into_one_packet() -> None:
     b.originate([external(HIGH, 10)], t0)
     net.run(t0 + NS)
     acks = [s for s in net.packets(a, PacketType.LINK_STATE_ACK) if s.t_ns >= t0]
-    assert [(s.t_ns - t0, len(s.tx.keys)) for s in acks] == [(NS // 2, 4)]
+    # Four externals and b's router-LSA (E bit set): five acks, one packet, 0.5 s later.
+    assert [(s.t_ns - t0, len(s.tx.keys)) for s in acks] == [(NS // 2, 5)]
     assert b.retransmit_count() == 0
 
 
@@ -721,7 +727,7 @@ def test_peer_restart_during_loading() -> None:
     net.drop = None
     t0 = net.now
     net.run(t0 + 10 * NS)
-    causes = [e.cause for e in net.of(a, NeighborStateChange) if e.t_ns >= t0]  # type: ignore[attr-defined]
+    causes = [e.cause for e in net.of(a, NeighborStateChange) if e.t_ns >= t0]
     assert causes[0] == "1-WayReceived"
     assert a.neighbor_state("a0", HIGH) is FULL and b2.neighbor_state("b0", LOW) is FULL
     assert a.neighbors("a0")[0].request_count == 0
@@ -734,8 +740,9 @@ def test_transmits_name_what_they_carry() -> None:
     specs = [external(LOW, i) for i in range(3)]
     a.originate(specs, net.now)
     (lsu,) = [t for t in a.take_transmits() if t.packet_type is PacketType.LINK_STATE_UPDATE]
-    assert lsu.keys == tuple(s.key for s in specs)
-    assert lsu.seqs == tuple(a.lsdb[s.key].lsa.header.seq for s in specs)
+    keys = (*(s.key for s in specs), LsaKey(1, LOW, LOW))  # and our router-LSA, now with E
+    assert lsu.keys == keys
+    assert lsu.seqs == tuple(a.lsdb[k].lsa.header.seq for k in keys)
     assert lsu.destination == ALL_SPF_ROUTERS and not lsu.retransmission
     body = decode_packet(lsu.data).body
     assert tuple(x.key for x in body.lsas) == lsu.keys  # type: ignore[union-attr]
@@ -752,8 +759,8 @@ def test_own_lsas_are_refreshed_every_ls_refresh_time() -> None:
     assert b.lsdb[spec.key].lsa.header.seq == first
     net.run(1801 * NS)
     assert b.lsdb[spec.key].lsa.header.seq == first + 1
-    refreshes = [e for e in net.of(a, LsaOriginated) if e.reason == "refresh"]  # type: ignore[attr-defined]
-    assert {e.key for e in refreshes} >= {spec.key}  # type: ignore[attr-defined]
+    refreshes = [e for e in net.of(a, LsaOriginated) if e.reason == "refresh"]
+    assert {e.key for e in refreshes} >= {spec.key}
     assert all(e.t_ns >= 1800 * NS for e in refreshes)
     assert b.lsdb[spec.key].age(net.now) < 5
 
@@ -774,3 +781,29 @@ def test_lsa_with_bad_checksum_is_dropped_unacked() -> None:
     assert LsaKey(5, A("198.18.9.0"), HIGH) not in a.lsdb
     (ack,) = [t for t in a.take_transmits() if t.packet_type is PacketType.LINK_STATE_ACK]
     assert ack.keys == (good_lsa.key,)
+
+
+def test_originating_externals_sets_and_flushing_them_clears_the_e_bit() -> None:
+    # Externals originated after Full: without the E bit in our router-LSA the DUT acks them
+    # all but installs none (RFC 2328 §16.4 (3)), so it must follow at once (MinLSInterval).
+    net, a, b = pair()
+    net.run(5 * NS)
+    ours = LsaKey(1, LOW, LOW)
+
+    def e_bit() -> bool:
+        return bool(b.lsdb[ours].lsa.body.flags & RouterLsaFlags.E)  # type: ignore[union-attr]
+
+    assert not e_bit()
+    specs = [external(LOW, i) for i in range(3)]
+    t0 = net.now
+    net.note(a, a.originate(specs, t0))
+    net.run(t0 + 2 * NS)
+    assert e_bit()
+    origs = [e for e in net.of(a, LsaOriginated) if e.key == ours and e.t_ns >= t0]
+    assert len(origs) == 1 and origs[0].t_ns - t0 <= NS
+    net.note(a, a.flush([s.key for s in specs[:2]], net.now))
+    net.run(net.now + 2 * NS)
+    assert e_bit()  # one external left
+    net.note(a, a.flush([specs[2].key], net.now))
+    net.run(net.now + 2 * NS)
+    assert not e_bit()

@@ -8,8 +8,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from test_ospf_router import HIGH, LOW, NS, Sent, assert_synchronised, external, pair
-from twamp.ospf.events import NeighborState
+from test_ospf_router import HIGH, LOW, Sent, assert_synchronised, external, pair
+from twamp.ospf.events import NS, NeighborState
 from twamp.ospf.router import EmulatedRouter
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
 
 import pytest
 
@@ -83,16 +84,16 @@ def test_grid_degree_and_validation() -> None:
 
 def test_topology_reaches_a_peer_and_marks_us_asbr() -> None:
     topo = router_chain(4, US)
-    cfg = {"hello_interval_s": 1, "dead_interval_s": 4}
+    cfg: dict[str, Any] = {"hello_interval_s": 1, "dead_interval_s": 4}
     gen = EmulatedRouter(
         US,
         [InterfaceConfig("g", IPv4Interface("192.0.2.2/30"), **cfg)],
         now_ns=0,
-        extra_links=topo.attach_links,  # type: ignore[arg-type]
+        extra_links=topo.attach_links,
     )
     dut = EmulatedRouter(
         "192.0.2.129", [InterfaceConfig("d", IPv4Interface("192.0.2.1/30"), **cfg)], now_ns=0
-    )  # type: ignore[arg-type]
+    )
     net = Net()
     net.attach("l", gen, "g")
     net.attach("l", dut, "d")

@@ -8,9 +8,11 @@ implementation, when the vectors were made, and are checked again by the oracle 
 
 from __future__ import annotations
 
+import importlib
 import struct
 import warnings
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 
@@ -350,15 +352,14 @@ def test_full_dbd_and_lsr_fit_the_mtu() -> None:
 
 
 @pytest.fixture(scope="module")
-def scapy_ospf():  # type: ignore[no-untyped-def]
+def scapy_ospf() -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import scapy.contrib.ospf as ospf
+            return importlib.import_module("scapy.contrib.ospf")
     except ImportError:
-        ospf = None
-    require(ospf is not None, "scapy is not installed (pip install scapy): the codec's oracle")
-    return ospf
+        require(False, "scapy is not installed (pip install scapy): the codec's oracle")
+        raise
 
 
 def test_scapy_parses_our_packets(scapy_ospf) -> None:  # type: ignore[no-untyped-def]

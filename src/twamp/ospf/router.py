@@ -305,6 +305,9 @@ class EmulatedRouter:
         for spec in specs:
             self._owned_routers.add(spec.advertising_router)
             self._originate_one(spec, now_ns, "originate")
+        # Our router-LSA's E bit says whether we originate externals (ASBR, §12.4.1); without
+        # it the DUT ignores them (§16.4 (3): unknown ASBR) although it acks every one.
+        self._dirty = True
         return self._finish(now_ns)
 
     def flush(self, keys: Iterable[LsaKey], now_ns: int) -> list[Event]:
@@ -323,6 +326,7 @@ class EmulatedRouter:
             entry = self._lsdb.get(key)
             if entry is not None and entry.age(now_ns) < MAX_AGE:
                 self._flush_entry(entry, now_ns, "flush")
+        self._dirty = True  # the last external gone clears the E bit
         return self._finish(now_ns)
 
     def interface_down(self, ifname: str, now_ns: int) -> list[Event]:
