@@ -9,9 +9,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ospf_codec.py"
 
 
+@pytest.mark.slow
 def test_bench_runs_every_stage() -> None:
     spec = importlib.util.spec_from_file_location("bench_ospf_codec", BENCH)
     assert spec is not None and spec.loader is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from ipaddress import IPv4Address
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +94,7 @@ def lsas(draw: st.DrawFn) -> tuple[Lsa, bytes]:
     )
 
 
+@pytest.mark.slow
 @given(lsas())
 def test_lsa_round_trip(item: tuple[Lsa, bytes]) -> None:
     lsa, raw = item
@@ -144,6 +146,7 @@ def test_fuzz_random_bytes(data: bytes, verify: bool) -> None:
     _decode_or_protocol_error(data, verify)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(addrs, bodies, st.data())
 def test_fuzz_mutated_packets(rid: IPv4Address, body: object, data: st.DataObject) -> None:
