@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from twamp.lab import LabError, lab_objects, netns
+from twamp.lab import LabError, cleanup_stale, lab_objects, netns
 from twamp.lab.dut import PROFILES
 from twamp.lab.session import LabSession
-from twamp.lab.topology import _pid_alive
+from twamp.lab.topology import _pid_alive, _read_pid
 from twamp.ospf.eventlog import EventLog, read_events
 from twamp.ospf.events import LsaSpec, NeighborState
 from twamp.ospf.wire import AsExternalLsaBody, LinkType, RouterLink
@@ -103,8 +103,6 @@ def _dut_pids(s: LabSession) -> list[int]:
     pids = getattr(s.dut, "pids", None)
     if callable(pids):
         return [p for p in pids().values() if p]
-    from twamp.lab.topology import _read_pid
-
     pid = _read_pid(s.dut.state_dir / "bird.pid")
     return [pid] if pid else []
 
@@ -162,8 +160,6 @@ def test_dead_daemon_is_reported_with_its_log(log: EventLog) -> None:
 def test_stale_run_is_cleaned_by_prefix_only() -> None:
     """Objects of a dead run (a pid that no longer exists) go; a live run's stay."""
     require(os.geteuid() == 0, "needs root (network namespaces)")
-    from twamp.lab import cleanup_stale
-
     proc = subprocess.Popen(["true"])
     proc.wait()  # a pid that existed and is now gone
     dead = f"{TAG}-{proc.pid}-1-dut"
