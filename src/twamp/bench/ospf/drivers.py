@@ -765,16 +765,7 @@ def _drive_6_4(s: Session) -> None:
                 raise TrialFailed(f"the DUT did not become BDR under R1 (DR/BDR {roles()})")
             time.sleep(0.2)
         r1.stop_hellos("eth-lan")
-        s.marker.step("6.4", i, "stop-hellos")
-        s.log.write(
-            "link",
-            "down",
-            ns=s.lab.ns("r1"),
-            ifname="eth-lan",
-            how="hellos",
-            t_done_ns=time.time_ns(),
-            stamp="user",
-        )
+        s.marker.step("6.4", i, "stop-hellos")  # the speaker logged `link down how=hellos`
         if not r2.wait_for(lambda r: str(r.dr("eth-lan")) == DUT_LAN, s.dead_s + 5):
             raise TrialFailed("the DUT never took over as DR after R1 went silent")
         _wait_network_lsa(s, r2)
@@ -914,21 +905,9 @@ def _drive_6_8(s: Session) -> None:
     gen = s.routers["gen"]
 
     def fail(i: int) -> None:
-        t = time.time_ns()
-        gen.stop_hellos("eth-dut")
-        s.log.write(
-            "link",
-            "down",
-            t_ns=t,
-            ns=s.lab.ns("gen"),
-            ifname="eth-dut",
-            how="hellos",
-            t_done_ns=time.time_ns(),
-            stamp="user",
-        )
+        gen.stop_hellos("eth-dut")  # the speaker logs `link down how=hellos` at the call
 
     def heal() -> None:
-        s.log.write("link", "up", ns=s.lab.ns("gen"), ifname="eth-dut", how="hellos", stamp="user")
         gen.start_hellos("eth-dut")
 
     _link_down_trials(s, "6.8", fail, heal)
