@@ -2,9 +2,12 @@
 
 RFC 5357 Appendix I (TWAMP Light) and RFC 8762 (STAMP): no control protocol, every datagram from
 an allowed peer is answered. Stateless by default (the reply carries the sender's sequence
-number, which is what a STAMP sender expects); `--stateful` keeps a counter per sender (spec
-§5.8). `--workers N` runs N processes on the same port with SO_REUSEPORT, so the kernel spreads
-senders over them; the parent starts them, stops them by PID and adds up their counters.
+number, which is what a STAMP sender expects); `--stateful` keeps a counter per sender
+(RFC 5357 Appendix I), keyed by address, port and SSID (RFC 8972 §3), in a table of
+`--max-senders` that evicts the least recently used sender when full (a warning line says so).
+`--workers N` runs N processes on the same port with SO_REUSEPORT, so the kernel spreads senders
+over them, each with one reflector loop (one thread) for all its sockets; the parent starts
+them, stops them by PID and adds up their counters.
 """
 
 from __future__ import annotations
@@ -13,18 +16,18 @@ import contextlib
 import dataclasses
 import errno
 import ipaddress
+import logging
 import multiprocessing
 import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -50,7 +53,7 @@ from .daemon import (
     drop_privileges,
 )
 
-__all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
+__all__ = ["ReflectConfig", "SignalStop", "parse_listen", "reflect", "serve"]
 
 _COUNTER_ORDER = (
     "received",
@@ -60,8 +63,11 @@ _COUNTER_ORDER = (
     "auth_failed",
     "late",
     "send_errors",
+    "light_evicted",
 )
+_log = logging.getLogger("twamp.reflect")
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
+_POLL_S = 0.05  # SignalStop.wait's sleep slice
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
 
@@ -87,6 +93,8 @@ class ReflectConfig:
     busy_poll: bool = False
     stats_interval: float = 0.0
     reuse_port: bool = False
+    max_senders: int = 4096
+    symmetric_only: bool = False
     metrics: tuple[str, int] | None = None
     user: str | None = None
     group: str | None = None
@@ -117,22 +125,67 @@ def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
         total[key] = total.get(key, 0) + value
 
 
+class SignalStop:
+    """A stop request that a signal handler may set: one plain attribute, no lock.
+
+    Why not `threading.Event`: its ``set()`` takes the Event's lock, and a Python signal handler
+    runs in the main thread between two bytecodes, possibly while that same thread holds the lock
+    inside ``wait()`` or ``set()``; two signals close together then hang the process for good
+    (issue 12: 2 hangs in 74 tries). `wait` here polls instead of blocking on a lock.
+    """
+
+    __slots__ = ("signum",)
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def set(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
+
+    def is_set(self) -> bool:
+        return self.signum != 0
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.signum:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, _POLL_S))
+        return self.signum != 0
+
+
+class _Stop(Protocol):
+    """What `serve` needs of its `stop` argument: `SignalStop`, or a `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: SignalStop) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (and nothing else: see `SignalStop`); restored at exit,
+    unless a signal stopped us: then further ones are ignored until the process ends."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.signum = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # Stopped by a signal: the process is on its way out, and a second signal arriving
+            # now must not turn a clean exit into a KeyboardInterrupt traceback or exit -15.
+            signal.signal(sig, signal.SIG_IGN if stop.signum else old)
 
 
-def _wait(stop: threading.Event, stats_interval: float, stats: Any) -> None:
+def _wait(stop: _Stop, stats_interval: float, stats: Any, tick: Any = None) -> None:
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else None
     while not stop.wait(_TICK_S):
+        if tick is not None:
+            tick()
         if next_stats is not None and time.monotonic() >= next_stats:
             stats()
             next_stats += stats_interval
@@ -140,7 +193,7 @@ def _wait(stop: threading.Event, stats_interval: float, stats: Any) -> None:
 
 def serve(
     config: ReflectConfig,
-    stop: threading.Event,
+    stop: _Stop,
     *,
     ready: Any = None,
     echo: Any = click.echo,
@@ -155,6 +208,8 @@ def serve(
         stateful=config.stateful,
         allow=tuple(ipaddress.ip_network(n, strict=False) for n in config.allow),
         dscp=config.dscp,
+        max_peers=config.max_senders,
+        symmetric_only=config.symmetric_only,
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
@@ -202,7 +257,23 @@ def serve(
                 _add(total, reflector.counters())
             echo(f"pid {os.getpid()}: {_counters_text(total)}")
 
-        _wait(stop, config.stats_interval, stats)
+        evicted = [0]
+
+        def table_full() -> None:
+            # The loop only counts (it never logs); the first eviction after a quiet spell is
+            # one warning line, so a flood of new senders is one line per tick, not per sender.
+            now = sum(r.counters().get("light_evicted", 0) for r in reflectors)
+            if now > evicted[0]:
+                _log.warning(
+                    "stateful Light table full (%d senders): %d least recently used sender(s) "
+                    "evicted, %d in all; raise --max-senders if they are all active",
+                    config.max_senders,
+                    now - evicted[0],
+                    now,
+                )
+                evicted[0] = now
+
+        _wait(stop, config.stats_interval, stats, table_full if config.stateful else None)
     finally:
         if endpoint is not None:
             endpoint.close()
@@ -219,7 +290,7 @@ def serve(
 
 def _worker(config: ReflectConfig, conn: Connection) -> None:
     """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
-    stop = threading.Event()
+    stop = SignalStop()
     with _stop_on_signals(stop):
         try:
             counters = serve(
@@ -246,47 +317,48 @@ def _recv(conn: Connection, timeout: float) -> tuple[str, Any] | None:
     return str(kind), value
 
 
-def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, int]:
+def _run_workers(
+    config: ReflectConfig, workers: int, header: str, stop: SignalStop
+) -> dict[str, int]:
+    """Start the workers, wait for `stop` (set by the caller's signal handler), stop them."""
     ctx = multiprocessing.get_context("fork")
     procs: list[tuple[Any, Connection]] = []
-    stop = threading.Event()
-    with _stop_on_signals(stop):
-        try:
-            for _ in range(workers):
-                receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
-                proc.start()
-                sender.close()
-                procs.append((proc, receiver))
-            where: list[str] = []
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_START_S)
-                if message is None or message[0] != "ready":
-                    reason = message[1] if message else "no sign of life"
-                    raise UserError(f"worker {proc.pid} did not start: {reason}")
-                where = message[1]
-            pids = ", ".join(str(p.pid) for p, _ in procs)
-            click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
-            sys.stdout.flush()
-            while not stop.wait(_TICK_S):
-                if not any(p.is_alive() for p, _ in procs):
-                    break
-        finally:
-            for proc, _ in procs:
-                if proc.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGTERM)
-            total: dict[str, int] = {}
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_STOP_S)
-                if message is not None and message[0] == "counters":
-                    click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
-                    _add(total, message[1])
+    try:
+        for _ in range(workers):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
+            proc.start()
+            sender.close()
+            procs.append((proc, receiver))
+        where: list[str] = []
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_START_S)
+            if message is None or message[0] != "ready":
+                reason = message[1] if message else "no sign of life"
+                raise UserError(f"worker {proc.pid} did not start: {reason}")
+            where = message[1]
+        pids = ", ".join(str(p.pid) for p, _ in procs)
+        click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
+        sys.stdout.flush()
+        while not stop.wait(_TICK_S):
+            if not any(p.is_alive() for p, _ in procs):
+                break
+    finally:
+        for proc, _ in procs:
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        total: dict[str, int] = {}
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_STOP_S)
+            if message is not None and message[0] == "counters":
+                click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
+                _add(total, message[1])
+            proc.join(_WORKER_STOP_S)
+            if proc.is_alive():
+                proc.kill()
                 proc.join(_WORKER_STOP_S)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(_WORKER_STOP_S)
-                receiver.close()
+            receiver.close()
     return total
 
 
@@ -299,7 +371,19 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
     help="Address to reflect on (repeatable). Default: every address, UDP port 862.",
 )
 @click.option("--stateful", is_flag=True, help="Count sequence numbers per sender.")
+@click.option(
+    "--max-senders",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="--stateful: senders kept; a new one then evicts the least recently used.",
+)
 @click.option("--allow", multiple=True, metavar="NET", help="Answer only these networks.")
+@click.option(
+    "--symmetric-only",
+    is_flag=True,
+    help="Drop requests shorter than their reply: never answer with more than was sent.",
+)
 @click.option("--stamp", is_flag=True, help="Reply with the 44-octet STAMP base packet.")
 @click.option("--dscp", type=int, help="DSCP of replies (default: that of the request).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes on one port.")
@@ -321,7 +405,9 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
 def reflect(
     listen: tuple[str, ...],
     stateful: bool,
+    max_senders: int,
     allow: tuple[str, ...],
+    symmetric_only: bool,
     stamp: bool,
     dscp: int | None,
     workers: int,
@@ -351,6 +437,8 @@ def reflect(
         raise UserError(f"--dscp must be 0-63, not {dscp}")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    if max_senders < 1:
+        raise UserError(f"--max-senders must be at least 1, not {max_senders}")
     if batch < 1:
         raise UserError(f"--batch must be at least 1, not {batch}")
     if not stats_interval >= 0:
@@ -369,6 +457,8 @@ def reflect(
         busy_poll=busy_poll,
         stats_interval=stats_interval,
         reuse_port=workers > 1,
+        max_senders=max_senders,
+        symmetric_only=symmetric_only,
         metrics=parse_metrics_address(metrics) if metrics is not None else None,
         user=daemon.user,
         group=daemon.group,
@@ -382,21 +472,22 @@ def reflect(
     pid_file = PidFile(daemon.pid_file) if daemon.pid_file else None
     if pid_file is not None:
         pid_file.write()
+    stop = SignalStop()
     try:
-        if workers > 1:
-            total = _run_workers(config, workers, header)
-        else:
-            stop = threading.Event()
-            with _stop_on_signals(stop):
+        # The handlers stay until the summary is out: a second signal must not interrupt it.
+        with _stop_on_signals(stop):
+            if workers > 1:
+                total = _run_workers(config, workers, header, stop)
+            else:
                 total = serve(
                     config,
                     stop,
                     ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
                 )
+            click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
     finally:
         if pid_file is not None:
             pid_file.remove()
-    click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
 
 
 if __name__ == "__main__":

@@ -173,6 +173,27 @@ def _seconds(value: float, option: str) -> int | None:
     show_default=True,
 )
 @click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=0),
+    default=_DEFAULT_CONFIG.max_connections_per_address,
+    show_default=True,
+    help="Control connections from one client address; more get Modes 0.",
+)
+@click.option(
+    "--setup-timeout",
+    type=float,
+    default=(_DEFAULT_CONFIG.setup_timeout_ns or 0) / NS,
+    show_default=True,
+    help="Seconds from connect to the first command (set-up); 0: no limit beyond SERVWAIT.",
+)
+@click.option(
+    "--listen-backlog",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pending TCP connections the kernel queues per listener. Default: "
+    "net.core.somaxconn (the kernel caps any larger value to it).",
+)
+@click.option(
     "--max-sessions",
     type=click.IntRange(min=0),
     default=_DEFAULT_CONFIG.max_sessions,
@@ -183,6 +204,29 @@ def _seconds(value: float, option: str) -> int | None:
     type=click.IntRange(min=0),
     default=_DEFAULT_CONFIG.max_sessions_per_client,
     show_default=True,
+    help="Sessions of one client address not yet stopped.",
+)
+@click.option(
+    "--max-timeout",
+    type=click.FloatRange(min=0),
+    default=_DEFAULT_CONFIG.max_timeout_ns / NS,
+    show_default=True,
+    help="Cap, in seconds, on a session's Timeout: how long it reflects after Stop or after "
+    "its control connection ended.",
+)
+@click.option(
+    "--allow-third-party-sender",
+    is_flag=True,
+    help="Accept a Sender Address other than the control client's own (replies then go to a "
+    "host that did not ask for them: an amplification risk).",
+)
+@click.option(
+    "--kdf-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULT_CONFIG.kdf_per_s,
+    show_default=True,
+    help="Key derivations (PBKDF2, secure modes) a second per client address, after a burst "
+    f"of {_DEFAULT_CONFIG.kdf_burst}; more get Server-Start Accept 5.",
 )
 @click.option(
     "--allow",
@@ -222,8 +266,14 @@ def server(
     servwait: float,
     refwait: float,
     max_connections: int,
+    max_connections_per_address: int,
+    setup_timeout: float,
+    listen_backlog: int | None,
     max_sessions: int,
     max_sessions_per_client: int,
+    max_timeout: float,
+    allow_third_party_sender: bool,
+    kdf_rate: float,
     allow: tuple[IPv4Network | IPv6Network, ...],
     batch: int,
     busy_poll: bool,
@@ -258,8 +308,14 @@ def server(
         servwait_ns=_seconds(servwait, "--servwait"),
         refwait_ns=_seconds(refwait, "--refwait"),
         max_connections=max_connections,
+        max_connections_per_address=max_connections_per_address,
+        setup_timeout_ns=_seconds(setup_timeout, "--setup-timeout"),
+        backlog=listen_backlog,
         max_sessions=max_sessions,
         max_sessions_per_client=max_sessions_per_client,
+        max_timeout_ns=int(max_timeout * NS),
+        allow_third_party_sender=allow_third_party_sender,
+        kdf_per_s=kdf_rate,
         allow=allow,
         batch=batch,
         busy_poll=busy_poll,
@@ -325,18 +381,32 @@ async def _serve(
     try:
         await stop.wait()
     finally:
+        # The handlers stay while sessions are ended: a second signal only sets the flag again.
+        await twamp.stop()
         for sig in signals:
             loop.remove_signal_handler(sig)
+            if stop.is_set():
+                # On the way out: a late second signal must not become a traceback or exit -15.
+                signal.signal(sig, signal.SIG_IGN)
         if endpoint is not None:
             endpoint.close()
-        await twamp.stop()
         if pid_file is not None:
             pid_file.remove()
         stats = twamp.stats()
+        conns, sessions = stats["connections"], stats["sessions"]
         log.info(
-            "served %d connection(s), %d session(s); reflector counters %s",
-            stats["connections"]["total"],
-            stats["sessions"]["total"],
+            "served %d connection(s), %d session(s); refused %d connection(s) (%d by the "
+            "per-address cap), %d set-up timeout(s), %d session(s) (%d third-party), %d key "
+            "derivation(s); %d Timeout(s) capped; reflector counters %s",
+            conns["total"],
+            sessions["total"],
+            conns["refused"],
+            conns["refused_per_address"],
+            conns["setup_timeouts"],
+            sessions["refused"],
+            sessions["third_party_refused"],
+            stats["key_derivations"]["refused"],
+            sessions["timeouts_capped"],
             stats["reflector"],
         )
 
