@@ -7,10 +7,15 @@ started on loopback by the command itself.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
-import shutil
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +24,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import require
-from twamp.bench import engine
+from twamp.bench import cprogs, engine
 from twamp.bench.conditions import collect_conditions, cpu_plan
+from twamp.bench.config import BenchSettings
 from twamp.bench.report import CSV_HEADER, validate
-from twamp.bench.targets import CReflector, LightTarget, LocalReflector, find_c_source
+from twamp.bench.targets import CReflector, LightTarget, LocalReflector, SessionOptions
 from twamp.cli import bench as cli
 
 # The header documented in the README and in report.CSV_HEADER, written out independently.
@@ -95,7 +101,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
     seen = Captured()
 
     def fake_run(targets: list[Any], settings: Any, **kw: Any) -> dict[str, Any]:
-        seen.targets, seen.settings, seen.sender_cpu = targets, settings, kw["sender_cpu"]
+        seen.targets, seen.settings = targets, settings
+        seen.sender_cpu = kw["sender_cpus"][0]
         doc: dict[str, Any] = kw["document"]
         doc["conditions"] = collect_conditions(
             argv=kw["argv"],
@@ -103,7 +110,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Captured:
                 "implementation": "python",
                 "batch": settings.sender_batch,
                 "busy_poll": False,
-                "cpu": kw["sender_cpu"],
+                "cpu": seen.sender_cpu,
+                "cpus": kw["sender_cpus"],
                 "rcvbuf": None,
                 "sndbuf": None,
             },
@@ -184,7 +192,7 @@ def test_compare_builds_each_kind_of_reflector(captured: Captured) -> None:
     assert result.exit_code == 0, result.output
     kinds = [t.kind for t in captured.targets]
     assert kinds == ["local", "local", "c", "command", "light", "local"]
-    assert [t.name for t in captured.targets][-1] == "fast#2"  # names stay distinct
+    assert [t.name for t in captured.targets][-1].endswith("#2")  # names stay distinct
     assert isinstance(captured.targets[2], CReflector)
 
 
@@ -255,12 +263,16 @@ def test_plot_without_matplotlib_fails_before_measuring(
     assert not measured
 
 
-def test_c_reflector_without_its_source(monkeypatch: pytest.MonkeyPatch) -> None:
-    import twamp.bench.targets as targets
-
-    monkeypatch.setattr(targets, "find_c_source", lambda: None)
-    result = invoke("compare", "-r", "c", *TINY)
-    assert_one_sentence_error(result, "c_reflector.c")
+def test_c_reflector_without_a_compiler_fails_before_measuring(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cprogs, "compiler", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing cached
+    measured: list[bool] = []
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: measured.append(True))
+    result = invoke("compare", "-r", "fast", "-r", "c", *TINY)
+    assert_one_sentence_error(result, "C compiler", "gcc")
+    assert not measured
 
 
 # -- real runs: outputs ---------------------------------------------------------------------------
@@ -277,9 +289,11 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path, Pa
 def test_real_run_prints_a_table(real_run: tuple[Result, Path, Path]) -> None:
     result, _, _ = real_run
     assert result.exit_code == 0, result.output
-    assert "zero-loss pps" in result.output
-    assert "latency in µs" in result.output or "sender-limited" in result.output
+    assert "zero-loss rate" in result.output
+    assert "RTT p50 µs" in result.output or "sender-limited" in result.output
     assert "local reflector" in result.output
+    # the quick profile says where it departs from RFC 2544
+    assert "deviates from RFC 2544" in result.output and "§24" in result.output
 
 
 def test_real_run_json_validates(real_run: tuple[Result, Path, Path]) -> None:
@@ -358,18 +372,17 @@ def test_compare_fails_when_a_reflector_cannot_be_measured(silent_port: int) -> 
 
 
 def test_compare_runs_reflectors_side_by_side() -> None:
-    require(shutil.which("gcc") is not None, "gcc is not installed")
-    require(find_c_source() is not None, "benchmarks/c_reflector.c is not beside the tests")
+    require(cprogs.compiler() is not None, "no C compiler: the C reflector cannot be built")
     result = invoke("compare", "-r", "fast", "-r", "c", *TINY, "--trials", "1", "--json", "-")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     validate(doc)
     assert doc["command"] == "compare"
     names = [t["name"] for t in doc["targets"]]
-    assert names == ["fast", "c"]
+    assert names[0].startswith("fast (") and names[1] == "c"
     assert doc["targets"][1]["reflector"]["implementation"] == "c"
     (row,) = doc["comparison"]
-    assert row["baseline"] == "fast" and [e["target"] for e in row["entries"]] == names
+    assert row["baseline"] == names[0] and [e["target"] for e in row["entries"]] == names
     first = row["entries"][0]
     assert first["zero_loss_ratio"] in (None, 1.0)
     for t in doc["targets"]:
@@ -385,3 +398,230 @@ def test_plot_draws_a_png(real_run: tuple[Result, Path, Path], tmp_path: Path) -
     out = tmp_path / "bench.png"
     plot_report(json.loads(json_path.read_text()), str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- outputs: checked before measuring, SIGTERM, plot from a saved report --------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "fragment"),
+    [
+        ("--json", "{tmp}/no/such/dir/r.json", "does not exist"),
+        ("--csv", "{tmp}", "is a directory"),
+        ("--raw", "{tmp}/no/r.raw", "does not exist"),
+        ("--plot", "{tmp}/missing/p.png", "does not exist"),
+        ("--plot", "-", "file name"),
+    ],
+)
+def test_bad_output_paths_fail_before_measuring(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, option: str, path: str, fragment: str
+) -> None:
+    measured: list[bool] = []
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: measured.append(True))
+    result = invoke(*TINY, option, path.format(tmp=tmp_path))
+    assert_one_sentence_error(result, fragment)
+    assert not measured
+
+
+def test_two_outputs_to_stdout_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured: list[bool] = []
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: measured.append(True))
+    assert_one_sentence_error(invoke(*TINY, "--json", "-", "--raw", "-"), "standard output")
+    assert not measured
+
+
+def test_a_path_under_a_file_fails_before_measuring(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "plain").write_text("")
+    monkeypatch.setattr(cli, "run_benchmark", lambda *a, **k: pytest.fail("measured"))
+    result = invoke(*TINY, "--csv", str(tmp_path / "plain" / "r.csv"))
+    assert_one_sentence_error(result, "does not exist")
+
+
+def test_raw_to_stdout_is_only_json_lines() -> None:
+    result = invoke(*TINY, "--trials", "1", "--raw", "-")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines and {line["phase"] for line in lines} <= {"throughput", "latency"}
+    assert all("offered_pps" in line and "limit_reason" in line for line in lines)
+    assert not Path("-").exists()
+
+
+def test_sigterm_writes_the_json(tmp_path: Path) -> None:
+    """SIGTERM mid-run: the table and the JSON of what was measured, exit status 143."""
+    json_path = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "twamp.cli.bench",
+            *TINY,
+            "--trials",
+            "6",
+            "--trial-duration",
+            "0.3",
+            "--sizes",
+            "min,128,512,1024,1472",
+            "--json",
+            str(json_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # Wait until it measures (the reflector process it started is up), then terminate.
+        while time.monotonic() < deadline and not _children(proc.pid):
+            time.sleep(0.1)
+        time.sleep(4.0)  # the probe and the first size's calibration and trials
+        assert proc.poll() is None, "the run ended before it could be terminated"
+        proc.send_signal(signal.SIGTERM)  # by PID: the process this test started
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "interrupted" in out
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    assert doc["interrupted"] and not doc["complete"]
+    assert doc["targets"] and doc["targets"][0]["sizes"], "nothing measured was kept"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def test_plot_subcommand_redraws_a_saved_report(
+    real_run: tuple[Result, Path, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    _, json_path, _ = real_run
+    out = tmp_path / "again.png"
+    result = invoke("plot", str(json_path), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"tool": "something else"}')
+    assert_one_sentence_error(invoke("plot", str(bad), "-o", str(out)), "schema")
+
+
+def test_pure_python_labels_the_fast_reflector_honestly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twamp import dataplane
+
+    monkeypatch.setattr(dataplane, "IMPLEMENTATION", "python")
+    target = cli._reflector_target("fast", _defaults(), SessionOptions(), None)
+    assert target.name == "fast (python)"
+
+
+def _defaults() -> dict[str, Any]:
+    return {"reflector_batch": 64, "busy_poll": False, "rcvbuf": 1 << 20, "stamp": False}
+
+
+def test_netns_runs_in_a_fresh_namespace_and_removes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    require(os.geteuid() == 0, "--netns needs root")
+    require(importlib.util.find_spec("pyroute2") is not None, "--netns needs pyroute2")
+    monkeypatch.setenv("TWAMP_BENCH_NETNS_PREFIX", "twbn-test")
+    ours = os.readlink("/proc/self/ns/net")
+    json_path = tmp_path / "r.json"
+    result = invoke(*TINY, "--trials", "1", "--netns", "--json", str(json_path))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    c = doc["conditions"]
+    assert c["net_namespace"] != ours  # measured elsewhere ...
+    assert os.readlink("/proc/self/ns/net") == ours  # ... and back home afterwards
+    assert c["conntrack_entries_end"] in (None, 0)  # nothing tracked in a fresh namespace
+    assert doc["targets"][0]["sizes"][0]["throughput"]["runs"]
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    assert "twbn-test" not in left.stdout
+
+
+def test_netns_refuses_a_remote_target() -> None:
+    assert_one_sentence_error(invoke("--netns", "--target", "192.0.2.1"), "--netns")
+
+
+def test_sender_cores_deal_the_schedule_out(tmp_path: Path) -> None:
+    """Two sender threads, each with its own socket: one sequence space in the report."""
+    json_path = tmp_path / "r.json"
+    result = invoke(*TINY, "--trials", "1", "--sender-cores", "2", "--json", str(json_path))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    sender = doc["conditions"]["sender"]
+    assert len(sender["cpus"]) == 2 and doc["settings"]["sender_cores"] == 2
+    (size,) = doc["targets"][0]["sizes"]
+    trials = [t for run in size["throughput"]["runs"] for t in run["trials"]]
+    assert trials
+    for t in trials:
+        assert t["sent"] == t["packets"]  # both halves of every schedule were sent
+        assert t["received"] <= t["sent"]
+    assert doc["targets"][0]["reflector"]["counters"]["received"] >= sum(
+        t["received"] for t in trials
+    )
+
+
+def test_rfc2544_profile_applies_the_rfcs_trial_rules(captured: Captured) -> None:
+    result = invoke("--rfc2544")
+    assert result.exit_code == 0, result.output
+    s = captured.settings
+    assert s.profile == "rfc2544"
+    assert s.trial_duration_s == 60.0 and s.latency_s == 120.0 and s.latency_repeats == 20
+    assert s.wait_s == 2.0 and s.latency_fractions_pct == (100.0,)
+    # RFC 2544 §9.1's Ethernet frames as UDP payloads (frame - 18 - 20 - 8); 64 -> the minimum
+    assert s.sizes == ("min", "82", "210", "466", "978", "1234", "1472")
+    assert s.deviations() == []
+    assert "deviates" not in result.output
+    # the quick default lists every deviation
+    quick = BenchSettings()
+    assert len(quick.deviations()) == 5 and any("§24" in d for d in quick.deviations())
+
+
+def test_rfc2544_keeps_explicit_sizes(captured: Captured) -> None:
+    assert invoke("--rfc2544", "--sizes", "min,512").exit_code == 0
+    assert captured.settings.sizes == ("min", "512")
+
+
+def test_fixed_rate_reports_every_interval(tmp_path: Path) -> None:
+    json_path = tmp_path / "f.json"
+    result = invoke(
+        "--reflector-impl",
+        "pure",
+        "--sizes",
+        "min",
+        "--rate",
+        "2000",
+        "--duration",
+        "1.0",
+        "--interval",
+        "0.5",
+        "--json",
+        str(json_path),
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and "pps" in lines[0] and "Mbit/s L1" in lines[0]
+    doc = json.loads(json_path.read_text())
+    validate(doc)
+    fixed = doc["targets"][0]["fixed_rate"]
+    assert doc["command"] == "fixed_rate" and fixed["rate_pps"] == 2000.0
+    assert [i["start_s"] for i in fixed["intervals"]] == [0.0, 0.5]
+    for interval in fixed["intervals"]:
+        assert interval["sent"] == 1000
+        assert interval["received"] <= interval["sent"]
+        assert interval["l1_mbps"] == pytest.approx(
+            interval["achieved_pps"] * (41 + 46 + 20) * 8 / 1e6
+        )
+    total = fixed["total"]
+    assert total["sent"] == 2000 and total["received"] == sum(
+        i["received"] for i in fixed["intervals"]
+    )

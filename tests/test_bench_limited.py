@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from twamp import clock
+from twamp.bench import trial as trial_mod
 from twamp.bench.config import BenchSettings
 from twamp.bench.engine import run_benchmark
 from twamp.bench.report import validate
@@ -73,7 +75,7 @@ while time.monotonic() < deadline:
 
 CAP_PPS = 3000.0
 # Deep enough for the burst of the longest stall a trial may have and still count as held
-# (20 ms, engine._MAX_LAG_NS): a burst from our sender is not the reflector's rate limit.
+# (20 ms, trial._MAX_LAG_NS): a burst from our sender is not the reflector's rate limit.
 CAP_DEPTH = 60.0
 
 
@@ -185,3 +187,42 @@ def test_a_rate_capped_reflector(limited_reflector: Any) -> None:
     assert point["offered_pps"] == pytest.approx(0.5 * base)
     if point["loss_pct"] is not None:
         assert point["loss_pct"]["median"] == 0.0
+
+
+def test_a_rate_capped_reflector_is_found_with_a_stalling_sender(
+    limited_reflector: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two of every three schedules our sender starts 40 ms late (an injected stall: its
+    catch-up burst overflows the bucket). Those trials are repeated, never counted: the cap is
+    found within 10 % all the same."""
+    port = limited_reflector("cap", str(CAP_PPS), str(CAP_DEPTH))
+    runs = {"n": 0}
+
+    def stall(session: Any) -> None:
+        runs["n"] += 1
+        if runs["n"] % 3 != 0:  # two of every three, twice in a row
+            end = clock.monotonic_ns() + 40_000_000
+            while clock.monotonic_ns() < end:  # a busy stall, as a preempted sender has
+                pass
+
+    monkeypatch.setattr(trial_mod, "before_run", stall)
+    duration = 0.4
+    settings = BenchSettings(
+        sizes=("min",),
+        trials=2,
+        trial_duration_s=duration,
+        latency_fractions_pct=(50.0,),
+        resolution_pct=3.0,
+        min_rate_pps=500.0,
+        max_rate_pps=8000.0,
+        attempts=6,
+    )
+    doc = run_benchmark([LightTarget("capped", "127.0.0.1", port, SessionOptions())], settings)
+    validate(doc)
+    (size,) = doc["targets"][0]["sizes"]
+    stalled = [t for t in _trials(doc) if t["limit_reason"] and "stalled" in t["limit_reason"]]
+    assert stalled, "no stall was injected"
+    ceiling = CAP_PPS + CAP_DEPTH / duration
+    zero = size["throughput"]["zero_loss"]
+    assert zero["status"] in ("found", "partial"), zero
+    assert 0.9 * CAP_PPS <= zero["pps"]["median"] <= ceiling, zero

@@ -99,13 +99,7 @@ IO_MODULES = frozenset(
 # Function-level imports in files that other helpers were rewriting when this test was written
 # (issue 10): each must get a `# why:` comment or move to the top of its module. The list may
 # only shrink: an entry that no longer matches an import fails `test_pending_list_is_current`.
-PENDING_FUNCTION_IMPORTS = frozenset(
-    {
-        ("bench/engine.py", "twamp.dataplane.sockets"),
-        ("bench/targets.py", "twamp.net.client"),
-        ("cli/bench.py", "twamp.net.client"),
-    }
-)
+PENDING_FUNCTION_IMPORTS: frozenset[tuple[str, str]] = frozenset()
 
 _PYX_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+[.\w]+[ \t]+c?import\b|c?import[ \t]+[.\w]+)", re.M)
 

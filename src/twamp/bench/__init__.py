@@ -5,11 +5,16 @@ spirit of RFC 8219: every figure is measured several times and reported as min /
 latency as distributions at fixed fractions of the throughput found, the conditions are
 recorded with the results, and no figure is reported that the test setup itself limited: our
 sender's capacity is measured first and every trial it could not hold is marked
-sender-limited. See `engine` for the theory of operation.
+sender-limited: repeated, never counted against the reflector. See `search` and `engine` for
+the theory of operation.
 
-Modules: `config` (sizes, settings), `search` (the sans-I/O rate search), `stats` (spreads),
-`conditions` (what the run ran on), `targets` (reflectors started or reached, test sessions),
-`engine` (the trials), `report` (tables, CSV, comparison, schema), `plot` (matplotlib),
+Modules: `config` (sizes, settings, profiles), `search` (the sans-I/O rate search and its
+verdicts), `stats` (spreads), `conditions` (what the run ran on, CPU taken by others), `targets`
+(reflectors started or reached, test sessions), `cprogs` (the C reference programs, built on
+first use), `trial` (one schedule sent, checked and judged), `probe` (probe and sender
+calibration), `engine` (the searches and latency points of a run), `fixed` (fixed-rate mode),
+`aggregate` (trials to figures), `report` (CSV, comparison, schema), `tables` (the human
+report), `outputs` (output paths checked first, written last), `plot` (matplotlib),
 `reflector_proc` (our reflector as a process of its own).
 """
 
@@ -17,8 +22,9 @@ from __future__ import annotations
 
 from .config import BenchSettings, PacketSize, parse_sizes, resolve_sizes
 from .engine import SCHEMA_VERSION, finalize_size, run_benchmark
-from .report import CSV_HEADER, compare, format_tables, validate, write_csv
+from .report import CSV_HEADER, compare, validate, write_csv
 from .search import RateSearch, SearchResult
+from .tables import format_tables
 from .targets import (
     BenchError,
     CommandReflector,

@@ -21,13 +21,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import clock
+
 __all__ = [
+    "CpuSampler",
     "SocketStats",
     "collect_conditions",
     "command_line",
     "cpu_plan",
     "finish_conditions",
     "package_versions",
+    "process_cpu_s",
+    "reflector_core",
+    "sender_plan",
     "socket_stats",
 ]
 
@@ -122,6 +128,26 @@ def cpu_plan(pin: bool) -> tuple[int | None, int | None]:
     return cores[0], cores[1]
 
 
+def reflector_core(pin: bool) -> int | None:
+    """The core a reflector started here is pinned to (`cpu_plan`)."""
+    return cpu_plan(pin)[0]
+
+
+def sender_plan(pin: bool, n: int) -> list[int | None]:
+    """The cores of `n` sender threads: the cores after the reflector's, in order.
+
+    When there are fewer than n + 1 cores the senders wrap around onto the reflector's core
+    too (the report records the plan, and a shared core shows as a slower reflector): on a
+    2-core machine `--sender-cores 2` puts one sender beside the reflector.
+    """
+    reflector, first = cpu_plan(pin)
+    if first is None:
+        return [None] * n
+    cores = sorted(os.sched_getaffinity(0))
+    order = [c for c in cores if c != reflector] + [reflector]
+    return [order[k % len(order)] for k in range(n)]
+
+
 def collect_conditions(
     *,
     argv: list[str] | None,
@@ -150,15 +176,32 @@ def collect_conditions(
         "loadavg_end": None,
         "net_namespace": _net_namespace(),
         "conntrack": _conntrack(),
+        "conntrack_entries_start": conntrack_entries(),
+        "conntrack_entries_end": None,
         "clock_synced": clock_synced,
         "packages": package_versions(),
         "sender": sender,
     }
 
 
+def conntrack_entries() -> int | None:
+    """Connections tracked in this network namespace now (None: conntrack not loaded).
+
+    Loaded is not the same as used: the kernel tracks a namespace's packets only once a nat or
+    filter rule there asks for it. Entries that appear during a run on loopback mean our own
+    packets were tracked, about 20 % of a reflector's rate.
+    """
+    text = _read("/proc/sys/net/netfilter/nf_conntrack_count")
+    try:
+        return None if text is None else int(text.strip())
+    except ValueError:
+        return None
+
+
 def finish_conditions(conditions: dict[str, Any]) -> None:
     """Fill in what is known only at the end of the run."""
     conditions["loadavg_end"] = _loadavg()
+    conditions["conntrack_entries_end"] = conntrack_entries()
 
 
 class SocketStats:
@@ -196,3 +239,87 @@ def socket_stats(*, inode: int | None = None, port: int | None = None) -> Socket
                 continue
             return SocketStats(rx_queue, drops)
     return None
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` (all its threads), None if it is gone."""
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    try:
+        fields = text.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (IndexError, ValueError):
+        return None
+
+
+def _busy_cpu_s() -> float | None:
+    """CPU seconds all processes of the host spent in user, system and steal time.
+
+    Interrupt and softirq time are left out: on loopback they mostly carry our own packets.
+    Steal is in: a hypervisor that takes the core from us disturbs a trial as much as a process.
+    """
+    text = _read("/proc/stat")
+    if not text:
+        return None
+    fields = text.splitlines()[0].split()
+    try:
+        user, nice, system = (int(x) for x in fields[1:4])
+        steal = int(fields[8]) if len(fields) > 8 else 0
+    except ValueError:
+        return None
+    return (user + nice + system + steal) / _CLK_TCK
+
+
+class CpuSampler:
+    """How much CPU other processes took during a trial, and what the reflector used.
+
+    `start()` and `stop()` bracket a trial. `foreign_cores`: CPU seconds spent by every process
+    but ours (this one and `reflector_pid`) per second of wall time, so 1.0 is one core kept
+    busy by someone else. It is what a busy machine costs a trial that is pinned to two cores,
+    and it is how a figure measured beside other work is marked (`twamp-bench` reports it per
+    trial). Kernel threads that deliver our packets (ksoftirqd) count as foreign, so a value of
+    0.1-0.2 is normal under heavy load. `reflector_cpu_s`: the reflector process's CPU time.
+    """
+
+    __slots__ = ("_busy", "_ours", "_refl", "_t0", "reflector_pid")
+
+    def __init__(self, reflector_pid: int | None) -> None:
+        self.reflector_pid = reflector_pid
+        self._busy: float | None = None
+        self._ours: float | None = None
+        self._refl: float | None = None
+        self._t0 = 0.0
+
+    def _own(self) -> tuple[float | None, float | None]:
+        me = process_cpu_s(os.getpid())
+        refl = None if self.reflector_pid is None else process_cpu_s(self.reflector_pid)
+        return me, refl
+
+    def start(self) -> None:
+        self._t0 = _monotonic_s()
+        self._busy = _busy_cpu_s()
+        self._ours, self._refl = self._own()
+
+    def stop(self) -> tuple[float | None, float | None]:
+        """(foreign cores, reflector CPU seconds) since `start`; None where unknown."""
+        wall = _monotonic_s() - self._t0
+        busy = _busy_cpu_s()
+        me, refl = self._own()
+        foreign = None
+        if None not in (busy, self._busy, me, self._ours) and wall > 0:
+            assert busy is not None and self._busy is not None
+            assert me is not None and self._ours is not None
+            used = (busy - self._busy) - (me - self._ours)
+            if refl is not None and self._refl is not None:
+                used -= refl - self._refl
+            foreign = max(0.0, used / wall)
+        refl_s = None if refl is None or self._refl is None else refl - self._refl
+        return foreign, refl_s
+
+
+def _monotonic_s() -> float:
+    return clock.monotonic_ns() / 1e9

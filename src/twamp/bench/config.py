@@ -1,14 +1,23 @@
 """What a benchmark run measures: packet sizes (IMIX included) and the settings of the suite.
 
 Sizes are UDP payload octets, the TWAMP-Test packet the Session-Sender sends: header plus
-padding (RFC 5357 §4.1.2). The reflector answers with max(request, its header) octets (spec
-§5.5), so the smallest size of a mode, the one that keeps both directions equal, is the
-reflector's header: 41 octets open or mixed, 112 authenticated or encrypted, 44 STAMP.
+padding (RFC 5357 §4.1.2). The reflector answers with max(request, its header) octets (RFC 5357
+§4.2.1: the reflector's packet is at least its own header, and RFC 6038 §4.2 lets it echo the
+sender's length), so the smallest size of a mode, the one that keeps both directions equal, is
+the reflector's header: 41 octets open or mixed, 112 authenticated or encrypted, 44 STAMP.
+
+Two profiles (`PROFILES`): `quick`, the default, short enough to finish in a few minutes on a
+laptop, and `rfc2544`, RFC 2544's trial rules: the frame sizes of §9.1 for Ethernet (as UDP
+payloads: frame minus 18 octets of Ethernet header and FCS, 20 IPv4 and 8 UDP), trials of 60 s
+(§24: "at least 60 seconds"), 2 s of waiting for stragglers after each (§23), latency at the
+throughput rate for 120 s, 20 times (§26.2). The quick profile deviates from all of these, and
+the report says so (`BenchSettings.deviations`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from ..wire.packets import TestFormat
 
@@ -16,11 +25,14 @@ __all__ = [
     "DEFAULT_SIZES",
     "IMIX",
     "MAX_PAYLOAD",
+    "PROFILES",
+    "RFC2544_SIZES",
     "BenchSettings",
     "PacketSize",
     "mode_minimum",
     "parse_sizes",
     "resolve_sizes",
+    "rfc2544_settings",
 ]
 
 MAX_PAYLOAD = 65507  # the largest UDP payload over IPv4
@@ -29,10 +41,16 @@ IMIX = ((64, 7), (576, 4), (1500, 1))
 """The classic simple IMIX: 7:4:1 packets of 64, 576 and about 1500 octets."""
 
 DEFAULT_SIZES = ("min", "128", "512", "1024", "1472", "imix")
+ETHERNET_UDP_OVERHEAD = 18 + 20 + 8  # Ethernet header + FCS, IPv4, UDP
+RFC2544_FRAMES = (64, 128, 256, 512, 1024, 1280, 1518)
+"""RFC 2544 §9.1: the frame sizes to test on Ethernet (octets, FCS included)."""
+RFC2544_SIZES = ("min", *(str(f - ETHERNET_UDP_OVERHEAD) for f in RFC2544_FRAMES[1:]))
+"""As UDP payloads; a 64-octet frame carries 18 octets, below any TWAMP packet: the mode's
+minimum instead."""
 
 
 def mode_minimum(fmt: TestFormat) -> int:
-    """The smallest request whose reply is as long as itself: the reflector header (spec §5.5)."""
+    """The smallest request whose reply is as long as itself: the reflector header."""
     return max(fmt.sender_header, fmt.reflector_header)
 
 
@@ -133,6 +151,14 @@ class BenchSettings:
     busy_poll: bool = False
     pin: bool = True
     dscp: int = 0
+    attempts: int = 4
+    """Trials at one rate before a rate our sender cannot hold is given up (search.py)."""
+    latency_trials: int | None = None
+    """Repetitions of each latency point. None: `trials`."""
+    sender_cores: int = 1
+    profile: str = "quick"
+    sender: str = "ours"
+    """"ours": dataplane.Sender (the compiled twin when built); "c": the C load generator."""
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -161,7 +187,74 @@ class BenchSettings:
             raise ValueError("the batch must be at least 1")
         if not 0 <= self.dscp <= 63:
             raise ValueError("DSCP must be in 0..63")
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.latency_trials is not None and self.latency_trials < 1:
+            raise ValueError("latency trials must be at least 1")
+        if self.sender_cores < 1:
+            raise ValueError("the sender needs at least one core")
+        if self.sender not in ("ours", "c"):
+            raise ValueError(f"sender {self.sender!r} is not 'ours' or 'c'")
+        if self.sender == "c" and self.sender_cores != 1:
+            raise ValueError("--sender c runs on one core: leave --sender-cores at 1")
+        if self.sender == "c" and max(self.trial_duration_s, self.latency_s) > 30:
+            raise ValueError("--sender c runs trials of at most 30 s")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile {self.profile!r} is not one of {', '.join(PROFILES)}")
+
+    @property
+    def latency_repeats(self) -> int:
+        return self.trials if self.latency_trials is None else self.latency_trials
+
+    def deviations(self) -> list[str]:
+        """Where these settings depart from RFC 2544's trial rules, in words."""
+        out = []
+        if self.trial_duration_s < 60:
+            out.append(
+                f"throughput trials last {self.trial_duration_s:g} s, not at least 60 s "
+                "(RFC 2544 §24)"
+            )
+        if self.latency_s < 120:
+            out.append(f"latency trials last {self.latency_s:g} s, not 120 s (RFC 2544 §26.2)")
+        if self.latency_repeats < 20:
+            out.append(
+                f"each latency point is measured {self.latency_repeats} times, not 20 "
+                "(RFC 2544 §26.2)"
+            )
+        if tuple(self.sizes) != RFC2544_SIZES:
+            out.append("the sizes are not RFC 2544 §9.1's Ethernet frame sizes")
+        if self.wait_s is None or self.wait_s < 2:
+            out.append("stragglers are awaited for less than 2 s after a trial (RFC 2544 §23)")
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """The `settings` object of the report: every field, plus the RFC 2544 deviations."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["sizes"] = list(self.sizes)
+        out["latency_fractions_pct"] = list(self.latency_fractions_pct)
+        out["latency_duration_s"] = self.latency_s
+        out["latency_trials"] = self.latency_repeats
+        out["rfc2544_deviations"] = self.deviations()
+        return out
 
     @property
     def latency_s(self) -> float:
         return self.trial_duration_s if self.latency_duration_s is None else self.latency_duration_s
+
+
+PROFILES = ("quick", "rfc2544")
+
+
+def rfc2544_settings(base: BenchSettings) -> BenchSettings:
+    """`base` with RFC 2544's trial rules (module docstring); other settings are kept."""
+    return replace(
+        base,
+        profile="rfc2544",
+        sizes=RFC2544_SIZES,
+        trial_duration_s=60.0,
+        latency_duration_s=120.0,
+        latency_fractions_pct=(100.0,),
+        latency_trials=20,
+        trials=1,
+        wait_s=2.0,
+    )

@@ -1,8 +1,20 @@
-"""`--plot FILE`: latency CDFs and throughput against packet size, drawn from the JSON report.
+"""`--plot FILE` and `twamp-bench plot REPORT.json`: the figures of a report, for reading.
+
+Drawn only from the JSON document, so a saved report can be drawn again. One figure:
+
+* **Throughput against size**, twice: packets/s (log scale) and bit rates (L1 Ethernet solid,
+  UDP payload dashed). A marker is the median over runs, its bar min-max. A size whose figure
+  was bounded by our sender is drawn as a hollow triangle at the bound, "at least", never as a
+  measured point. Colour is the reflector.
+* **RTT CDFs, one small panel per size**: colour is the load (light to dark: 10 % to 90 % of the
+  rate found); with several reflectors (`compare`) colour is the reflector and only the middle
+  load is drawn, so three reflectors stay three lines per panel.
+* **Over time**: every trial in the order it ran: the offered rate, coloured by what the trial
+  proved (passed, failed, unverified because our sender did not hold it), and the loss; the
+  latency trials' median RTT. Fixed-rate mode draws its intervals: rate, loss, RTT p50 and p99.
 
 matplotlib is the optional extra ``twamp[plot]``; without it `plot_report` raises
-`PlotUnavailable` with a one-sentence message. The figure is drawn only from the report
-document, so a saved ``--json`` file can be plotted again later.
+`PlotUnavailable` with a one-sentence message.
 """
 
 from __future__ import annotations
@@ -17,6 +29,9 @@ MISSING = (
     "--plot needs matplotlib, which is not installed: pip install 'twamp[plot]' "
     "(or pip install matplotlib)"
 )
+
+_TARGET_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_VERDICT_COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "unverified": "#999999"}
 
 
 class PlotUnavailable(RuntimeError):
@@ -37,63 +52,343 @@ def _require_matplotlib() -> Any:
     return importlib.import_module("matplotlib.pyplot")
 
 
-def plot_report(document: dict[str, Any], path: str) -> None:
-    """Two panels: RTT CDF per target, size and load; zero-loss rate against packet size."""
-    plt = _require_matplotlib()
-    fig, (ax_cdf, ax_tp) = plt.subplots(1, 2, figsize=(13, 5))
-    percent = [float(p) for p in range(101)]
-    for target in document["targets"]:
-        for size in target.get("sizes") or []:
-            for point in size["latency"]:
-                q = point.get("rtt_quantiles_ns")
-                if not q:
-                    continue
-                label = f"{target['name']} {size['size']} B @{point['fraction_pct']:g} %"
-                ax_cdf.plot([v / 1e3 for v in q], percent, label=label)
-    ax_cdf.set_xscale("log")
-    ax_cdf.set_xlabel("round-trip time (µs)")
-    ax_cdf.set_ylabel("percentile")
-    ax_cdf.set_title("RTT distribution at fractions of the zero-loss rate")
-    if ax_cdf.lines:
-        ax_cdf.legend(fontsize="x-small")
+def _targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in doc["targets"] if t.get("sizes")]
 
-    for i, target in enumerate(document["targets"]):
-        color = f"C{i}"
-        found: list[tuple[float, float, float, float]] = []
-        bounds: list[tuple[float, float]] = []
-        for size in target.get("sizes") or []:
-            zero = size["throughput"].get("zero_loss") or {}
-            x = size["mean_octets"]
-            pps = zero.get("pps")
-            if pps is not None:
-                found.append(
-                    (x, pps["median"], pps["median"] - pps["min"], pps["max"] - pps["median"])
-                )
-                if size["size"] == "imix":
-                    ax_tp.plot([x], [pps["median"]], "*", color=color, markersize=12)
-            elif zero.get("lower_bound_pps"):
-                bounds.append((x, zero["lower_bound_pps"]))
-        found.sort()
-        if found:
-            xs, med, low, high = (list(v) for v in zip(*found, strict=True))
-            ax_tp.errorbar(
-                xs, med, yerr=[low, high], marker="o", capsize=3, color=color, label=target["name"]
-            )
+
+def _colour(i: int) -> str:
+    return _TARGET_COLOURS[i % len(_TARGET_COLOURS)]
+
+
+def _size_x(size: dict[str, Any]) -> float:
+    return float(size["mean_octets"])
+
+
+def _size_points(
+    target: dict[str, Any],
+) -> tuple[list[tuple[float, dict[str, Any]]], list[tuple[float, dict[str, Any]]], list[Any]]:
+    """(single sizes, IMIX, bounds) of a target's zero-loss figures, sorted by size."""
+    pts: list[tuple[float, dict[str, Any]]] = []
+    mix: list[tuple[float, dict[str, Any]]] = []
+    bounds: list[Any] = []
+    for size in target["sizes"]:
+        fig = size["throughput"].get("zero_loss") or {}
+        x = _size_x(size)
+        if fig.get("pps"):
+            (mix if len(size["pattern"]) > 1 else pts).append((x, fig))
+        elif fig.get("lower_bound_pps"):
+            l1 = fig["lower_bound_pps"] * size["l1_octets"] * 8 / 1e6
+            bounds.append((x, fig["lower_bound_pps"], l1))
+    return sorted(pts, key=lambda p: p[0]), mix, sorted(bounds)
+
+
+def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str) -> None:
+    pts, mix, bounds = _size_points(target)
+    for group, style in ((pts, "o-"), (mix, "*")):
+        if not group:
+            continue
+        xs = [p[0] for p in group]
+        med = [p[1]["pps"]["median"] for p in group]
+        low = [m - p[1]["pps"]["min"] for m, p in zip(med, group, strict=True)]
+        high = [p[1]["pps"]["max"] - m for m, p in zip(med, group, strict=True)]
+        label = target["name"] if group is pts or not pts else None
+        size = 12 if style == "*" else 6
+        ax_pps.errorbar(
+            xs,
+            med,
+            yerr=[low, high],
+            fmt=style,
+            capsize=3,
+            color=colour,
+            markersize=size,
+            label=label,
+        )
+        ax_bits.plot(
+            xs,
+            [p[1]["l1_mbps"]["median"] for p in group],
+            style,
+            color=colour,
+            markersize=size,
+            label=label,
+        )
+        ax_bits.plot(
+            xs,
+            [p[1]["mbps"]["median"] for p in group],
+            "s--" if group is pts else "*",
+            color=colour,
+            alpha=0.45,
+            markersize=size,
+        )
+    for ax, k in ((ax_pps, 1), (ax_bits, 2)):
         if bounds:
-            bounds.sort()
-            ax_tp.plot(
+            ax.plot(
                 [b[0] for b in bounds],
-                [b[1] for b in bounds],
+                [b[k] for b in bounds],
                 "^",
-                color=color,
+                color=colour,
                 markerfacecolor="none",
-                label=f"{target['name']}: at least (test setup's limit)",
+                markersize=9,
             )
-    ax_tp.set_xlabel("UDP payload (octets; IMIX, the star, at its mean)")
-    ax_tp.set_ylabel("zero-loss rate (packets/s)")
-    ax_tp.set_title("throughput: median, min-max over trials")
-    if ax_tp.lines:
-        ax_tp.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
+
+
+def _style_key(ax: Any, plt: Any, bits: bool) -> None:
+    """The legend: one entry per reflector (colour), then what the marker styles mean."""
+    handles, names = ax.get_legend_handles_labels()
+    line = importlib.import_module("matplotlib.lines").Line2D
+    key = [
+        (line([], [], marker="*", ls="", color="grey", markersize=10), "IMIX, at its mean size"),
+        (
+            line([], [], marker="^", ls="", color="grey", markerfacecolor="none", markersize=8),
+            "at least: our sender's limit, not the reflector's",
+        ),
+    ]
+    if bits:
+        key.insert(0, (line([], [], ls="--", color="grey", alpha=0.6), "dashed: UDP payload"))
+        key.insert(0, (line([], [], ls="-", color="grey"), "solid: L1 Ethernet line rate"))
+    ax.legend(
+        handles + [k[0] for k in key], names + [k[1] for k in key], fontsize="small", loc="best"
+    )
+
+
+def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> None:
+    for i, target in enumerate(_targets(doc)):
+        _draw_target(ax_pps, ax_bits, target, _colour(i))
+    ax_pps.set_yscale("log")
+    ax_pps.set_xlabel("UDP payload (octets)")
+    ax_pps.set_ylabel("zero-loss rate (packets/s, log)")
+    ax_pps.set_title("throughput: median, bars min-max over runs")
+    ax_bits.set_xlabel("UDP payload (octets)")
+    ax_bits.set_ylabel("Mbit/s at the zero-loss rate")
+    ax_bits.set_title("bit rate: L1 = Ethernet frames + preamble + gap; payload = UDP data")
+    for ax, bits in ((ax_pps, False), (ax_bits, True)):
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.lines:
+            _style_key(ax, plt, bits)
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "no throughput figure measured",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+
+
+def _cdf_lines(target: dict[str, Any], size: dict[str, Any], many: bool) -> list[Any]:
+    points = [p for p in size["latency"] if p.get("rtt_quantiles_ns")]
+    if many and points:
+        points = [points[len(points) // 2]]
+    return points
+
+
+def _cdfs(axes: list[Any], doc: dict[str, Any], plt: Any) -> None:
+    targets = _targets(doc)
+    many = len(targets) > 1
+    labels = [s["size"] for s in targets[0]["sizes"]] if targets else []
+    percent = [float(p) for p in range(101)]
+    fractions = sorted(
+        {p["fraction_pct"] for t in targets for s in t["sizes"] for p in s["latency"]}
+    )
+    cmap = plt.get_cmap("viridis_r")
+    for ax, label in zip(axes, labels, strict=False):
+        for i, target in enumerate(targets):
+            size = next((s for s in target["sizes"] if s["size"] == label), None)
+            if size is None:
+                continue
+            for point in _cdf_lines(target, size, many):
+                if many:
+                    colour, name = _colour(i), target["name"]
+                else:
+                    k = fractions.index(point["fraction_pct"])
+                    colour = cmap(0.15 + 0.7 * k / max(len(fractions) - 1, 1))
+                    name = f"{point['fraction_pct']:g} % load"
+                dubious = point.get("lossy") or not point.get("sender_clean", True)
+                style = ":" if dubious else "-"
+                q = [v / 1e3 for v in point["rtt_quantiles_ns"]]
+                ax.plot(q, percent, style, color=colour, label=name)
+        ax.set_xscale("log")
+        ax.set_title(f"RTT CDF, size {label}", fontsize="medium")
+        ax.set_xlabel("round trip (µs)")
+        ax.grid(True, which="both", alpha=0.3)
+        if not ax.lines:
+            ax.text(
+                0.5,
+                0.5,
+                "no latency measured",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize="small",
+            )
+    if axes:
+        axes[0].set_ylabel("percentile")
+        handles, names = [], []
+        for ax in axes:
+            for h, n in zip(*ax.get_legend_handles_labels(), strict=True):
+                if n not in names:
+                    handles.append(h)
+                    names.append(n)
+        if handles:
+            axes[-1].legend(handles, names, fontsize="small", loc="lower right")
+
+
+def _trials_in_time(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    out = []
+    for i, target in enumerate(_targets(doc)):
+        tol = doc["settings"]["loss_tolerance_pct"]
+        for size in target["sizes"]:
+            for run in size["throughput"]["runs"]:
+                for t in run["trials"]:
+                    out.append(("throughput", {**t, "_tol": tol}, i))
+            for point in size["latency"]:
+                for t in point["trials"]:
+                    out.append(("latency", t, i))
+    return [o for o in out if o[1].get("start_ns") is not None]
+
+
+def _verdict(t: dict[str, Any]) -> str:
+    if t["offered"] and t["loss_pct"] <= 0.0:
+        return "pass"
+    if not t["sender_limited"] and t["loss_pct"] > 0.0:
+        return "fail"
+    return "unverified"
+
+
+def _timeline(ax_rate: Any, ax_loss: Any, doc: dict[str, Any]) -> None:
+    trials = _trials_in_time(doc)
+    if not trials:
+        ax_rate.text(
+            0.5, 0.5, "no trial recorded", ha="center", va="center", transform=ax_rate.transAxes
+        )
+        return
+    t0 = min(t["start_ns"] for _, t, _ in trials)
+    for verdict, colour in _VERDICT_COLOURS.items():
+        sel = [t for kind, t, _ in trials if kind == "throughput" and _verdict(t) == verdict]
+        ax_rate.scatter(
+            [(t["start_ns"] - t0) / 1e9 for t in sel],
+            [t["offered_pps"] for t in sel],
+            s=14,
+            color=colour,
+            label=f"throughput trial: {verdict} (zero loss)",
+        )
+    lat = [t for kind, t, _ in trials if kind == "latency"]
+    ax_rate.scatter(
+        [(t["start_ns"] - t0) / 1e9 for t in lat],
+        [t["offered_pps"] for t in lat],
+        s=14,
+        marker="x",
+        color="#1f77b4",
+        label="latency trial",
+    )
+    if len(_targets(doc)) > 1:
+        for i, target in enumerate(_targets(doc)):
+            starts = [t["start_ns"] for _, t, k in trials if k == i]
+            if starts:
+                x = (min(starts) - t0) / 1e9
+                for ax in (ax_rate, ax_loss):
+                    ax.axvline(x, color=_colour(i), lw=1.5, alpha=0.7)
+                ax_rate.annotate(
+                    target["name"],
+                    (x, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, -12),
+                    textcoords="offset points",
+                    color=_colour(i),
+                    fontsize="small",
+                )
+    ax_rate.set_yscale("log")
+    ax_rate.set_ylabel("offered rate (packets/s)")
+    ax_rate.set_title("every trial in the order it ran")
+    ax_rate.legend(fontsize="small", loc="lower left")
+    xs = [(t["start_ns"] - t0) / 1e9 for _, t, _ in trials]
+    ax_loss.scatter(
+        xs,
+        [max(t["loss_pct"], 1e-3) for _, t, _ in trials],
+        s=10,
+        color="#d62728",
+        label="loss % (0 drawn at 0.001)",
+    )
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss (%)", color="#d62728")
+    ax_loss.set_xlabel("time since the first trial (s)")
+    rtt_ax = ax_loss.twinx()
+    rtt = [
+        (x, t["rtt"]["median"] / 1e3)
+        for x, (kind, t, _) in zip(xs, trials, strict=True)
+        if kind == "latency" and t.get("rtt")
+    ]
+    if rtt:
+        rtt_ax.plot([r[0] for r in rtt], [r[1] for r in rtt], "o", color="#1f77b4", ms=4)
+    rtt_ax.set_ylabel("latency trial RTT p50 (µs)", color="#1f77b4")
+    ax_loss.set_title("loss of every trial, RTT of the latency trials")
+    for ax in (ax_rate, ax_loss):
+        ax.grid(True, alpha=0.3)
+
+
+def _fixed(fig: Any, doc: dict[str, Any]) -> None:
+    target = next(t for t in doc["targets"] if t.get("fixed_rate"))
+    f = target["fixed_rate"]
+    ivs = f["intervals"]
+    ax_rate, ax_loss, ax_rtt = fig.subplots(3, 1, sharex=True)
+    mid = [(i["start_s"] + i["end_s"]) / 2 for i in ivs]
+    ax_rate.plot(mid, [i["achieved_pps"] or 0 for i in ivs], "o-", label="achieved")
+    ax_rate.axhline(f["rate_pps"], color="grey", ls="--", label="offered")
+    top = max([f["rate_pps"], *(i["achieved_pps"] or 0 for i in ivs)])
+    ax_rate.set_ylim(0, top * 1.15)
+    ax_rate.ticklabel_format(axis="y", style="plain", useOffset=False)
+    ax_rate.set_ylabel("packets/s")
+    ax_rate.legend(fontsize="small", loc="lower right")
+    ax_loss.plot(mid, [i["loss_pct"] for i in ivs], "o-", color="#d62728")
+    ax_loss.set_ylim(0, max([1.0, *(i["loss_pct"] * 1.2 for i in ivs)]))
+    ax_loss.set_ylabel("loss (%)")
+    for metric, colour in (("rtt", "#1f77b4"), ("residence", "#ff7f0e")):
+        for key, style in (("median", "o-"), ("p99", "s--")):
+            values = [(i[metric] or {}).get(key, float("nan")) / 1e3 for i in ivs]
+            name = "RTT" if metric == "rtt" else "reflector residence"
+            ax_rtt.plot(mid, values, style, color=colour, label=f"{name} {key}")
+    ax_rtt.set_yscale("log")
+    ax_rtt.set_ylabel("µs (log)")
+    ax_rtt.set_xlabel("time (s)")
+    ax_rtt.legend(fontsize="small")
+    fig.suptitle(f"{target['name']}: fixed rate {f['rate_pps']:,.0f} packets/s, size {f['size']}")
+    for ax in (ax_rate, ax_loss, ax_rtt):
+        ax.grid(True, alpha=0.3)
+
+
+def plot_report(document: dict[str, Any], path: str) -> None:
+    """Draw the report's figure (see the module docstring) into `path`."""
+    plt = _require_matplotlib()
+    if any(t.get("fixed_rate") for t in document["targets"]):
+        fig = plt.figure(figsize=(11, 9), layout="constrained")
+        _fixed(fig, document)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    targets = _targets(document)
+    n_sizes = max((len(t["sizes"]) for t in targets), default=1) or 1
+    cols = min(n_sizes, 4)
+    cdf_rows = -(-n_sizes // cols)
+    fig = plt.figure(figsize=(15, 5 + 3.2 * cdf_rows + 4), layout="constrained")
+    sub = fig.subfigures(3, 1, height_ratios=[5, 3.2 * cdf_rows, 4])
+    ax_pps, ax_bits = sub[0].subplots(1, 2)
+    _throughput(ax_pps, ax_bits, document, plt)
+    grid = sub[1].subplots(cdf_rows, cols, sharey=True, squeeze=False)
+    axes = [a for row in grid for a in row]
+    for extra in axes[n_sizes:]:
+        extra.set_visible(False)
+    _cdfs(axes[:n_sizes], document, plt)
+    many = len(targets) > 1
+    sub[1].suptitle(
+        "round-trip time per size"
+        + (", at the middle load, colour: reflector" if many else ", colour: load")
+        + " (dotted: over 1 % loss, or no trial our sender held cleanly)",
+        fontsize="medium",
+    )
+    ax_rate, ax_loss = sub[2].subplots(1, 2)
+    _timeline(ax_rate, ax_loss, document)
+    names = ", ".join(t["name"] for t in targets) or "no reflector measured"
+    date = (document.get("conditions") or {}).get("date", "")
+    fig.suptitle(f"twamp-bench {document['command']}: {names} ({date})")
+    fig.savefig(path, dpi=100)
     plt.close(fig)

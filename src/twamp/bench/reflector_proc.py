@@ -1,10 +1,13 @@
 """One of our reflectors in a process of its own, for `twamp-bench`.
 
     python -m twamp.bench.reflector_proc --impl fast --port 0 --cpu 0 [--stamp] [--busy-poll]
+        [--mode auth|enc --peer 127.0.0.1:40000 --aes-key HEX --hmac-key HEX]
 
 A stateless TWAMP Light reflector (`LightPolicy`, RFC 5357 Appendix I; `--stamp`: the 44-octet
-STAMP layout, RFC 8762) on one UDP socket. `--impl fast` is what `twamp.dataplane` selects (the
-compiled twin when it is built), `pure` the pure-Python twin, or an IMPLEMENTATION name.
+STAMP layout, RFC 8762) on one UDP socket; with `--mode auth|enc` instead one session for the
+one sender `--peer` with fixed test keys, so a C sender can check the test-packet crypto.
+`--impl fast` is what `twamp.dataplane` selects (the compiled twin when it is built), `pure` the
+pure-Python twin, or an IMPLEMENTATION name.
 
 The process pins itself to `--cpu` before starting the reflector thread (which inherits the
 mask), prints one line ``ready {json}`` once the socket is bound, reflects until SIGTERM or
@@ -18,12 +21,15 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
-import threading
+import time
 from types import FrameType
+from typing import Any
 
 from .. import clock, dataplane
 from ..constants import TestMode
+from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
 from ..wire.packets import TestFormat
 from .conditions import socket_stats
@@ -55,7 +61,35 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rcvbuf", type=int, default=DEFAULT_BUFFER)
     p.add_argument("--stamp", action="store_true")
     p.add_argument("--max-seconds", type=float, default=3600.0)
+    p.add_argument("--mode", choices=sorted(_MODES), default="open")
+    p.add_argument("--peer", type=_peer, help="auth/enc: the one sender's ADDR:PORT")
+    p.add_argument("--aes-key", type=bytes.fromhex, help="auth/enc: 16-octet test AES key, hex")
+    p.add_argument("--hmac-key", type=bytes.fromhex, help="auth/enc: 32-octet test HMAC key, hex")
     return p.parse_args(argv)
+
+
+_MODES = {"open": TestMode.OPEN, "auth": TestMode.AUTHENTICATED, "enc": TestMode.ENCRYPTED}
+
+
+def _peer(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _reflector(module: dataplane.Twin, args: argparse.Namespace, sock: socket.socket) -> Any:
+    """Open: a stateless Light reflector. auth/enc: one session for `--peer` with fixed test
+    keys, as TWAMP-Control would install it (RFC 5357 §4.1.2 protection of test packets)."""
+    mode = _MODES[args.mode]
+    if mode is TestMode.OPEN:
+        light = module.LightPolicy(fmt=TestFormat(mode, stamp=args.stamp), stateful=False)
+        return module.Reflector(sock, batch=args.batch, busy_poll=args.busy_poll, light=light)
+    if args.peer is None or args.aes_key is None or args.hmac_key is None:
+        raise ValueError("--mode auth/enc needs --peer, --aes-key and --hmac-key")
+    reflector = module.Reflector(sock, batch=args.batch, busy_poll=args.busy_poll, light=None)
+    crypto = TestPacketCrypto(TestKeys(args.aes_key, args.hmac_key), mode)
+    spec = module.SessionSpec(peer=args.peer, fmt=TestFormat(mode), crypto=crypto)
+    reflector.add_session(spec)
+    return reflector
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,18 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
-    stop = threading.Event()
+    # The handler only records the signal. A handler that calls threading.Event.set() can hang
+    # for good: it runs in the main thread, and if the signal lands while that thread is inside
+    # Event.wait() holding the Event's condition lock, set() waits for the lock forever. The
+    # main loop polls the list between short sleeps instead.
+    stop: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    fmt = TestFormat(TestMode.OPEN, stamp=args.stamp)
     sock = open_test_socket(args.addr, args.port, rcvbuf=args.rcvbuf, sndbuf=args.rcvbuf)
     inode = os.fstat(sock.fileno()).st_ino
-    light = module.LightPolicy(fmt=fmt, stateful=False)
-    reflector = module.Reflector(sock, batch=args.batch, busy_poll=args.busy_poll, light=light)
+    try:
+        reflector = _reflector(module, args, sock)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     rcvbuf, sndbuf = buffer_sizes(sock)
     ready = {
         "port": sock.getsockname()[1],
@@ -90,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": args.cpu if args.cpu >= 0 else None,
         "pid": os.getpid(),
         "inode": inode,
+        "mode": args.mode,
+        "crypto_backend": getattr(module, "CRYPTO_BACKEND", "python"),
     }
     started = clock.monotonic_ns()
     parent = os.getppid()
@@ -97,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print("ready", json.dumps(ready), flush=True)
         deadline = started + int(args.max_seconds * 1e9)
-        while not stop.wait(0.2) and clock.monotonic_ns() < deadline:
+        while not stop and clock.monotonic_ns() < deadline:
+            time.sleep(0.1)
             if not reflector.running:
                 print("the reflector thread died", file=sys.stderr)
                 break

@@ -7,8 +7,8 @@ continue from. Kinds of target:
 * `LocalReflector`: our reflector (`fast`: what `twamp.dataplane` selects, `pure`: the Python
   twin) started as ``python -m twamp.bench.reflector_proc`` in its own process, pinned to a core
   apart from the sender's, and stopped by its PID.
-* `CReflector`: the C reference reflector `benchmarks/c_reflector.c`, built with gcc when its
-  source is there.
+* `CReflector`: the C reference reflector `csrc/c_reflector.c`, shipped in the package and
+  built with the system compiler on first use (`cprogs`).
 * `CommandReflector`: any command line with ``{port}`` in it, started with a free port.
 * `LightTarget`: a TWAMP Light / STAMP reflector at an address (RFC 5357 Appendix I, RFC 8762).
   One socket serves the whole run; the reflector keeps no state for us.
@@ -32,7 +32,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,13 @@ from .. import clock, dataplane
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
+from ..inet import tos_to_dscp
+from ..net.client import BlockingClient, ClientError, mode_name
 from ..wire.packets import TestFormat
+from . import cprogs
 from .conditions import socket_stats
 from .config import PacketSize
+from .csender import CSender
 
 __all__ = [
     "BenchError",
@@ -56,9 +59,9 @@ __all__ = [
     "SessionOptions",
     "Target",
     "TestSession",
-    "find_c_source",
     "free_udp_port",
     "hostport",
+    "local_name",
     "resolve",
     "send_error",
     "throwaway_crypto",
@@ -120,10 +123,13 @@ class TestSession:
         batch: int = 32,
         busy_poll: bool = False,
         rcvbuf: int = DEFAULT_BUFFER,
+        sender: str = "ours",
     ) -> None:
         self.peer = peer
         self.fmt = fmt
         self.crypto = crypto
+        self.sender_kind = sender
+        self.rcvbuf = rcvbuf
         self.tos = tos
         self.batch = batch
         self.busy_poll = busy_poll
@@ -150,6 +156,10 @@ class TestSession:
                 raise ValueError(
                     f"{octets} octets is shorter than the {self.fmt.sender_header}-octet header"
                 )
+            if self.sender_kind == "c":
+                sender = self._c_sender(padding)
+                self._senders[octets] = sender
+                return sender
             sender = dataplane.Sender(
                 self.sock,
                 self.peer,
@@ -162,6 +172,14 @@ class TestSession:
             )
             self._senders[octets] = sender
         return sender
+
+    def _c_sender(self, padding: int) -> Any:
+        if self.fmt.test_mode is not TestMode.OPEN or self.fmt.stamp or ":" in self.peer[0]:
+            raise BenchError("--sender c sends unauthenticated TWAMP Light over IPv4 only")
+        try:
+            return CSender(self.peer, padding=padding, rcvbuf=self.rcvbuf)
+        except cprogs.BuildError as exc:
+            raise BenchError(f"--sender c: {exc}") from None
 
     def advance(self, count: int) -> int:
         """Reserve `count` sequence numbers; returns the first."""
@@ -182,6 +200,8 @@ class SessionOptions:
     batch: int = 32
     busy_poll: bool = False
     rcvbuf: int = DEFAULT_BUFFER
+    sender: str = "ours"
+    """"ours" (dataplane.Sender) or "c" (the C load generator, `csender`)."""
 
 
 class Target:
@@ -208,12 +228,15 @@ class Target:
             "counters": None,
         }
         self.reflector_inode: int | None = None
-        self._session: TestSession | None = None
+        self._sessions: list[TestSession] = []
 
     @property
     def where(self) -> tuple[str, int]:
         """The address to name in reports: where test packets go, or the TWAMP server."""
         return self.address
+
+    def prepare(self) -> None:
+        """Check the prerequisites (build what must be built) before anything is measured."""
 
     def start(self) -> None:
         """Start (or reach) the reflector; raises BenchError."""
@@ -230,26 +253,33 @@ class Target:
 
     def open_session(self, size: PacketSize) -> TestSession:
         """A session for trials of `size`; with scope 'run' the same one every time."""
-        if self._session is None:
-            o = self.options
-            self._session = TestSession(
-                self.address,
-                self.fmt,
-                tos=o.tos,
-                batch=o.batch,
-                busy_poll=o.busy_poll,
-                rcvbuf=o.rcvbuf,
+        return self.open_sessions(size, 1)[0]
+
+    def open_sessions(self, size: PacketSize, n: int) -> list[TestSession]:
+        """`n` sessions (one per sender core), kept for the whole run (scope 'run')."""
+        o = self.options
+        while len(self._sessions) < n:
+            self._sessions.append(
+                TestSession(
+                    self.address,
+                    self.fmt,
+                    tos=o.tos,
+                    batch=o.batch,
+                    busy_poll=o.busy_poll,
+                    rcvbuf=o.rcvbuf,
+                    sender=o.sender,
+                )
             )
-        return self._session
+        return self._sessions[:n]
 
     def close_session(self, session: TestSession) -> None:
         """Done with a session obtained from `open_session` (kept until `stop` for scope run)."""
 
     def stop(self) -> None:
         """Stop what `start` started; records the reflector's final counters if it has any."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        for session in self._sessions:
+            session.close()
+        self._sessions = []
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -349,6 +379,16 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return None
 
 
+def local_name(spec: str) -> str:
+    """`fast` or `pure` with the implementation it really is, e.g. "fast (cython)".
+
+    `fast` is what `twamp.dataplane` selects here, so with TWAMP_PURE_PYTHON=1 (or without the
+    compiled extension) it is the Python twin, and the name says so.
+    """
+    impl = dataplane.IMPLEMENTATION if spec == "fast" else "python"
+    return f"{spec} ({impl})"
+
+
 class LocalReflector(Target):
     """Our reflector (`fast` or `pure`) in a process of its own on loopback."""
 
@@ -428,19 +468,8 @@ class LocalReflector(Target):
             self._proc = None
 
 
-def find_c_source() -> Path | None:
-    """benchmarks/c_reflector.c of a source checkout: beside the package, or under the cwd."""
-    here = Path(__file__).resolve()
-    candidates = [here.parents[3] / "benchmarks" / "c_reflector.c"]
-    candidates.append(Path.cwd() / "benchmarks" / "c_reflector.c")
-    for path in candidates:
-        if path.is_file():
-            return path
-    return None
-
-
 class CReflector(Target):
-    """The C reference reflector of benchmarks/, built here with gcc -O2."""
+    """The C reference reflector (`cprogs`: shipped as source, built on first use)."""
 
     kind = "c"
 
@@ -460,38 +489,25 @@ class CReflector(Target):
         self._busy_poll = busy_poll
         self._rcvbuf = rcvbuf
         self._proc: subprocess.Popen[str] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._binary: Path | None = None
 
-    def _build(self) -> Path:
-        source = find_c_source()
-        if source is None:
-            raise BenchError(
-                "--reflector c needs benchmarks/c_reflector.c from a source checkout "
-                "(run twamp-bench from the repository)"
-            )
-        gcc = shutil.which("gcc") or shutil.which("cc")
-        if gcc is None:
-            raise BenchError("--reflector c needs gcc to build benchmarks/c_reflector.c")
-        self._dir = tempfile.TemporaryDirectory(prefix="twamp-bench-")
-        binary = Path(self._dir.name) / "c_reflector"
-        result = subprocess.run(
-            [gcc, "-O2", "-Wall", "-o", str(binary), str(source)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            raise BenchError(f"gcc failed on {source}: {lines[-1] if lines else result.returncode}")
-        return binary
+    def prepare(self) -> None:
+        """Build the C reflector now (cached), before anything is measured."""
+        try:
+            self._binary = cprogs.build("c_reflector")
+        except cprogs.BuildError as exc:
+            raise BenchError(f"--reflector c: {exc}") from None
 
     def start(self) -> None:
-        binary = self._build()
+        if self._binary is None:
+            self.prepare()
+        binary = self._binary
+        assert binary is not None
         # -m: a backstop should twamp-bench be killed without stopping it.
         argv = [str(binary), "-B", str(self._batch), "-r", str(self._rcvbuf), "-m", "3600"]
         if self._busy_poll:
             argv.append("-b")
-        argv += ["0", str(-1 if self._cpu is None else self._cpu)]
+        argv += ["--", "0", str(-1 if self._cpu is None else self._cpu)]  # "-1": not an option
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -517,9 +533,6 @@ class CReflector(Target):
             out = _stop_process(self._proc)
             self.reflector["counters"] = _last_json(out)
             self._proc = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -638,8 +651,6 @@ class ControlTarget(Target):
         return self._server
 
     def start(self) -> None:
-        from ..net.client import BlockingClient, ClientError
-
         try:
             self._client = BlockingClient.open(
                 self._host,
@@ -652,17 +663,18 @@ class ControlTarget(Target):
         except ClientError as exc:
             raise BenchError(str(exc)) from None
         client = self._client
-        from ..net.client import mode_name
-
         self.mode = mode_name(client.mode)
         self.fmt = TestFormat(client.test_mode)
         peer_ip, peer_port = client.peer_address[:2]
         self.address = self._server = (str(peer_ip), int(peer_port))
         self.reflector.update(implementation=None)
 
-    def open_session(self, size: PacketSize) -> TestSession:
-        from ..net.client import ClientError
+    def open_sessions(self, size: PacketSize, n: int) -> list[TestSession]:
+        if n != 1:
+            raise BenchError("a TWAMP server's sessions are measured from one sender core")
+        return [self.open_session(size)]
 
+    def open_session(self, size: PacketSize) -> TestSession:
         client = self._client
         if client is None:
             raise BenchError("the control connection is not open")
@@ -674,7 +686,7 @@ class ControlTarget(Target):
                 sender_port=int(sock.getsockname()[1]),
                 padding=max(size.octets) - self.fmt.sender_header,
                 timeout_ns=self._session_timeout_ns,
-                dscp=o.tos >> 2,
+                dscp=tos_to_dscp(o.tos),
             )
             crypto = client.test_crypto(accept.sid)
             client.start()
@@ -699,8 +711,6 @@ class ControlTarget(Target):
         return session
 
     def close_session(self, session: TestSession) -> None:
-        from ..net.client import ClientError
-
         try:
             if self._client is not None and not self._client.closed:
                 self._client.stop()

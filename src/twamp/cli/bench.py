@@ -9,23 +9,31 @@ The library behind it is `twamp.bench`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
 
 from .. import __version__
-from ..bench.conditions import cpu_plan
-from ..bench.config import BenchSettings, parse_sizes
-from ..bench.engine import new_document, run_benchmark
+from ..bench import cprogs
+from ..bench.conditions import reflector_core, sender_plan
+from ..bench.config import BenchSettings, parse_sizes, rfc2544_settings
+from ..bench.engine import new_document, run_benchmark, run_fixed_rate
+from ..bench.netns import NetnsError, clean_namespace
+from ..bench.outputs import OutputError, Outputs, check_outputs, write_files
 from ..bench.plot import MISSING as PLOT_MISSING
 from ..bench.plot import PlotUnavailable, plot_report
 from ..bench.plot import available as plot_available
-from ..bench.report import compare, format_tables, validate, write_csv
+from ..bench.report import compare, validate
+from ..bench.tables import format_tables
 from ..bench.targets import (
     BenchError,
     CommandReflector,
@@ -35,10 +43,13 @@ from ..bench.targets import (
     LocalReflector,
     SessionOptions,
     Target,
+    local_name,
 )
 from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
 from ..dataplane.sockets import DEFAULT_BUFFER
 from ..hostport import parse_hostport
+from ..inet import dscp_to_tos
+from ..net.client import parse_modes
 from .common import UserError, friendly_errors, setup_logging
 from .ping import pick_key
 
@@ -83,146 +94,216 @@ def _fractions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     return values
 
 
+# The measurement and output options, shared by `twamp-bench` and `compare` (declarations: one
+# list, applied by `_measure_options`).
+_MEASURE_OPTIONS = [
+    click.option(
+        "--sizes",
+        default="min,128,512,1024,1472,imix",
+        show_default=True,
+        callback=_sizes,
+        help=_SIZES_HELP,
+    ),
+    click.option(
+        "--trials",
+        type=click.IntRange(1, 100),
+        default=3,
+        show_default=True,
+        help="Repetitions of every figure (reported as min / median / max).",
+    ),
+    click.option(
+        "--trial-duration",
+        type=click.FloatRange(0.01, 3600),
+        default=0.2,
+        show_default=True,
+        help="Seconds per throughput trial.",
+    ),
+    click.option(
+        "--latency-duration",
+        type=click.FloatRange(0.01, 3600),
+        help="Seconds per latency trial (default: the trial duration).",
+    ),
+    click.option(
+        "--loss-tolerance",
+        type=click.FloatRange(0, 100, max_open=True),
+        default=0.1,
+        show_default=True,
+        help="Loss (%) allowed for the second throughput figure.",
+    ),
+    click.option(
+        "--latency-fractions",
+        default="10,50,90",
+        show_default=True,
+        callback=_fractions,
+        help="Loads for the latency trials, % of the zero-loss rate found.",
+    ),
+    click.option(
+        "--resolution",
+        type=click.FloatRange(0.1, 100),
+        default=5.0,
+        show_default=True,
+        help="Stop the rate search within this many %.",
+    ),
+    click.option(
+        "--attempts",
+        type=click.IntRange(1, 20),
+        default=4,
+        show_default=True,
+        help="Trials at one rate that our sender could not hold (a stall, a shortfall) "
+        "before that rate is given up as beyond this setup; such trials never count "
+        "against the reflector.",
+    ),
+    click.option(
+        "--min-rate",
+        type=click.FloatRange(1, min_open=False),
+        default=1000.0,
+        show_default=True,
+        help="Lowest rate to search (packets/s).",
+    ),
+    click.option(
+        "--max-rate",
+        type=click.FloatRange(1),
+        help="Highest rate to search (packets/s); default: what the sender can offer.",
+    ),
+    click.option(
+        "--max-delay",
+        type=click.FloatRange(0.001),
+        help="Loss threshold in ms: "
+        "later replies count as lost (default 20 ms + twice the probe's RTT).",
+    ),
+    click.option(
+        "--wait",
+        type=click.FloatRange(0),
+        help="Seconds to wait for late "
+        "replies after each trial (default 1.5 x the loss threshold).",
+    ),
+    click.option(
+        "--batch",
+        type=click.IntRange(1, 1024),
+        default=32,
+        show_default=True,
+        help="Sender receive batch.",
+    ),
+    click.option(
+        "--reflector-batch",
+        type=click.IntRange(1, 1024),
+        default=64,
+        show_default=True,
+        help="Batch of the reflectors started here.",
+    ),
+    click.option(
+        "--busy-poll",
+        is_flag=True,
+        help="Sender and the reflectors started here spin instead of sleeping.",
+    ),
+    click.option(
+        "--rcvbuf",
+        type=click.IntRange(4096),
+        default=DEFAULT_BUFFER,
+        show_default=True,
+        help="Socket buffer sizes to ask for (octets).",
+    ),
+    click.option(
+        "--netns",
+        is_flag=True,
+        help="As root: run everything in a fresh network namespace of its own (only lo, no "
+        "netfilter, no connection tracking), deleted at the end (needs pyroute2).",
+    ),
+    click.option(
+        "--no-pin",
+        is_flag=True,
+        help="Do not pin the sender and the reflector to separate cores.",
+    ),
+    click.option(
+        "-D",
+        "--dscp",
+        type=click.IntRange(0, 63),
+        default=0,
+        show_default=True,
+        help="DSCP of the test packets.",
+    ),
+    click.option(
+        "--stamp", is_flag=True, help="STAMP packets (RFC 8762) instead of TWAMP Light ones."
+    ),
+    click.option(
+        "--rfc2544",
+        is_flag=True,
+        help="RFC 2544's trial rules: its frame sizes, 60 s trials, 2 s waits, latency at "
+        "the throughput rate for 120 s, 20 times (hours, not minutes).",
+    ),
+    click.option(
+        "--rate",
+        type=click.FloatRange(1),
+        help="Fixed-rate mode: offer this many packets/s (no search), with a report every "
+        "--interval; the first of --sizes is sent.",
+    ),
+    click.option(
+        "--duration",
+        type=click.FloatRange(0.1, 86400),
+        default=10.0,
+        show_default=True,
+        help="Fixed-rate mode: seconds to run.",
+    ),
+    click.option(
+        "--interval",
+        type=click.FloatRange(0.1, 3600),
+        default=1.0,
+        show_default=True,
+        help="Fixed-rate mode: seconds per interval report.",
+    ),
+    click.option(
+        "--sender-cores",
+        type=click.IntRange(1, 64),
+        default=1,
+        show_default=True,
+        help="Send from this many threads, each on a core of its own (when there are "
+        "enough), so that a machine with more cores measures the reflector, not the sender.",
+    ),
+    click.option(
+        "--sender",
+        "sender_kind",
+        type=click.Choice(["ours", "c"]),
+        default="ours",
+        show_default=True,
+        help="ours: twamp's Sender (the compiled fast path when built); c: the C load "
+        "generator shipped with twamp (built with the system C compiler on first use; "
+        "IPv4 TWAMP Light, trials up to 30 s), to tell a sender limit from a reflector's.",
+    ),
+    click.option(
+        "--json",
+        "json_out",
+        metavar="FILE|-",
+        help="Write the full report as JSON (schemas/bench.schema.json).",
+    ),
+    click.option("--csv", "csv_out", metavar="FILE|-", help="Write one row per figure."),
+    click.option(
+        "--raw",
+        "raw_out",
+        metavar="FILE|-",
+        help="Write one JSON line per trial (every trial, in the order run).",
+    ),
+    click.option(
+        "--plot",
+        "plot_out",
+        metavar="FILE",
+        help="Draw throughput against size, RTT CDFs and loss over time (needs matplotlib; "
+        "'twamp-bench plot REPORT.json' redraws from a saved report).",
+    ),
+    click.option("-v", "--verbose", count=True, help="More log output (-vv: debug)."),
+    click.option("-q", "--quiet", is_flag=True, help="No table, no progress."),
+]
+
+
 def _measure_options(func: F) -> F:
-    """The measurement and output options, shared by `twamp-bench` and `compare`."""
-    options = [
-        click.option(
-            "--sizes",
-            default="min,128,512,1024,1472,imix",
-            show_default=True,
-            callback=_sizes,
-            help=_SIZES_HELP,
-        ),
-        click.option(
-            "--trials",
-            type=click.IntRange(1, 100),
-            default=3,
-            show_default=True,
-            help="Repetitions of every figure (reported as min / median / max).",
-        ),
-        click.option(
-            "--trial-duration",
-            type=click.FloatRange(0.01, 3600),
-            default=0.2,
-            show_default=True,
-            help="Seconds per throughput trial.",
-        ),
-        click.option(
-            "--latency-duration",
-            type=click.FloatRange(0.01, 3600),
-            help="Seconds per latency trial (default: the trial duration).",
-        ),
-        click.option(
-            "--loss-tolerance",
-            type=click.FloatRange(0, 100, max_open=True),
-            default=0.1,
-            show_default=True,
-            help="Loss (%) allowed for the second throughput figure.",
-        ),
-        click.option(
-            "--latency-fractions",
-            default="10,50,90",
-            show_default=True,
-            callback=_fractions,
-            help="Loads for the latency trials, % of the zero-loss rate found.",
-        ),
-        click.option(
-            "--resolution",
-            type=click.FloatRange(0.1, 100),
-            default=5.0,
-            show_default=True,
-            help="Stop the rate search within this many %.",
-        ),
-        click.option(
-            "--min-rate",
-            type=click.FloatRange(1, min_open=False),
-            default=1000.0,
-            show_default=True,
-            help="Lowest rate to search (packets/s).",
-        ),
-        click.option(
-            "--max-rate",
-            type=click.FloatRange(1),
-            help="Highest rate to search (packets/s); default: what the sender can offer.",
-        ),
-        click.option(
-            "--max-delay",
-            type=click.FloatRange(0.001),
-            help="Loss threshold in ms: "
-            "later replies count as lost (default 20 ms + twice the probe's RTT).",
-        ),
-        click.option(
-            "--wait",
-            type=click.FloatRange(0),
-            help="Seconds to wait for late "
-            "replies after each trial (default 1.5 x the loss threshold).",
-        ),
-        click.option(
-            "--batch",
-            type=click.IntRange(1, 1024),
-            default=32,
-            show_default=True,
-            help="Sender receive batch.",
-        ),
-        click.option(
-            "--reflector-batch",
-            type=click.IntRange(1, 1024),
-            default=64,
-            show_default=True,
-            help="Batch of the reflectors started here.",
-        ),
-        click.option(
-            "--busy-poll",
-            is_flag=True,
-            help="Sender and the reflectors started here spin instead of sleeping.",
-        ),
-        click.option(
-            "--rcvbuf",
-            type=click.IntRange(4096),
-            default=DEFAULT_BUFFER,
-            show_default=True,
-            help="Socket buffer sizes to ask for (octets).",
-        ),
-        click.option(
-            "--no-pin",
-            is_flag=True,
-            help="Do not pin the sender and the reflector to separate cores.",
-        ),
-        click.option(
-            "-D",
-            "--dscp",
-            type=click.IntRange(0, 63),
-            default=0,
-            show_default=True,
-            help="DSCP of the test packets.",
-        ),
-        click.option(
-            "--stamp", is_flag=True, help="STAMP packets (RFC 8762) instead of TWAMP Light ones."
-        ),
-        click.option(
-            "--json",
-            "json_out",
-            metavar="FILE|-",
-            help="Write the full report as JSON (schemas/bench.schema.json).",
-        ),
-        click.option("--csv", "csv_out", metavar="FILE", help="Write one row per figure."),
-        click.option(
-            "--plot",
-            "plot_out",
-            metavar="FILE",
-            help="Draw RTT CDFs and throughput against size (needs matplotlib).",
-        ),
-        click.option("-v", "--verbose", count=True, help="More log output (-vv: debug)."),
-        click.option("-q", "--quiet", is_flag=True, help="No table, no progress."),
-    ]
-    for option in reversed(options):
+    """Apply the shared measurement and output options."""
+    for option in reversed(_MEASURE_OPTIONS):
         func = option(func)
     return func
 
 
 def _settings(p: dict[str, Any]) -> BenchSettings:
     try:
-        return BenchSettings(
+        settings = BenchSettings(
             sizes=p["sizes"],
             trials=p["trials"],
             trial_duration_s=p["trial_duration"],
@@ -238,14 +319,34 @@ def _settings(p: dict[str, Any]) -> BenchSettings:
             busy_poll=p["busy_poll"],
             pin=not p["no_pin"],
             dscp=p["dscp"],
+            sender_cores=p["sender_cores"],
+            sender=p["sender_kind"],
+            attempts=p["attempts"],
         )
+        if p["rfc2544"]:
+            sizes = settings.sizes
+            settings = rfc2544_settings(settings)
+            if _given("sizes"):
+                settings = replace(settings, sizes=sizes)
+        return settings
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
 
+def _given(name: str) -> bool:
+    """Was this option given on the command line (not left at its default)?"""
+    ctx = click.get_current_context()
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT
+
+
 def _session_options(p: dict[str, Any]) -> SessionOptions:
     return SessionOptions(
-        tos=p["dscp"] << 2, batch=p["batch"], busy_poll=p["busy_poll"], rcvbuf=p["rcvbuf"]
+        tos=dscp_to_tos(p["dscp"]),
+        batch=p["batch"],
+        busy_poll=p["busy_poll"],
+        rcvbuf=p["rcvbuf"],
+        sender=p["sender_kind"],
     )
 
 
@@ -271,56 +372,155 @@ class _Progress:
             self._width = 0
 
 
-def _emit(doc: dict[str, Any], p: dict[str, Any], progress: _Progress) -> None:
-    """Write every output asked for; also after Ctrl-C (the document is then partial)."""
+def _outputs(p: dict[str, Any]) -> Outputs:
+    return Outputs(json=p["json_out"], csv=p["csv_out"], raw=p["raw_out"], plot=p["plot_out"])
+
+
+def _prerequisites(targets: list[Target], p: dict[str, Any], outputs: Outputs) -> None:
+    """Everything that can fail before the first packet, checked before it (one sentence)."""
+    try:
+        check_outputs(outputs)
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+    if outputs.plot is not None and not plot_available():
+        raise UserError(PLOT_MISSING)
+    if p["rate"] is not None and len(targets) != 1:
+        raise click.UsageError("--rate measures one reflector: use it without compare")
+    if p["sender_cores"] > 1 and any(isinstance(t, ControlTarget) for t in targets):
+        raise click.UsageError("--sender-cores applies to TWAMP Light targets, not --control")
+    if p["netns"] and any(isinstance(t, LightTarget | ControlTarget) for t in targets):
+        raise click.UsageError(
+            "--netns measures reflectors started here (fast, pure, c, cmd:), "
+            "not --target, --control or addr:"
+        )
+    if p["sender_kind"] == "c":
+        if any(isinstance(t, ControlTarget) or t.fmt.stamp for t in targets):
+            raise click.UsageError("--sender c sends TWAMP Light only: not --control, not --stamp")
+        try:
+            cprogs.build("c_sender")
+        except cprogs.BuildError as exc:
+            raise UserError(f"--sender c: {exc}") from None
+    for target in targets:
+        try:
+            target.prepare()
+        except BenchError as exc:
+            raise UserError(str(exc)) from None
+
+
+def _emit(doc: dict[str, Any], outputs: Outputs, quiet: bool, progress: _Progress) -> None:
+    """The table first, then every file asked for; also after Ctrl-C or SIGTERM."""
     progress.clear()
-    json_out, csv_out, plot_out = p["json_out"], p["csv_out"], p["plot_out"]
-    if json_out is not None:
-        text = json.dumps(doc, indent=2, allow_nan=False)
-        if json_out == "-":
-            click.echo(text)
-        else:
-            Path(json_out).write_text(text + "\n")
-    if csv_out is not None:
-        with open(csv_out, "w", newline="") as f:
-            write_csv(doc, f)
-    if json_out != "-" and not p["quiet"]:
+    if not outputs.to_stdout and not quiet:
         click.echo(format_tables(doc))
+    try:
+        write_files(doc, outputs, sys.stdout)
+    except OSError as exc:
+        raise UserError(f"cannot write the results: {exc.strerror or exc}") from None
     try:
         validate(doc)
     except Exception as exc:  # a bug of ours; the results are written already
         log.warning("the report does not match its schema: %s", exc)
-    if plot_out is not None:
+    if outputs.plot is not None:
         try:
-            plot_report(doc, plot_out)
+            plot_report(doc, outputs.plot)
         except PlotUnavailable as exc:
             raise UserError(str(exc)) from None
 
 
-def _run(targets: list[Target], p: dict[str, Any], command: str, sender_cpu: int | None) -> None:
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that it saves what Ctrl-C saves."""
+
+
+@contextlib.contextmanager
+def _sigterm_like_sigint() -> Iterator[list[int]]:
+    """SIGTERM stops the run the way SIGINT does: results so far are printed and written.
+
+    The handler raises in the main thread, exactly as Python's own SIGINT handler does; the
+    Sender's loop polls for signals every few milliseconds and returns with the exception.
+    """
+
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _measure(
+    targets: list[Target],
+    p: dict[str, Any],
+    command: str,
+    settings: BenchSettings,
+    doc: dict[str, Any],
+    progress: _Progress,
+    cpus: list[int | None],
+) -> None:
+    argv = click.get_current_context().meta.get(_ARGV_KEY, sys.argv)
+    if p["rate"] is not None:
+        run_fixed_rate(
+            targets[0],
+            settings,
+            doc,
+            argv=argv,
+            progress=progress,
+            sender_cpus=cpus,
+            rate=p["rate"],
+            duration_s=p["duration"],
+            interval_s=p["interval"],
+            report=(lambda line: None) if p["quiet"] else _interval_printer(progress),
+        )
+        return
+    run_benchmark(
+        targets,
+        settings,
+        command=command,
+        argv=argv,
+        progress=progress,
+        sender_cpus=cpus,
+        document=doc,
+    )
+
+
+def _interval_printer(progress: _Progress) -> Callable[[str], None]:
+    def report(line: str) -> None:
+        progress.clear()
+        click.echo(line, err=True)
+
+    return report
+
+
+def _run(targets: list[Target], p: dict[str, Any], command: str) -> None:
     settings = _settings(p)
-    if p["plot_out"] is not None and not plot_available():
-        raise UserError(PLOT_MISSING)  # before measuring for a minute, not after
+    outputs = _outputs(p)
+    _prerequisites(targets, p, outputs)
+    cpus = sender_plan(not p["no_pin"], p["sender_cores"])
     progress = _Progress(not p["quiet"])
     doc = new_document(command, settings)
-    try:
-        run_benchmark(
-            targets,
-            settings,
-            command=command,
-            argv=click.get_current_context().meta.get(_ARGV_KEY, sys.argv),
-            progress=progress,
-            sender_cpu=sender_cpu,
-            document=doc,
-        )
-    except BenchError as exc:
-        progress.clear()
-        raise UserError(str(exc)) from None
-    if command == "compare":
-        doc["comparison"] = compare(doc)
-    _emit(doc, p, progress)
-    if doc["interrupted"]:
-        raise click.exceptions.Exit(130)
+    status = 0
+    with _sigterm_like_sigint() as terminated:
+        try:
+            with clean_namespace() if p["netns"] else contextlib.nullcontext():
+                _measure(targets, p, command, settings, doc, progress, cpus)
+        except NetnsError as exc:
+            raise UserError(str(exc)) from None
+        except BenchError as exc:
+            progress.clear()
+            raise UserError(str(exc)) from None
+        except _Terminated:
+            doc["interrupted"] = True
+        if doc["interrupted"]:
+            status = 143 if terminated else 130
+        if command == "compare":
+            doc["comparison"] = compare(doc)
+        _emit(doc, outputs, p["quiet"], progress)
+    if status:
+        raise click.exceptions.Exit(status)
     failed = [t for t in doc["targets"] if t.get("error")]
     if failed:
         first = failed[0]
@@ -424,11 +624,9 @@ def bench(ctx: click.Context, /, **p: Any) -> None:
     if p["stamp"] and p["control"]:
         raise click.UsageError("--stamp applies to TWAMP Light targets, not --control")
     options = _session_options(p)
-    reflector_cpu, sender_cpu = cpu_plan(not p["no_pin"])
+    reflector_cpu = reflector_core(not p["no_pin"])
     target: Target
     if p["control"]:
-        from ..net.client import parse_modes
-
         try:
             host, port = parse_hostport(p["control"], TWAMP_CONTROL_PORT)
             modes = parse_modes(p["mode_letters"]) if p["mode_letters"] else None
@@ -454,7 +652,7 @@ def bench(ctx: click.Context, /, **p: Any) -> None:
         target = LightTarget(p["target"], host, port, options, stamp=p["stamp"])
     else:
         target = LocalReflector(
-            p["reflector_impl"],
+            local_name(p["reflector_impl"]),
             options,
             impl=p["reflector_impl"],
             cpu=reflector_cpu,
@@ -463,7 +661,7 @@ def bench(ctx: click.Context, /, **p: Any) -> None:
             rcvbuf=p["rcvbuf"],
             stamp=p["stamp"],
         )
-    _run([target], p, "bench", sender_cpu)
+    _run([target], p, "bench")
 
 
 def _reflector_target(
@@ -472,7 +670,7 @@ def _reflector_target(
     """--reflector fast | pure | c | cmd:"COMMAND {port}" | addr:HOST:PORT."""
     if spec in ("fast", "pure"):
         return LocalReflector(
-            spec,
+            local_name(spec),
             options,
             impl=spec,
             cpu=cpu,
@@ -521,8 +719,8 @@ def _reflector_target(
     multiple=True,
     required=True,
     help="A reflector to measure (repeat; ratios are against the first): fast, pure, "
-    'c (benchmarks/c_reflector.c, built with gcc), cmd:"COMMAND {port}", '
-    "addr:HOST:PORT.",
+    "c (the C reference reflector shipped with twamp, built with the system C compiler on "
+    'first use), cmd:"COMMAND {port}", addr:HOST:PORT.',
 )
 @_measure_options
 @friendly_errors
@@ -530,15 +728,49 @@ def compare_cmd(reflectors: tuple[str, ...], **p: Any) -> None:
     """Several reflectors side by side, one after another under the same sender."""
     setup_logging(p["verbose"], p["quiet"])
     options = _session_options(p)
-    reflector_cpu, sender_cpu = cpu_plan(not p["no_pin"])
+    reflector_cpu = reflector_core(not p["no_pin"])
     targets = [_reflector_target(spec, p, options, reflector_cpu) for spec in reflectors]
     seen: dict[str, int] = {}
     for t in targets:
         seen[t.name] = seen.get(t.name, 0) + 1
         if seen[t.name] > 1:
             t.name = f"{t.name}#{seen[t.name]}"
-    _run(targets, p, "compare", sender_cpu)
+    _run(targets, p, "compare")
+
+
+@bench.command("plot")
+@click.argument("report", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Image to write (PNG, SVG, PDF by its suffix); default: REPORT with .png.",
+)
+@friendly_errors
+def plot_cmd(report: str, output: str | None) -> None:
+    """Redraw the plots of a saved report (twamp-bench --json REPORT.json)."""
+    try:
+        doc = json.loads(Path(report).read_text())
+        validate(doc)
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{report} is not a twamp-bench report: {exc}") from None
+    except Exception as exc:  # jsonschema's ValidationError: a report of another version
+        raise UserError(f"{report} does not match the report schema: {exc}") from None
+    out = output or str(Path(report).with_suffix(".png"))
+    try:
+        check_outputs(Outputs(plot=out))
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        plot_report(doc, out)
+    except PlotUnavailable as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"wrote {out}")
 
 
 def main() -> None:
     bench(prog_name="twamp-bench")
+
+
+if __name__ == "__main__":
+    main()

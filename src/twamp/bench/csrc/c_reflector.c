@@ -1,5 +1,5 @@
 /*
- * c_reflector: the reference TWAMP Light reflector of the benchmark (benchmarks/README.md).
+ * c_reflector: the reference TWAMP Light reflector of the benchmark (twamp.bench.cprogs).
  *
  * Minimal on purpose: stateless, unauthenticated, IPv4 on one UDP socket, as fast as the
  * kernel's UDP path allows. It is the yardstick our Reflector twins are measured against, so it
@@ -10,8 +10,8 @@
  *     (busy poll: lowest latency, a whole core).
  *   - Receive Timestamp = the kernel's SO_TIMESTAMPNS stamp; Sender TTL from IP_RECVTTL
  *     (255 when absent, RFC 5357 §4.2.1).
- *   - Reply in the 41-octet Session-Reflector layout (RFC 5357 §4.2.1, spec §5.3):
- *     length max(received, 41), the sender's padding truncated from the end (spec §5.5),
+ *   - Reply in the 41-octet Session-Reflector layout (RFC 5357 §4.2.1):
+ *     length max(received, 41), the sender's padding truncated from the end (RFC 5357 §4.2.1),
  *     Sequence Number copied from the sender (stateless TWAMP Light, RFC 5357 Appendix I).
  *   - transmit Timestamp from clock_gettime(CLOCK_REALTIME) per packet, written just before the
  *     batch goes out with sendmmsg; sent with TTL 255 (RFC 5357 §4.2.1).
@@ -43,8 +43,8 @@
 
 #define MAX_BATCH 1024
 #define PKT_MAX 9000            /* larger datagrams are truncated and dropped as malformed */
-#define SENDER_BASE 14          /* spec §5.1 */
-#define REFLECTOR_BASE 41       /* spec §5.3 */
+#define SENDER_BASE 14          /* RFC 5357 §4.1.2 */
+#define REFLECTOR_BASE 41       /* RFC 5357 §4.2.1 */
 #define NTP_UNIX_DELTA 2208988800ULL
 #define CMSG_LEN_MAX 256
 
@@ -55,7 +55,7 @@ static void on_signal(int sig) {
     stop_flag = 1;
 }
 
-/* spec §2.1: fraction = ns * 2^32 / 1e9 (floored), never ns * 0xFFFFFFFF / 1e9. */
+/* RFC 5905 §6, RFC 4656 §4.1.2: fraction = ns * 2^32 / 1e9 (floored), never ns * 0xFFFFFFFF / 1e9. */
 static inline uint64_t ntp_from_timespec(const struct timespec *ts) {
     uint64_t sec = ((uint64_t)ts->tv_sec + NTP_UNIX_DELTA) & 0xFFFFFFFFULL;
     uint64_t frac = ((uint64_t)ts->tv_nsec << 32) / 1000000000ULL;
@@ -69,7 +69,7 @@ static inline void put_u64(uint8_t *p, uint64_t v) {
     }
 }
 
-/* spec §2.3: the clock's own error bound, S only if the kernel says it is synchronised. */
+/* RFC 4656 §4.1.2 (Error Estimate): the clock's own error bound, S only if the kernel says it is synchronised. */
 static uint16_t error_estimate(void) {
     struct timex tx;
     memset(&tx, 0, sizeof tx);
@@ -271,7 +271,7 @@ int main(int argc, char **argv) {
             memcpy(r + 24, q, 14);                 /* Sender Sequence Number, Timestamp, EE */
             r[38] = r[39] = 0;
             r[40] = (uint8_t)sender_ttl;
-            /* spec §5.5: keep the lowest-numbered padding octets, drop the highest */
+            /* RFC 5357 §4.2.1: keep the lowest-numbered padding octets, drop the highest */
             if (reply_len > REFLECTOR_BASE)
                 memcpy(r + REFLECTOR_BASE, q + SENDER_BASE, reply_len - REFLECTOR_BASE);
             tx_iov[out].iov_len = reply_len;

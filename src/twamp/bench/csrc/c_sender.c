@@ -1,14 +1,14 @@
 /*
- * c_sender: the ONE load generator of the reflector benchmark (benchmarks/README.md).
+ * c_sender: the ONE load generator of the reflector benchmark (twamp.bench.cprogs).
  *
  * Every reflector under test (C reference, compiled twin, pure twin) is driven by this program,
  * so the sender is never part of what differs between them. It sends TWAMP-Test Session-Sender
  * packets at a fixed rate for a fixed time, receives the reflections on the same socket
  * (single thread, interleaved: it owns one pinned core), and prints a JSON summary on stdout.
  *
- * Packets (spec §5.1, §5.2): open mode 14 octets + padding (default 27: 41 in all, the size of
+ * Packets (RFC 5357 §4.1.2): open mode 14 octets + padding (default 27: 41 in all, the size of
  * the reply); with -m auth|enc the 48-octet authenticated layout + padding (default 64), HMAC
- * over the covered plaintext then AES-CBC with IV 0 (spec §4.6), keys given in hex. Padding is
+ * over the covered plaintext then AES-CBC with IV 0 (RFC 4656 §4.1.2, RFC 5357 §4.1.2), keys given in hex. Padding is
  * pseudo-random (one pattern for the run), so the reflector's truncation can be checked.
  *
  * Pacing: packet i is due at t0 + i / rate (CLOCK_MONOTONIC). Packets leave in bursts of -B
@@ -88,7 +88,7 @@ struct __attribute__((packed)) record {
     int64_t t1, t2, t3, t4;
 };
 
-struct layout {          /* where the fields are: spec §5.1-§5.4 */
+struct layout {          /* where the fields are: RFC 5357 §4.1.2, §4.2.1 */
     int sender_base, reflector_base, covered_tx, covered_rx;
     int r_ts, r_rx_ts, r_sseq, r_sts, r_ttl, r_hmac, s_ts, s_hmac;
 };
@@ -109,7 +109,7 @@ static inline int64_t now_ns(clockid_t id) {
     return (int64_t)ts.tv_sec * NS + ts.tv_nsec;
 }
 
-/* spec §2.1: fraction = ns * 2^32 / 1e9, floored */
+/* RFC 5905 §6: fraction = ns * 2^32 / 1e9, floored */
 static inline uint64_t ntp_from_ns(int64_t ns) {
     uint64_t sec = (uint64_t)(ns / NS + NTP_UNIX_DELTA) & 0xFFFFFFFFULL;
     uint64_t sub = (uint64_t)(ns % NS);
@@ -142,7 +142,7 @@ static inline uint32_t get_u32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-static uint16_t error_estimate(void) {  /* spec §2.3, as c_reflector.c */
+static uint16_t error_estimate(void) {  /* RFC 4656 §4.1.2, as c_reflector.c */
     struct timex tx;
     memset(&tx, 0, sizeof tx);
     int state = adjtimex(&tx);
@@ -177,7 +177,7 @@ static int parse_hex(const char *hex, uint8_t *out, size_t n) {
     return 0;
 }
 
-/* spec §4.6: HMAC-SHA1 truncated to 16 over the covered plaintext, AES-128-CBC with IV 0 per
+/* RFC 4656 §4.1.2, RFC 5357 §4.1.2: HMAC-SHA1 truncated to 16 over the covered plaintext, AES-128-CBC with IV 0 per
  * packet. The key schedule and the keyed HMAC are set up once; each packet only re-inits. */
 static EVP_CIPHER_CTX *enc_ctx, *dec_ctx;
 static EVP_MAC_CTX *mac_ctx;
@@ -494,7 +494,7 @@ int main(int argc, char **argv) {
     socklen_t glen = sizeof granted;
     getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &glen);
 
-    /* spec §5.5: padding SHOULD be pseudo-random (xorshift64, fixed seed: reproducible) */
+    /* RFC 5357 §4.1.2: padding SHOULD be pseudo-random (xorshift64, fixed seed: reproducible) */
     uint64_t x = 0x9E3779B97F4A7C15ULL;
     for (int i = 0; i < PKT_MAX; i++) {
         x ^= x << 13;
