@@ -73,8 +73,6 @@ def _common_checks(doc: dict[str, Any]) -> None:
     assert DEAD_MS - 1500.0 <= _median(doc, "6.5") <= DEAD_MS + 3000.0
     assert DEAD_MS - 1.0 <= _median(doc, "6.8") <= DEAD_MS + 3000.0
     assert _median(doc, "6.6") < 3000.0
-    # Layer-2 detection beats layer 3 by about the dead interval.
-    assert _median(doc, "6.7") < _median(doc, "6.8") - 2000.0
     for proc in ("6.4", "6.5", "6.8"):
         assert _entry(doc, proc)["verdict"]["kind"] == "includes-timer"
         assert _entry(doc, proc)["verdict"]["timer"]["seconds"] == 4.0
@@ -89,8 +87,10 @@ def test_all_procedures_against_frr(tmp_path: Path) -> None:
         assert _entry(doc, proc)["verdict"]["kind"] == "timer-dominated", proc
         assert _median(doc, proc) >= 900.0
     assert _entry(doc, "5.1")["proxies_ms"]["new_lsa_ack"]["max"] <= 1100.0
-    # the DUT's router-LSA after a carrier loss: FRR reacts at once (no dead interval)
+    # the DUT's router-LSA after a carrier loss: FRR reacts at once (no dead interval), so
+    # layer-2 detection beats layer 3 by about the dead interval
     assert _median(doc, "6.7") < 2000.0
+    assert _median(doc, "6.7") < _median(doc, "6.8") - 2000.0
 
 
 @pytest.mark.timeout(900)
@@ -99,6 +99,11 @@ def test_all_procedures_against_bird(tmp_path: Path) -> None:
     _common_checks(doc)
     timers = doc["timers"]
     assert timers["tick"]["seconds"] >= 1.0 and timers["tick"]["origin"].startswith("quirk")
+    # BIRD re-originates its router-LSA at most every MinLSInterval (5 s) and computes routes
+    # on its tick: after a carrier loss the new router-LSA is late by up to about that, never
+    # by the dead interval's wait on top
+    limit = (timers["min-ls-interval"]["seconds"] + timers["tick"]["seconds"]) * 1000 + 500
+    assert _median(doc, "6.7") <= limit
 
 
 @pytest.mark.timeout(120)
