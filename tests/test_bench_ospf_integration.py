@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import require
+from twamp.bench.ospf.drivers import Progress, RunSettings, run
 from twamp.bench.ospf.procedures import PROCEDURES, analyse
+from twamp.lab import lab_objects
 from twamp.ospf.eventlog import read_events
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -44,13 +50,10 @@ def _run(kind: str, tmp_path: Path) -> dict[str, Any]:
         require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
     else:
         require(shutil.which("bird") is not None, "BIRD is not installed (apt-get install bird2)")
-    from twamp.bench.ospf import drivers
-    from twamp.lab import lab_objects
-
     tag = f"twopi{os.getpid() % 10000}"
     log = tmp_path / f"{kind}.jsonl"
-    settings = drivers.RunSettings(dut=kind, trials=1, lsas=(50,), tag=tag)
-    drivers.run(settings, log, drivers.Progress(enabled=False))
+    settings = RunSettings(dut=kind, trials=1, lsas=(50,), tag=tag)
+    run(settings, log, Progress(enabled=False))
     leftovers = lab_objects(tag)
     assert not any(leftovers.values()), f"the lab left {leftovers}"
     return analyse(read_events(log))
@@ -111,13 +114,6 @@ def test_sigterm_tears_the_lab_down(tmp_path: Path) -> None:
     """SIGTERM in the middle of a run: the lab, the DUT and our sockets go, the log stays."""
     require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
     require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from twamp.lab import lab_objects
-
     tag = f"twopt{os.getpid() % 10000}"
     log = tmp_path / "term.jsonl"
     cmd = [sys.executable, "-c", "from twamp.cli.bench import main; main()", "ospf",
