@@ -206,6 +206,8 @@ def test_allow_list_drops_others() -> None:
         (["--workers", "2", "--listen", "127.0.0.1:0"], "explicit port"),
         (["--batch", "0"], "--batch must be at least 1"),
         (["--max-senders", "0"], "--max-senders must be at least 1"),
+        (["--burst", "0"], "--burst must be at least 1"),
+        (["--rate-limit", "-1"], "--rate-limit cannot be negative"),
     ],
 )
 def test_wrong_arguments(args: list[str], fragment: str) -> None:

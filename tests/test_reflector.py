@@ -279,6 +279,7 @@ def test_process_admission_and_counters(offline: Callable[..., Any]) -> None:
         "late": 0,
         "send_errors": 0,
         "light_evicted": 0,
+        "rate_limited": 0,
     }
     sc = refl.session_counters(slot)
     assert (sc["received"], sc["reflected"], sc["dropped"], sc["errors"]) == (3, 2, 1, 0)
@@ -801,3 +802,24 @@ def test_light_symmetric_only_never_amplifies(offline: Callable[..., Any]) -> No
     refl = offline(light=LightPolicy(STAMP_FMT, stateful=False, symmetric_only=True))
     refl.add_session(SessionSpec(("192.0.2.7", 1), OPEN))
     assert refl.process(sender_open(1, 2), ("192.0.2.7", 1), RX_NS, 64, 0) is not None
+
+
+def test_light_rate_limit_per_source(offline: Callable[..., Any]) -> None:
+    """LightPolicy.rate_pps: a token bucket (GCRA) per source address, any port."""
+    ms = 1_000_000
+    refl = offline(light=LightPolicy(OPEN, stateful=False, rate_pps=1000, burst=3))
+    a, b = ("192.0.2.1", 1), ("192.0.2.1", 2)  # one address, two ports: one bucket
+    got = [
+        refl.process(sender_open(i, 1), (a, b)[i % 2], RX_NS, 64, 0) is not None for i in range(5)
+    ]
+    assert got == [True, True, True, False, False]  # a burst of 3 at one instant
+    assert refl.process(sender_open(9, 1), ("192.0.2.2", 1), RX_NS, 64, 0) is not None
+    assert refl.process(sender_open(9, 1), a, RX_NS + 1 * ms, 64, 0) is not None  # refilled
+    assert refl.process(sender_open(9, 1), a, RX_NS + 1 * ms, 64, 0) is None
+    assert refl.counters()["rate_limited"] == 3
+    # Negotiated sessions are not rate limited.
+    refl.add_session(SessionSpec(("192.0.2.7", 1), OPEN))
+    assert all(
+        refl.process(sender_open(i, 1), ("192.0.2.7", 1), RX_NS, 64, 0) is not None
+        for i in range(10)
+    )

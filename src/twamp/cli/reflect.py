@@ -64,6 +64,7 @@ _COUNTER_ORDER = (
     "late",
     "send_errors",
     "light_evicted",
+    "rate_limited",
 )
 _log = logging.getLogger("twamp.reflect")
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
@@ -99,6 +100,8 @@ class ReflectConfig:
     user: str | None = None
     group: str | None = None
     """Privileges to drop to once the sockets are bound (each worker drops its own)."""
+    rate_pps: int = 0
+    burst: int = 16
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -210,6 +213,8 @@ def serve(
         dscp=config.dscp,
         max_peers=config.max_senders,
         symmetric_only=config.symmetric_only,
+        rate_pps=config.rate_pps,
+        burst=config.burst,
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
@@ -380,6 +385,20 @@ def _run_workers(
 )
 @click.option("--allow", multiple=True, metavar="NET", help="Answer only these networks.")
 @click.option(
+    "--rate-limit",
+    "rate_pps",
+    type=int,
+    default=0,
+    help="Answer at most this many datagrams per second per source address (0: no limit).",
+)
+@click.option(
+    "--burst",
+    type=int,
+    default=16,
+    show_default=True,
+    help="--rate-limit: datagrams a source may send back to back.",
+)
+@click.option(
     "--symmetric-only",
     is_flag=True,
     help="Drop requests shorter than their reply: never answer with more than was sent.",
@@ -407,6 +426,8 @@ def reflect(
     stateful: bool,
     max_senders: int,
     allow: tuple[str, ...],
+    rate_pps: int,
+    burst: int,
     symmetric_only: bool,
     stamp: bool,
     dscp: int | None,
@@ -437,6 +458,10 @@ def reflect(
         raise UserError(f"--dscp must be 0-63, not {dscp}")
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
+    if rate_pps < 0:
+        raise UserError(f"--rate-limit cannot be negative, not {rate_pps}")
+    if burst < 1:
+        raise UserError(f"--burst must be at least 1, not {burst}")
     if max_senders < 1:
         raise UserError(f"--max-senders must be at least 1, not {max_senders}")
     if batch < 1:
@@ -462,6 +487,8 @@ def reflect(
         metrics=parse_metrics_address(metrics) if metrics is not None else None,
         user=daemon.user,
         group=daemon.group,
+        rate_pps=rate_pps,
+        burst=burst,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"

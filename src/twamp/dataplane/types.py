@@ -74,6 +74,7 @@ REFLECTOR_COUNTERS = (
     "late",
     "send_errors",
     "light_evicted",
+    "rate_limited",
 )
 SESSION_COUNTERS = ("received", "reflected", "dropped", "errors", "last_rx_ns")
 SENDER_COUNTERS = (
@@ -161,7 +162,11 @@ class LightPolicy:
     sequence number restarts at 0 or after `idle_ns` of silence (a new test session from the
     same port). `symmetric_only`: answer only requests at least as long as the reply would
     be (a shorter one counts `malformed`), so the reflector never amplifies (RFC 6038's
-    symmetrical size, as a policy). Unauthenticated only: Light has no way to agree on keys.
+    symmetrical size, as a policy). `rate_pps` (0: off): at most this many datagrams per
+    second from one source address, in bursts of up to `burst` (a token bucket per address, as
+    GCRA; over it: the reflector's `rate_limited` counter); the buckets of at most
+    `max_peers` addresses are kept, and all start full again when that many are in use.
+    Unauthenticated only: Light has no way to agree on keys.
     """
 
     fmt: TestFormat
@@ -171,6 +176,8 @@ class LightPolicy:
     max_peers: int = 4096
     idle_ns: int = LIGHT_IDLE_NS
     symmetric_only: bool = False
+    rate_pps: int = 0
+    burst: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -183,6 +190,10 @@ class LightPolicy:
             raise ValueError("max_peers cannot be negative")
         if self.idle_ns <= 0:
             raise ValueError("idle_ns must be positive")
+        if not 0 <= self.rate_pps <= 1_000_000_000:
+            raise ValueError("rate_pps must be 0 (off) to 1e9")
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
 
 
 class StopFlag(Protocol):

@@ -29,6 +29,7 @@ cdef struct Counters:
     uint64_t late
     uint64_t send_errors
     uint64_t light_evicted  # stateful Light: least recently used senders dropped (table full)
+    uint64_t rate_limited  # Light datagrams over LightPolicy.rate_pps of their source
 
 
 
@@ -115,6 +116,15 @@ cdef class Reflector:
     cdef Session *_light_shared
     cdef int64_t _light_idle_ns
     cdef int _light_symmetric  # LightPolicy.symmetric_only
+    # LightPolicy.rate_pps: GCRA per source address (theoretical arrival time, ns), in a
+    # fixed open-addressing table cleared when _rate_max addresses are in use
+    cdef int64_t _rate_t  # emission interval, ns (0: off)
+    cdef int64_t _rate_tau  # burst tolerance, ns
+    cdef Entry *_rate_keys
+    cdef int64_t *_rate_tat
+    cdef uint32_t _rate_cap
+    cdef int64_t _rate_used
+    cdef int64_t _rate_max
     # stateful Light: (address, port, SSID) -> state, a fixed-size open-addressing table
     # (capacity > 2 x _light_max, so it never fills) and an LRU list through the states
     cdef Entry *_ltable
@@ -159,6 +169,7 @@ cdef class Reflector:
     cdef int _rebuild(self) noexcept nogil
     cdef Session *_admit(self, Pkt *p) noexcept nogil
     cdef int _allowed(self, Pkt *p) noexcept nogil
+    cdef int _rate_ok(self, Pkt *p) noexcept nogil
     cdef Session *_light_state(self, Pkt *p) noexcept nogil
     cdef Session *_llookup(self, const uint8_t *addr, uint16_t port, uint16_t ssid) noexcept nogil
     cdef void _linsert(self, Session *s) noexcept nogil

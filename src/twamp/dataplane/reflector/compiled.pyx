@@ -304,6 +304,18 @@ cdef class Reflector:
         self._light_max = light.max_peers
         self._light_idle_ns = light.idle_ns
         self._light_symmetric = bool(light.symmetric_only)
+        if light.rate_pps > 0 and light.max_peers > 0:
+            self._rate_t = max(1, 1_000_000_000 // light.rate_pps)
+            self._rate_tau = self._rate_t * (light.burst - 1)
+            self._rate_max = light.max_peers
+            rcap = 16
+            while rcap <= 2 * light.max_peers + 1:
+                rcap <<= 1
+            self._rate_keys = <Entry *>calloc(rcap, sizeof(Entry))
+            self._rate_tat = <int64_t *>calloc(rcap, sizeof(int64_t))
+            if self._rate_keys == NULL or self._rate_tat == NULL:
+                raise MemoryError()
+            self._rate_cap = rcap
         if light.stateful:
             cap = 16
             while cap <= 2 * light.max_peers + 1:
@@ -349,6 +361,8 @@ cdef class Reflector:
         free(self._ltable)
         free(self._light_shared)
         free(self._diag_ring)
+        free(self._rate_keys)
+        free(self._rate_tat)
         free(self._eq)
         free(self._eq_iov)
         free(self._eq_ctrl)
@@ -439,6 +453,38 @@ cdef class Reflector:
                                                           self._allow[i].bits):
                 return 1
         return 0
+
+    cdef int _rate_ok(self, Pkt *p) noexcept nogil:
+        """LightPolicy.rate_pps: GCRA (a token bucket) per source address; 0 to drop.
+
+        tat is when the bucket would be full again; a datagram is over the rate when it comes
+        more than tau (burst - 1 intervals) before tat. The table holds at most _rate_max
+        addresses; when one more arrives, every bucket starts full again (a reset, never a
+        lock-out), as the pure twin's dict does.
+        """
+        cdef uint32_t mask = self._rate_cap - 1
+        cdef uint32_t i = key_hash(p.addr, 0) & mask
+        cdef int64_t tat
+        while self._rate_keys[i].sess != NULL:
+            if memcmp(self._rate_keys[i].addr, p.addr, 16) == 0:
+                break
+            i = (i + 1) & mask
+        if self._rate_keys[i].sess == NULL:
+            if self._rate_used >= self._rate_max:
+                memset(self._rate_keys, 0, self._rate_cap * sizeof(Entry))
+                self._rate_used = 0
+                i = key_hash(p.addr, 0) & mask
+            memcpy(self._rate_keys[i].addr, p.addr, 16)
+            self._rate_keys[i].sess = <Session *>1  # a used mark, never dereferenced
+            self._rate_tat[i] = p.rx_ns
+            self._rate_used += 1
+        tat = self._rate_tat[i]
+        if tat < p.rx_ns:
+            tat = p.rx_ns
+        if tat - p.rx_ns > self._rate_tau:
+            return 0
+        self._rate_tat[i] = tat + self._rate_t
+        return 1
 
     cdef Session *_light_state(self, Pkt *p) noexcept nogil:
         """Stateful TWAMP Light: the state of (address, port, SSID), made or refreshed.
@@ -705,6 +751,7 @@ cdef class Reflector:
             "late": twamp_load_u64(&self._c.late),
             "send_errors": twamp_load_u64(&self._c.send_errors),
             "light_evicted": twamp_load_u64(&self._c.light_evicted),
+            "rate_limited": twamp_load_u64(&self._c.rate_limited),
         }
 
     # -- per datagram --------------------------------------------------------------------------
@@ -722,6 +769,10 @@ cdef class Reflector:
             return 0
         p.sess = s
         twamp_inc(&s.received)
+        if s.slot < 0 and self._rate_t and not self._rate_ok(p):
+            twamp_inc(&self._c.rate_limited)
+            twamp_inc(&s.dropped)
+            return 0
         if p.rx_ns > s.deadline_ns:
             twamp_inc(&self._c.late)
             twamp_inc(&s.dropped)

@@ -48,6 +48,7 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
         session_counters(slot) -> dict      # received reflected dropped errors last_rx_ns
         counters() -> dict                  # received reflected unknown_peer malformed
                                             # auth_failed late send_errors light_evicted
+                                            # rate_limited
         process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
         start() / stop() / context manager / running / loop / socket / socket_failed
     ReflectorLoop(*, batch: int = 64, busy_poll: bool = False)   # one thread, many Reflectors
@@ -259,6 +260,8 @@ class Reflector:
         self._late = 0
         self._send_errors = 0
         self._light_evicted = 0
+        self._rate_limited = 0
+        self._rate_tat: dict[str, int] = {}  # LightPolicy.rate_pps: source -> GCRA tat
         self._dead = False  # the socket failed with EBADF: the loop ignores this Reflector
         self._diag: _T3Diagnostic | None = None
         if tx_timestamps:
@@ -314,6 +317,7 @@ class Reflector:
             "late": self._late,
             "send_errors": self._send_errors,
             "light_evicted": self._light_evicted,
+            "rate_limited": self._rate_limited,
         }
 
     def _session(self, slot: int) -> _Session:
@@ -350,6 +354,28 @@ class Reflector:
         if shared is not None and len(self._light_allowed) < light.max_peers:
             self._light_allowed[key] = shared
         return shared
+
+    def _rate_ok(self, ip: str, rx_ns: int) -> bool:
+        """LightPolicy.rate_pps: GCRA per source address, as the compiled twin's `_rate_ok`."""
+        light = self._light
+        assert light is not None
+        interval = max(1, 1_000_000_000 // light.rate_pps)
+        try:
+            key = normalize_ip(ip)
+        except ValueError:
+            return True
+        tats = self._rate_tat
+        tat = tats.get(key)
+        if tat is None:
+            if len(tats) >= light.max_peers:
+                tats.clear()  # every bucket starts full again: a reset, never a lock-out
+            tat = rx_ns
+        tat = max(tat, rx_ns)
+        if tat - rx_ns > interval * (light.burst - 1):
+            tats[key] = tat
+            return False
+        tats[key] = tat + interval
+        return True
 
     @staticmethod
     def _allowed(light: LightPolicy, ip: str) -> bool:
@@ -410,12 +436,16 @@ class Reflector:
             self._unknown_peer += 1
             return None
         sess.received += 1
+        light = self._light
+        if sess.light and light is not None and light.rate_pps and not self._rate_ok(ip, rx_ns):
+            self._rate_limited += 1
+            sess.dropped += 1
+            return None
         if rx_ns > sess.deadline_ns:
             self._late += 1
             sess.dropped += 1
             return None
         fmt = sess.fmt
-        light = self._light
         if len(data) < fmt.min_request_length or (
             sess.light
             and light is not None
