@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import require
+from twamp.bench.ospf.drivers import Progress, RunSettings, run
 from twamp.bench.ospf.procedures import PROCEDURES, analyse
+from twamp.lab import lab_objects
 from twamp.ospf.eventlog import read_events
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -44,13 +50,10 @@ def _run(kind: str, tmp_path: Path) -> dict[str, Any]:
         require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
     else:
         require(shutil.which("bird") is not None, "BIRD is not installed (apt-get install bird2)")
-    from twamp.bench.ospf import drivers
-    from twamp.lab import lab_objects
-
     tag = f"twopi{os.getpid() % 10000}"
     log = tmp_path / f"{kind}.jsonl"
-    settings = drivers.RunSettings(dut=kind, trials=1, lsas=(50,), tag=tag)
-    drivers.run(settings, log, drivers.Progress(enabled=False))
+    settings = RunSettings(dut=kind, trials=1, lsas=(50,), tag=tag)
+    run(settings, log, Progress(enabled=False))
     leftovers = lab_objects(tag)
     assert not any(leftovers.values()), f"the lab left {leftovers}"
     return analyse(read_events(log))
@@ -73,8 +76,6 @@ def _common_checks(doc: dict[str, Any]) -> None:
     assert DEAD_MS - 1500.0 <= _median(doc, "6.5") <= DEAD_MS + 3000.0
     assert DEAD_MS - 1.0 <= _median(doc, "6.8") <= DEAD_MS + 3000.0
     assert _median(doc, "6.6") < 3000.0
-    # Layer-2 detection beats layer 3 by about the dead interval.
-    assert _median(doc, "6.7") < _median(doc, "6.8") - 2000.0
     for proc in ("6.4", "6.5", "6.8"):
         assert _entry(doc, proc)["verdict"]["kind"] == "includes-timer"
         assert _entry(doc, proc)["verdict"]["timer"]["seconds"] == 4.0
@@ -89,8 +90,10 @@ def test_all_procedures_against_frr(tmp_path: Path) -> None:
         assert _entry(doc, proc)["verdict"]["kind"] == "timer-dominated", proc
         assert _median(doc, proc) >= 900.0
     assert _entry(doc, "5.1")["proxies_ms"]["new_lsa_ack"]["max"] <= 1100.0
-    # the DUT's router-LSA after a carrier loss: FRR reacts at once (no dead interval)
+    # the DUT's router-LSA after a carrier loss: FRR reacts at once (no dead interval), so
+    # layer-2 detection beats layer 3 by about the dead interval
     assert _median(doc, "6.7") < 2000.0
+    assert _median(doc, "6.7") < _median(doc, "6.8") - 2000.0
 
 
 @pytest.mark.timeout(900)
@@ -99,6 +102,11 @@ def test_all_procedures_against_bird(tmp_path: Path) -> None:
     _common_checks(doc)
     timers = doc["timers"]
     assert timers["tick"]["seconds"] >= 1.0 and timers["tick"]["origin"].startswith("quirk")
+    # BIRD re-originates its router-LSA at most every MinLSInterval (5 s) and computes routes
+    # on its tick: after a carrier loss the new router-LSA is late by up to about that, never
+    # by the dead interval's wait on top
+    limit = (timers["min-ls-interval"]["seconds"] + timers["tick"]["seconds"]) * 1000 + 500
+    assert _median(doc, "6.7") <= limit
 
 
 @pytest.mark.timeout(120)
@@ -106,13 +114,6 @@ def test_sigterm_tears_the_lab_down(tmp_path: Path) -> None:
     """SIGTERM in the middle of a run: the lab, the DUT and our sockets go, the log stays."""
     require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
     require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from twamp.lab import lab_objects
-
     tag = f"twopt{os.getpid() % 10000}"
     log = tmp_path / "term.jsonl"
     cmd = [sys.executable, "-c", "from twamp.cli.bench import main; main()", "ospf",

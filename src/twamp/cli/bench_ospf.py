@@ -146,7 +146,8 @@ def _outputs(func: Any) -> Any:
     type=click.IntRange(1, 100),
     default=5,
     show_default=True,
-    help="Valid trials per figure (invalid ones are repeated, up to twice as many).",
+    help="Valid trials per figure (invalid ones are repeated: at most twice as many "
+    "attempts, and at least four more).",
 )
 @click.option(
     "--lsas",

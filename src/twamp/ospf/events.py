@@ -266,7 +266,10 @@ class LsaOriginated(Event):
 
     key: LsaKey
     seq: int
-    reason: str  # "originate", "full" (router-LSA on adjacency change), "13.4", "refresh"
+    # "originate" (asked for), "adjacency" (our router-LSA changed: a neighbour Full or lost,
+    # a cost, extra links, the E bit), "dr" (our network-LSA as DR), "13.4" (superseding a
+    # stale copy of ours), "refresh" (LSRefreshTime)
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -740,29 +740,34 @@ def _encode_body(ls_type: int, body: LsaBody) -> bytes:
     return struct.pack(f"!{len(words)}I", *words)
 
 
+def _decode_router_body(raw: bytes) -> RouterLsaBody:
+    n = len(raw)
+    if n < 4:
+        raise _short("RouterLsa", "body", 4, n)
+    flags, count = _ROUTER_BODY.unpack_from(raw)
+    links: list[RouterLink] = []
+    off = 4
+    for _ in range(count):
+        if n - off < 12:
+            raise _short("RouterLsa", "links", 12, n - off)
+        lid, ldata, ltype, ntos, metric = _ROUTER_LINK.unpack_from(raw, off)
+        off += 12
+        if n - off < 4 * ntos:
+            raise _short("RouterLsa", "tos", 4 * ntos, n - off)
+        tos = tuple(_TOS_METRIC.iter_unpack(raw[off : off + 4 * ntos]))
+        off += 4 * ntos
+        links.append(RouterLink(_ip(lid), _ip(ldata), ltype, metric, tos))
+    if off != n:
+        raise OspfDecodeError(
+            f"{n - off} octets after the last link", message_type="RouterLsa", field="length"
+        )
+    return _build(RouterLsaBody, "RouterLsa", RouterLsaFlags(flags), tuple(links))
+
+
 def _decode_body(ls_type: int, raw: bytes) -> LsaBody:
     n = len(raw)
     if ls_type == LsaType.ROUTER:
-        if n < 4:
-            raise _short("RouterLsa", "body", 4, n)
-        flags, count = _ROUTER_BODY.unpack_from(raw)
-        links: list[RouterLink] = []
-        off = 4
-        for _ in range(count):
-            if n - off < 12:
-                raise _short("RouterLsa", "links", 12, n - off)
-            lid, ldata, ltype, ntos, metric = _ROUTER_LINK.unpack_from(raw, off)
-            off += 12
-            if n - off < 4 * ntos:
-                raise _short("RouterLsa", "tos", 4 * ntos, n - off)
-            tos = tuple(_TOS_METRIC.iter_unpack(raw[off : off + 4 * ntos]))
-            off += 4 * ntos
-            links.append(RouterLink(_ip(lid), _ip(ldata), ltype, metric, tos))
-        if off != n:
-            raise OspfDecodeError(
-                f"{n - off} octets after the last link", message_type="RouterLsa", field="length"
-            )
-        return _build(RouterLsaBody, "RouterLsa", RouterLsaFlags(flags), tuple(links))
+        return _decode_router_body(raw)
     if ls_type == LsaType.NETWORK:
         if n < 4 or n % 4:
             raise OspfDecodeError(

@@ -269,6 +269,13 @@ def _spacing(profile: TimerProfile, dut: Dut | None = None) -> float:
     return max(1.2, 2 * hold, arrival + 0.2, own)
 
 
+def max_attempts(trials: int) -> int:
+    """Twice the trials asked for, and at least four spare: on a loaded 2-core machine about
+    half the §5.1/§5.3 attempts miss the 1 ms "at once" bound (our own lag), and a short run
+    (--trials 1) must still get its one valid trial."""
+    return max(2 * trials, trials + 4)
+
+
 def _trials(
     ctx: Session,
     procs: Sequence[str],
@@ -276,12 +283,12 @@ def _trials(
     action: Callable[[int], None],
     params: dict[str, Any],
 ) -> None:
-    """Attempt until `trials` valid (judged on the log) or twice as many attempts."""
+    """Attempt until `trials` valid (judged on the log), at most `max_attempts(trials)` times."""
     s = ctx.settings
     ctx.current_lsas = lsas
     valid = 0
     attempt = 0
-    while valid < s.trials and attempt < 2 * s.trials:
+    while valid < s.trials and attempt < max_attempts(s.trials):
         ctx.progress(
             f"§{'/'.join(procs)} ({lsas} LSAs) trial {attempt + 1}: {valid}/{s.trials} valid"
         )
