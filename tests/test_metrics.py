@@ -201,7 +201,12 @@ def test_total_loss_gives_valid_summary_with_null_distributions() -> None:
     assert (c["forward_lost"], c["backward_lost"]) == (10, 0)
     for group in ("delay", "ipdv", "pdv"):
         assert all(v is None for v in s[group].values()), group
-    assert s["hops"] == {"forward": None, "backward": None}
+    assert s["hops"] == {
+        "forward": None,
+        "backward": None,
+        "forward_unknown": None,
+        "backward_unknown": None,
+    }
     assert s["reordering"]["round_trip"] == {"reordered": 0, "ratio": None, "max_extent": 0}
     validate(s)
 

@@ -225,7 +225,8 @@ def test_address_in_use_is_one_sentence() -> None:
         result = CliRunner().invoke(reflect, ["--listen", f"127.0.0.1:{port}"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-    assert "Error: Address already in use" in result.output
+    assert f"Error: cannot listen on UDP 127.0.0.1:{port}: Address already in use" in result.output
+    assert "choose another --listen" in result.output
 
 
 @pytest.mark.parametrize(

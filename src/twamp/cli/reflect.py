@@ -13,6 +13,8 @@ them, stops them by PID and adds up their counters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import ipaddress
 import logging
 import multiprocessing
@@ -20,13 +22,12 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -35,10 +36,24 @@ from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
 from ..inet import DSCP_MAX
+from ..metrics_export import (
+    MetricsEndpoint,
+    ReflectorCollector,
+    parse_metrics_address,
+    start_metrics,
+)
 from ..wire.testformat import TestFormat
 from .common import UserError, friendly_errors, setup_logging
+from .config import config_options, dump_config, dump_requested
+from .daemon import (
+    PidFile,
+    apply_log_format,
+    daemon_options,
+    daemon_settings,
+    drop_privileges,
+)
 
-__all__ = ["ReflectConfig", "parse_listen", "reflect", "serve"]
+__all__ = ["ReflectConfig", "SignalStop", "parse_listen", "reflect", "serve"]
 
 _COUNTER_ORDER = (
     "received",
@@ -53,6 +68,7 @@ _COUNTER_ORDER = (
 )
 _log = logging.getLogger("twamp.reflect")
 _TICK_S = 0.2  # how often the main loop looks at its stop flag
+_POLL_S = 0.05  # SignalStop.wait's sleep slice
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
 
@@ -82,6 +98,10 @@ class ReflectConfig:
     symmetric_only: bool = False
     rate_pps: int = 0
     burst: int = 16
+    metrics: tuple[str, int] | None = None
+    user: str | None = None
+    group: str | None = None
+    """Privileges to drop to once the sockets are bound (each worker drops its own)."""
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -108,20 +128,63 @@ def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
         total[key] = total.get(key, 0) + value
 
 
+class SignalStop:
+    """A stop request that a signal handler may set: one plain attribute, no lock.
+
+    Why not `threading.Event`: its ``set()`` takes the Event's lock, and a Python signal handler
+    runs in the main thread between two bytecodes, possibly while that same thread holds the lock
+    inside ``wait()`` or ``set()``; two signals close together then hang the process for good
+    (issue 12: 2 hangs in 74 tries). `wait` here polls instead of blocking on a lock.
+    """
+
+    __slots__ = ("signum",)
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def set(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = int(signum)
+
+    def is_set(self) -> bool:
+        return self.signum != 0
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.signum:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, _POLL_S))
+        return self.signum != 0
+
+
+class _Stop(Protocol):
+    """What `serve` needs of its `stop` argument: `SignalStop`, or a `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: SignalStop) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (and nothing else: see `SignalStop`); restored at exit,
+    unless a signal stopped us: then further ones are ignored until the process ends."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stop.signum = signum
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # Stopped by a signal: the process is on its way out, and a second signal arriving
+            # now must not turn a clean exit into a KeyboardInterrupt traceback or exit -15.
+            signal.signal(sig, signal.SIG_IGN if stop.signum else old)
 
 
-def _wait(stop: threading.Event, stats_interval: float, stats: Any, tick: Any = None) -> None:
+def _wait(stop: _Stop, stats_interval: float, stats: Any, tick: Any = None) -> None:
     next_stats = time.monotonic() + stats_interval if stats_interval > 0 else None
     while not stop.wait(_TICK_S):
         if tick is not None:
@@ -133,7 +196,7 @@ def _wait(stop: threading.Event, stats_interval: float, stats: Any, tick: Any = 
 
 def serve(
     config: ReflectConfig,
-    stop: threading.Event,
+    stop: _Stop,
     *,
     ready: Any = None,
     echo: Any = click.echo,
@@ -155,16 +218,41 @@ def serve(
     )
     socks: list[socket.socket] = []
     reflectors: list[Any] = []
+    endpoint: MetricsEndpoint | None = None
     # One loop (one thread, one epoll set) for every listening socket of this process; with
     # --workers N each worker process runs its own, so N loops in all.
     loop = dataplane.ReflectorLoop(batch=config.batch, busy_poll=config.busy_poll)
     try:
         for host, port in config.listen:
-            socks.append(_open(host, port, config.reuse_port))
+            try:
+                socks.append(_open(host, port, config.reuse_port))
+            except OSError as exc:
+                shown = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+                hint = {
+                    errno.EADDRINUSE: "another program uses that port: stop it or choose "
+                    "another --listen",
+                    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+                    errno.EADDRNOTAVAIL: "that address is not on this host: check --listen",
+                }.get(exc.errno or 0, "check --listen")
+                raise UserError(
+                    f"cannot listen on UDP {shown}: {exc.strerror or exc}; {hint}"
+                ) from None
         for sock in socks:
             reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
         for reflector in reflectors:
             reflector.start()
+        if config.metrics is not None:
+
+            def counters() -> dict[str, int]:
+                total: dict[str, int] = {}
+                for reflector in reflectors:
+                    _add(total, reflector.counters())
+                return total
+
+            collector = ReflectorCollector(counters, dataplane.IMPLEMENTATION)
+            endpoint = start_metrics(config.metrics, [collector])
+            echo(f"twamp reflect: metrics on {endpoint.url}")
+        drop_privileges(config.user, config.group)
         if ready is not None:
             ready([_where(s) for s in socks])
 
@@ -192,6 +280,8 @@ def serve(
 
         _wait(stop, config.stats_interval, stats, table_full if config.stateful else None)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         for reflector in reflectors:
             reflector.stop()
         loop.close()
@@ -205,7 +295,7 @@ def serve(
 
 def _worker(config: ReflectConfig, conn: Connection) -> None:
     """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
-    stop = threading.Event()
+    stop = SignalStop()
     with _stop_on_signals(stop):
         try:
             counters = serve(
@@ -232,47 +322,48 @@ def _recv(conn: Connection, timeout: float) -> tuple[str, Any] | None:
     return str(kind), value
 
 
-def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, int]:
+def _run_workers(
+    config: ReflectConfig, workers: int, header: str, stop: SignalStop
+) -> dict[str, int]:
+    """Start the workers, wait for `stop` (set by the caller's signal handler), stop them."""
     ctx = multiprocessing.get_context("fork")
     procs: list[tuple[Any, Connection]] = []
-    stop = threading.Event()
-    with _stop_on_signals(stop):
-        try:
-            for _ in range(workers):
-                receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
-                proc.start()
-                sender.close()
-                procs.append((proc, receiver))
-            where: list[str] = []
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_START_S)
-                if message is None or message[0] != "ready":
-                    reason = message[1] if message else "no sign of life"
-                    raise UserError(f"worker {proc.pid} did not start: {reason}")
-                where = message[1]
-            pids = ", ".join(str(p.pid) for p, _ in procs)
-            click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
-            sys.stdout.flush()
-            while not stop.wait(_TICK_S):
-                if not any(p.is_alive() for p, _ in procs):
-                    break
-        finally:
-            for proc, _ in procs:
-                if proc.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGTERM)
-            total: dict[str, int] = {}
-            for proc, receiver in procs:
-                message = _recv(receiver, _WORKER_STOP_S)
-                if message is not None and message[0] == "counters":
-                    click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
-                    _add(total, message[1])
+    try:
+        for _ in range(workers):
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(config, sender), daemon=True)
+            proc.start()
+            sender.close()
+            procs.append((proc, receiver))
+        where: list[str] = []
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_START_S)
+            if message is None or message[0] != "ready":
+                reason = message[1] if message else "no sign of life"
+                raise UserError(f"worker {proc.pid} did not start: {reason}")
+            where = message[1]
+        pids = ", ".join(str(p.pid) for p, _ in procs)
+        click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
+        sys.stdout.flush()
+        while not stop.wait(_TICK_S):
+            if not any(p.is_alive() for p, _ in procs):
+                break
+    finally:
+        for proc, _ in procs:
+            if proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        total: dict[str, int] = {}
+        for proc, receiver in procs:
+            message = _recv(receiver, _WORKER_STOP_S)
+            if message is not None and message[0] == "counters":
+                click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
+                _add(total, message[1])
+            proc.join(_WORKER_STOP_S)
+            if proc.is_alive():
+                proc.kill()
                 proc.join(_WORKER_STOP_S)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(_WORKER_STOP_S)
-                receiver.close()
+            receiver.close()
     return total
 
 
@@ -320,6 +411,13 @@ def _run_workers(config: ReflectConfig, workers: int, header: str) -> dict[str, 
 @click.option(
     "--stats-interval", type=float, default=0.0, help="Print counters every N seconds (0: off)."
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; not with --workers).",
+)
+@daemon_options
+@config_options("reflect")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Less log output.")
 @friendly_errors
@@ -337,11 +435,19 @@ def reflect(
     batch: int,
     busy_poll: bool,
     stats_interval: float,
+    metrics: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
     """TWAMP Light / STAMP reflector (no TWAMP-Control); runs until SIGINT or SIGTERM."""
+    daemon = daemon_settings()
+    if dump_requested():
+        params = {**click.get_current_context().params, **dataclasses.asdict(daemon)}
+        click.echo(dump_config("reflect", params), nl=False)
+        return
     setup_logging(verbose, quiet)
+    apply_log_format(daemon.log_format)
+    daemon.check()
     addresses = tuple(parse_listen(x) for x in listen) or (("", TWAMP_TEST_PORT),)
     for net in allow:
         try:
@@ -362,6 +468,8 @@ def reflect(
         raise UserError(f"--batch must be at least 1, not {batch}")
     if not stats_interval >= 0:
         raise UserError("--stats-interval cannot be negative")
+    if metrics is not None and workers > 1:
+        raise UserError("--metrics needs --workers 1: each worker would need its own metrics port")
     if workers > 1 and any(port == 0 for _, port in addresses):
         raise UserError("--workers needs an explicit port: the workers must share it")
     config = ReflectConfig(
@@ -378,23 +486,35 @@ def reflect(
         symmetric_only=symmetric_only,
         rate_pps=rate_pps,
         burst=burst,
+        metrics=parse_metrics_address(metrics) if metrics is not None else None,
+        user=daemon.user,
+        group=daemon.group,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
     header = (
         f"twamp reflect: {dataplane.IMPLEMENTATION} reflector, {kind} TWAMP Light, {reply} replies"
     )
-    if workers > 1:
-        total = _run_workers(config, workers, header)
-    else:
-        stop = threading.Event()
+    # The pid file is the parent's; privileges are dropped in serve(), by whoever bound.
+    pid_file = PidFile(daemon.pid_file) if daemon.pid_file else None
+    if pid_file is not None:
+        pid_file.write()
+    stop = SignalStop()
+    try:
+        # The handlers stay until the summary is out: a second signal must not interrupt it.
         with _stop_on_signals(stop):
-            total = serve(
-                config,
-                stop,
-                ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
-            )
-    click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+            if workers > 1:
+                total = _run_workers(config, workers, header, stop)
+            else:
+                total = serve(
+                    config,
+                    stop,
+                    ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
+                )
+            click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+    finally:
+        if pid_file is not None:
+            pid_file.remove()
 
 
 if __name__ == "__main__":
