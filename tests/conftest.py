@@ -87,6 +87,7 @@ SLOW: dict[str, frozenset[str]] = {
             "test_reflect_metrics_scrape",
             "test_continuous_ping_metrics_scrape",
             "test_server_metrics_port_in_use_stops_cleanly",
+            "test_a_limit_hit_shows_in_the_metrics",
         }
     ),
     "test_ping.py": frozenset({"test_ping_every_mode"}),

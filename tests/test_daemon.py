@@ -280,7 +280,7 @@ def test_grafana_dashboard_uses_exported_metrics() -> None:
     from twamp.metrics_export import PingMetrics, ReflectorCollector, ServerCollector
 
     stats = {
-        "connections": {"open": 0, "total": 0, "refused": 0},
+        "connections": {"open": 0, "total": 0, "refused": 0, "refused_per_address": 0},
         "sessions": {
             "accepted": 0, "running": 0, "stopping": 0, "total": 0, "refused": 0,
             "refwait_expired": 0,

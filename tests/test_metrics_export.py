@@ -42,6 +42,7 @@ def test_server_metrics_scrape() -> None:
     assert value(after, "twamp_reflector_packets_reflected_total") == 25
     assert value(after, "twamp_reflector_packets_dropped_total", reason="malformed") == 0
     assert value(after, "twamp_server_limit_refusals_total", limit="sessions") == 0
+    assert value(after, "twamp_server_limit_refusals_total", limit="connections_per_address") == 0
     assert value(after, "twamp_server_connections_open") in (0, 1)
     # the start-up line names modes instead of a bitmask
     assert "modes open" in out and "modes 3" not in out, out
@@ -164,3 +165,23 @@ def test_server_metrics_port_in_use_stops_cleanly() -> None:
     assert proc.returncode == 2, (out, err)
     assert f"cannot serve metrics on 127.0.0.1:{mport}: Address already in use" in err
     assert "Traceback" not in err
+
+
+def test_a_limit_hit_shows_in_the_metrics() -> None:
+    port, mport = free_port(), free_port()
+    server = twamp(
+        "server", "--listen", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}",
+        "--max-connections-per-address", "1",
+    )  # fmt: skip
+    try:
+        wait_listening(mport)
+        with socket.create_connection(("127.0.0.1", port), 5) as first:
+            first.recv(64)  # our one connection is served (its greeting arrives)
+            with socket.create_connection(("127.0.0.1", port), 5) as second:
+                greeting = second.recv(64)  # the second from the same address is refused
+                time.sleep(0.2)
+            samples = scrape(mport)
+    finally:
+        stop(server)
+    assert greeting[12:16] == b"\0\0\0\0" or greeting == b""  # Modes 0, or closed at once
+    assert value(samples, "twamp_server_limit_refusals_total", limit="connections_per_address") >= 1

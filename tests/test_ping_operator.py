@@ -205,7 +205,7 @@ def test_schedule_slots_cycle_and_fixed_gaps_do_not_drift() -> None:
 
 
 @contextlib.contextmanager
-def light_stub(behaviour: str) -> Iterator[int]:
+def light_stub(behaviour: str, ee: int = 0x0001) -> Iterator[int]:
     """A TWAMP Light reflector answering each request, wrongly in the way `behaviour` names."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -229,7 +229,7 @@ def light_stub(behaviour: str) -> Iterator[int]:
                 ReflectorOpen(
                     seq=req.seq,
                     timestamp=send_ts,
-                    error_estimate=0x0001,
+                    error_estimate=ee,
                     receive_timestamp=recv_ts,
                     sender_seq=req.seq,
                     sender_timestamp=req.timestamp,
@@ -298,6 +298,25 @@ def test_38_octet_replies_are_counted_and_shown() -> None:
     assert result.summary["counts"]["received"] == 0
     assert "unparsable  5 replies could not be parsed" in cli.output
     assert cli.exit_code == 1
+
+
+def test_the_reflectors_error_estimate_is_read_and_used() -> None:
+    """S set, Scale 22, Multiplier 1: 2^-10 s (RFC 4656 §4.1.2), about 0.977 ms."""
+    ee = 0x8000 | 22 << 8 | 1
+    with light_stub("good", ee=ee) as port:
+        result = light_run(port, count=5)
+        cli = invoke("--light", f"127.0.0.1:{port}", "-c", "2", "-i", "0.005f", "-v")
+    assert result.received["reflector_ee"].tolist() == [ee] * 5
+    assert result.summary["reflector_error_estimate"] == {
+        "max_ns": 976_563,
+        "unsynced": 0,
+        "count": 5,
+    }
+    ours = result.error_estimate_ns or 0
+    rtt_line = next(ln for ln in cli.output.splitlines() if ln.startswith("round trip  min"))
+    assert f"(err={(ours + 976_562.5) / 1e6:.3f} ms)" in rtt_line
+    first = next(ln for ln in cli.output.splitlines() if ln.startswith("seq_no=0"))
+    assert f"err={(ours + 976_562.5) / 1e6:.3f}" in first
 
 
 def test_error_estimate_is_shown() -> None:
@@ -489,7 +508,7 @@ def synthetic(rows: list[tuple[int, int, int, int, int]], reply_ttl: int = 255) 
 
     sent = np.array([(seq, t1) for seq, t1, *_ in rows], dtype=SENT_DTYPE)
     received = np.array(
-        [(seq, seq, t1, t2, t3, t4, 255, reply_ttl, 0) for seq, t1, t2, t3, t4 in rows],
+        [(seq, seq, t1, t2, t3, t4, 255, reply_ttl, 0, 0) for seq, t1, t2, t3, t4 in rows],
         dtype=RECORD_DTYPE,
     )
     return sent, received
@@ -541,4 +560,4 @@ def test_one_way_inside_the_error_estimate_is_not_significant() -> None:
     )  # fmt: skip
     text = format_report(result)
     assert "forward     min 0.050" in text
-    assert "within our clock's error estimate of ±1.000 ms: not significant" in text
+    assert "within the clocks' error estimates, ±1.000 ms: not significant" in text

@@ -213,6 +213,7 @@ class Legit:
         self.sent = 0
         self.replied: set[int] = set()
         self.error = ""
+        self._stop_sending = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -241,7 +242,7 @@ class Legit:
     def _send(self) -> None:
         period = 1.0 / self.rate
         next_t = time.monotonic()
-        while not self._stop.is_set() and self.sent < 10_000_000:
+        while not self._stop_sending.is_set() and self.sent < 10_000_000:
             packet = struct.pack("!IQH", self.sent, time.time_ns(), 0) + bytes(27)
             try:
                 self.udp.sendto(packet, (SERVER_IP, self.test_port))
@@ -263,7 +264,11 @@ class Legit:
                 self.replied.add(struct.unpack_from("!I", data, 24)[0])
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(0.5)  # replies in flight
+        self._stop_sending.set()
+        # Replies in flight: the last packet was sent just now, and the machine may be busy.
+        deadline = time.monotonic() + 2.0
+        while len(self.replied) < self.sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         self._stop.set()
         for t in self._threads:
             await asyncio.to_thread(t.join, 5)
@@ -691,6 +696,7 @@ async def _scenario(name: str, srv: ServerProc, scale: Scale) -> dict[str, Any]:
     }
     peak: dict[str, int] = {}
     async with Legit(port) as legit:
+        t0 = time.monotonic()
         if name == "flood":
             out = await s_flood(port, scale, legit)
         else:
@@ -698,6 +704,8 @@ async def _scenario(name: str, srv: ServerProc, scale: Scale) -> dict[str, Any]:
         peak = srv.usage()
         for client in out.pop("_keep", []):
             await client.close()
+        # At least a second of the bystander's packets, however short the abuse was.
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
     out["server_peak"] = peak
     out["legit"] = legit.result()
     return out

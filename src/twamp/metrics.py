@@ -43,6 +43,7 @@ RECORD_DTYPE: np.dtype[np.void] = np.dtype(
         ("sender_ttl", "u1"),  # the TTL the reflector saw (Sender TTL field)
         ("reply_ttl", "u1"),  # the TTL we saw on the reflection; 0 = not read
         ("reply_tos", "u1"),
+        ("reflector_ee", "u2"),  # the reflection's Error Estimate (RFC 4656 §4.1.2), raw
     ]
 )
 """One received reflection."""
@@ -361,6 +362,7 @@ def summarize(
         },
         **_hops_and_tos(by_seq, sent_ttl),
         "anomalies": _anomalies_of(by_seq, clocks_synced),
+        "reflector_error_estimate": _reflector_error(by_seq),
     }
 
 
@@ -459,6 +461,32 @@ def _delays(by_seq: RecordArray, clocks_synced: bool) -> dict[str, Any]:
             "forward": pdv(forward),
             "backward": pdv(backward),
         },
+    }
+
+
+def _ee_ns(raw: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Error Estimates (RFC 4656 §4.1.2: Multiplier × 2^(Scale − 32) s) in ns; NaN if invalid.
+
+    Multiplier 0 is invalid (no estimate given), so those are NaN.
+    """
+    scale = (raw >> 8) & 0x3F
+    multiplier = raw & 0xFF
+    ns = multiplier * np.exp2(scale.astype(np.float64) - 32.0) * 1e9
+    out: npt.NDArray[np.float64] = np.where(multiplier > 0, ns, np.nan)
+    return out
+
+
+def _reflector_error(by_seq: RecordArray) -> dict[str, Any]:
+    """The reflector's own Error Estimates: how many replies say unsynchronised, the largest."""
+    if "reflector_ee" not in (by_seq.dtype.names or ()) or by_seq.size == 0:
+        return {"max_ns": None, "unsynced": 0, "count": 0}
+    raw = by_seq["reflector_ee"].astype(np.int64)
+    ns = _ee_ns(raw)
+    valid = ns[~np.isnan(ns)]
+    return {
+        "max_ns": int(np.ceil(valid.max())) if valid.size else None,
+        "unsynced": int(np.count_nonzero((raw & 0x8000) == 0)),
+        "count": int(raw.size),
     }
 
 

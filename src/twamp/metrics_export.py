@@ -46,7 +46,14 @@ __all__ = [
     "start_metrics",
 ]
 
-DROP_REASONS = ("unknown_peer", "malformed", "auth_failed", "late", "send_errors")
+DROP_REASONS = (
+    "unknown_peer",
+    "malformed",
+    "auth_failed",
+    "late",
+    "send_errors",
+    "light_evicted",
+)
 """Reflector counters that count a datagram not reflected, by reason (`dataplane.Reflector`)."""
 
 DELAY_BUCKETS_S: tuple[float, ...] = (
@@ -181,11 +188,18 @@ class ServerCollector(Collector):
             "Clients or sessions refused or ended because a limit was hit, by limit.",
             labels=["limit"],
         )
-        limits.add_metric(["connections"], conns.get("refused", 0))
-        limits.add_metric(["sessions"], sessions.get("refused", 0))
-        limits.add_metric(["refwait"], sessions.get("refwait_expired", 0))
-        for name, value in stats.get("limits", {}).items():
-            limits.add_metric([str(name)], value)
+        per_address = conns.get("refused_per_address", 0)
+        for limit, value in (
+            ("connections", conns.get("refused", 0) - per_address),
+            ("connections_per_address", per_address),
+            ("setup_timeout", conns.get("setup_timeouts", 0)),
+            ("sessions", sessions.get("refused", 0)),
+            ("refwait", sessions.get("refwait_expired", 0)),
+            ("third_party_sender", sessions.get("third_party_refused", 0)),
+            ("timeout_capped", sessions.get("timeouts_capped", 0)),
+            ("key_derivation", stats.get("key_derivations", {}).get("refused", 0)),
+        ):
+            limits.add_metric([limit], value)
         yield limits
         yield from _reflector_families(stats.get("reflector", {}), "twamp_reflector")
 

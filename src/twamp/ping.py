@@ -372,7 +372,7 @@ class _RawWriter:
     def replies(self, received: npt.NDArray[np.void]) -> None:
         lines = []
         for row in received.tolist():
-            seq, rseq, t1, t2, t3, t4, sender_ttl, reply_ttl, reply_tos = row
+            seq, rseq, t1, t2, t3, t4, sender_ttl, reply_ttl, reply_tos, reflector_ee = row
             record = {
                 "seq": seq,
                 "lost": False,
@@ -385,6 +385,7 @@ class _RawWriter:
                 "sender_ttl": sender_ttl,
                 "reply_ttl": reply_ttl,
                 "reply_tos": reply_tos,
+                "reflector_error_estimate": reflector_ee,
             }
             lines.append(json.dumps(record, separators=(",", ":")))
         self._write(lines)

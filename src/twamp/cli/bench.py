@@ -1,7 +1,8 @@
 """`twamp-bench`: qualify a TWAMP reflector, ours or anyone's (RFC 2544 §26 methodology).
 
 With no arguments it starts our fast-path reflector in a process of its own on loopback, on a
-core apart from the sender's, runs a short default suite (about a minute) and prints a table.
+core apart from the sender's, runs a short default suite (about two minutes on a busy 2-core
+machine) and prints a table.
 `--target` measures any TWAMP Light / STAMP reflector, `--control` the reflector behind a full
 TWAMP server, and `twamp-bench compare` several reflectors side by side under the same sender.
 The library behind it is `twamp.bench`.
@@ -766,6 +767,11 @@ def plot_cmd(report: str, output: str | None) -> None:
     except PlotUnavailable as exc:
         raise UserError(str(exc)) from None
     click.echo(f"wrote {out}")
+
+
+from .bench_ospf import ospf as _ospf  # noqa: E402  (twamp-bench ospf: RFC 4061)
+
+bench.add_command(_ospf)
 
 
 def main() -> None:

@@ -164,9 +164,11 @@ def _rtts(result: PingResult) -> np.ndarray[Any, np.dtype[np.int64]]:
 
 
 def _err(result: PingResult, fmt: _Fmt) -> str:
-    if result.error_estimate_ns is None:
+    """twping's err=: our Error Estimate plus the largest the reflector gave."""
+    theirs = result.summary.get("reflector_error_estimate", {}).get("max_ns")
+    if result.error_estimate_ns is None and theirs is None:
         return ""
-    return f" (err={fmt(result.error_estimate_ns)} {fmt.name})"
+    return f" (err={fmt((result.error_estimate_ns or 0) + (theirs or 0))} {fmt.name})"
 
 
 def _packet_lines(result: PingResult) -> Iterator[str]:
@@ -217,9 +219,13 @@ def _one_way_note(result: PingResult, name: str, fmt: _Fmt) -> str:
     s = result.summary
     if not s["clocks_synced"]:
         return " (clocks not synchronised: not valid)"
-    dist, err = s["delay"][name], result.error_estimate_ns
-    if dist and err is not None and abs(dist["median"]) < err:
-        return f" (within our clock's error estimate of ±{fmt(err)} {fmt.name}: not significant)"
+    dist = s["delay"][name]
+    theirs = s.get("reflector_error_estimate", {}).get("max_ns")
+    if result.error_estimate_ns is None and theirs is None:
+        return ""
+    err = (result.error_estimate_ns or 0) + (theirs or 0)
+    if dist and abs(dist["median"]) < err:
+        return f" (within the clocks' error estimates, ±{fmt(err)} {fmt.name}: not significant)"
     return ""
 
 
@@ -292,20 +298,30 @@ def _first_replies(result: PingResult) -> dict[int, tuple[int, ...]]:
     return out
 
 
+def _combined_error(ours: int | None, reflector_raw: int) -> float | None:
+    """twping's err= of a one-way delay: our estimate plus the reflector's (RFC 4656 §4.1.2)."""
+    multiplier, scale = reflector_raw & 0xFF, (reflector_raw >> 8) & 0x3F
+    theirs = multiplier * 2.0 ** (scale - 32) * 1e9 if multiplier else None
+    if ours is None and theirs is None:
+        return None
+    return (ours or 0) + (theirs or 0)
+
+
 def format_packets(result: PingResult, *, unit: str = "m", limit: int | None = None) -> str:
     """twping's -v: one line per packet with its delays, '*LOST*' for no reply."""
     fmt = _Fmt(unit)
     replies = _first_replies(result)
     sync = "sync" if result.summary["clocks_synced"] else "unsync"
-    err = "" if result.error_estimate_ns is None else f", err={fmt(result.error_estimate_ns)}"
     lines = []
     for seq, _t1 in result.sent.tolist()[: limit if limit else None]:
         row = replies.get(int(seq))
         if row is None:
             lines.append(f"seq_no={seq} *LOST*")
             continue
-        _, _, t1, t2, t3, t4, sender_ttl, reply_ttl, _ = row
+        _, _, t1, t2, t3, t4, sender_ttl, reply_ttl, _, reflector_ee = row
         rtt = (t4 - t1) - (t3 - t2)
+        both = _combined_error(result.error_estimate_ns, reflector_ee)
+        err = "" if both is None else f", err={fmt(both)}"
         lines.append(
             f"seq_no={seq} rtt={fmt(rtt)} {fmt.name} ({sync}{err} {fmt.name}) "
             f"send={fmt(t2 - t1)} reflect={fmt(t4 - t3)} residence={fmt(t3 - t2)} "

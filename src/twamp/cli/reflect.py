@@ -96,12 +96,12 @@ class ReflectConfig:
     reuse_port: bool = False
     max_senders: int = 4096
     symmetric_only: bool = False
-    rate_pps: int = 0
-    burst: int = 16
     metrics: tuple[str, int] | None = None
     user: str | None = None
     group: str | None = None
     """Privileges to drop to once the sockets are bound (each worker drops its own)."""
+    rate_pps: int = 0
+    burst: int = 16
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -484,11 +484,11 @@ def reflect(
         reuse_port=workers > 1,
         max_senders=max_senders,
         symmetric_only=symmetric_only,
-        rate_pps=rate_pps,
-        burst=burst,
         metrics=parse_metrics_address(metrics) if metrics is not None else None,
         user=daemon.user,
         group=daemon.group,
+        rate_pps=rate_pps,
+        burst=burst,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"

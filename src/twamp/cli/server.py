@@ -221,6 +221,12 @@ def _seconds(value: float, option: str) -> int | None:
     "host that did not ask for them: an amplification risk).",
 )
 @click.option(
+    "--shared-test-ports",
+    is_flag=True,
+    help="Let sessions whose senders differ share a test port, instead of one socket per "
+    "session connect()ed to its sender (then strangers' packets reach the session's queue).",
+)
+@click.option(
     "--kdf-rate",
     type=click.FloatRange(min=0, min_open=True),
     default=_DEFAULT_CONFIG.kdf_per_s,
@@ -273,6 +279,7 @@ def server(
     max_sessions_per_client: int,
     max_timeout: float,
     allow_third_party_sender: bool,
+    shared_test_ports: bool,
     kdf_rate: float,
     allow: tuple[IPv4Network | IPv6Network, ...],
     batch: int,
@@ -315,6 +322,7 @@ def server(
         max_sessions_per_client=max_sessions_per_client,
         max_timeout_ns=int(max_timeout * NS),
         allow_third_party_sender=allow_third_party_sender,
+        connect_test_sockets=not shared_test_ports,
         kdf_per_s=kdf_rate,
         allow=allow,
         batch=batch,

@@ -156,6 +156,11 @@ class ServerConfig:
     kdf_burst: int = _DEFAULT_LIMITS.kdf_burst
     backlog: int | None = None
     """Listen backlog; None: ``net.core.somaxconn``."""
+    connect_test_sockets: bool = True
+    """connect() each test socket to its session's sender, so that the kernel drops strangers'
+    datagrams before they reach the session's receive queue; one session per test port then.
+    False: a test port is shared by sessions whose senders differ, and the reflector drops and
+    counts strangers (`unknown_peer`) after they took room in the queue."""
     batch: int = 64
     busy_poll: bool = False
     """Reflector options (`dataplane.Reflector`); busy polling spins one core per test port."""
@@ -208,6 +213,7 @@ class ServerConfig:
             linger_ns=self.linger_ns,
             kdf_per_s=self.kdf_per_s,
             kdf_burst=self.kdf_burst,
+            share_ports=not self.connect_test_sockets,
         )
 
 
@@ -509,7 +515,7 @@ class TwampServer:
         self, proto: _ControlProtocol, conn: ServerConnection, ev: SessionRequested
     ) -> None:
         def bind(ip: str, port: int, peer: tuple[str, int]) -> BindResult:
-            return self._bind(ip, proto.scope_id, port)
+            return self._bind(ip, proto.scope_id, port, peer)
 
         try:
             sess, _ = self.table.reserve(
@@ -541,12 +547,18 @@ class TwampServer:
             capped,
         )
 
-    def _bind(self, ip: str, scope_id: int, port: int) -> BindResult:
+    def _bind(self, ip: str, scope_id: int, port: int, peer: tuple[str, int]) -> BindResult:
         host = ip
         if scope_id and ipaddress.ip_address(ip).is_link_local:
             host = f"{ip}%{scope_id}"
+        # A connect()ed socket hears only its sender: strangers are dropped by the kernel (and
+        # counted there, Udp NoPorts) instead of filling the session's queue (issue 12). A
+        # link-local sender would need its scope in connect(): such sockets stay unconnected.
+        connect = (
+            self.config.connect_test_sockets and not ipaddress.ip_address(peer[0]).is_link_local
+        )
         try:
-            sock = open_test_socket(host, port)
+            sock = open_test_socket(host, port, peer=peer if connect else None)
         except OSError as exc:
             if exc.errno == errno.EADDRNOTAVAIL:
                 return BindResult.NOT_LOCAL

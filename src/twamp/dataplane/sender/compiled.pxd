@@ -19,6 +19,7 @@ cdef struct RecordLayout:
     Py_ssize_t sender_ttl
     Py_ssize_t reply_ttl
     Py_ssize_t reply_tos
+    Py_ssize_t reflector_ee
     Py_ssize_t sent_size
     Py_ssize_t sent_seq
     Py_ssize_t sent_t1

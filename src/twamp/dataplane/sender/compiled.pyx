@@ -224,6 +224,7 @@ cdef class Sender:
         self._lay.sender_ttl = rec["sender_ttl"][1]
         self._lay.reply_ttl = rec["reply_ttl"][1]
         self._lay.reply_tos = rec["reply_tos"][1]
+        self._lay.reflector_ee = rec["reflector_ee"][1]
         self._lay.sent_size = SENT_DTYPE.itemsize
         self._lay.sent_seq = SENT_DTYPE.fields["seq"][1]
         self._lay.sent_t1 = SENT_DTYPE.fields["t1"][1]
@@ -641,6 +642,7 @@ cdef class Sender:
         row[self._lay.sender_ttl] = s_ttl
         row[self._lay.reply_ttl] = ttl
         row[self._lay.reply_tos] = tos
+        memcpy(row + self._lay.reflector_ee, &ee, 2)
         self._rec_n += 1
         idx = s_seq - self._first_seq
         if idx < self._n and not self._answered[idx]:

@@ -402,6 +402,7 @@ class _SenderRun:
                 reply.sender_ttl,
                 0 if ttl is None else ttl,
                 0 if tos is None else tos,
+                ee,
             )
             idx = (sender_seq - self.first_seq) & SEQ_MASK
             if idx < self.n and not self.is_answered[idx]:
