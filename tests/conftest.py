@@ -71,10 +71,34 @@ SLOW: dict[str, frozenset[str]] = {
     "test_bench_cli.py": frozenset({"*"}),
     "test_bench_limited.py": frozenset({"*"}),
     "test_benchmarks_smoke.py": frozenset({"*"}),
+    "test_daemon.py": frozenset(
+        {
+            "test_json_log_lines",
+            "test_server_drops_privileges_after_binding",
+            "test_reflect_drops_privileges_after_binding",
+        }
+    ),
     "test_fastpath.py": frozenset({"test_loop_differential"}),
     "test_fastpath_libcrypto.py": frozenset({"test_fallback_to_python_path_in_a_subprocess"}),
     "test_metrics.py": frozenset({"test_percentiles_are_ordered"}),
+    "test_metrics_export.py": frozenset(
+        {
+            "test_server_metrics_scrape",
+            "test_reflect_metrics_scrape",
+            "test_continuous_ping_metrics_scrape",
+            "test_server_metrics_port_in_use_stops_cleanly",
+            "test_a_limit_hit_shows_in_the_metrics",
+        }
+    ),
     "test_ping.py": frozenset({"test_ping_every_mode"}),
+    "test_ping_continuous.py": frozenset({"*"}),
+    "test_ping_operator.py": frozenset(
+        {
+            "test_server_going_away_stops_the_ping",
+            "test_sigterm_prints_the_summary_and_completes_the_raw_file",
+            "test_huge_count_costs_memory_by_what_is_kept",
+        }
+    ),
     "test_reflect_cli.py": frozenset(
         {"test_allow_list_drops_others", "test_two_workers_share_the_port"}
     ),

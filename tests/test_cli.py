@@ -81,7 +81,7 @@ def keyfile(tmp_path: Path) -> Path:
         (["127.0.0.1", "-D", "64"], "DSCP must be 0-63"),
         (["127.0.0.1", "-s", "-1"], "padding must be"),
         (["127.0.0.1", "--timeout", "0"], "timeout must be positive"),
-        (["127.0.0.1", "-u", "alice"], "-u KEYID needs the key file"),
+        (["127.0.0.1", "-u", "alice"], "-u alice needs its passphrase: give the key file"),
         (["127.0.0.1", "-k", "/nonexistent/keys.pfs"], "does not exist"),
         (["127.0.0.1", "--light", "-A", "E"], "--light is unauthenticated only"),
         (["127.0.0.1", "--no-such-option"], "No such option"),
@@ -124,14 +124,16 @@ def light_reflector(host: str = "127.0.0.1", **kw: Any) -> Iterator[tuple[Any, i
 
 def test_human_report() -> None:
     with light_reflector(dscp=10) as (_, port):
-        result = invoke("--light", f"127.0.0.1:{port}", "-c", "20", "-i", "0.005")
+        result = invoke("--light", f"127.0.0.1:{port}", "-c", "20", "-i", "0.005f")
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "mode light, 20 packets every 5 ms, padding 27" in out
+    assert "mode light, 20 packets, schedule 0.005f (periodic), padding 27" in out
     assert "20 sent, 20 received, 0.0% loss" in out
     assert "loss (forward" not in out  # a stateless reflector: no loss split
     assert "round trip  min " in out and " ms" in out
-    assert "hops        forward 0, backward 0" in out
+    assert "hops        forward 0 (consistently), backward 0 (consistently)" in out
+    assert "the time away minus the reflector's residence" in out  # what RTT includes, once
+    assert out.count("residence") >= 2
     assert "reply TOS   DSCP 10 x20" in out
     assert "Traceback" not in out
 

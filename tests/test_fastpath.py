@@ -53,7 +53,6 @@ FORMATS = [
     TestFormat(TestMode.AUTHENTICATED),
     TestFormat(TestMode.AUTHENTICATED, symmetrical=True),
     TestFormat(TestMode.AUTHENTICATED, dscp_ecn=True),
-    TestFormat(TestMode.AUTHENTICATED, stamp=True),
     TestFormat(TestMode.ENCRYPTED),
     TestFormat(TestMode.ENCRYPTED, symmetrical=True, dscp_ecn=True),
 ]
@@ -360,7 +359,8 @@ def test_process_many_sessions_and_light_peers(pair: Callable[..., Pair]) -> Non
         p.call(req, peer, RX_NS, 64, 0)
     for slot in slots[1::3]:
         assert p.c.session_counters(slot) == p.py.session_counters(slot)
-    assert p.c.counters()["unknown_peer"] >= 50
+    assert p.c.counters()["light_evicted"] >= 50
+    assert p.c.counters()["unknown_peer"] == 0
 
 
 @settings(
@@ -494,7 +494,7 @@ def reflect_script(
     return got
 
 
-@pytest.mark.parametrize("fmt", [FORMATS[i] for i in (0, 3, 4, 5, 8, 9, 10)], ids=_fmt_id)
+@pytest.mark.parametrize("fmt", [FORMATS[i] for i in (0, 3, 4, 5, 8, 9)], ids=_fmt_id)
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "dual"])
 def test_loop_differential(
     compiled: Twin, loopback: Callable[..., Any], fmt: TestFormat, host: str
@@ -615,7 +615,8 @@ def test_sessions_change_while_the_loop_runs(
             )
         ), (total, refl.counters())
     c = refl.counters()
-    assert c["unknown_peer"] > 0 and c["reflected"] > 0
+    # Six Light senders share a table of two: they evict each other, nobody is refused.
+    assert c["light_evicted"] > 0 and c["reflected"] > 0 and c["unknown_peer"] == 0
     assert sum(f["received"] for f in finals) > 0
     if name == "cython":
         # The compiled loop holds the table's mutex for a whole batch: a removed session's

@@ -41,7 +41,6 @@ S = 1_000_000_000
 PROTECTED = [
     TestFormat(TestMode.AUTHENTICATED),
     TestFormat(TestMode.AUTHENTICATED, symmetrical=True, dscp_ecn=True),
-    TestFormat(TestMode.AUTHENTICATED, stamp=True),
     TestFormat(TestMode.ENCRYPTED),
     TestFormat(TestMode.ENCRYPTED, symmetrical=True, dscp_ecn=True),
 ]

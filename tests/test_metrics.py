@@ -49,7 +49,9 @@ def rx(
 
 
 def received(rows: Sequence[tuple[int, ...]]) -> np.ndarray[Any, Any]:
-    return np.array(rows, dtype=RECORD_DTYPE)
+    # Rows may leave out the trailing reflector Error Estimate (0: none given).
+    width = len(RECORD_DTYPE.names or ())
+    return np.array([(*r, *(0,) * (width - len(r))) for r in rows], dtype=RECORD_DTYPE)
 
 
 def validate(summary: dict[str, Any]) -> None:
@@ -201,7 +203,12 @@ def test_total_loss_gives_valid_summary_with_null_distributions() -> None:
     assert (c["forward_lost"], c["backward_lost"]) == (10, 0)
     for group in ("delay", "ipdv", "pdv"):
         assert all(v is None for v in s[group].values()), group
-    assert s["hops"] == {"forward": None, "backward": None}
+    assert s["hops"] == {
+        "forward": None,
+        "backward": None,
+        "forward_unknown": None,
+        "backward_unknown": None,
+    }
     assert s["reordering"]["round_trip"] == {"reordered": 0, "ratio": None, "max_extent": 0}
     validate(s)
 
@@ -377,7 +384,7 @@ def test_records_grow_and_feed_summarize() -> None:
     for q in range(5):
         snd.append(q, q * 10 * MS)
     for q in (0, 1, 3):
-        rcv.append(*rx(q, q, 10 * US, 0, 10 * US))
+        rcv.append(*rx(q, q, 10 * US, 0, 10 * US), 0)
     assert (len(snd), len(rcv)) == (5, 3)
     assert snd.capacity >= 5
     assert snd.array["seq"].tolist() == [0, 1, 2, 3, 4]

@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -131,6 +132,38 @@ def test_stateful_stamp_ipv6_and_sigterm() -> None:
     assert "reflected 4" in out
 
 
+def test_a_full_stateful_table_evicts_and_warns() -> None:
+    """Senders beyond --max-senders are answered, each evicting the least recently used one,
+    and the reflector says so (once per tick) in a warning line and in its counters."""
+    port = free_udp_port()
+    with reflect_process("--listen", f"127.0.0.1:{port}", "--stateful", "--max-senders", "2") as (
+        proc,
+        _,
+    ):
+        replies = [ping_once("127.0.0.1", port, 40 + i) for i in range(5)]  # five source ports
+        time.sleep(0.5)  # the main loop looks at the counters every 0.2 s
+        out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert [struct.unpack_from("!I", r, 0)[0] for r in replies] == [0] * 5  # each a new state
+    assert "stateful Light table full (2 senders)" in err
+    assert "reflected 5" in out and "light evicted 3" in out
+
+
+def test_symmetric_only_drops_short_requests() -> None:
+    port = free_udp_port()
+    with reflect_process("--listen", f"127.0.0.1:{port}", "--symmetric-only") as (proc, _):
+        full = ping_once("127.0.0.1", port, 1)  # 14 + 27 octets: as long as the reply
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(0.3)
+            client.sendto(SENDER_OPEN.pack(2, 0, 0x3FFF), ("127.0.0.1", port))  # 14 octets
+            with pytest.raises(TimeoutError):
+                client.recvfrom(4096)
+        out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert len(full) == 41
+    assert "reflected 1" in out and "malformed 1" in out
+
+
 def test_two_workers_share_the_port() -> None:
     port = free_udp_port()
     with reflect_process("--listen", f"127.0.0.1:{port}", "--workers", "2") as (proc, banner):
@@ -172,6 +205,9 @@ def test_allow_list_drops_others() -> None:
         (["--workers", "0"], "--workers must be at least 1"),
         (["--workers", "2", "--listen", "127.0.0.1:0"], "explicit port"),
         (["--batch", "0"], "--batch must be at least 1"),
+        (["--max-senders", "0"], "--max-senders must be at least 1"),
+        (["--burst", "0"], "--burst must be at least 1"),
+        (["--rate-limit", "-1"], "--rate-limit cannot be negative"),
     ],
 )
 def test_wrong_arguments(args: list[str], fragment: str) -> None:
@@ -189,7 +225,8 @@ def test_address_in_use_is_one_sentence() -> None:
         result = CliRunner().invoke(reflect, ["--listen", f"127.0.0.1:{port}"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-    assert "Error: Address already in use" in result.output
+    assert f"Error: cannot listen on UDP 127.0.0.1:{port}: Address already in use" in result.output
+    assert "choose another --listen" in result.output
 
 
 @pytest.mark.parametrize(

@@ -278,6 +278,8 @@ def test_process_admission_and_counters(offline: Callable[..., Any]) -> None:
         "auth_failed": 0,
         "late": 0,
         "send_errors": 0,
+        "light_evicted": 0,
+        "rate_limited": 0,
     }
     sc = refl.session_counters(slot)
     assert (sc["received"], sc["reflected"], sc["dropped"], sc["errors"]) == (3, 2, 1, 0)
@@ -346,8 +348,72 @@ def test_process_light_policy(offline: Callable[..., Any]) -> None:
         seqs.setdefault(peer, []).append(int.from_bytes(out[0][0:4], "big"))
     assert seqs == {("192.0.2.1", 1): [0, 1], ("192.0.2.2", 1): [0, 1]}  # a counter per peer
     assert refl.process(sender_open(0, 1), ("198.51.100.1", 1), RX_NS, 64, 0) is None  # not allowed
-    assert refl.process(sender_open(0, 1), ("192.0.2.3", 1), RX_NS, 64, 0) is None  # table full
-    assert refl.counters()["unknown_peer"] == 2
+    assert refl.counters()["unknown_peer"] == 1
+    assert refl.counters()["light_evicted"] == 0
+
+
+def _light_seq(refl: Any, peer: tuple[str, int], seq: int, rx_ns: int, ssid: int = 0) -> int:
+    """The reflector's Sequence Number in its reply to a STAMP request (RFC 8972 SSID)."""
+    req = bytearray(44)
+    req[0:4] = seq.to_bytes(4, "big")
+    req[12:14] = (0x3FFF).to_bytes(2, "big")  # a valid Error Estimate
+    req[14:16] = ssid.to_bytes(2, "big")  # RFC 8972 §3: the SSID at octets 14-15
+    out = refl.process(bytes(req), peer, rx_ns, 64, 0)
+    assert out is not None
+    return int.from_bytes(out[0][0:4], "big")
+
+
+STAMP_FMT = TestFormat(TestMode.OPEN, stamp=True)
+
+
+def test_light_table_is_lru_bounded(offline: Callable[..., Any]) -> None:
+    """A full table evicts the least recently used sender: a new one is never locked out."""
+    refl = offline(light=LightPolicy(STAMP_FMT, stateful=True, max_peers=3))
+    a, b, c, d = (("192.0.2.1", p) for p in (1, 2, 3, 4))
+    for peer in (a, b, c):
+        assert _light_seq(refl, peer, 5, RX_NS) == 0
+    assert _light_seq(refl, a, 6, RX_NS + 1) == 1  # a is now the most recent; b the least
+    assert _light_seq(refl, d, 5, RX_NS + 2) == 0  # full: b goes
+    assert refl.counters()["light_evicted"] == 1
+    assert _light_seq(refl, c, 6, RX_NS + 3) == 1  # c kept its state
+    assert _light_seq(refl, a, 7, RX_NS + 4) == 2  # a too
+    assert _light_seq(refl, b, 6, RX_NS + 5) == 0  # b starts afresh (and evicts d)
+    assert refl.counters()["light_evicted"] == 2
+    assert refl.counters()["unknown_peer"] == 0
+    # 4,096 source ports of one host cannot lock a newcomer out.
+    many = offline(light=LightPolicy(STAMP_FMT, stateful=True, max_peers=64))
+    for port in range(1, 4097):
+        _light_seq(many, ("198.51.100.7", port), 1, RX_NS)
+    assert _light_seq(many, ("203.0.113.1", 9), 1, RX_NS) == 0
+    assert many.counters()["light_evicted"] == 4097 - 64
+
+
+def test_light_state_expires_and_follows_sequence_restarts(offline: Callable[..., Any]) -> None:
+    idle = 5_000_000_000
+    refl = offline(light=LightPolicy(STAMP_FMT, stateful=True, idle_ns=idle))
+    peer = ("192.0.2.9", 862)
+    assert [_light_seq(refl, peer, s, RX_NS + s) for s in (1, 2, 3)] == [0, 1, 2]
+    # Silent for longer than idle_ns: a new test session, the counter starts again.
+    later = RX_NS + 3 + idle + 1
+    assert _light_seq(refl, peer, 4, later) == 0
+    assert _light_seq(refl, peer, 5, later + idle) == 1  # exactly idle_ns apart: the same one
+    # The sender's own sequence restarts at 0: so does ours.
+    assert _light_seq(refl, peer, 0, later + idle + 1) == 0
+    assert _light_seq(refl, peer, 1, later + idle + 2) == 1
+    assert refl.counters()["light_evicted"] == 0
+
+
+def test_light_state_is_keyed_by_ssid(offline: Callable[..., Any]) -> None:
+    """RFC 8972 §3: two test sessions from one address and port, told apart by their SSID."""
+    refl = offline(light=LightPolicy(STAMP_FMT, stateful=True, max_peers=2))
+    peer = ("2001:db8::5", 4000)
+    got = [_light_seq(refl, peer, 10 + i, RX_NS + i, ssid) for i, ssid in enumerate((7, 7, 9, 7))]
+    assert got == [0, 1, 0, 2]
+    # A third SSID fills the table of two: the least recent (SSID 9) goes, SSID 7 stays.
+    assert _light_seq(refl, peer, 20, RX_NS + 10, ssid=11) == 0
+    assert _light_seq(refl, peer, 21, RX_NS + 11, ssid=7) == 3
+    assert _light_seq(refl, peer, 22, RX_NS + 12, ssid=9) == 0
+    assert refl.counters()["light_evicted"] == 2
 
 
 def test_process_light_stateless_copies_sequence(offline: Callable[..., Any]) -> None:
@@ -720,3 +786,40 @@ def test_selector_environment() -> None:
         assert required.returncode != 0
         assert "ImportError" in required.stderr
         assert "required" in required.stderr
+
+
+def test_light_symmetric_only_never_amplifies(offline: Callable[..., Any]) -> None:
+    for stateful in (False, True):
+        refl = offline(light=LightPolicy(STAMP_FMT, stateful=stateful, symmetric_only=True))
+        short = sender_open(1, 2)  # 14 octets: the 44-octet STAMP reply would be larger
+        assert refl.process(short, ("192.0.2.1", 5), RX_NS, 64, 0) is None
+        full = sender_open(1, 2, padding=bytes(30))  # 44 octets: as long as the reply
+        out = refl.process(full, ("192.0.2.1", 5), RX_NS, 64, 0)
+        assert out is not None and len(out[0]) == len(full)
+        c = refl.counters()
+        assert (c["malformed"], c["reflected"]) == (1, 1), c
+    # Negotiated sessions are not Light: the policy does not touch them.
+    refl = offline(light=LightPolicy(STAMP_FMT, stateful=False, symmetric_only=True))
+    refl.add_session(SessionSpec(("192.0.2.7", 1), OPEN))
+    assert refl.process(sender_open(1, 2), ("192.0.2.7", 1), RX_NS, 64, 0) is not None
+
+
+def test_light_rate_limit_per_source(offline: Callable[..., Any]) -> None:
+    """LightPolicy.rate_pps: a token bucket (GCRA) per source address, any port."""
+    ms = 1_000_000
+    refl = offline(light=LightPolicy(OPEN, stateful=False, rate_pps=1000, burst=3))
+    a, b = ("192.0.2.1", 1), ("192.0.2.1", 2)  # one address, two ports: one bucket
+    got = [
+        refl.process(sender_open(i, 1), (a, b)[i % 2], RX_NS, 64, 0) is not None for i in range(5)
+    ]
+    assert got == [True, True, True, False, False]  # a burst of 3 at one instant
+    assert refl.process(sender_open(9, 1), ("192.0.2.2", 1), RX_NS, 64, 0) is not None
+    assert refl.process(sender_open(9, 1), a, RX_NS + 1 * ms, 64, 0) is not None  # refilled
+    assert refl.process(sender_open(9, 1), a, RX_NS + 1 * ms, 64, 0) is None
+    assert refl.counters()["rate_limited"] == 3
+    # Negotiated sessions are not rate limited.
+    refl.add_session(SessionSpec(("192.0.2.7", 1), OPEN))
+    assert all(
+        refl.process(sender_open(i, 1), ("192.0.2.7", 1), RX_NS, 64, 0) is not None
+        for i in range(10)
+    )

@@ -242,3 +242,61 @@ def test_error_estimate_in_c_matches_clock(compiled: Twin) -> None:
     # the multiplier at most one step apart between the two reads.
     assert (got.synchronized, got.ptp, got.scale) == (want.synchronized, want.ptp, want.scale)
     assert abs(got.multiplier - want.multiplier) <= 1
+
+
+def test_t3_diagnostic_measures_the_reflectors_own_timestamps(
+    impl: Twin, sockets: list[socket.socket]
+) -> None:
+    """tx_timestamps=True: every reply's transmit Timestamp is matched with the kernel's
+    software transmit time of that reply (SO_TIMESTAMPING); the Timestamp comes first."""
+    loop = impl.ReflectorLoop()
+    peer = _peer(sockets)
+    sock = open_test_socket("127.0.0.1", 0, rcvbuf=1 << 16, sndbuf=1 << 16)
+    sockets.append(sock)
+    refl = impl.Reflector(sock, loop=loop, tx_timestamps=True)
+    plain = impl.Reflector(sock, loop=loop)
+    assert plain.t3_error() is None
+    refl.add_session(impl.SessionSpec(peer.getsockname(), OPEN))
+    assert refl.t3_error()["samples"] == 0
+    try:
+        refl.start()
+        for seq in range(50):
+            peer.sendto(bytes(build_sender(OPEN, seq, 0, 0, b"")), sock.getsockname())
+            peer.recvfrom(2048)
+        deadline = time.monotonic() + 5
+        while refl.t3_error()["samples"] < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        loop.close()
+    t3 = refl.t3_error()
+    assert t3["samples"] == 50, t3
+    assert 0 <= t3["min_ns"] <= t3["mean_ns"] <= t3["max_ns"] < 1_000_000_000, t3
+    assert t3["p50_ns"] <= t3["p99_ns"] and t3["p50_ns"] >= t3["min_ns"], t3
+
+
+def test_a_connected_session_socket_never_sees_strangers(
+    impl: Twin, sockets: list[socket.socket]
+) -> None:
+    """open_test_socket(peer=...): the kernel drops other senders' datagrams before the
+    session's queue, so they are not even counted; the peer is answered as before."""
+    loop = impl.ReflectorLoop()
+    peer, stranger = _peer(sockets), _peer(sockets)
+    sock = open_test_socket("::", 0, peer=peer.getsockname())  # dual-stack, an IPv4 peer
+    sockets.append(sock)
+    refl = impl.Reflector(sock, loop=loop)
+    refl.add_session(impl.SessionSpec(peer.getsockname(), OPEN))
+    target = ("127.0.0.1", sock.getsockname()[1])
+    try:
+        refl.start()
+        for seq in range(20):
+            stranger.sendto(bytes(build_sender(OPEN, seq, 0, 0, b"")), target)
+        peer.sendto(bytes(build_sender(OPEN, 5, 0, 0, b"")), target)
+        reply, src = peer.recvfrom(2048)
+        assert REFL_OPEN.unpack_from(reply)[4] == 5 and src[1] == target[1]
+        time.sleep(0.05)
+    finally:
+        loop.close()
+    c = refl.counters()
+    assert (c["received"], c["reflected"], c["unknown_peer"]) == (1, 1, 0), c
+    with pytest.raises(ValueError):
+        open_test_socket("127.0.0.1", 0, peer=("2001:db8::1", 1))

@@ -124,6 +124,29 @@ def test_round_trip(
     assert set(rec["reply_tos"].tolist()) == {tos}
 
 
+@pytest.mark.parametrize("sockets", ["127.0.0.1", "::1"], indirect=True)
+def test_kernel_transmit_times_beside_the_timestamps(
+    impl: Twin, sockets: tuple[socket.socket, socket.socket]
+) -> None:
+    """tx_timestamps=True: each sent row gets the kernel's software transmit time
+    (SO_TIMESTAMPING), on the same clock and after the Timestamp we wrote; across two runs,
+    so the kernel's datagram numbering is followed from one run to the next."""
+    send_sock, refl_sock = sockets
+    reflector = PURE.Reflector(refl_sock)
+    reflector.add_session(PURE.SessionSpec(addr(send_sock), OPEN))
+    sender = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN, tx_timestamps=True)
+    plain = impl.Sender(send_sock, addr(refl_sock), fmt=OPEN)
+    with reflector:
+        for first_seq in (0, 30):
+            result = sender.run(schedule(30), first_seq=first_seq, wait_ns=2 * S)
+            tx = result.tx_kernel_ns
+            assert tx is not None and tx.shape == result.sent.shape == (30,)
+            early = tx - result.sent["t1"].astype(np.int64)
+            assert np.all(tx > 0), tx  # a report for every packet
+            assert np.all(early >= 0) and np.all(early < 1 * S), early
+        assert plain.run(schedule(3), first_seq=60, wait_ns=S).tx_kernel_ns is None
+
+
 def test_back_to_back_sends_are_all_answered(
     impl: Twin, sockets: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -79,6 +79,7 @@ TABLE: tuple[tuple[str, str], ...] = (
     ("metrics_export*", "app"),
     ("bench/*", "app"),
     ("cli/*", "CLI"),
+    ("__main__", "CLI"),
 )
 
 # What doing I/O means here: sockets, event loops, threads, processes, signals and the clock.

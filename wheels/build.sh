@@ -5,7 +5,7 @@
 #
 # cibuildwheel needs docker/podman (see [tool.cibuildwheel] in pyproject.toml for CI runners that
 # have one); here the same kind of wheel comes from `python -m build` + `auditwheel repair`
-# (../shared/research/wheels.md). TWAMP_REQUIRE_EXTENSION=1 makes a failed compile fatal, so a
+# (auditwheel repairs and tags it). TWAMP_REQUIRE_EXTENSION=1 makes a failed compile fatal, so a
 # pure-Python wheel can never come out of this script by accident.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -32,6 +32,7 @@ __all__ = [
     "error_estimate",
     "estimate_from_state",
     "monotonic_ns",
+    "pause",
     "read_clock_state",
     "realtime_ns",
 ]
@@ -45,6 +46,24 @@ _US = 1000
 
 realtime_ns = time.time_ns
 monotonic_ns = time.monotonic_ns
+
+_PAUSE_TICK_S = 0.1
+
+
+def pause(seconds: float, stopped: Callable[[], bool] | None = None) -> bool:
+    """Sleep `seconds`, waking every 0.1 s to ask `stopped()`; True if it said so.
+
+    For sans-I/O callers (`twamp.ping`'s continuous mode) that must wait without importing
+    `time`; a plain sleep loop, so a signal handler that sets a flag is seen within a tick.
+    """
+    end = time.monotonic() + max(0.0, seconds)
+    while True:
+        if stopped is not None and stopped():
+            return True
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, _PAUSE_TICK_S))
 
 
 class _Timeval(ctypes.Structure):

@@ -56,6 +56,39 @@ class Mode(enum.IntFlag):
 
 
 _ALL_KNOWN = 0x3FF
+
+_MODE_WORDS = {
+    Mode.UNAUTHENTICATED: "open",
+    Mode.AUTHENTICATED: "authenticated",
+    Mode.ENCRYPTED: "encrypted",
+    Mode.MIXED: "mixed",
+    Mode.INDIVIDUAL_SESSION_CONTROL: "individual-session-control",
+    Mode.REFLECT_OCTETS: "reflect-octets",
+    Mode.SYMMETRICAL_SIZE: "symmetrical-size",
+    Mode.IKEV2_DERIVED: "ikev2-derived",
+    Mode.DSCP_ECN: "dscp-ecn",
+    Mode.PTP_TIMESTAMPS: "ptp-timestamps",
+}
+
+
+def mode_names(mode: int) -> str:
+    """'open, authenticated, ... + individual-session-control, ...' for a Modes value.
+
+    For logs and start-up lines, where `modes 383` says nothing to an operator; unknown bits
+    are shown as a number.
+    """
+    value = Mode(mode & _ALL_KNOWN)
+    security = [w for bit, w in _MODE_WORDS.items() if bit & SECURITY_MODES and value & bit]
+    features = [w for bit, w in _MODE_WORDS.items() if not bit & SECURITY_MODES and value & bit]
+    text = ", ".join(security) if security else "no security mode"
+    if features:
+        text += " + " + ", ".join(features)
+    unknown = mode & ~_ALL_KNOWN
+    if unknown:
+        text += f" + unknown bits 0x{unknown:x}"
+    return text
+
+
 SECURITY_MODES = Mode.UNAUTHENTICATED | Mode.AUTHENTICATED | Mode.ENCRYPTED | Mode.MIXED
 # Modes in which TWAMP-Control is encrypted and authenticated (RFC 5357 §3.4, RFC 5618).
 SECURE_CONTROL_MODES = Mode.AUTHENTICATED | Mode.ENCRYPTED | Mode.MIXED

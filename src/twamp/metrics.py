@@ -43,6 +43,7 @@ RECORD_DTYPE: np.dtype[np.void] = np.dtype(
         ("sender_ttl", "u1"),  # the TTL the reflector saw (Sender TTL field)
         ("reply_ttl", "u1"),  # the TTL we saw on the reflection; 0 = not read
         ("reply_tos", "u1"),
+        ("reflector_ee", "u2"),  # the reflection's Error Estimate (RFC 4656 §4.1.2), raw
     ]
 )
 """One received reflection."""
@@ -204,6 +205,91 @@ def _hops(hops: Int64Array) -> dict[str, Any] | None:
     }
 
 
+_TTL_INITIALS = (32, 64, 128, 255)
+"""Initial TTLs hosts use; a reply TTL at or below one of the smaller ones betrays it."""
+
+
+def _initial_ttl(reply_ttl: Int64Array) -> int:
+    """The smallest common initial TTL that the highest reply TTL seen fits under."""
+    top = int(reply_ttl.max())
+    return next(t for t in _TTL_INITIALS if top <= t)
+
+
+def _backward_hops(reply_ttl: Int64Array) -> tuple[dict[str, Any] | None, str | None]:
+    """Backward hops = 255 − reply TTL, or None with the reason when that would mislead.
+
+    RFC 5357 §4.2.1: the reflector SHOULD send with TTL 255. Many do not (twampy, STAMP and
+    TWAMP Light reflectors send with the host default of 64, some with 128), and 255 − 64
+    would print 191 hops. A path of more than 127 hops does not occur in practice, so when every
+    reply arrives with a TTL at or below 128, the reflector did not send with 255 and the hop
+    count is unknown; the guessed initial TTL is named.
+    """
+    seen = reply_ttl[reply_ttl > 0]
+    if seen.size == 0:
+        if reply_ttl.size:
+            return None, "the reply TTL could not be read on this host"
+        return None, None
+    initial = _initial_ttl(seen)
+    if initial != 255:
+        return None, (
+            f"the reflector sends with TTL {initial}, not 255 (RFC 5357 §4.2.1), so the hops "
+            f"cannot be counted (replies arrived with TTL {int(seen.min())}-{int(seen.max())})"
+        )
+    return _hops(255 - seen), None
+
+
+def _anomalies(
+    rtt: Int64Array,
+    total: Int64Array,
+    residence: Int64Array,
+    forward: Int64Array,
+    backward: Int64Array,
+    clocks_synced: bool,
+) -> list[dict[str, Any]]:
+    """Delays that cannot be true, each counted with the likely cause in words.
+
+    One clock cannot go backwards between two readings: T3 < T2 (negative residence) means the
+    reflector wrote its timestamps into the wrong fields (a known C++ TWAMP Light reflector
+    swaps Receive and Timestamp) or from different clocks; RTT < 0 means its residence exceeds
+    the whole time the packet was away. With both clocks claimed synchronised, a negative
+    one-way delay means one of them is wrong by at least that much.
+    """
+    out: list[dict[str, Any]] = []
+
+    def add(kind: str, mask: npt.NDArray[np.bool_], message: str) -> None:
+        count = int(np.count_nonzero(mask))
+        if count:
+            out.append({"kind": kind, "count": count, "message": message.format(n=count)})
+
+    swapped = (residence < 0) & (-residence <= total)
+    add(
+        "negative_residence",
+        residence < 0,
+        "{n} replies have the reflector's transmit time (T3) before its receive time (T2)"
+        + (
+            ": it likely swapped the Receive and Timestamp fields (RFC 5357 §4.2.1), so "
+            "residence and one-way delays are wrong and the round trip (T4−T1)−(T3−T2) is "
+            "overstated; the time away (T4−T1) is still right"
+            if np.count_nonzero(swapped) * 2 > np.count_nonzero(residence < 0)
+            else ": its timestamps do not come from one clock, so residence is not valid"
+        ),
+    )
+    add(
+        "negative_rtt",
+        rtt < 0,
+        "{n} replies give a negative round trip: the reflector's residence (T3−T2) exceeds the "
+        "whole time away (T4−T1), so its timestamps are wrong or in another format",
+    )
+    if clocks_synced:
+        add(
+            "negative_one_way",
+            (forward < 0) | (backward < 0),
+            "{n} one-way delays are negative although both clocks claim synchronisation: one "
+            "clock is wrong by more than its Error Estimate says",
+        )
+    return out
+
+
 def summarize(
     sent: RecordArray,
     received: RecordArray,
@@ -275,6 +361,8 @@ def summarize(
             "forward": None if forward_order is None else _reordering(forward_order),
         },
         **_hops_and_tos(by_seq, sent_ttl),
+        "anomalies": _anomalies_of(by_seq, clocks_synced),
+        "reflector_error_estimate": _reflector_error(by_seq),
     }
 
 
@@ -361,6 +449,7 @@ def _delays(by_seq: RecordArray, clocks_synced: bool) -> dict[str, Any]:
             "forward": _one_way(forward, clocks_synced),
             "backward": _one_way(backward, clocks_synced),
             "residence": _distribution(residence),
+            "time_away": _distribution(t4 - t1),
         },
         "ipdv": {
             "rtt": _distribution(_ipdv(seq, rtt)),
@@ -375,17 +464,55 @@ def _delays(by_seq: RecordArray, clocks_synced: bool) -> dict[str, Any]:
     }
 
 
+def _ee_ns(raw: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Error Estimates (RFC 4656 §4.1.2: Multiplier × 2^(Scale − 32) s) in ns; NaN if invalid.
+
+    Multiplier 0 is invalid (no estimate given), so those are NaN.
+    """
+    scale = (raw >> 8) & 0x3F
+    multiplier = raw & 0xFF
+    ns = multiplier * np.exp2(scale.astype(np.float64) - 32.0) * 1e9
+    out: npt.NDArray[np.float64] = np.where(multiplier > 0, ns, np.nan)
+    return out
+
+
+def _reflector_error(by_seq: RecordArray) -> dict[str, Any]:
+    """The reflector's own Error Estimates: how many replies say unsynchronised, the largest."""
+    if "reflector_ee" not in (by_seq.dtype.names or ()) or by_seq.size == 0:
+        return {"max_ns": None, "unsynced": 0, "count": 0}
+    raw = by_seq["reflector_ee"].astype(np.int64)
+    ns = _ee_ns(raw)
+    valid = ns[~np.isnan(ns)]
+    return {
+        "max_ns": int(np.ceil(valid.max())) if valid.size else None,
+        "unsynced": int(np.count_nonzero((raw & 0x8000) == 0)),
+        "count": int(raw.size),
+    }
+
+
+def _anomalies_of(by_seq: RecordArray, clocks_synced: bool) -> list[dict[str, Any]]:
+    """The ``anomalies`` section from deduplicated records (see `_anomalies`)."""
+    t1, t2, t3, t4 = (by_seq[f].astype(np.int64) for f in ("t1", "t2", "t3", "t4"))
+    residence = t3 - t2
+    return _anomalies((t4 - t1) - residence, t4 - t1, residence, t2 - t1, t4 - t3, clocks_synced)
+
+
 def _hops_and_tos(by_seq: RecordArray, sent_ttl: int) -> dict[str, Any]:
     """The ``hops`` and ``reply_tos`` sections (see `summarize` for what is excluded)."""
     sender_ttl = by_seq["sender_ttl"].astype(np.int64)
     reply_ttl = by_seq["reply_ttl"].astype(np.int64)
     forward_hops = (sent_ttl - sender_ttl)[(sender_ttl > 0) & (sender_ttl <= sent_ttl)]
-    backward_hops = (255 - reply_ttl)[reply_ttl > 0]
+    backward_summary, backward_unknown = _backward_hops(reply_ttl)
+    forward_unknown = None
+    if sender_ttl.size and forward_hops.size == 0:
+        forward_unknown = "the reflector did not report the TTL it received (Sender TTL 0)"
     tos_values, tos_counts = _histogram(by_seq["reply_tos"].astype(np.int64))
     return {
         "hops": {
             "forward": _hops(forward_hops),
-            "backward": _hops(backward_hops),
+            "backward": backward_summary,
+            "forward_unknown": forward_unknown,
+            "backward_unknown": backward_unknown,
         },
         "reply_tos": {str(int(v)): int(c) for v, c in zip(tos_values, tos_counts, strict=True)},
     }

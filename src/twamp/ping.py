@@ -20,8 +20,12 @@ sockets, the clock and the event loop are reached through `dataplane`, `clock` a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import ipaddress
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,16 +48,30 @@ from .dataplane.sockets import open_test_socket
 from .hostport import parse_hostport
 from .inet import dscp_to_tos
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
-from .net.client import BlockingClient, ClientError, mode_name, resolve_blocking
-from .timestamps import NS
+from .net.client import (
+    BlockingClient,
+    ClientError,
+    ClientTimeoutError,
+    mode_name,
+    resolve_blocking,
+)
+from .timestamps import NS, ErrorEstimate
 from .wire.packets import TestFormat
 
 __all__ = [
+    "MAX_COUNT",
+    "IntervalReport",
     "PingOptions",
     "PingResult",
+    "Slot",
+    "continuous_count",
     "default_padding",
+    "iter_schedule",
     "make_schedule",
+    "our_error_estimate_ns",
+    "parse_schedule",
     "parse_target",
+    "run_continuous",
     "run_light_ping",
     "run_ping",
 ]
@@ -76,26 +94,110 @@ def parse_target(target: str, default_port: int) -> tuple[str, int]:
     return parse_hostport(target, default_port)
 
 
+MAX_COUNT = 1 << 32
+"""Sequence numbers are 32 bits (RFC 5357 §4.1.2): one session sends at most this many packets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One entry of twping's `-i` send schedule: a gap in seconds, fixed or exponential."""
+
+    seconds: float
+    exponential: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.seconds >= 0 and math.isfinite(self.seconds)):
+            raise ValueError(f"a gap must be 0 or more seconds, not {self.seconds}")
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g}{'e' if self.exponential else 'f'}"
+
+
+def parse_schedule(text: str) -> tuple[Slot, ...]:
+    """twping's `-i`: comma-separated gaps in seconds, each with `f` (fixed) or `e` (exponential).
+
+    A gap without a letter is exponential, as in twping (owping(1), `-i`): '0.1' and '0.1e' are
+    Poisson sending with a mean gap of 0.1 s, '0.01f' is periodic, '0.1f,0.5e' alternates.
+    """
+    slots = []
+    for item in text.split(","):
+        value = item.strip().lower()
+        kind = value[-1:] if value[-1:] in ("e", "f") else "e"
+        number = value[:-1] if value[-1:] in ("e", "f") else value
+        try:
+            seconds = float(number)
+        except ValueError:
+            raise ValueError(
+                f"-i {text!r}: {item!r} is not a gap in seconds; write e.g. 0.1 or 0.1e "
+                "(exponential) or 0.01f (fixed), several separated by commas"
+            ) from None
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError(f"-i {text!r}: the interval must be 0 or more seconds, not {number}")
+        slots.append(Slot(seconds, kind == "e"))
+    return tuple(slots)
+
+
+def iter_schedule(
+    count: int | None,
+    slots: tuple[Slot, ...],
+    *,
+    seed: int | None = None,
+    chunk: int = 1024,
+    start: int = 0,
+) -> Iterator[npt.NDArray[np.int64]]:
+    """Send times relative to the first packet (ns, ascending, the first is 0), `chunk` at a time.
+
+    The gap before packet i (i >= 1) is slot (i - 1) mod len(slots), twping's loop over the
+    schedule; exponential slots draw from one seeded numpy generator, so a run can be repeated.
+    Each gap is rounded to a whole ns before the running sum, so fixed gaps never drift. Only
+    one chunk exists at a time: memory does not grow with `count` (None: for ever). `start`
+    skips that many packets (their times are still drawn, so the sequence is the same).
+    """
+    if count is not None and count < 0:
+        raise ValueError("count cannot be negative")
+    if not slots:
+        raise ValueError("the schedule needs at least one gap")
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
+    means = np.array([s.seconds * NS for s in slots], dtype=np.float64)
+    exponential = np.array([s.exponential for s in slots], dtype=bool)
+    rng = np.random.default_rng(seed) if exponential.any() else None
+    last = 0  # send time of the packet before the chunk
+    done = 0
+    while count is None or done < count:
+        n = chunk if count is None else min(chunk, count - done)
+        index = np.arange(done, done + n, dtype=np.int64)
+        which = (index - 1) % len(slots)
+        gaps = means[which]
+        if rng is not None:
+            draws = rng.exponential(1.0, n)
+            gaps = np.where(exponential[which], gaps * draws, gaps)
+        gaps_ns = np.rint(gaps).astype(np.int64)
+        if done == 0:
+            gaps_ns[0] = 0
+        out = last + np.cumsum(gaps_ns)
+        last = int(out[-1])
+        done += n
+        if done > start:
+            yield out[max(0, start - (done - n)) :]
+
+
 def make_schedule(
     count: int, interval_ns: int, *, poisson: bool = False, seed: int | None = None
 ) -> npt.NDArray[np.int64]:
-    """Send times relative to the first packet (ns, ascending, the first is 0).
+    """All `count` send times at once (ns from the first): see `iter_schedule`.
 
-    Periodic: i * interval. Poisson (RFC 2330 §11.1.1): exponential gaps of mean `interval_ns`
-    from a seeded numpy generator, so a run can be repeated.
+    Periodic: i * interval. Poisson (RFC 2330 §11.1.1): exponential gaps of mean `interval_ns`.
     """
-    if count < 0:
-        raise ValueError("count cannot be negative")
     if interval_ns < 0:
         raise ValueError("the interval cannot be negative")
-    out: npt.NDArray[np.int64]
-    if not poisson:
-        out = np.arange(count, dtype=np.int64) * np.int64(interval_ns)
-        return out
-    gaps = np.random.default_rng(seed).exponential(float(interval_ns), max(count - 1, 0))
-    offsets = np.concatenate([np.zeros(1), np.cumsum(gaps)])[:count]
-    out = np.rint(offsets).astype(np.int64)
-    return out
+    slots = (Slot(interval_ns / NS, poisson),)
+    if count < 0:
+        raise ValueError("count cannot be negative")
+    parts = list(iter_schedule(count, slots, seed=seed, chunk=max(count, 1)))
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
+    return parts[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +206,11 @@ class PingOptions:
 
     count: int = 100
     interval: float = 0.1
-    """Seconds between packets; the mean gap with `poisson`."""
+    """Seconds between packets; the mean gap with `poisson`. Ignored when `schedule` is given."""
     poisson: bool = False
     seed: int | None = None
+    schedule: tuple[Slot, ...] | None = None
+    """twping's `-i` schedule (`parse_schedule`); None: one slot of `interval`, `poisson`."""
     modes: tuple[Mode, ...] | None = None
     """Security modes in preference order; None: the strongest offered (open without a key)."""
     key_id: str | None = None
@@ -119,6 +223,12 @@ class PingOptions:
     """Local address to send from (and to connect from)."""
     port: int = 0
     """TWAMP: the test receiver port to ask for (0: the server picks)."""
+    local_ports: tuple[int, int] | None = None
+    """twping's `-P LOW-HIGH`: our test port is the first free one in the range (None: any)."""
+    family: int = 0
+    """4 or 6 to use only that address family for the target (twping's -4/-6); 0: either."""
+    delay_start: float = 0.0
+    """twping's `-z`: seconds between setting up the session and its first packet."""
     timeout: float = 10.0
     """Seconds to wait for the control connection and each server answer."""
     wait: float = 2.0
@@ -131,20 +241,49 @@ class PingOptions:
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError(f"the count must be at least 1, not {self.count}")
-        if not self.interval >= 0:
+        if self.count > MAX_COUNT:
+            raise ValueError(
+                f"the count {self.count} is more than one session can send ({MAX_COUNT}: "
+                "sequence numbers are 32 bits); use --continuous to measure without end"
+            )
+        if not (self.interval >= 0 and math.isfinite(self.interval)):
             raise ValueError(f"the interval must be 0 or more seconds, not {self.interval}")
+        if self.schedule is not None and not self.schedule:
+            raise ValueError("the schedule needs at least one gap")
         if not 0 <= self.dscp <= 63:
             raise ValueError(f"the DSCP must be 0-63, not {self.dscp}")
         if self.padding is not None and not 0 <= self.padding <= _MAX_PADDING:
             raise ValueError(f"the padding must be 0-{_MAX_PADDING} octets, not {self.padding}")
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"the port must be 0-65535, not {self.port}")
+        if self.local_ports is not None:
+            low, high = self.local_ports
+            if not 1 <= low <= high <= 0xFFFF:
+                raise ValueError(
+                    f"the port range must be LOW-HIGH within 1-65535, not {low}-{high}"
+                )
+        if self.family not in (0, 4, 6):
+            raise ValueError(f"the address family must be 4 or 6, not {self.family}")
+        if not self.delay_start >= 0:
+            raise ValueError("the start delay must be 0 or more seconds")
         if not self.timeout > 0:
             raise ValueError("the timeout must be positive")
         if not self.wait >= 0:
             raise ValueError("the wait must be 0 or more seconds")
         if not self.slice_seconds > 0:
             raise ValueError("slice_seconds must be positive")
+
+    @property
+    def slots(self) -> tuple[Slot, ...]:
+        if self.schedule is not None:
+            return self.schedule
+        return (Slot(self.interval, self.poisson),)
+
+    @property
+    def mean_interval(self) -> float:
+        """Mean gap between packets in seconds."""
+        slots = self.slots
+        return sum(s.seconds for s in slots) / len(slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +301,25 @@ class PingResult:
     counters: dict[str, int]
     sent: npt.NDArray[np.void] = field(repr=False)
     received: npt.NDArray[np.void] = field(repr=False)
+    control_closed: bool = False
+    """The server closed the control connection during the test; sending stopped then."""
+    error_estimate_ns: int | None = None
+    """Our clock's Error Estimate (RFC 4656 §4.1.2) in ns; None when the clock gives none."""
+
+    def delays(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Per answered packet (first copy, by sequence number): rtt, residence, forward,
+        backward and time_away (T4 − T1), in ns."""
+        rec = self.received
+        _, first = np.unique(rec["sender_seq"], return_index=True)
+        r = rec[first]
+        t1, t2, t3, t4 = (r[f].astype(np.int64) for f in ("t1", "t2", "t3", "t4"))
+        return {
+            "rtt": (t4 - t1) - (t3 - t2),
+            "residence": t3 - t2,
+            "forward": t2 - t1,
+            "backward": t4 - t3,
+            "time_away": t4 - t1,
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,8 +330,10 @@ class PingResult:
             "implementation": self.implementation,
             "version": __version__,
             "interrupted": self.interrupted,
+            "control_closed": self.control_closed,
             "schedule": self.schedule,
             "sender": self.counters,
+            "error_estimate_ns": self.error_estimate_ns,
         }
 
 
@@ -183,6 +343,7 @@ class _Exchange:
     received: list[npt.NDArray[np.void]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    control_closed: bool = False
 
     def add(self, result: SenderResult) -> None:
         self.sent.append(result.sent)
@@ -196,6 +357,9 @@ class _Exchange:
     def arrays(self) -> tuple[npt.NDArray[np.void], npt.NDArray[np.void]]:
         sent = np.concatenate(self.sent) if self.sent else np.zeros(0, SENT_DTYPE)
         received = np.concatenate(self.received) if self.received else np.zeros(0, RECORD_DTYPE)
+        # Keep one array each, so that a long session holds no list of small ones.
+        self.sent = [sent]
+        self.received = [received]
         return sent, received
 
 
@@ -208,7 +372,7 @@ class _RawWriter:
     def replies(self, received: npt.NDArray[np.void]) -> None:
         lines = []
         for row in received.tolist():
-            seq, rseq, t1, t2, t3, t4, sender_ttl, reply_ttl, reply_tos = row
+            seq, rseq, t1, t2, t3, t4, sender_ttl, reply_ttl, reply_tos, reflector_ee = row
             record = {
                 "seq": seq,
                 "lost": False,
@@ -221,6 +385,7 @@ class _RawWriter:
                 "sender_ttl": sender_ttl,
                 "reply_ttl": reply_ttl,
                 "reply_tos": reply_tos,
+                "reflector_error_estimate": reflector_ee,
             }
             lines.append(json.dumps(record, separators=(",", ":")))
         self._write(lines)
@@ -244,27 +409,63 @@ def _raw_writer(path: str | os.PathLike[str] | None) -> Iterator[_RawWriter | No
     if path is None:
         yield None
         return
-    with open(path, "w", encoding="utf-8") as stream:
+    try:
+        stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write the raw file {os.fspath(path)}: {exc.strerror or exc}; "
+            "give --raw a path in a directory that exists and is writable"
+        ) from None
+    with stream:
         yield _RawWriter(stream)
+
+
+class _Schedule:
+    """The send times of a session, produced a slice at a time (`iter_schedule`), with lookahead.
+
+    `next()` returns the next slice as absolute realtime ns and whether it is the last one, so
+    `-c 1000000000` holds one slice in memory, not a billion send times (issue 12).
+    """
+
+    def __init__(self, options: PingOptions, step: int, epoch_ns: int) -> None:
+        self._it = iter_schedule(options.count, options.slots, seed=options.seed, chunk=step)
+        self._epoch = epoch_ns
+        self._next: npt.NDArray[np.int64] | None = next(self._it, None)
+
+    def next(self) -> tuple[npt.NDArray[np.int64], bool] | None:
+        current = self._next
+        if current is None:
+            return None
+        self._next = next(self._it, None)
+        return current + self._epoch, self._next is None
+
+
+def _slice_packets(options: PingOptions) -> int:
+    interval = options.mean_interval
+    if interval > 0:
+        return max(1, min(int(options.slice_seconds / interval), 1 << 16))
+    return _FLOOD_SLICE
 
 
 def _exchange(
     sender: Sender,
-    offsets: npt.NDArray[np.int64],
     options: PingOptions,
     raw: _RawWriter | None,
     stop: StopFlag | None,
     on_slice: Callable[[SenderResult], None] | None,
+    alive: Callable[[], bool] | None = None,
 ) -> _Exchange:
-    """Run the schedule in slices, then wait for stragglers; survives KeyboardInterrupt."""
+    """Run the schedule in slices, then wait for stragglers; survives KeyboardInterrupt.
+
+    `alive` is asked after each slice; when it says False (the server closed the control
+    connection) sending stops at once: the session is gone, and what follows would be counted
+    as loss (issue 12).
+    """
     out = _Exchange()
-    n = int(offsets.size)
-    if options.interval > 0:
-        step = max(1, int(options.slice_seconds / options.interval))
-    else:
-        step = _FLOOD_SLICE
     wait_ns = int(options.wait * NS)
-    schedule = offsets + (clock.realtime_ns() + _LEAD_NS)
+    epoch = clock.realtime_ns() + _LEAD_NS + int(options.delay_start * NS)
+    schedule = _Schedule(options, _slice_packets(options), epoch)
+    first_seq = 0
 
     def take(result: SenderResult) -> None:
         out.add(result)
@@ -272,20 +473,21 @@ def _exchange(
             raw.replies(result.received)
 
     try:
-        for start in range(0, n, step):
-            last = start + step >= n
+        while (piece := schedule.next()) is not None:
+            times, last = piece
             result = sender.run(
-                schedule[start : start + step],
-                first_seq=start,
-                wait_ns=wait_ns if last else 0,
-                stop=stop,
+                times, first_seq=first_seq, wait_ns=wait_ns if last else 0, stop=stop
             )
+            first_seq += int(times.size)
             take(result)
             if stop is not None and stop.is_set():
                 out.interrupted = True
                 break
             if on_slice is not None:
                 on_slice(result)
+            if alive is not None and not alive():
+                out.control_closed = True
+                break
         else:
             # Replies to earlier slices may still be on their way: wait out the rest of `wait`.
             sent, received = out.arrays()
@@ -301,9 +503,9 @@ def _exchange(
     return out
 
 
-def _stop_sessions(client: BlockingClient) -> None:
+def _stop_sessions(client: BlockingClient, out: _Exchange | None) -> None:
     """Stop-Sessions; a control connection that broke meanwhile does not void the results."""
-    if client.closed:
+    if client.closed or (out is not None and out.control_closed):
         log.warning("the control connection closed during the test; no Stop-Sessions sent")
         return
     try:
@@ -318,6 +520,14 @@ def _clocks_synced(counters: dict[str, int]) -> bool:
     return ours and counters.get("received", 0) > 0 and counters.get("reflector_unsynced", 1) == 0
 
 
+def our_error_estimate_ns() -> int | None:
+    """Our clock's Error Estimate in ns (RFC 4656 §4.1.2), None when its multiplier is 0."""
+    ee = ErrorEstimate.from_wire(clock.error_estimate())
+    if ee.multiplier == 0:
+        return None
+    return round(ee.multiplier * 2.0 ** (ee.scale - 32) * NS)
+
+
 def _session_info(
     sender_port: int, reflector_port: int, padding: int, options: PingOptions
 ) -> dict[str, Any]:
@@ -327,13 +537,100 @@ def _session_info(
         "padding": padding,
         "dscp": options.dscp,
         "count": options.count,
-        "interval_ms": options.interval * 1000.0,
+        "interval_ms": options.mean_interval * 1000.0,
+        "send_schedule": ",".join(str(s) for s in options.slots),
     }
 
 
-def _offsets(options: PingOptions) -> npt.NDArray[np.int64]:
-    return make_schedule(
-        options.count, int(options.interval * NS), poisson=options.poisson, seed=options.seed
+def _schedule_name(options: PingOptions) -> str:
+    kinds = {s.exponential for s in options.slots}
+    if kinds == {True}:
+        return "poisson"
+    return "periodic" if kinds == {False} else "mixed"
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _ipv6_port_hint(host: str) -> str:
+    """For '::1:862' typed as a target: it is the IPv6 address ::1:862 on the default port."""
+    head, _, tail = host.rpartition(":")
+    if head and tail.isdigit() and ":" in head:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(head.rstrip(":") or "::")
+            return f"; to give a port write [{head}]:{tail}, not {host}"
+    return ""
+
+
+def _resolve(host: str, port: int, family: int, *, udp: bool) -> tuple[str, int]:
+    """The address to test; -4/-6 keep to one family, with a sentence when there is none."""
+    return resolve_blocking(host, port, udp=udp, version=family)
+
+
+def _check_source(source: str | None, ip: str) -> None:
+    """-S must be of the target's family: say so instead of asyncio's AddressFamily text."""
+    if source is None:
+        return
+    try:
+        src = ipaddress.ip_address(source)
+    except ValueError:
+        return  # a name: the kernel decides
+    dst = ipaddress.ip_address(ip)
+    if src.version != dst.version:
+        raise ValueError(
+            f"the source address {source} is IPv{src.version} but the target {ip} is "
+            f"IPv{dst.version}: give -S an IPv{dst.version} address (or drop -S)"
+        )
+
+
+def _open_client(host: str, port: int, ip: str, opts: PingOptions) -> BlockingClient:
+    """The control connection; failures name the target and, for '::1:862', the fix."""
+    where = _where(host, port)
+    hint = _ipv6_port_hint(host)
+    try:
+        return BlockingClient.open(
+            ip if opts.family else host,
+            port,
+            mode=opts.modes,
+            key_id=opts.key_id,
+            passphrase=opts.passphrase,
+            timeout=opts.timeout,
+            local_address=opts.source,
+        )
+    except ClientTimeoutError as exc:
+        if "Server-Greeting" in str(exc):
+            # Connected, but silent: an HTTP server, say, waits for the client to speak first.
+            raise ClientTimeoutError(
+                f"{where} accepted the connection but sent no Server-Greeting within "
+                f"{opts.timeout:g} s: it is probably not a TWAMP server (TWAMP-Control is TCP "
+                f"862){hint}"
+            ) from None
+        raise ClientTimeoutError(f"{exc}{hint}") from None
+    except ClientError as exc:
+        if not hint:
+            raise
+        raise type(exc)(f"{exc}{hint}", exc.accept) from None
+    except OSError as exc:
+        # asyncio's "Connect call failed ('::1', 862, 0, 0)" and friends: say what and where.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ClientError(f"cannot connect to {where}: {reason}{hint}") from None
+
+
+def _open_sender_socket(local: str, ports: tuple[int, int] | None) -> Any:
+    """The test socket, on the first free port of twping's -P range when one is given."""
+    if ports is None:
+        return open_test_socket(local, 0)
+    low, high = ports
+    for candidate in range(low, high + 1):
+        try:
+            return open_test_socket(local, candidate)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise ValueError(
+        f"no free UDP port in the range {low}-{high} on {local or 'any address'}; "
+        "widen -P or free a port"
     )
 
 
@@ -347,27 +644,20 @@ def run_ping(
     """One TWAMP test session towards the server at `target` ('host[:port]', '[v6]:port').
 
     Raises `net.client.ClientError` (and its subclasses) when the control protocol fails,
-    `OSError` for local socket trouble and `ValueError` for bad options.
+    `OSError` for local socket trouble and `ValueError` for bad options. When the server
+    closes the control connection during the test, sending stops and the result says so
+    (`control_closed`).
     """
     opts = options if options is not None else PingOptions()
     host, port = parse_target(target, TWAMP_CONTROL_PORT)
-    offsets = _offsets(opts)
+    ip, port = _resolve(host, port, opts.family, udp=False)
+    _check_source(opts.source, ip)
+    out: _Exchange | None = None
     # The raw file first: an unwritable path fails before anything starts on the server.
-    with (
-        _raw_writer(opts.raw) as raw,
-        BlockingClient.open(
-            host,
-            port,
-            mode=opts.modes,
-            key_id=opts.key_id,
-            passphrase=opts.passphrase,
-            timeout=opts.timeout,
-            local_address=opts.source,
-        ) as client,
-    ):
+    with _raw_writer(opts.raw) as raw, _open_client(host, port, ip, opts) as client:
         test_mode = client.test_mode
         padding = default_padding(test_mode) if opts.padding is None else opts.padding
-        sock = open_test_socket(client.local_address[0], 0)
+        sock = _open_sender_socket(client.local_address[0], opts.local_ports)
         with contextlib.closing(sock):
             sender_port = int(sock.getsockname()[1])
             accept = client.request_session(
@@ -387,22 +677,54 @@ def run_ping(
             )
             client.start()
             try:
-                out = _exchange(sender, offsets, opts, raw, stop, on_slice)
+                out = _exchange(sender, opts, raw, stop, on_slice, alive=client.poll)
             finally:
-                _stop_sessions(client)
+                _stop_sessions(client, out)
+    assert out is not None
+    return _result(
+        target,
+        mode_name(client.mode),
+        sender_port,
+        accept.port,
+        padding,
+        opts,
+        sender.IMPLEMENTATION,
+        out,
+        stateful=True,
+    )
+
+
+def _result(
+    target: str,
+    mode: str,
+    sender_port: int,
+    reflector_port: int,
+    padding: int,
+    opts: PingOptions,
+    implementation: str,
+    out: _Exchange,
+    *,
+    stateful: bool | None,
+) -> PingResult:
     sent, received = out.arrays()
-    summary = summarize(sent, received, clocks_synced=_clocks_synced(out.counters))
+    if stateful is None:
+        stateful = bool(np.any(received["reflector_seq"] != received["sender_seq"]))
+    summary = summarize(
+        sent, received, clocks_synced=_clocks_synced(out.counters), stateful_reflector=stateful
+    )
     return PingResult(
         target=target,
-        mode=mode_name(client.mode),
-        session=_session_info(sender_port, accept.port, padding, opts),
+        mode=mode,
+        session=_session_info(sender_port, reflector_port, padding, opts),
         summary=summary,
-        implementation=sender.IMPLEMENTATION,
+        implementation=implementation,
         interrupted=out.interrupted,
-        schedule="poisson" if opts.poisson else "periodic",
+        schedule=_schedule_name(opts),
         counters=out.counters,
         sent=sent,
         received=received,
+        control_closed=out.control_closed,
+        error_estimate_ns=our_error_estimate_ns(),
     )
 
 
@@ -423,38 +745,122 @@ def run_light_ping(
     """
     opts = options if options is not None else PingOptions()
     host, port = parse_target(target, TWAMP_TEST_PORT)
-    ip, port = resolve_blocking(host, port, udp=True)
-    offsets = _offsets(opts)
+    ip, port = _resolve(host, port, opts.family, udp=True)
+    _check_source(opts.source, ip)
     padding = default_padding(TestMode.OPEN) if opts.padding is None else opts.padding
     local = opts.source or ("::" if ":" in ip else "0.0.0.0")
-    sock = open_test_socket(local, 0)
-    with contextlib.closing(sock):
-        sender_port = int(sock.getsockname()[1])
-        sender = Sender(
-            sock,
-            (ip, port),
-            fmt=TestFormat(TestMode.OPEN),
-            padding=padding,
-            tos=dscp_to_tos(opts.dscp),
-        )
-        with _raw_writer(opts.raw) as raw:
-            out = _exchange(sender, offsets, opts, raw, stop, on_slice)
-    sent, received = out.arrays()
-    stateful = opts.stateful
-    if stateful is None:
-        stateful = bool(np.any(received["reflector_seq"] != received["sender_seq"]))
-    summary = summarize(
-        sent, received, clocks_synced=_clocks_synced(out.counters), stateful_reflector=stateful
+    with _raw_writer(opts.raw) as raw:
+        sock = _open_sender_socket(local, opts.local_ports)
+        with contextlib.closing(sock):
+            sender_port = int(sock.getsockname()[1])
+            sender = Sender(
+                sock,
+                (ip, port),
+                fmt=TestFormat(TestMode.OPEN),
+                padding=padding,
+                tos=dscp_to_tos(opts.dscp),
+            )
+            out = _exchange(sender, opts, raw, stop, on_slice)
+    return _result(
+        target,
+        "light",
+        sender_port,
+        port,
+        padding,
+        opts,
+        sender.IMPLEMENTATION,
+        out,
+        stateful=opts.stateful,
     )
-    return PingResult(
-        target=target,
-        mode="light",
-        session=_session_info(sender_port, port, padding, opts),
-        summary=summary,
-        implementation=sender.IMPLEMENTATION,
-        interrupted=out.interrupted,
-        schedule="poisson" if opts.poisson else "periodic",
-        counters=out.counters,
-        sent=sent,
-        received=received,
-    )
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalReport:
+    """One summary interval of `run_continuous`: a finished session, or why there was none."""
+
+    index: int
+    start_ns: int
+    end_ns: int
+    target: str
+    result: PingResult | None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON line of the summary file (`twamp ping --continuous --summary-file`)."""
+        out: dict[str, Any] = {
+            "interval": self.index,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "target": self.target,
+            "error": self.error,
+        }
+        if self.result is not None:
+            r = self.result
+            out.update(
+                mode=r.mode,
+                control_closed=r.control_closed,
+                interrupted=r.interrupted,
+                summary=r.summary,
+                sender=r.counters,
+            )
+        return out
+
+
+def continuous_count(options: PingOptions, interval: float) -> int:
+    """Packets per summary interval: the interval over the mean gap, within 1..MAX_COUNT."""
+    gap = options.mean_interval
+    if not gap > 0:
+        raise ValueError("continuous measurement needs a gap above 0 s between packets (-i)")
+    if not interval > 0:
+        raise ValueError("the summary interval must be positive")
+    return max(1, min(MAX_COUNT, round(interval / gap)))
+
+
+def run_continuous(
+    target: str,
+    options: PingOptions | None = None,
+    *,
+    interval: float = 60.0,
+    light: bool = False,
+    stop: StopFlag | None = None,
+    on_interval: Callable[[IntervalReport], None],
+    retry_max: float = 30.0,
+) -> int:
+    """Measure until `stop` is set: back-to-back sessions of `interval` seconds, as powstream.
+
+    Each interval is one test session (`run_ping`, or `run_light_ping` with `light`) of
+    `continuous_count` packets, handed to `on_interval` and then dropped, so memory stays flat
+    however long it runs. A new session means a new control connection: a server that
+    restarted is simply connected to again. When a session cannot be set up, or the server
+    closes the control connection, the error is reported as an interval and the next attempt
+    waits 1, 2, 4, ... up to `retry_max` seconds. The raw file (`options.raw`) is not written:
+    it would grow without end. Returns the number of intervals reported.
+    """
+    opts = options if options is not None else PingOptions()
+    per_session = dataclasses.replace(opts, count=continuous_count(opts, interval), raw=None)
+    runner = run_light_ping if light else run_ping
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
+    index = 0
+    backoff = 1.0
+    while not stopped():
+        start = clock.realtime_ns()
+        result: PingResult | None = None
+        error: str | None = None
+        try:
+            result = runner(target, per_session, stop=stop)
+        except (ClientError, OSError) as exc:
+            error = str(exc)
+        on_interval(IntervalReport(index, start, clock.realtime_ns(), target, result, error))
+        index += 1
+        if result is not None and result.interrupted:
+            break
+        if error is None and result is not None and not result.control_closed:
+            backoff = 1.0
+            continue
+        if clock.pause(backoff, stopped):
+            break
+        backoff = min(backoff * 2, retry_max)
+    return index

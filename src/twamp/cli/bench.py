@@ -769,6 +769,11 @@ def plot_cmd(report: str, output: str | None) -> None:
     click.echo(f"wrote {out}")
 
 
+from .bench_ospf import ospf as _ospf  # noqa: E402  (twamp-bench ospf: RFC 4061)
+
+bench.add_command(_ospf)
+
+
 def main() -> None:
     bench(prog_name="twamp-bench")
 

@@ -9,6 +9,8 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import errno
 import ipaddress
 import logging
 import signal
@@ -25,12 +27,16 @@ from ..constants import (
     SECURE_CONTROL_MODES,
     TWAMP_CONTROL_PORT,
     Mode,
+    mode_names,
 )
 from ..hostport import parse_hostport
+from ..metrics_export import MetricsEndpoint, ServerCollector, parse_metrics_address, start_metrics
 from ..net.keyfile import load_keyfile
 from ..net.server import DEFAULT_PORT_RANGE, ServerConfig, TwampServer
 from ..timestamps import NS
 from .common import UserError, friendly_errors, setup_logging
+from .config import config_options, dump_config, dump_requested
+from .daemon import DaemonSettings, apply_log_format, daemon_options, daemon_settings
 
 __all__ = ["parse_listen", "parse_modes", "parse_port_range", "server"]
 
@@ -45,6 +51,7 @@ _MODE_BY_NAME = {
 }
 _ALL_MODES = "open,authenticated,encrypted,mixed"
 _DEFAULT_CONFIG = ServerConfig()
+_METRICS_TIMEOUT_S = 5.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -84,6 +91,8 @@ def _callback(parse: Callable[[str], object]) -> Callable[..., object]:
     """A click callback that turns the parser's ValueError into BadParameter."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: Any) -> object:
+        if value is None:
+            return None
         try:
             if isinstance(value, tuple):
                 return tuple(parse(v) for v in value)
@@ -164,6 +173,27 @@ def _seconds(value: float, option: str) -> int | None:
     show_default=True,
 )
 @click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=0),
+    default=_DEFAULT_CONFIG.max_connections_per_address,
+    show_default=True,
+    help="Control connections from one client address; more get Modes 0.",
+)
+@click.option(
+    "--setup-timeout",
+    type=float,
+    default=(_DEFAULT_CONFIG.setup_timeout_ns or 0) / NS,
+    show_default=True,
+    help="Seconds from connect to the first command (set-up); 0: no limit beyond SERVWAIT.",
+)
+@click.option(
+    "--listen-backlog",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pending TCP connections the kernel queues per listener. Default: "
+    "net.core.somaxconn (the kernel caps any larger value to it).",
+)
+@click.option(
     "--max-sessions",
     type=click.IntRange(min=0),
     default=_DEFAULT_CONFIG.max_sessions,
@@ -174,6 +204,35 @@ def _seconds(value: float, option: str) -> int | None:
     type=click.IntRange(min=0),
     default=_DEFAULT_CONFIG.max_sessions_per_client,
     show_default=True,
+    help="Sessions of one client address not yet stopped.",
+)
+@click.option(
+    "--max-timeout",
+    type=click.FloatRange(min=0),
+    default=_DEFAULT_CONFIG.max_timeout_ns / NS,
+    show_default=True,
+    help="Cap, in seconds, on a session's Timeout: how long it reflects after Stop or after "
+    "its control connection ended.",
+)
+@click.option(
+    "--allow-third-party-sender",
+    is_flag=True,
+    help="Accept a Sender Address other than the control client's own (replies then go to a "
+    "host that did not ask for them: an amplification risk).",
+)
+@click.option(
+    "--shared-test-ports",
+    is_flag=True,
+    help="Let sessions whose senders differ share a test port, instead of one socket per "
+    "session connect()ed to its sender (then strangers' packets reach the session's queue).",
+)
+@click.option(
+    "--kdf-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULT_CONFIG.kdf_per_s,
+    show_default=True,
+    help="Key derivations (PBKDF2, secure modes) a second per client address, after a burst "
+    f"of {_DEFAULT_CONFIG.kdf_burst}; more get Server-Start Accept 5.",
 )
 @click.option(
     "--allow",
@@ -194,6 +253,14 @@ def _seconds(value: float, option: str) -> int | None:
     is_flag=True,
     help="Reflector threads spin instead of sleeping (lower latency, a core per test port).",
 )
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    callback=_callback(parse_metrics_address),
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9862).",
+)
+@daemon_options
+@config_options("server")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
 @friendly_errors
@@ -205,16 +272,31 @@ def server(
     servwait: float,
     refwait: float,
     max_connections: int,
+    max_connections_per_address: int,
+    setup_timeout: float,
+    listen_backlog: int | None,
     max_sessions: int,
     max_sessions_per_client: int,
+    max_timeout: float,
+    allow_third_party_sender: bool,
+    shared_test_ports: bool,
+    kdf_rate: float,
     allow: tuple[IPv4Network | IPv6Network, ...],
     batch: int,
     busy_poll: bool,
+    metrics: tuple[str, int] | None,
     verbose: int,
     quiet: bool,
 ) -> None:
     """Run a TWAMP Server and Session-Reflector (RFC 5357) until SIGINT or SIGTERM."""
+    daemon = daemon_settings()
+    if dump_requested():
+        params = {**click.get_current_context().params, **dataclasses.asdict(daemon)}
+        click.echo(dump_config("server", params), nl=False)
+        return
     setup_logging(verbose, quiet)
+    apply_log_format(daemon.log_format)
+    daemon.check()
     keys: dict[bytes, bytes] = {}
     if keyfile is not None:
         try:
@@ -233,16 +315,42 @@ def server(
         servwait_ns=_seconds(servwait, "--servwait"),
         refwait_ns=_seconds(refwait, "--refwait"),
         max_connections=max_connections,
+        max_connections_per_address=max_connections_per_address,
+        setup_timeout_ns=_seconds(setup_timeout, "--setup-timeout"),
+        backlog=listen_backlog,
         max_sessions=max_sessions,
         max_sessions_per_client=max_sessions_per_client,
+        max_timeout_ns=int(max_timeout * NS),
+        allow_third_party_sender=allow_third_party_sender,
+        connect_test_sockets=not shared_test_ports,
+        kdf_per_s=kdf_rate,
         allow=allow,
         batch=batch,
         busy_poll=busy_poll,
     )
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, metrics, daemon))
 
 
-async def _serve(config: ServerConfig) -> None:
+def _start_metrics(twamp: TwampServer, address: tuple[str, int]) -> MetricsEndpoint:
+    """Metrics read at scrape time: `stats()` runs on the server's loop, never beside it."""
+    loop = asyncio.get_running_loop()
+
+    async def read() -> dict[str, Any]:
+        return twamp.stats()
+
+    def stats() -> dict[str, Any]:
+        return asyncio.run_coroutine_threadsafe(read(), loop).result(_METRICS_TIMEOUT_S)
+
+    endpoint = start_metrics(address, [ServerCollector(stats)])
+    log.info("metrics on %s", endpoint.url)
+    return endpoint
+
+
+async def _serve(
+    config: ServerConfig,
+    metrics: tuple[str, int] | None = None,
+    daemon: DaemonSettings | None = None,
+) -> None:
     twamp = TwampServer(config)
     try:
         await twamp.start()
@@ -251,13 +359,28 @@ async def _serve(config: ServerConfig) -> None:
         hint = ""
         if isinstance(exc, PermissionError):
             hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        elif exc.errno == errno.EADDRINUSE:
+            hint = "; another program listens there: stop it or choose another --listen"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = "; that address is not on this host: check --listen"
         raise UserError(f"cannot listen on {where}: {exc.strerror or exc}{hint}") from None
     click.echo(
         f"twamp server: reflector {dataplane.IMPLEMENTATION} "
-        f"(test crypto {dataplane.CRYPTO_BACKEND}), modes {int(twamp.offered_modes)}, "
+        f"(test crypto {dataplane.CRYPTO_BACKEND}), modes {mode_names(twamp.offered_modes)}, "
         f"listening on {', '.join(_show(h, p) for h, p in twamp.addresses)}",
         err=False,
     )
+    endpoint = None
+    # Bound: now metrics, the pid file (as root) and the privilege drop (nothing after needs
+    # root: test sessions use unprivileged ports).
+    try:
+        endpoint = _start_metrics(twamp, metrics) if metrics is not None else None
+        pid_file = daemon.started() if daemon is not None else None
+    except BaseException:
+        if endpoint is not None:
+            endpoint.close()
+        await twamp.stop()
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -266,14 +389,32 @@ async def _serve(config: ServerConfig) -> None:
     try:
         await stop.wait()
     finally:
+        # The handlers stay while sessions are ended: a second signal only sets the flag again.
+        await twamp.stop()
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await twamp.stop()
+            if stop.is_set():
+                # On the way out: a late second signal must not become a traceback or exit -15.
+                signal.signal(sig, signal.SIG_IGN)
+        if endpoint is not None:
+            endpoint.close()
+        if pid_file is not None:
+            pid_file.remove()
         stats = twamp.stats()
+        conns, sessions = stats["connections"], stats["sessions"]
         log.info(
-            "served %d connection(s), %d session(s); reflector counters %s",
-            stats["connections"]["total"],
-            stats["sessions"]["total"],
+            "served %d connection(s), %d session(s); refused %d connection(s) (%d by the "
+            "per-address cap), %d set-up timeout(s), %d session(s) (%d third-party), %d key "
+            "derivation(s); %d Timeout(s) capped; reflector counters %s",
+            conns["total"],
+            sessions["total"],
+            conns["refused"],
+            conns["refused_per_address"],
+            conns["setup_timeouts"],
+            sessions["refused"],
+            sessions["third_party_refused"],
+            stats["key_derivations"]["refused"],
+            sessions["timeouts_capped"],
             stats["reflector"],
         )
 

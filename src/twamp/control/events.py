@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionClosed",
     "Event",
     "GreetingReceived",
+    "KeyDerivationRequested",
     "RequestRefused",
     "ServerStarted",
     "SessionAccepted",
@@ -102,6 +103,22 @@ class StopNAcked(Event):
 
 
 # Server events
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class KeyDerivationRequested(Event):
+    """A secure Set-Up-Response with a known KeyID (server made with
+    ``defer_key_derivation=True``): run ``crypto.derive_key(passphrase, salt, count)`` off the
+    event loop, then call `key_derived(dk)` or `refuse_key_derivation(accept, reason)`.
+    Nothing more is read until then (RFC 4656 §3.1: PBKDF2 costs about a millisecond)."""
+
+    key_id: bytes
+    passphrase: bytes
+    salt: bytes
+    count: int
+
+    def __repr__(self) -> str:  # the passphrase stays out of logs
+        return f"KeyDerivationRequested(key_id={self.key_id!r}, count={self.count})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,15 @@
 """Sans-I/O TWAMP-Control, the Server side: `ServerConnection` (usage: `twamp.control.connection`).
 
 ``ServerConnection(*, modes, keys, count=2048, start_time_ns, now_ns, servwait_ns=900 s,
-random_bytes=os.urandom)`` queues its Server-Greeting at once. `keys` maps KeyID -> passphrase
-octets. Modes 0 means "go away": the greeting is queued and the connection is closed.
+random_bytes=os.urandom, defer_key_derivation=False)`` queues its Server-Greeting at once.
+`keys` maps KeyID -> passphrase octets. Modes 0 means "go away": the greeting is queued and the
+connection is closed.
 
 Events and answers:
 
+* `KeyDerivationRequested(key_id, passphrase, salt, count)` (only with
+  ``defer_key_derivation=True``): ``key_derived(derive_key(passphrase, salt, count))`` or
+  ``refuse_key_derivation(accept, reason)``; lets the application run PBKDF2 off its loop.
 * `SetupComplete(mode, key_id)`: nothing to answer; Server-Start (Accept 0) is queued.
 * `SessionRequested(request)`: ``accept_session(port, sid, reflected_octets=None,
   server_octets=0)`` or ``reject_session(accept)``. `make_sid()` builds a SID (RFC 5357 §3.5).
@@ -75,6 +79,7 @@ from ..wire.control import (
     RequestTWSession,
     ServerGreeting,
     ServerStart,
+    SetUpResponse,
     StartAck,
     StartNAck,
     StopNAck,
@@ -94,6 +99,7 @@ from ..wire.control import (
 )
 from .connection import ConnectionBase, check_sids
 from .events import (
+    KeyDerivationRequested,
     RequestRefused,
     SessionRequested,
     SetupComplete,
@@ -148,8 +154,11 @@ class ServerConnection(ConnectionBase):
         now_ns: int,
         servwait_ns: int | None = DEFAULT_SERVWAIT_NS,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        defer_key_derivation: bool = False,
     ) -> None:
         super().__init__(Role.SERVER, now_ns, random_bytes)
+        self._defer_kdf = defer_key_derivation
+        self._pending_setup: tuple[Mode, SetUpResponse] | None = None
         # RFC 4656 §3.1: Count is a power of 2 and at least 1024.
         if count < MIN_COUNT or count & (count - 1):
             raise ValueError(f"count must be a power of 2 >= {MIN_COUNT}, got {count}")
@@ -310,12 +319,44 @@ class ServerConnection(ConnectionBase):
                 AcceptCode.NOT_SUPPORTED,
                 f"Mode {int(mode)} selects bits not offered ({int(self._offered)})",
             )
-        server_iv = _ZERO_IV
         if security & SECURE_CONTROL_MODES:
             passphrase = self._keys.get(resp.key_id)
             if passphrase is None:
                 return self._refuse_setup(AcceptCode.FAILURE, f"unknown KeyID {resp.key_id!r}")
-            dk = derive_key(passphrase, self._salt, self._count)
+            if self._defer_kdf:
+                # PBKDF2 costs about a millisecond: the application runs it off its event loop
+                # and answers with key_derived() or refuse_key_derivation().
+                self._pending_setup = (mode, resp)
+                self._events.append(
+                    KeyDerivationRequested(resp.key_id, passphrase, self._salt, self._count)
+                )
+                return True
+            return self._finish_setup(mode, resp, derive_key(passphrase, self._salt, self._count))
+        return self._finish_setup(mode, resp, None)
+
+    def key_derived(self, dk: bytes) -> None:
+        """Answer `KeyDerivationRequested` with ``derive_key(passphrase, salt, count)``."""
+        pending = self._take_pending_setup()
+        if pending is not None:
+            self._finish_setup(pending[0], pending[1], dk)
+
+    def refuse_key_derivation(self, accept: AcceptCode, reason: str) -> None:
+        """Answer `KeyDerivationRequested` with a refusing Server-Start (e.g. Accept 5)."""
+        if self._take_pending_setup() is not None:
+            self._refuse_setup(accept, reason)
+
+    def _take_pending_setup(self) -> tuple[Mode, SetUpResponse] | None:
+        if self.closed:
+            self._pending_setup = None
+            return None
+        if self._pending_setup is None:
+            raise LocalProtocolError("no key derivation is awaited")
+        pending, self._pending_setup = self._pending_setup, None
+        return pending
+
+    def _finish_setup(self, mode: Mode, resp: SetUpResponse, dk: bytes | None) -> bool:
+        server_iv = _ZERO_IV
+        if dk is not None:
             challenge, aes_key, hmac_key = decrypt_token(dk, resp.token)
             if not hmac.compare_digest(challenge, self._challenge):
                 return self._refuse_setup(

@@ -34,9 +34,12 @@ __all__ = [
     "SO_TIMESTAMPNS",
     "buffer_sizes",
     "enable_receive_options",
+    "enable_tx_timestamps",
     "is_v4_peer",
     "open_test_socket",
     "parse_ancillary",
+    "parse_tx_timestamp",
+    "read_tx_timestamps",
     "set_send_ttl",
     "tos_ancillary",
 ]
@@ -52,6 +55,18 @@ IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_RECVTCLASS = 66
 IPV6_TCLASS = 67
+SO_TIMESTAMPING = 37  # the control message type is the same number (SCM_TIMESTAMPING)
+IP_RECVERR = 11  # the error-queue control message of IPv4 (struct sock_extended_err)
+IPV6_RECVERR = 25
+SO_EE_ORIGIN_TIMESTAMPING = 4
+# <linux/net_tstamp.h>: software transmit stamps, reported, each with the datagram's number
+# (OPT_ID) and without a copy of the datagram (OPT_TSONLY); OPT_RX_FILTER keeps received
+# datagrams free of an SCM_TIMESTAMPING message (SO_TIMESTAMPNS already stamps them).
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
+SOF_TIMESTAMPING_OPT_RX_FILTER = 1 << 17
 _IP_TTL = 2  # the cmsg type IP_RECVTTL delivers
 _IP_TOS = 1  # the cmsg type IP_RECVTOS delivers (one octet)
 
@@ -82,6 +97,7 @@ def open_test_socket(
     rcvbuf: int = DEFAULT_BUFFER,
     sndbuf: int = DEFAULT_BUFFER,
     reuse_port: bool = False,
+    peer: tuple[str, int] | None = None,
 ) -> socket.socket:
     """A bound UDP socket ready for TWAMP-Test, IPv4 or IPv6 according to `host` (a literal).
 
@@ -89,6 +105,11 @@ def open_test_socket(
     TTL 255, and asks for `rcvbuf`/`sndbuf` octets of buffer (`SO_*BUFFORCE` as root, which may
     exceed `net.core.rmem_max`); `buffer_sizes()` tells what the kernel granted. An IPv6 wildcard
     socket is dual-stack. Port 0 picks a free port (see `getsockname()`).
+
+    `peer` (address literal, port): the one Session-Sender this socket serves. The socket is
+    `connect()`ed to it, so the kernel itself drops datagrams from anyone else before they reach
+    the session's receive queue (a stranger cannot fill it); replies still name their peer. On
+    a dual-stack socket an IPv4 peer is connected as its v4-mapped address.
     """
     flags = socket.AI_NUMERICHOST | socket.AI_PASSIVE
     family, _, _, _, sockaddr = socket.getaddrinfo(
@@ -106,10 +127,24 @@ def open_test_socket(
         enable_receive_options(sock)
         set_send_ttl(sock)
         sock.bind(sockaddr)
+        if peer is not None:
+            sock.connect(_peer_sockaddr(family, peer))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _peer_sockaddr(family: int, peer: tuple[str, int]) -> tuple[str, int]:
+    ip, port = peer
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if family == socket.AF_INET6 and addr.version == 4:
+        return (f"::ffff:{addr}", port)
+    if family == socket.AF_INET and addr.version == 6:
+        if addr.ipv4_mapped is None:
+            raise ValueError(f"an IPv4 socket cannot serve the IPv6 peer {ip}")
+        return (str(addr.ipv4_mapped), port)
+    return (ip, port)
 
 
 def enable_receive_options(sock: socket.socket) -> None:
@@ -123,6 +158,64 @@ def enable_receive_options(sock: socket.socket) -> None:
     else:
         sock.setsockopt(_SOL_IP, IP_RECVTTL, 1)
         sock.setsockopt(_SOL_IP, IP_RECVTOS, 1)
+
+
+def enable_tx_timestamps(sock: socket.socket) -> None:
+    """Have the kernel report the software transmit time of every datagram `sock` sends.
+
+    The reports arrive on the socket's error queue (`read_tx_timestamps`), numbered from 0 in
+    send order from now on (`SO_TIMESTAMPING` with OPT_ID). OSError if the kernel refuses.
+    """
+    flags = (
+        SOF_TIMESTAMPING_TX_SOFTWARE
+        | SOF_TIMESTAMPING_SOFTWARE
+        | SOF_TIMESTAMPING_OPT_ID
+        | SOF_TIMESTAMPING_OPT_TSONLY
+    )
+    # OPT_RX_FILTER (Linux 6.2) keeps received datagrams' control messages as they were.
+    if not _try_setsockopt(
+        sock, socket.SOL_SOCKET, SO_TIMESTAMPING, flags | SOF_TIMESTAMPING_OPT_RX_FILTER
+    ):
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
+
+
+_SCM_TIMESTAMPING = struct.Struct("@llllll")  # struct scm_timestamping: three timespecs
+_EXTENDED_ERR = struct.Struct("@IBBBBII")  # struct sock_extended_err
+_RECVERR = ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR))
+
+
+def parse_tx_timestamp(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
+    """An error-queue message -> (datagram number, kernel transmit time in Unix ns), or None."""
+    stamp: int | None = None
+    key: int | None = None
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+            if len(data) >= _SCM_TIMESTAMPING.size:
+                sec, nsec = _SCM_TIMESTAMPING.unpack_from(data)[:2]
+                stamp = sec * 1_000_000_000 + nsec
+        elif (level, kind) in _RECVERR and len(data) >= _EXTENDED_ERR.size:
+            _, origin, _, _, _, _, data_field = _EXTENDED_ERR.unpack_from(data)
+            if origin == SO_EE_ORIGIN_TIMESTAMPING:
+                key = data_field
+    if stamp is None or key is None or stamp == 0:
+        return None
+    return key, stamp
+
+
+def read_tx_timestamps(sock: socket.socket, limit: int = 1 << 16) -> list[tuple[int, int]]:
+    """Take up to `limit` transmit reports off `sock`'s error queue, without blocking."""
+    out: list[tuple[int, int]] = []
+    for _ in range(limit):
+        try:
+            _, anc, _, _ = sock.recvmsg(1, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            break
+        report = parse_tx_timestamp(anc)
+        if report is not None:
+            out.append(report)
+    return out
 
 
 def set_send_ttl(sock: socket.socket, ttl: int = SEND_TTL) -> None:

@@ -132,6 +132,7 @@ cdef extern from "<sys/socket.h>" nogil:
         AF_INET6
         SOL_SOCKET
         MSG_DONTWAIT
+        MSG_ERRQUEUE
         MSG_WAITFORONE
         MSG_TRUNC
         MSG_CTRUNC
@@ -188,6 +189,11 @@ cdef extern from *:
     #define SCM_TIMESTAMPNS 35
     #endif
     #define TWAMP_SCM_TIMESTAMPNS SCM_TIMESTAMPNS
+    /* SO_TIMESTAMPING transmit reports on the error queue (<linux/errqueue.h>). */
+    #define TWAMP_SCM_TIMESTAMPING 37
+    #define TWAMP_IP_RECVERR 11
+    #define TWAMP_IPV6_RECVERR 25
+    #define TWAMP_SO_EE_ORIGIN_TIMESTAMPING 4
 
     /* Words shared between the loop thread and Python threads. Single writer (the loop, or
        whoever holds the session mutex), lock-free readers: relaxed atomics are enough. */
@@ -214,6 +220,10 @@ cdef extern from *:
     }
     """
     int TWAMP_SCM_TIMESTAMPNS
+    int TWAMP_SCM_TIMESTAMPING
+    int TWAMP_IP_RECVERR
+    int TWAMP_IPV6_RECVERR
+    int TWAMP_SO_EE_ORIGIN_TIMESTAMPING
     int twamp_load_int(const int *p) nogil
     void twamp_store_int(int *p, int v) nogil
     void twamp_add_int(int *p, int v) nogil

@@ -39,6 +39,7 @@ __all__ = [
     "SenderResult",
     "SessionSpec",
     "StopFlag",
+    "diag_summary",
     "normalize_ip",
 ]
 
@@ -72,6 +73,8 @@ REFLECTOR_COUNTERS = (
     "auth_failed",
     "late",
     "send_errors",
+    "light_evicted",
+    "rate_limited",
 )
 SESSION_COUNTERS = ("received", "reflected", "dropped", "errors", "last_rx_ns")
 SENDER_COUNTERS = (
@@ -85,6 +88,36 @@ SENDER_COUNTERS = (
     "max_lag_ns",
     "reflector_unsynced",
 )
+
+
+def diag_summary(
+    histogram: list[int], samples: int, total_ns: int, min_ns: int, max_ns: int
+) -> dict[str, int]:
+    """The reflector's T3 diagnostic as both twins report it (`Reflector.t3_error()`).
+
+    `histogram[k]`: replies whose Timestamp was at most 2^k ns (and more than 2^(k-1)) before
+    the kernel's software transmit time. p50_ns and p99_ns are the bucket bounds, so upper
+    bounds within a factor of two.
+    """
+
+    def quantile(q: float) -> int:
+        need, seen = q * samples, 0
+        for k, count in enumerate(histogram):
+            seen += count
+            if count and seen >= need:
+                return 1 << k
+        return 0
+
+    if not samples:
+        return {"samples": 0, "min_ns": 0, "mean_ns": 0, "max_ns": 0, "p50_ns": 0, "p99_ns": 0}
+    return {
+        "samples": samples,
+        "min_ns": min_ns,
+        "mean_ns": total_ns // samples,
+        "max_ns": max_ns,
+        "p50_ns": quantile(0.5),
+        "p99_ns": quantile(0.99),
+    }
 
 
 def _check_dscp(dscp: int | None) -> None:
@@ -122,8 +155,18 @@ class LightPolicy:
     """TWAMP Light / STAMP reflection without TWAMP-Control (RFC 5357 Appendix I, RFC 8762).
 
     Any peer inside `allow` (empty: anyone) is admitted on its first datagram. `stateful` keeps a
-    sequence counter per (address, port), for at most `max_peers` peers; later peers are refused
-    (`unknown_peer`). Unauthenticated only: Light has no way to agree on keys.
+    sequence counter per sender, keyed by (address, port, SSID) (RFC 8972 §3; SSID 0 when the
+    format has none), for at most `max_peers` senders: a new sender when the table is full
+    evicts the least recently used one (the reflector's `light_evicted` counter), so no set of
+    senders can lock the others out. A sender's counter starts again from 0 when its own
+    sequence number restarts at 0 or after `idle_ns` of silence (a new test session from the
+    same port). `symmetric_only`: answer only requests at least as long as the reply would
+    be (a shorter one counts `malformed`), so the reflector never amplifies (RFC 6038's
+    symmetrical size, as a policy). `rate_pps` (0: off): at most this many datagrams per
+    second from one source address, in bursts of up to `burst` (a token bucket per address, as
+    GCRA; over it: the reflector's `rate_limited` counter); the buckets of at most
+    `max_peers` addresses are kept, and all start full again when that many are in use.
+    Unauthenticated only: Light has no way to agree on keys.
     """
 
     fmt: TestFormat
@@ -131,6 +174,10 @@ class LightPolicy:
     allow: tuple[IPv4Network | IPv6Network, ...] = ()
     dscp: int | None = None
     max_peers: int = 4096
+    idle_ns: int = LIGHT_IDLE_NS
+    symmetric_only: bool = False
+    rate_pps: int = 0
+    burst: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -141,6 +188,12 @@ class LightPolicy:
             raise ValueError("TWAMP Light / STAMP reflection is unauthenticated only")
         if self.max_peers < 0:
             raise ValueError("max_peers cannot be negative")
+        if self.idle_ns <= 0:
+            raise ValueError("idle_ns must be positive")
+        if not 0 <= self.rate_pps <= 1_000_000_000:
+            raise ValueError("rate_pps must be 0 (off) to 1e9")
+        if self.burst < 1:
+            raise ValueError("burst must be at least 1")
 
 
 class StopFlag(Protocol):
@@ -156,8 +209,13 @@ class SenderResult:
     `sent`: one `metrics.SENT_DTYPE` row per packet the kernel accepted, in send order.
     `received`: one `metrics.RECORD_DTYPE` row per valid reflection, in arrival order (late
     replies to earlier `run` calls and duplicates included). `counters`: see `Sender`.
+    `tx_kernel_ns`: with `Sender(tx_timestamps=True)`, the kernel's software transmit time of
+    each row of `sent` (`SO_TIMESTAMPING`, Unix ns; 0 where the kernel sent no report), so
+    `tx_kernel_ns - sent["t1"]` is how early the Timestamp written into the packet was; None
+    otherwise.
     """
 
     sent: npt.NDArray[np.void]
     received: npt.NDArray[np.void]
     counters: dict[str, int]
+    tx_kernel_ns: npt.NDArray[np.int64] | None = None

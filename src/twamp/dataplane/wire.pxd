@@ -56,6 +56,10 @@ cdef struct Session:
     uint64_t dropped
     uint64_t errors
     int64_t last_rx_ns
+    # stateful TWAMP Light only (slot -1): RFC 8972 SSID of the key, and the LRU list
+    uint16_t ssid
+    Session *lru_prev  # towards the most recently used
+    Session *lru_next  # towards the least recently used (also the graveyard's link)
 
 
 
@@ -74,6 +78,7 @@ cdef struct Pkt:
     int tos_ok  # 0: the TOS is not an octet, so an S-DSCP-ECN layout cannot carry it
     int reply_tos
     int state
+    int64_t tx_ns  # the transmit Timestamp written (Unix ns), for the T3 diagnostic
 
 
 
@@ -168,7 +173,8 @@ cdef inline int64_t ns_from_timestamp(uint64_t raw, int ptp, int64_t pivot_ns,
 cdef inline void stamp(Pkt *p, uint16_t ee) noexcept nogil:
     # RFC 5357 §4.2.1: the transmit Timestamp and its Error Estimate, as late as possible.
     cdef uint8_t *t = p.buf + p.sess.fmt.ts_off
-    put64(t, ntp_from_ns(realtime_ns()))
+    p.tx_ns = realtime_ns()
+    put64(t, ntp_from_ns(p.tx_ns))
     put16(t + 8, ee)
 
 

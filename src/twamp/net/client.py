@@ -483,6 +483,20 @@ class TwampClient:
                 answers[sid] = event.ack.accept
         return answers
 
+    async def poll(self) -> bool:
+        """Whether the control connection is still open, without waiting (between requests).
+
+        Lets the loop run two iterations, so that an end of file or a reset the kernel holds is
+        delivered to the stream; no message is expected while sessions run (RFC 5357 §3.7), so
+        the connection counts as closed when the server closed or reset it.
+        """
+        for _ in range(2):
+            await asyncio.sleep(0)
+        reader = self._reader
+        if reader.at_eof() or reader.exception() is not None or self._writer.is_closing():
+            return False
+        return not self._conn.closed
+
     async def close(self) -> None:
         """Close the TCP connection (idempotent; errors while closing are ignored)."""
         writer = self._writer
@@ -555,7 +569,15 @@ class TwampClient:
                 event.accept,
             )
         if what == "Server-Greeting":
-            return SetupError(f"server refused us: {reason}", event.accept)
+            if "Modes 0" in reason or "security mode" in reason:
+                return SetupError(f"server refused us: {reason}", event.accept)
+            # Twelve octets of MBZ, then Modes and a Count in 1024..: anything else (an HTTP or
+            # SSH banner, say) is another protocol on that port (RFC 4656 §3.1).
+            return SetupError(
+                f"the peer is not a TWAMP server (its Server-Greeting is invalid: {reason}); "
+                "check the host and port (TWAMP-Control is TCP 862)",
+                event.accept,
+            )
         if what == "Server-Start" and event.accept is not None:
             text = f"the server refused the setup ({accept_text(event.accept)})"
             if self._conn.mode & SECURE_CONTROL_MODES:
@@ -695,6 +717,10 @@ class BlockingClient:
     def start(self) -> None:
         self._run(self._client.start())
 
+    def poll(self) -> bool:
+        """`TwampClient.poll`: False once the server closed the control connection."""
+        return self._run(self._client.poll())
+
     def stop(self, accept: AcceptCode = AcceptCode.OK) -> None:
         self._run(self._client.stop(accept))
 
@@ -724,13 +750,21 @@ class BlockingClient:
         self.close()
 
 
-def resolve_blocking(host: str, port: int, *, udp: bool = False) -> tuple[str, int]:
-    """`resolve` for synchronous callers."""
+def resolve_blocking(
+    host: str, port: int, *, udp: bool = False, version: int = 0
+) -> tuple[str, int]:
+    """`resolve` for synchronous callers; `version` 4 or 6 keeps to that family (0: either)."""
+    family = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[version]
     try:
         infos = socket.getaddrinfo(
-            host, port, type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+            host, port, family, type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
         )
     except socket.gaierror as exc:
+        if version and exc.errno in (socket.EAI_ADDRFAMILY, socket.EAI_NONAME, socket.EAI_FAMILY):
+            raise ClientError(
+                f"{host} has no IPv{version} address; drop -{version} or give an IPv{version} "
+                "target"
+            ) from None
         raise ClientError(f"cannot resolve {host!r}: {exc.strerror}") from None
     ip, real_port = infos[0][4][:2]
     return str(ip), int(real_port)

@@ -2,52 +2,24 @@
 
 Theory of operation
 -------------------
-Three layers, each ignorant of the others' insides:
+Thin glue between three sans-I/O or self-contained parts, after aioquic's asyncio layer:
 
-* `control.ServerConnection` (sans-I/O) decides everything about TWAMP-Control: message order,
-  the crypto, what to refuse on its own, SERVWAIT. `_ControlProtocol` is the glue, after
-  aioquic's asyncio layer: it feeds received octets and the monotonic clock in, answers the
-  ``*Requested`` events, writes `data_to_send()` and re-arms `get_timer()`.
-* `TwampServer` owns what sessions need and the policy: listeners, limits, the allow-list, test
-  ports, SIDs, REFWAIT, the end of sessions.
+* `control.ServerConnection` decides everything about TWAMP-Control: message order, the crypto,
+  what to refuse on its own, SERVWAIT. `_ControlProtocol` feeds it received octets and the
+  monotonic clock, answers its ``*Requested`` events, writes `data_to_send()` and arms a timer.
+* `sessions.SessionTable` holds every policy decision: who may connect, limits, the allow-list,
+  zero addresses, the Sender Address rule, the RFC 6038 room check, port choice, SIDs, Timeout
+  cap, REFWAIT, the set-up deadline, the key-derivation rate. Its module docstring is the
+  reference for the limits and their defaults.
 * `dataplane.Reflector`, one per bound test socket and each with its own thread, reflects the
   TWAMP-Test packets; several sessions share a socket when their senders differ.
 
-Life of a session:
-
-1. Request-TW-Session: zero addresses become the control connection's (RFC 5357 §3.5); limits
-   are checked; a test port is reserved (socket bound with `open_test_socket`, reflector thread
-   running, the sender's exact (address, port) reserved on it); a SID is made (spec §3.12);
-   Accept-Session. Until the start the reflector drops the sender's packets as `unknown_peer`.
-2. Start-Sessions or Start-N-Sessions: `Reflector.add_session` with the format of the mode and
-   feature bits, the test keys in modes 2 and 4, and the Type-P DSCP.
-3. Stop-Sessions, Stop-N-Sessions or the end of the control connection: `stop_session(slot,
-   now + Timeout)`. The reflector answers what arrives before that deadline and drops (counting
-   `late`) what arrives after (RFC 5357 §4.2); the session is freed `linger_ns` after the
-   deadline, so that stragglers are counted rather than met by ICMP port unreachable.
-4. REFWAIT (RFC 5357 §4.2, spec §8): a started session with no valid test packet for
-   `refwait_ns` is freed at once. When REFWAIT has ended every running session of a control
-   connection, its SERVWAIT resumes: the connection is closed after `servwait_ns` without a
-   control message (RFC 5357 §3.1).
-
-A test port's socket and reflector thread go away with its last session. Accepted sessions that
-were never started are freed with their control connection.
-
-Decisions where the RFCs leave a choice:
-
-* Refusing a client (over `max_connections`, or its address outside `allow`): Server-Greeting
-  with Modes 0, then close (RFC 4656 §3.1).
-* The Receiver Address must be an address of this host (the Session-Reflector is here): any
-  other gets Accept 3, "not supported". A Sender Address outside `allow` gets Accept 1.
-* Receiver Port: honoured when inside `port_range` and free, or bound by us for other senders.
-  Otherwise (0, outside the range, busy) another port of the range, announced in Accept-Session
-  (RFC 5357 §3.5, spec §3.9). No port left: Accept 5.
-* Limits: Accept 5 (temporary) while existing sessions fill `max_sessions` or
-  `max_sessions_per_client` (client = the control connection's address, counting sessions until
-  they are freed); Accept 4 (permanent) when the limit is configured as 0.
-* RFC 6038 Reflect Octets: a request whose packets cannot carry the padding to reflect back at
-  equal size gets Accept 3 (RFC 6038 §4.2).
-* Secure modes need keys: without any they are not offered (with a warning).
+This module only does what the table says: binds and closes test ports, admits sessions to
+reflectors and stops them at their deadline (converting the table's monotonic times to the
+reflector's wall clock), runs PBKDF2 in a thread pool (RFC 4656 §3.1; it costs about a
+millisecond and would otherwise stall every connection), logs every refusal, and closes
+connections whose deadline passed. A refused client gets a Server-Greeting with Modes 0 and is
+closed (RFC 4656 §3.1). The listen backlog is the kernel's ``net.core.somaxconn``.
 
 Nothing a peer sends can raise out of this module; an unexpected error in the handling of one
 connection is logged and ends that connection only.
@@ -56,6 +28,7 @@ connection is logged and ends that connection only.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -82,10 +55,12 @@ from ..constants import (
     AcceptCode,
     Mode,
     TestMode,
+    mode_names,
 )
 from ..control import (
     ConnectionClosed,
     Event,
+    KeyDerivationRequested,
     RequestRefused,
     ServerConnection,
     SessionRequested,
@@ -94,14 +69,20 @@ from ..control import (
     StartRequested,
     StopNRequested,
     StopRequested,
-    make_sid,
 )
-from ..crypto import TestPacketCrypto
+from ..crypto import TestPacketCrypto, derive_key
 from ..dataplane.sockets import open_test_socket
-from ..inet import normalize_ip as _plain
-from ..timestamps import NS, ns_from_ntp_interval
-from ..wire.control import RequestTWSession
-from ..wire.packets import TestFormat
+from ..inet import normalize_ip
+from ..sessions import (
+    DEFAULT_PORT_RANGE,
+    BindResult,
+    Freed,
+    Limits,
+    Refused,
+    Session,
+    SessionTable,
+)
+from ..timestamps import NS
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -109,15 +90,14 @@ __all__ = [
     "SUPPORTED_FEATURES",
     "ServerConfig",
     "TwampServer",
+    "listen_backlog",
 ]
 
 log = logging.getLogger("twamp.server")
 
-# Outside the Linux ephemeral range (32768-60999), so that outgoing connections of the host do
-# not take the ports a firewall opens for TWAMP-Test.
-DEFAULT_PORT_RANGE = (20000, 20999)
-# Feature bits the state machine and the reflector implement (spec §3.1): RFC 5938, RFC 6038
-# (both bits), RFC 7750. Not IKEv2-derived keys (128) nor PTP timestamps (512).
+# Feature bits the state machine and the reflector implement (RFC 5618 §3.1): RFC 5938, RFC 6038
+# (both bits), RFC 7750. Not IKEv2-derived keys (RFC 7717, bit 128: a Set-Up-Response selecting
+# it gets Server-Start Accept 3, since it was not offered) nor PTP timestamps (512).
 SUPPORTED_FEATURES = (
     Mode.INDIVIDUAL_SESSION_CONTROL | Mode.REFLECT_OCTETS | Mode.SYMMETRICAL_SIZE | Mode.DSCP_ECN
 )
@@ -132,13 +112,19 @@ _MODE_NAMES = {
 _SIOCGIFADDR = 0x8915  # <linux/sockios.h>
 _IFREQ = struct.Struct("16s24x")  # struct ifreq (Linux, 64-bit): name, then the union
 _WRITE_HIGH_WATER = 64 * 1024  # control replies a client does not read: stop reading it
+_FALLBACK_BACKLOG = 4096  # the kernel's default somaxconn since Linux 5.4
+_KDF_THREADS = 2
 
 Network = IPv4Network | IPv6Network
+_DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Everything `TwampServer` can be told; times are integer nanoseconds."""
+    """Everything `TwampServer` can be told; times are integer nanoseconds.
+
+    The limits are those of `sessions.Limits` (see its module docstring for what each does).
+    """
 
     listen: tuple[tuple[str, int], ...] = (("::", TWAMP_CONTROL_PORT),)
     """(address literal, TCP port) pairs; port 0 picks a free one. ``::`` is dual-stack unless
@@ -156,11 +142,25 @@ class ServerConfig:
     """Inclusive range of UDP ports for test sessions."""
     servwait_ns: int | None = DEFAULT_SERVWAIT_NS
     refwait_ns: int | None = DEFAULT_REFWAIT_NS
-    max_connections: int = 256
-    max_sessions: int = 1024
-    max_sessions_per_client: int = 64
+    max_connections: int = _DEFAULT_LIMITS.max_connections
+    max_connections_per_address: int = _DEFAULT_LIMITS.max_connections_per_address
+    max_sessions: int = _DEFAULT_LIMITS.max_sessions
+    max_sessions_per_client: int = _DEFAULT_LIMITS.max_sessions_per_client
     allow: tuple[Network, ...] = ()
     """Client networks served; empty: everyone."""
+    allow_third_party_sender: bool = False
+    """Accept a Sender Address other than the control client's (amplification risk)."""
+    setup_timeout_ns: int | None = _DEFAULT_LIMITS.setup_timeout_ns
+    max_timeout_ns: int = _DEFAULT_LIMITS.max_timeout_ns
+    kdf_per_s: float = _DEFAULT_LIMITS.kdf_per_s
+    kdf_burst: int = _DEFAULT_LIMITS.kdf_burst
+    backlog: int | None = None
+    """Listen backlog; None: ``net.core.somaxconn``."""
+    connect_test_sockets: bool = True
+    """connect() each test socket to its session's sender, so that the kernel drops strangers'
+    datagrams before they reach the session's receive queue; one session per test port then.
+    False: a test port is shared by sessions whose senders differ, and the reflector drops and
+    counts strangers (`unknown_peer`) after they took room in the queue."""
     batch: int = 64
     busy_poll: bool = False
     """Reflector options (`dataplane.Reflector`); busy polling spins one core per test port."""
@@ -189,20 +189,32 @@ class ServerConfig:
             raise ValueError(f"feature bits {int(self.features & ~SUPPORTED_FEATURES)} unsupported")
         if self.count < MIN_COUNT or self.count & (self.count - 1):
             raise ValueError(f"count must be a power of 2 >= {MIN_COUNT}, got {self.count}")
-        lo, hi = self.port_range
-        if not 1 <= lo <= hi <= 0xFFFF:
-            raise ValueError(f"port range {lo}-{hi} is not within 1-65535 with low <= high")
-        for name in ("max_connections", "max_sessions", "max_sessions_per_client"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} cannot be negative")
-        for name in ("servwait_ns", "refwait_ns"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive (or None to disable)")
         if self.batch < 1:
             raise ValueError("batch must be at least 1")
-        if self.linger_ns < 0 or self.housekeeping_ns <= 0:
-            raise ValueError("linger_ns cannot be negative and housekeeping_ns must be positive")
+        if self.backlog is not None and self.backlog < 1:
+            raise ValueError("backlog must be at least 1")
+        if self.housekeeping_ns <= 0:
+            raise ValueError("housekeeping_ns must be positive")
+        self.limits()  # the table's own checks
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+            max_sessions=self.max_sessions,
+            max_sessions_per_client=self.max_sessions_per_client,
+            allow=self.allow,
+            allow_third_party_sender=self.allow_third_party_sender,
+            port_range=self.port_range,
+            servwait_ns=self.servwait_ns,
+            refwait_ns=self.refwait_ns,
+            setup_timeout_ns=self.setup_timeout_ns,
+            max_timeout_ns=self.max_timeout_ns,
+            linger_ns=self.linger_ns,
+            kdf_per_s=self.kdf_per_s,
+            kdf_burst=self.kdf_burst,
+            share_ports=not self.connect_test_sockets,
+        )
 
 
 def _ip(text: str, what: str) -> IPv4Address | IPv6Address:
@@ -222,8 +234,17 @@ def _mode_name(mode: Mode) -> str:
     return f"{int(mode)} ({name}{f', features {features}' if features else ''})"
 
 
+def listen_backlog() -> int:
+    """``net.core.somaxconn``: the kernel caps any larger backlog to it anyway."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(1, int(f.read().strip()))
+    except (OSError, ValueError):
+        return _FALLBACK_BACKLOG
+
+
 def host_ipv4() -> bytes | None:
-    """A non-loopback IPv4 address of this host (spec §3.12), from the interfaces; no traffic.
+    """A non-loopback IPv4 address of this host (the SID, RFC 5357 §3.5), from the interfaces.
 
     Falls back to the last 4 octets of a global IPv6 address; None if there is neither.
     """
@@ -245,76 +266,14 @@ def host_ipv4() -> bytes | None:
     return None
 
 
-class _Refusal(Exception):
-    """A Request-TW-Session answered with a non-zero Accept value."""
-
-    def __init__(self, accept: AcceptCode, reason: str) -> None:
-        super().__init__(reason)
-        self.accept = accept
-        self.reason = reason
-
-
 class _TestPort:
     """One bound UDP socket and the reflector thread serving it."""
 
-    __slots__ = ("ip", "peers", "port", "reflector", "sock")
+    __slots__ = ("reflector", "sock")
 
-    def __init__(
-        self, ip: str, port: int, sock: socket.socket, reflector: dataplane.Reflector
-    ) -> None:
-        self.ip = ip
-        self.port = port
+    def __init__(self, sock: socket.socket, reflector: dataplane.Reflector) -> None:
         self.sock = sock
         self.reflector = reflector
-        self.peers: set[tuple[str, int]] = set()
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.ip, self.port)
-
-
-_ACCEPTED, _RUNNING, _STOPPING = "accepted", "running", "stopping"
-
-
-class _Session:
-    """A test session from Accept-Session until it is freed."""
-
-    __slots__ = (
-        "client",
-        "client_name",
-        "free_at",
-        "owner",
-        "peer",
-        "sid",
-        "slot",
-        "spec",
-        "started_ns",
-        "state",
-        "test_port",
-        "timeout_ns",
-    )
-
-    def __init__(
-        self,
-        sid: bytes,
-        owner: _ControlProtocol,
-        test_port: _TestPort,
-        peer: tuple[str, int],
-        spec: dataplane.SessionSpec,
-        timeout_ns: int,
-    ) -> None:
-        self.sid = sid
-        self.owner: _ControlProtocol | None = owner
-        self.client = owner.peer_ip
-        self.client_name = owner.name
-        self.test_port = test_port
-        self.peer = peer
-        self.spec = spec
-        self.timeout_ns = timeout_ns
-        self.state = _ACCEPTED
-        self.slot: int | None = None
-        self.started_ns = 0  # realtime, for REFWAIT before the first packet
-        self.free_at = 0  # monotonic, once stopping
 
 
 class TwampServer:
@@ -335,18 +294,18 @@ class TwampServer:
             raise ValueError("no mode left to offer: secure modes need keys (a key file)")
         self.offered_modes = Mode(security | config.features)
         self._keys = dict(config.keys)
+        sid_ip = config.sid_address.packed if config.sid_address is not None else host_ipv4()
+        self.table = SessionTable(config.limits(), sid_ipv4=sid_ip, random4=lambda: os.urandom(4))
         self._listeners: list[asyncio.Server] = []
         self._connections: set[_ControlProtocol] = set()
-        self._sessions: dict[bytes, _Session] = {}
         self._ports: dict[tuple[str, int], _TestPort] = {}
-        self._per_client: Counter[str] = Counter()
-        self._port_cursor = 0
+        self._slots: dict[bytes, int] = {}  # SID -> reflector slot, while admitted
+        self._specs: dict[bytes, dataplane.SessionSpec] = {}
+        self._scope: dict[bytes, int] = {}
         self._housekeeper: asyncio.Task[None] | None = None
+        self._kdf_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._start_time_ns = clock.realtime_ns()
-        sid_ip = config.sid_address.packed if config.sid_address is not None else host_ipv4()
-        self._sid_ip = sid_ip
         self._closed_counters: Counter[str] = Counter()
-        self._totals: Counter[str] = Counter()
         self._running = False
 
     # -- public ---------------------------------------------------------------------------------
@@ -367,21 +326,29 @@ class TwampServer:
         loop = asyncio.get_running_loop()
         self._start_time_ns = clock.realtime_ns()
         self._running = True
+        self._kdf_pool = concurrent.futures.ThreadPoolExecutor(
+            _KDF_THREADS, thread_name_prefix="twamp-kdf"
+        )
         try:
-            for sock in self._listen_sockets():
-                server = await loop.create_server(lambda: _ControlProtocol(self), sock=sock)
+            backlog = self.config.backlog or listen_backlog()
+            for sock in self._listen_sockets(backlog):
+                # asyncio calls listen() again with its own backlog (default 100).
+                server = await loop.create_server(
+                    lambda: _ControlProtocol(self), sock=sock, backlog=backlog
+                )
                 self._listeners.append(server)
         except BaseException:
             for server in self._listeners:
                 server.close()
             self._listeners.clear()
             self._running = False
+            self._kdf_pool.shutdown(wait=False)
             raise
         self._housekeeper = loop.create_task(self._housekeeping())
         log.info(
-            "listening on %s; modes %d; reflector %s; test ports %d-%d",
+            "listening on %s; modes %s; reflector %s; test ports %d-%d",
             ", ".join(_endpoint(h, p) for h, p in self.addresses),
-            int(self.offered_modes),
+            mode_names(self.offered_modes),
             dataplane.IMPLEMENTATION,
             *self.config.port_range,
         )
@@ -400,10 +367,12 @@ class TwampServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
             self._housekeeper = None
-        for sess in list(self._sessions.values()):
-            self._free(sess, "the server is stopping")
-        for tp in list(self._ports.values()):
-            self._close_port(tp)
+        self._apply(self.table.free_all("the server is stopping"))
+        for key in list(self._ports):
+            self._close_port(key)
+        if self._kdf_pool is not None:
+            self._kdf_pool.shutdown(wait=True, cancel_futures=True)
+            self._kdf_pool = None
         for server in self._listeners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -418,24 +387,31 @@ class TwampServer:
         await self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: connections, sessions by state, test ports, summed reflector counters."""
-        states = Counter(s.state for s in self._sessions.values())
+        """Counters: connections, sessions by state, refusals by limit, reflector counters."""
+        totals = self.table.counters
         reflector = Counter(self._closed_counters)
         for tp in self._ports.values():
             reflector.update(tp.reflector.counters())
         return {
             "connections": {
-                "open": len(self._connections),
-                "total": self._totals["connections"],
-                "refused": self._totals["connections_refused"],
+                "open": self.table.connections,
+                "total": totals["connections"],
+                "refused": totals["connections_refused"]
+                + totals["connections_refused_per_address"],
+                "refused_per_address": totals["connections_refused_per_address"],
+                "setup_timeouts": totals["setup_timeouts"],
             },
             "sessions": {
-                "accepted": states[_ACCEPTED],
-                "running": states[_RUNNING],
-                "stopping": states[_STOPPING],
-                "total": self._totals["sessions"],
-                "refused": self._totals["sessions_refused"],
-                "refwait_expired": self._totals["refwait_expired"],
+                **self.table.stats(),
+                "total": totals["sessions"],
+                "refused": totals["sessions_refused"],
+                "refwait_expired": totals["refwait_expired"],
+                "third_party_refused": totals["third_party_sender"],
+                "timeouts_capped": totals["timeouts_capped"],
+            },
+            "key_derivations": {
+                "done": totals["key_derivations"],
+                "refused": totals["kdf_refused"] + totals["kdf_refused_rate"],
             },
             "test_ports": len(self._ports),
             "reflector": dict(reflector),
@@ -444,7 +420,7 @@ class TwampServer:
 
     # -- listeners ------------------------------------------------------------------------------
 
-    def _listen_sockets(self) -> list[socket.socket]:
+    def _listen_sockets(self, backlog: int) -> list[socket.socket]:
         listen = self.config.listen
         v4_wild_ports = {p for h, p in listen if h == "0.0.0.0"}
         socks: list[socket.socket] = []
@@ -455,14 +431,14 @@ class TwampServer:
                     # A dual-stack [::] would take the IPv4 port of a listed 0.0.0.0 as well.
                     dual = port not in v4_wild_ports
                     try:
-                        socks.append(_listen_socket(str(addr), port, v6only=not dual))
+                        socks.append(_listen_socket(str(addr), port, not dual, backlog))
                     except OSError as exc:
                         if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) or not dual:
                             raise
                         log.warning("IPv6 unavailable (%s): listening on 0.0.0.0", exc.strerror)
-                        socks.append(_listen_socket("0.0.0.0", port, v6only=True))
+                        socks.append(_listen_socket("0.0.0.0", port, True, backlog))
                 else:
-                    socks.append(_listen_socket(str(addr), port, v6only=True))
+                    socks.append(_listen_socket(str(addr), port, True, backlog))
         except BaseException:
             for s in socks:
                 s.close()
@@ -471,205 +447,124 @@ class TwampServer:
 
     # -- control connections --------------------------------------------------------------------
 
-    def _admit_connection(self, peer_ip: str) -> str | None:
-        """Why a new control connection is refused, or None (then it counts as open)."""
+    def _new_connection(self, proto: _ControlProtocol) -> ServerConnection:
+        """Admit `proto` (or not: Modes 0) and make its state machine."""
+        now = clock.monotonic_ns()
+        refused = False
         if not self._running:
-            return "the server is stopping"
-        allow = self.config.allow
-        if allow:
-            addr = ipaddress.ip_address(peer_ip)
-            if not any(addr in net for net in allow):
-                return "not in the allow-list"
-        if len(self._connections) >= self.config.max_connections:
-            return f"{self.config.max_connections} control connections are open already"
-        return None
-
-    def _new_connection(self, proto: _ControlProtocol, refused: bool) -> ServerConnection:
-        if refused:
-            self._totals["connections_refused"] += 1
+            refused = True
+            proto.info("refused: the server is stopping (Modes 0)")
         else:
-            self._totals["connections"] += 1
-            self._connections.add(proto)
+            try:
+                self.table.open_connection(proto, proto.peer_ip, now)
+            except Refused as refusal:
+                refused = True
+                proto.info("refused: %s (Modes 0)", refusal.reason)
+            else:
+                self._connections.add(proto)
         return ServerConnection(
             modes=Mode(0) if refused else self.offered_modes,
             keys=self._keys,
             count=self.config.count,
             start_time_ns=self._start_time_ns,
-            now_ns=clock.monotonic_ns(),
+            now_ns=now,
             servwait_ns=self.config.servwait_ns,
+            defer_key_derivation=True,
         )
 
     def _connection_gone(self, proto: _ControlProtocol) -> None:
-        """The control connection ended: running sessions stop (Timeout applies), others go."""
+        """The control connection ended: running sessions stop (capped Timeout), others go."""
         self._connections.discard(proto)
-        for sid in list(proto.sids):
-            sess = self._sessions.get(sid)
-            if sess is None:
-                continue
-            sess.owner = None
-            if sess.state == _ACCEPTED:
-                self._free(sess, "never started; control connection closed")
-            elif sess.state == _RUNNING:
-                self._stop_one(sess)
-        proto.sids.clear()
+        freed, stopped = self.table.close_connection(proto, clock.monotonic_ns())
+        self._apply(freed)
+        self._stop_in_reflectors(stopped)
+
+    def _derive(self, proto: _ControlProtocol, conn: ServerConnection, ev: Any) -> None:
+        """PBKDF2 for a Set-Up-Response, rate-limited, in the thread pool (RFC 4656 §3.1)."""
+        assert isinstance(ev, KeyDerivationRequested)
+        try:
+            self.table.begin_key_derivation(proto, clock.monotonic_ns())
+        except Refused as refusal:
+            proto.info("key derivation refused, Server-Start Accept 5: %s", refusal.reason)
+            conn.refuse_key_derivation(refusal.accept, refusal.reason)
+            return
+        pool = self._kdf_pool
+        assert pool is not None
+        future = asyncio.get_running_loop().run_in_executor(
+            pool, derive_key, ev.passphrase, ev.salt, ev.count
+        )
+        future.add_done_callback(lambda f: self._derived(proto, conn, f))
+
+    def _derived(
+        self, proto: _ControlProtocol, conn: ServerConnection, future: asyncio.Future[bytes]
+    ) -> None:
+        self.table.end_key_derivation()
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error("%s: key derivation failed: %s", proto.name, exc)
+            conn.refuse_key_derivation(AcceptCode.INTERNAL_ERROR, "key derivation failed")
+        else:
+            conn.key_derived(future.result())
+        proto.pump()
 
     # -- requests -------------------------------------------------------------------------------
 
     def _request(
-        self, proto: _ControlProtocol, conn: ServerConnection, req: RequestTWSession
+        self, proto: _ControlProtocol, conn: ServerConnection, ev: SessionRequested
     ) -> None:
+        def bind(ip: str, port: int, peer: tuple[str, int]) -> BindResult:
+            return self._bind(ip, proto.scope_id, port, peer)
+
         try:
-            sess = self._reserve(proto, conn, req)
-        except _Refusal as refusal:
-            self._totals["sessions_refused"] += 1
+            sess, _ = self.table.reserve(
+                proto, proto.local_ip, conn.mode, ev.request, wall_ns=clock.realtime_ns(), bind=bind
+            )
+        except Refused as refusal:
             conn.reject_session(refusal.accept)
             proto.info("session refused, Accept %d: %s", int(refusal.accept), refusal.reason)
             return
         try:
-            conn.accept_session(sess.test_port.port, sess.sid)
+            crypto = None
+            if sess.fmt.test_mode is not TestMode.OPEN:
+                crypto = TestPacketCrypto(conn.test_keys(sess.sid), sess.fmt.test_mode)
+            self._specs[sess.sid] = dataplane.SessionSpec(sess.peer, sess.fmt, crypto, sess.dscp)
+            conn.accept_session(sess.receiver[1], sess.sid)
         except BaseException:
-            self._free(sess, "could not be accepted")
+            self._apply([f for f in [self.table.free(sess.sid, "could not be accepted")] if f])
             raise
-        self._totals["sessions"] += 1
-        dscp = sess.spec.dscp
+        capped = ""
+        if sess.requested_timeout_ns > sess.timeout_ns:
+            capped = f" (capped by --max-timeout; {sess.requested_timeout_ns / NS:.0f} s asked)"
         proto.info(
-            "session %s accepted: sender %s -> reflector %s, DSCP %s, Timeout %.3f s",
+            "session %s accepted: sender %s -> reflector %s, DSCP %s, Timeout %.3f s%s",
             sess.sid.hex(),
             _endpoint(*sess.peer),
-            _endpoint(*sess.test_port.key),
-            "-" if dscp is None else dscp,
+            _endpoint(*sess.receiver),
+            "-" if sess.dscp is None else sess.dscp,
             sess.timeout_ns / NS,
+            capped,
         )
 
-    def _reserve(
-        self, proto: _ControlProtocol, conn: ServerConnection, req: RequestTWSession
-    ) -> _Session:
-        cfg = self.config
-        sender, receiver = self._addresses(proto, req)
-        if cfg.allow and not any(ipaddress.ip_address(sender) in n for n in cfg.allow):
-            raise _Refusal(AcceptCode.FAILURE, f"Sender Address {sender} is not in the allow-list")
-        if req.sender_port == 0:
-            raise _Refusal(AcceptCode.NOT_SUPPORTED, "Sender Port 0")
-        self._check_limits(proto.peer_ip)
-        mode = conn.mode
-        fmt = TestFormat(
-            TestMode.for_mode(mode),
-            symmetrical=bool(mode & Mode.SYMMETRICAL_SIZE),
-            dscp_ecn=bool(mode & Mode.DSCP_ECN),
-        )
-        if req.padding_to_reflect:
-            # RFC 6038 §4.2: the reply echoes padding after its own, longer, header.
-            room = fmt.sender_header + req.padding_length - fmt.reflector_header
-            if room < req.padding_to_reflect:
-                raise _Refusal(
-                    AcceptCode.NOT_SUPPORTED,
-                    f"Padding Length {req.padding_length} leaves {max(room, 0)} octets to "
-                    f"reflect, not {req.padding_to_reflect}",
-                )
-        peer = (sender, req.sender_port)
-        test_port = self._reserve_port(receiver, proto.scope_id, req.receiver_port, peer)
-        try:
-            sid = self._new_sid(receiver)
-            crypto = None
-            if fmt.test_mode is not TestMode.OPEN:
-                crypto = TestPacketCrypto(conn.test_keys(sid), fmt.test_mode)
-            spec = dataplane.SessionSpec(peer, fmt, crypto, req.dscp)
-        except BaseException:
-            if not test_port.peers:
-                self._close_port(test_port)
-            raise
-        timeout_ns = ns_from_ntp_interval(req.timeout)
-        sess = _Session(sid, proto, test_port, peer, spec, timeout_ns)
-        test_port.peers.add(peer)
-        self._sessions[sid] = sess
-        self._per_client[sess.client] += 1
-        proto.sids.add(sid)
-        return sess
-
-    def _addresses(self, proto: _ControlProtocol, req: RequestTWSession) -> tuple[str, str]:
-        """Sender and Receiver Address as text; zeros -> the control connection's (§3.5)."""
-        out: list[str] = []
-        for given, ours, what in (
-            (req.sender_address, proto.peer_ip, "Sender"),
-            (req.receiver_address, proto.local_ip, "Receiver"),
-        ):
-            if given.is_unspecified:
-                if ipaddress.ip_address(ours).version != req.ipvn:
-                    raise _Refusal(
-                        AcceptCode.NOT_SUPPORTED,
-                        f"zero {what} Address in an IPv{req.ipvn} request over an "
-                        f"IPv{ipaddress.ip_address(ours).version} control connection",
-                    )
-                out.append(ours)
-                continue
-            if given.is_multicast or (isinstance(given, IPv4Address) and given.is_reserved):
-                raise _Refusal(AcceptCode.NOT_SUPPORTED, f"{what} Address {given} is not unicast")
-            out.append(_plain(str(given)))
-        return out[0], out[1]
-
-    def _check_limits(self, client: str) -> None:
-        cfg = self.config
-        for limit, used, what in (
-            (cfg.max_sessions, len(self._sessions), "sessions in all"),
-            (cfg.max_sessions_per_client, self._per_client[client], f"sessions for {client}"),
-        ):
-            if limit == 0:
-                raise _Refusal(AcceptCode.PERMANENT_RESOURCE_LIMIT, f"no {what} allowed")
-            if used >= limit:
-                raise _Refusal(
-                    AcceptCode.TEMPORARY_RESOURCE_LIMIT, f"limit of {limit} {what} reached"
-                )
-
-    def _new_sid(self, receiver: str) -> bytes:
-        ip4 = self._sid_ip
-        if ip4 is None:
-            # owamp's choice when the host has no other IPv4 address: the receiver's.
-            ip4 = ipaddress.ip_address(receiver).packed[-4:]
-        while True:
-            sid = make_sid(ip4, clock.realtime_ns(), os.urandom(4))
-            if sid not in self._sessions:
-                return sid
-
-    def _reserve_port(
-        self, ip: str, scope_id: int, requested: int, peer: tuple[str, int]
-    ) -> _TestPort:
-        lo, hi = self.config.port_range
-        if lo <= requested <= hi:
-            tp = self._ports.get((ip, requested))
-            if tp is None:
-                tp = self._bind(ip, scope_id, requested)
-            elif peer in tp.peers:
-                tp = None
-            if tp is not None:
-                return tp
-        n = hi - lo + 1
-        for i in range(n):
-            port = lo + (self._port_cursor + i) % n
-            if (ip, port) in self._ports:
-                continue
-            tp = self._bind(ip, scope_id, port)
-            if tp is not None:
-                self._port_cursor = (port - lo + 1) % n
-                return tp
-        for tp in self._ports.values():
-            if tp.ip == ip and peer not in tp.peers:
-                return tp
-        raise _Refusal(AcceptCode.TEMPORARY_RESOURCE_LIMIT, f"no free test port in {lo}-{hi}")
-
-    def _bind(self, ip: str, scope_id: int, port: int) -> _TestPort | None:
+    def _bind(self, ip: str, scope_id: int, port: int, peer: tuple[str, int]) -> BindResult:
         host = ip
         if scope_id and ipaddress.ip_address(ip).is_link_local:
             host = f"{ip}%{scope_id}"
+        # A connect()ed socket hears only its sender: strangers are dropped by the kernel (and
+        # counted there, Udp NoPorts) instead of filling the session's queue (issue 12). A
+        # link-local sender would need its scope in connect(): such sockets stay unconnected.
+        connect = (
+            self.config.connect_test_sockets and not ipaddress.ip_address(peer[0]).is_link_local
+        )
         try:
-            sock = open_test_socket(host, port)
+            sock = open_test_socket(host, port, peer=peer if connect else None)
         except OSError as exc:
             if exc.errno == errno.EADDRNOTAVAIL:
-                raise _Refusal(
-                    AcceptCode.NOT_SUPPORTED, f"Receiver Address {ip} is not an address of ours"
-                ) from None
+                return BindResult.NOT_LOCAL
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 log.debug("cannot bind UDP %s: %s", _endpoint(ip, port), exc)
-            return None
+            return BindResult.BUSY
         try:
             reflector = dataplane.Reflector(
                 sock, batch=self.config.batch, busy_poll=self.config.busy_poll
@@ -678,11 +573,13 @@ class TwampServer:
         except BaseException:
             sock.close()
             raise
-        tp = self._ports[(ip, port)] = _TestPort(ip, port, sock, reflector)
-        return tp
+        self._ports[(ip, port)] = _TestPort(sock, reflector)
+        return BindResult.BOUND
 
-    def _close_port(self, tp: _TestPort) -> None:
-        self._ports.pop(tp.key, None)
+    def _close_port(self, key: tuple[str, int]) -> None:
+        tp = self._ports.pop(key, None)
+        if tp is None:
+            return
         try:
             tp.reflector.stop()
             self._closed_counters.update(tp.reflector.counters())
@@ -693,62 +590,62 @@ class TwampServer:
 
     def _start(self, proto: _ControlProtocol, sids: tuple[bytes, ...]) -> AcceptCode:
         """Admit `sids` to their reflectors; all or none (Start-Ack has one Accept)."""
-        started: list[_Session] = []
-        now = clock.realtime_ns()
+        sessions = self.table.start(sids, clock.monotonic_ns())
+        admitted: list[Session] = []
         try:
-            for sid in sids:
-                sess = self._sessions[sid]
-                sess.slot = sess.test_port.reflector.add_session(sess.spec)
-                sess.state = _RUNNING
-                sess.started_ns = now
-                started.append(sess)
+            for sess in sessions:
+                reflector = self._ports[sess.receiver].reflector
+                self._slots[sess.sid] = reflector.add_session(self._specs[sess.sid])
+                admitted.append(sess)
         except Exception as exc:
             proto.info("start failed, Accept 2: %s", exc)
-            for sess in started:
+            for sess in admitted:
                 self._unslot(sess)
-                sess.state = _ACCEPTED
+            self.table.unstart(sessions)
             return AcceptCode.INTERNAL_ERROR
         return AcceptCode.OK
 
-    def _stop_one(self, sess: _Session) -> None:
-        if sess.state != _RUNNING or sess.slot is None:
-            return
-        # RFC 5357 §4.2: packets arriving within Timeout after the stop are still reflected.
-        sess.test_port.reflector.stop_session(sess.slot, clock.realtime_ns() + sess.timeout_ns)
-        sess.state = _STOPPING
-        sess.free_at = clock.monotonic_ns() + sess.timeout_ns + self.config.linger_ns
+    def _stop(self, sids: tuple[bytes, ...]) -> None:
+        self._stop_in_reflectors(self.table.stop(sids, clock.monotonic_ns()))
 
-    def _unslot(self, sess: _Session) -> dict[str, int] | None:
-        if sess.slot is None:
+    def _stop_in_reflectors(self, sessions: list[Session]) -> None:
+        mono, real = clock.monotonic_ns(), clock.realtime_ns()
+        for sess in sessions:
+            slot = self._slots.get(sess.sid)
+            if slot is not None:
+                # RFC 5357 §4.2: packets arriving within Timeout after the stop are reflected;
+                # the reflector compares wall-clock receive times.
+                self._ports[sess.receiver].reflector.stop_session(
+                    slot, real + sess.reflect_until_ns - mono
+                )
+
+    def _unslot(self, sess: Session) -> dict[str, int] | None:
+        slot = self._slots.pop(sess.sid, None)
+        tp = self._ports.get(sess.receiver)
+        if slot is None or tp is None:
             return None
-        slot, sess.slot = sess.slot, None
-        return dict(sess.test_port.reflector.remove_session(slot))
+        return dict(tp.reflector.remove_session(slot))
 
-    def _free(self, sess: _Session, why: str) -> None:
-        if self._sessions.pop(sess.sid, None) is None:
-            return
-        counters = self._unslot(sess)
-        self._per_client[sess.client] -= 1
-        if self._per_client[sess.client] <= 0:
-            del self._per_client[sess.client]
-        tp = sess.test_port
-        tp.peers.discard(sess.peer)
-        if not tp.peers:
-            self._close_port(tp)
-        if sess.owner is not None:
-            sess.owner.sids.discard(sess.sid)
-        if counters is not None:
-            log.info(
-                "%s: session %s ended (%s): received %d, reflected %d, dropped %d",
-                sess.client_name,
-                sess.sid.hex(),
-                why,
-                counters.get("received", 0),
-                counters.get("reflected", 0),
-                counters.get("dropped", 0),
-            )
-        else:
-            log.info("%s: session %s freed (%s)", sess.client_name, sess.sid.hex(), why)
+    def _apply(self, freed: list[Freed]) -> None:
+        """Take freed sessions out of their reflectors, close unused ports, log the ends."""
+        for f in freed:
+            sess = f.session
+            counters = self._unslot(sess)
+            self._specs.pop(sess.sid, None)
+            if f.close_port is not None:
+                self._close_port(f.close_port)
+            if counters is not None:
+                log.info(
+                    "%s: session %s ended (%s): received %d, reflected %d, dropped %d",
+                    sess.client,
+                    sess.sid.hex(),
+                    f.why,
+                    counters.get("received", 0),
+                    counters.get("reflected", 0),
+                    counters.get("dropped", 0),
+                )
+            else:
+                log.info("%s: session %s freed (%s)", sess.client, sess.sid.hex(), f.why)
 
     # -- timers ---------------------------------------------------------------------------------
 
@@ -762,23 +659,24 @@ class TwampServer:
                 log.exception("housekeeping failed")
 
     def _tick(self) -> None:
-        refwait = self.config.refwait_ns
-        mono = clock.monotonic_ns()
-        real = clock.realtime_ns()
-        for sess in list(self._sessions.values()):
-            if sess.state == _STOPPING and mono >= sess.free_at:
-                self._free(sess, "stopped")
-            elif refwait is not None and sess.state != _ACCEPTED and sess.slot is not None:
-                last = sess.test_port.reflector.session_counters(sess.slot)["last_rx_ns"]
-                if real - max(last, sess.started_ns) >= refwait:
-                    owner = sess.owner
-                    self._totals["refwait_expired"] += 1
-                    self._free(sess, f"REFWAIT: no test packet for {refwait / NS:g} s")
-                    if owner is not None:
-                        owner.refwait_expired(mono)
+        mono, real = clock.monotonic_ns(), clock.realtime_ns()
+
+        def last_rx(sess: Session) -> int:
+            slot, tp = self._slots.get(sess.sid), self._ports.get(sess.receiver)
+            if slot is None or tp is None:
+                return 0
+            last = int(tp.reflector.session_counters(slot)["last_rx_ns"])
+            return mono - (real - last) if last else 0  # wall clock -> monotonic
+
+        freed = self.table.expire(mono, last_rx)
+        self._apply(freed)
+        for f in freed:
+            owner = f.session.owner
+            if isinstance(owner, _ControlProtocol) and f.why.startswith("REFWAIT"):
+                owner.arm_timer()  # SERVWAIT may resume (RFC 5357 §3.1)
 
 
-def _listen_socket(host: str, port: int, *, v6only: bool) -> socket.socket:
+def _listen_socket(host: str, port: int, v6only: bool, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -786,7 +684,7 @@ def _listen_socket(host: str, port: int, *, v6only: bool) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -804,14 +702,10 @@ class _ControlProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._gone = False
         self._last_rx_ns = 0
-        self._refwait_ns = 0  # monotonic time REFWAIT last ended a session here
-        self.sids: set[bytes] = set()
         self.peer_ip = ""
         self.local_ip = ""
         self.scope_id = 0
         self.name = "?"
-
-    # -- logging ----------------------------------------------------------------------------
 
     def info(self, message: str, *args: object) -> None:
         log.info("%s: " + message, self.name, *args)
@@ -825,36 +719,34 @@ class _ControlProtocol(asyncio.Protocol):
         try:
             peer = transport.get_extra_info("peername")
             local = transport.get_extra_info("sockname")
-            self.peer_ip = _plain(peer[0])
-            self.local_ip = _plain(local[0])
+            self.peer_ip = normalize_ip(peer[0])
+            self.local_ip = normalize_ip(local[0])
             self.scope_id = local[3] if len(local) > 3 else 0
             self.name = _endpoint(self.peer_ip, peer[1])
-            refused = self._server._admit_connection(self.peer_ip)
-            self._conn = self._server._new_connection(self, refused is not None)
+            self._conn = self._server._new_connection(self)
         except Exception:
             log.exception("cannot set up a control connection")
             self._gone = True
             transport.abort()
             return
         self._last_rx_ns = clock.monotonic_ns()
-        if refused is not None:
-            self._gone = True  # never counted as open
-            self.info("refused: %s (Modes 0)", refused)
+        if self._conn.closed:
+            self._gone = True  # refused (Modes 0): never counted as open
         else:
             self.info("connected to %s", _endpoint(self.local_ip, local[1]))
-        self._pump()
+        self.pump()
 
     def data_received(self, data: bytes) -> None:
         if self._conn is None:
             return
         self._last_rx_ns = now = clock.monotonic_ns()
         self._conn.receive_data(data, now)
-        self._pump()
+        self.pump()
 
     def eof_received(self) -> bool | None:
         if self._conn is not None:
             self._conn.receive_data(b"", clock.monotonic_ns())
-            self._pump()
+            self.pump()
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -874,9 +766,9 @@ class _ControlProtocol(asyncio.Protocol):
 
     # -- the glue -----------------------------------------------------------------------------
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         conn, transport = self._conn, self._transport
-        if conn is None or transport is None:
+        if conn is None or transport is None or transport.is_closing():
             return
         try:
             while (event := conn.next_event()) is not None:
@@ -886,18 +778,20 @@ class _ControlProtocol(asyncio.Protocol):
             log.exception("%s: internal error; closing this connection", self.name)
             self.abort("internal error")
             return
-        if data and not transport.is_closing():
+        if data:
             transport.write(data)
         if conn.closed:
             self._cancel_timer()
             transport.close()
         else:
-            self._arm_timer()
+            self.arm_timer()
 
     def _handle(self, conn: ServerConnection, event: Event) -> None:
         server = self._server
+        if not isinstance(event, (SetupComplete, KeyDerivationRequested, ConnectionClosed)):
+            server.table.command_seen(self)
         if isinstance(event, SessionRequested):
-            server._request(self, conn, event.request)
+            server._request(self, conn, event)
         elif isinstance(event, StartRequested):
             accept = server._start(self, event.sids)
             conn.start_ack(accept)
@@ -907,12 +801,14 @@ class _ControlProtocol(asyncio.Protocol):
             conn.start_n_ack(accept, event.sids)
             self.info("start-N: %d session(s), Accept %d", len(event.sids), int(accept))
         elif isinstance(event, StopRequested):
-            self._stop(event.sids)
+            server._stop(event.sids)
             self.info("stop: %d session(s), Accept %d", len(event.sids), int(event.accept))
         elif isinstance(event, StopNRequested):
-            self._stop(event.sids)
+            server._stop(event.sids)
             conn.stop_n_ack(AcceptCode.OK, event.sids)
             self.info("stop-N: %d session(s)", len(event.sids))
+        elif isinstance(event, KeyDerivationRequested):
+            server._derive(self, conn, event)
         elif isinstance(event, SetupComplete):
             key = f", KeyID {event.key_id.decode('utf-8', 'replace')!r}" if event.key_id else ""
             self.info("mode %s%s", _mode_name(event.mode), key)
@@ -926,12 +822,6 @@ class _ControlProtocol(asyncio.Protocol):
         elif isinstance(event, ConnectionClosed):
             code = "" if event.accept is None else f", Accept {int(event.accept)}"
             self._end(f"{event.reason}{code}")
-
-    def _stop(self, sids: tuple[bytes, ...]) -> None:
-        for sid in sids:
-            sess = self._server._sessions.get(sid)
-            if sess is not None:
-                self._server._stop_one(sess)
 
     def _end(self, reason: str) -> None:
         """Log the close once and hand the sessions back to the server."""
@@ -949,32 +839,23 @@ class _ControlProtocol(asyncio.Protocol):
 
     # -- timers -------------------------------------------------------------------------------
 
-    def refwait_expired(self, now_ns: int) -> None:
-        """REFWAIT ended one of our sessions: SERVWAIT may resume (RFC 5357 §3.1)."""
-        self._refwait_ns = now_ns
-        self._arm_timer()
-
-    def _deadline(self) -> int | None:
+    def _due(self, now_ns: int | None) -> tuple[int, str] | str | None:
         conn = self._conn
         if conn is None or conn.closed:
             return None
-        deadline = conn.get_timer()
-        servwait = self._server.config.servwait_ns
-        if deadline is None and servwait is not None and conn.running_sessions:
-            live = any(
-                (s := self._server._sessions.get(sid)) is not None and s.state == _RUNNING
-                for sid in self.sids
-            )
-            if not live and self._refwait_ns:
-                deadline = max(self._last_rx_ns, self._refwait_ns) + servwait
-        return deadline
+        table = self._server.table
+        args = (self, conn.get_timer(), self._last_rx_ns)
+        running = bool(conn.running_sessions)
+        if now_ns is None:
+            return table.connection_deadline(*args, sessions_running=running)
+        return table.connection_due(self, now_ns, *args[1:], sessions_running=running)
 
-    def _arm_timer(self) -> None:
+    def arm_timer(self) -> None:
         self._cancel_timer()
-        deadline = self._deadline()
-        if deadline is None or self._transport is None:
+        deadline = self._due(None)
+        if not isinstance(deadline, tuple) or self._transport is None:
             return
-        delay = max(0, deadline - clock.monotonic_ns()) / NS
+        delay = max(0, deadline[0] - clock.monotonic_ns()) / NS
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _cancel_timer(self) -> None:
@@ -988,12 +869,12 @@ class _ControlProtocol(asyncio.Protocol):
         if conn is None or conn.closed:
             return
         now = clock.monotonic_ns()
-        if conn.get_timer() is not None:
+        due = self._due(now)
+        if due == "":
             conn.handle_timer(now)
-            self._pump()
-            return
-        deadline = self._deadline()
-        if deadline is not None and now >= deadline:
-            self.abort("SERVWAIT expired after REFWAIT ended every running session")
+            self.pump()
+        elif isinstance(due, str):
+            self.info("%s", due)
+            self.abort(due)
         else:
-            self._arm_timer()
+            self.arm_timer()

@@ -23,7 +23,6 @@ from ..constants import (
     REFLECTOR_BASE_OPEN,
     SENDER_BASE_AUTH,
     SENDER_BASE_OPEN,
-    STAMP_BASE_AUTH,
     STAMP_BASE_OPEN,
     TestMode,
 )
@@ -43,9 +42,7 @@ from .testpackets import (
     decode_sender_auth,
     decode_sender_open,
     decode_stamp_reflector,
-    decode_stamp_reflector_auth,
     decode_stamp_sender,
-    decode_stamp_sender_auth,
 )
 
 __all__ = [
@@ -71,9 +68,9 @@ class TestFormat:
     """Which packet layouts a test session uses, with the sizes and offsets derived from them.
 
     Valid combinations: TWAMP in any TestMode with any of RFC 6038 Symmetrical Size
-    (`symmetrical`) and RFC 7750 DSCP-ECN (`dscp_ecn`); STAMP (`stamp`) unauthenticated or
-    authenticated only, with neither extension (STAMP has no encryption, RFC 8762 §4.4, and is
-    symmetric by design). Others raise ValueError.
+    (`symmetrical`) and RFC 7750 DSCP-ECN (`dscp_ecn`); STAMP (`stamp`) unauthenticated only,
+    with neither extension (STAMP has no encryption, RFC 8762 §4.4, and is symmetric by design;
+    authenticated STAMP needs RFC 8762's own HMAC, not implemented). Others raise ValueError.
 
     Offsets of fields that a layout lacks are None. `min_request_length` is the shortest sender
     packet `reflect` accepts: `sender_header`, except for an unauthenticated STAMP reflector,
@@ -113,13 +110,22 @@ class TestFormat:
         if self.stamp:
             if self.test_mode is TestMode.ENCRYPTED:
                 raise ValueError("STAMP has no encrypted mode (RFC 8762 §4.4)")
+            if auth:
+                # RFC 8762 §4.2.2/§4.3: HMAC-SHA-256 truncated to 16 octets over octets 0-95,
+                # with a key given out of band. TWAMP's test crypto (HMAC-SHA1 over block 0,
+                # keys from TWAMP-Control) would build packets no STAMP peer accepts, so no
+                # layout is offered until the STAMP HMAC exists in both data-plane twins.
+                raise ValueError(
+                    "authenticated STAMP is not supported (RFC 8762 §4.3 HMAC-SHA-256 with an "
+                    "out-of-band key is not implemented); use unauthenticated STAMP, or TWAMP "
+                    "in authenticated or encrypted mode"
+                )
             if self.symmetrical or self.dscp_ecn:
                 raise ValueError("RFC 6038 and RFC 7750 variants are TWAMP-only, not STAMP")
-            sender = STAMP_BASE_AUTH if auth else STAMP_BASE_OPEN
-            reflector = sender
-            min_request = STAMP_BASE_AUTH if auth else SENDER_BASE_OPEN
-            ssid: int | None = 26 if auth else 14
-            sender_hmac: int | None = 96 if auth else None
+            sender = reflector = STAMP_BASE_OPEN
+            min_request = SENDER_BASE_OPEN
+            ssid: int | None = 14
+            sender_hmac: int | None = None
         else:
             if auth:
                 sender = REFLECTOR_BASE_AUTH if self.symmetrical else SENDER_BASE_AUTH
@@ -261,7 +267,7 @@ def parse_sender(
 ) -> SenderOpen | SenderAuth | StampSender | StampSenderAuth:
     """Decode a plaintext Session-Sender packet of the session's format."""
     if fmt.stamp:
-        return decode_stamp_sender_auth(data) if fmt.authenticated else decode_stamp_sender(data)
+        return decode_stamp_sender(data)  # TestFormat refuses authenticated STAMP
     if fmt.authenticated:
         return decode_sender_auth(data, symmetrical=fmt.symmetrical)
     return decode_sender_open(data, symmetrical=fmt.symmetrical)
@@ -276,9 +282,7 @@ def parse_reflection(
     STAMP reflector answers a 41-octet TWAMP Light request with 44 octets (RFC 8762 §4.6).
     """
     if fmt.stamp:
-        if fmt.authenticated:
-            return decode_stamp_reflector_auth(data)
-        return decode_stamp_reflector(data)
+        return decode_stamp_reflector(data)  # TestFormat refuses authenticated STAMP
     if fmt.authenticated:
         return decode_reflector_auth(data, dscp_ecn=fmt.dscp_ecn)
     return decode_reflector_open(data, dscp_ecn=fmt.dscp_ecn)

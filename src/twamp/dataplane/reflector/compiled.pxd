@@ -9,6 +9,7 @@ from twamp.dataplane.wire cimport *
 cdef struct Entry:
     uint8_t addr[16]
     uint16_t port
+    uint16_t ssid  # the Light table's third key part (RFC 8972); 0 in the session table
     Session *sess  # NULL: empty bucket
 
 
@@ -27,6 +28,8 @@ cdef struct Counters:
     uint64_t auth_failed
     uint64_t late
     uint64_t send_errors
+    uint64_t light_evicted  # stateful Light: least recently used senders dropped (table full)
+    uint64_t rate_limited  # Light datagrams over LightPolicy.rate_pps of their source
 
 
 
@@ -111,9 +114,41 @@ cdef class Reflector:
     cdef Net *_allow
     cdef int _n_allow
     cdef Session *_light_shared
-    cdef Session **_lights
+    cdef int64_t _light_idle_ns
+    cdef int _light_symmetric  # LightPolicy.symmetric_only
+    # LightPolicy.rate_pps: GCRA per source address (theoretical arrival time, ns), in a
+    # fixed open-addressing table cleared when _rate_max addresses are in use
+    cdef int64_t _rate_t  # emission interval, ns (0: off)
+    cdef int64_t _rate_tau  # burst tolerance, ns
+    cdef Entry *_rate_keys
+    cdef int64_t *_rate_tat
+    cdef uint32_t _rate_cap
+    cdef int64_t _rate_used
+    cdef int64_t _rate_max
+    # stateful Light: (address, port, SSID) -> state, a fixed-size open-addressing table
+    # (capacity > 2 x _light_max, so it never fills) and an LRU list through the states
+    cdef Entry *_ltable
+    cdef uint32_t _ltable_cap
     cdef int64_t _n_lights
-    cdef int64_t _cap_lights
+    cdef Session *_lru_head  # most recently used
+    cdef Session *_lru_tail  # least recently used: the next to go when the table is full
+    cdef Session *_graves  # evicted during a batch; freed when the batch is done
+
+    # T3 diagnostic (tx_timestamps=True): the Timestamp written into each sent reply, by the
+    # kernel's datagram number (SO_TIMESTAMPING OPT_ID) modulo DIAG_RING, and the histogram
+    # of (kernel transmit time - Timestamp) in powers of two of ns
+    cdef int _diag
+    cdef uint64_t _diag_next
+    cdef int64_t *_diag_ring
+    cdef uint64_t _diag_hist[64]
+    cdef uint64_t _diag_n
+    cdef int64_t _diag_sum
+    cdef int64_t _diag_max
+    cdef int64_t _diag_min
+    cdef mmsghdr *_eq
+    cdef iovec *_eq_iov
+    cdef uint8_t *_eq_ctrl
+    cdef uint8_t *_eq_data
 
     # the buffers of the loop it runs on (borrowed from _owner while running)
     cdef uint8_t *_bufs
@@ -132,12 +167,23 @@ cdef class Reflector:
     cdef Session *_lookup(self, const uint8_t *addr, uint16_t port) noexcept nogil
     cdef int _insert(self, Session *s) noexcept nogil
     cdef int _rebuild(self) noexcept nogil
-    cdef Session *_admit(self, const uint8_t *addr, uint16_t port, int v4) noexcept nogil
+    cdef Session *_admit(self, Pkt *p) noexcept nogil
+    cdef int _allowed(self, Pkt *p) noexcept nogil
+    cdef int _rate_ok(self, Pkt *p) noexcept nogil
+    cdef Session *_light_state(self, Pkt *p) noexcept nogil
+    cdef Session *_llookup(self, const uint8_t *addr, uint16_t port, uint16_t ssid) noexcept nogil
+    cdef void _linsert(self, Session *s) noexcept nogil
+    cdef void _ldelete(self, Session *s) noexcept nogil
+    cdef void _lru_unlink(self, Session *s) noexcept nogil
+    cdef void _lru_push(self, Session *s) noexcept nogil
+    cdef void _evict(self, Session *s, int full) noexcept nogil
+    cdef void _free_graves(self) noexcept nogil
     cdef int _classify(self, Pkt *p) noexcept nogil
     cdef void _rewrite(self, Pkt *p) noexcept nogil
     cdef int _seal(self, Pkt *p) noexcept nogil
     cdef void _crypto_phase(self, Pkt *pkts, int n, int send) noexcept with gil
     cdef void _crypto_session(self, Pkt *pkts, int n, int first, int send) except *
+    cdef void _take_tx(self) noexcept nogil
     cdef int _batch_once(self, int flags) noexcept nogil
     cdef void _send_ready(self, int n) noexcept nogil
     cdef void _queue(self, int i, int k) noexcept nogil

@@ -110,8 +110,8 @@ import threading
 
 from twamp import clock
 from twamp.constants import TestMode
-from twamp.dataplane.sockets import set_send_ttl
-from twamp.dataplane.types import normalize_ip
+from twamp.dataplane.sockets import enable_tx_timestamps, set_send_ttl
+from twamp.dataplane.types import diag_summary, normalize_ip
 from twamp.inet import dscp_to_tos
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
@@ -125,8 +125,10 @@ cdef int USE_LIBCRYPTO = os.environ.get("TWAMP_NO_LIBCRYPTO") != "1" and twamp_t
 CRYPTO_BACKEND = "libcrypto" if USE_LIBCRYPTO else "python"
 
 cdef enum:
-    POLL_MS = 100  # backstop for stop() if the wake-up is lost
     SEND_RETRIES = 3
+    DIAG_RING = 4096  # replies whose Timestamps the T3 diagnostic remembers (a power of two)
+    EQ_BATCH = 32  # transmit reports taken off the error queue per recvmmsg
+    EQ_CTRL = 128  # an scm_timestamping (48 octets) and a sock_extended_err, with room
 
     # Pkt.state
     ST_DROP = 0
@@ -169,7 +171,8 @@ def c_ee_from_ns(uint64_t error_ns, bint synchronized):
 # -- the session table's helpers --------------------------------------------------------------
 
 # hot-loop-begin
-cdef inline uint32_t key_hash(const uint8_t *addr, uint16_t port) noexcept nogil:
+cdef inline uint32_t key_hash(const uint8_t *addr, uint32_t port) noexcept nogil:
+    # `port`: the UDP port, or (for the Light table) port | SSID << 16.
     cdef uint64_t x
     cdef uint64_t y
     memcpy(&x, addr, 8)
@@ -225,7 +228,8 @@ cdef class Reflector:
         if self._table == NULL:
             raise MemoryError()
 
-    def __init__(self, sock, *, batch=None, busy_poll=None, light=None, loop=None):
+    def __init__(self, sock, *, batch=None, busy_poll=None, light=None, loop=None,
+                 tx_timestamps=False):
         if batch is None:
             batch = 64 if loop is None else loop.batch
         if busy_poll is None:
@@ -250,6 +254,47 @@ cdef class Reflector:
         set_send_ttl(sock)
         if light is not None:
             self._init_light(light)
+        if tx_timestamps:
+            self._init_diag(sock)
+
+    def _init_diag(self, sock):
+        cdef int i
+        self._diag_ring = <int64_t *>calloc(DIAG_RING, sizeof(int64_t))
+        self._eq = <mmsghdr *>calloc(EQ_BATCH, sizeof(mmsghdr))
+        self._eq_iov = <iovec *>calloc(EQ_BATCH, sizeof(iovec))
+        self._eq_ctrl = <uint8_t *>calloc(EQ_BATCH, EQ_CTRL)
+        self._eq_data = <uint8_t *>calloc(EQ_BATCH, 8)
+        if (self._diag_ring == NULL or self._eq == NULL or self._eq_iov == NULL
+                or self._eq_ctrl == NULL or self._eq_data == NULL):
+            raise MemoryError()
+        for i in range(EQ_BATCH):
+            self._eq_iov[i].iov_base = self._eq_data + 8 * i
+            self._eq_iov[i].iov_len = 8
+            self._eq[i].msg_hdr.msg_iov = &self._eq_iov[i]
+            self._eq[i].msg_hdr.msg_iovlen = 1
+        self._diag_min = NEVER
+        enable_tx_timestamps(sock)
+        self._diag = 1
+
+    def t3_error(self):
+        """The T3 diagnostic (`tx_timestamps=True`), else None: how early the transmit
+        Timestamps were, against the kernel's software transmit time of the same replies.
+
+        samples, min_ns, mean_ns, max_ns, and p50_ns / p99_ns as upper bounds (powers of two
+        of ns, from a histogram). Copied under the table mutex, Python objects after.
+        """
+        cdef uint64_t hist[64]
+        cdef uint64_t n
+        cdef int64_t total
+        cdef int64_t low
+        cdef int64_t high
+        if not self._diag:
+            return None
+        self._lock()
+        memcpy(hist, self._diag_hist, sizeof(hist))
+        n, total, low, high = self._diag_n, self._diag_sum, self._diag_min, self._diag_max
+        self._unlock()
+        return diag_summary([hist[i] for i in range(64)], n, total, low, high)
 
     cdef int _init_light(self, light) except -1:
         fill_fmt(&self._light_fmt, light.fmt)
@@ -257,6 +302,28 @@ cdef class Reflector:
         self._light_stateful = bool(light.stateful)
         self._light_tos = -1 if light.dscp is None else dscp_to_tos(light.dscp)
         self._light_max = light.max_peers
+        self._light_idle_ns = light.idle_ns
+        self._light_symmetric = bool(light.symmetric_only)
+        if light.rate_pps > 0 and light.max_peers > 0:
+            self._rate_t = max(1, 1_000_000_000 // light.rate_pps)
+            self._rate_tau = self._rate_t * (light.burst - 1)
+            self._rate_max = light.max_peers
+            rcap = 16
+            while rcap <= 2 * light.max_peers + 1:
+                rcap <<= 1
+            self._rate_keys = <Entry *>calloc(rcap, sizeof(Entry))
+            self._rate_tat = <int64_t *>calloc(rcap, sizeof(int64_t))
+            if self._rate_keys == NULL or self._rate_tat == NULL:
+                raise MemoryError()
+            self._rate_cap = rcap
+        if light.stateful:
+            cap = 16
+            while cap <= 2 * light.max_peers + 1:
+                cap <<= 1
+            self._ltable = <Entry *>calloc(cap, sizeof(Entry))
+            if self._ltable == NULL:
+                raise MemoryError()
+            self._ltable_cap = cap
         nets = list(light.allow)
         if nets:
             self._allow = <Net *>calloc(len(nets), sizeof(Net))
@@ -284,10 +351,22 @@ cdef class Reflector:
         for i in range(self._n_slots):
             free_session(self._slots[i])
         free(self._slots)
-        for i in range(self._n_lights):
-            free(self._lights[i])
-        free(self._lights)
+        cdef Session *s = self._lru_head
+        cdef Session *nxt
+        while s != NULL:
+            nxt = s.lru_next
+            free(s)
+            s = nxt
+        self._free_graves()
+        free(self._ltable)
         free(self._light_shared)
+        free(self._diag_ring)
+        free(self._rate_keys)
+        free(self._rate_tat)
+        free(self._eq)
+        free(self._eq_iov)
+        free(self._eq_ctrl)
+        free(self._eq_data)
         free(self._allow)
         free(self._table)
         pthread_mutex_destroy(&self._mutex)
@@ -337,7 +416,7 @@ cdef class Reflector:
         # A fresh table at most half full, from the slots and the Light peers; the old one is
         # only freed once the new one exists.
         cdef uint32_t cap = 16
-        cdef int64_t n = self._n_sessions + self._n_lights + 1
+        cdef int64_t n = self._n_sessions + 1
         cdef Entry *table
         cdef Entry *old = self._table
         cdef int64_t i
@@ -353,54 +432,196 @@ cdef class Reflector:
         for i in range(self._n_slots):
             if self._slots[i] != NULL:
                 self._insert(self._slots[i])
-        for i in range(self._n_lights):
-            self._insert(self._lights[i])
         return 0
 
-    cdef Session *_admit(self, const uint8_t *addr, uint16_t port, int v4) noexcept nogil:
-        """The session of a peer: a slot's, a Light peer's, or a new Light peer's (or NULL)."""
-        cdef Session *s = self._lookup(addr, port)
-        cdef Session **grown
-        cdef int i
-        cdef int allowed
+    cdef Session *_admit(self, Pkt *p) noexcept nogil:
+        """The session of a datagram: a slot's, a Light sender's (new ones admitted), or NULL."""
+        cdef Session *s = self._lookup(p.addr, p.port)
         if s != NULL or not self._light_on:
             return s
-        if self._n_allow:
-            allowed = 0
-            for i in range(self._n_allow):
-                if self._allow[i].v4 == v4 and prefix_match(addr, self._allow[i].addr,
-                                                            self._allow[i].bits):
-                    allowed = 1
-                    break
-            if not allowed:
-                return NULL
         if not self._light_stateful:
-            return self._light_shared
-        if self._n_lights >= self._light_max:
+            # Stateless Light peers share one session: no sequence counter to keep apart.
+            return self._light_shared if self._allowed(p) else NULL
+        return self._light_state(p)
+
+    cdef int _allowed(self, Pkt *p) noexcept nogil:
+        cdef int i
+        if not self._n_allow:
+            return 1
+        for i in range(self._n_allow):
+            if self._allow[i].v4 == p.v4 and prefix_match(p.addr, self._allow[i].addr,
+                                                          self._allow[i].bits):
+                return 1
+        return 0
+
+    cdef int _rate_ok(self, Pkt *p) noexcept nogil:
+        """LightPolicy.rate_pps: GCRA (a token bucket) per source address; 0 to drop.
+
+        tat is when the bucket would be full again; a datagram is over the rate when it comes
+        more than tau (burst - 1 intervals) before tat. The table holds at most _rate_max
+        addresses; when one more arrives, every bucket starts full again (a reset, never a
+        lock-out), as the pure twin's dict does.
+        """
+        cdef uint32_t mask = self._rate_cap - 1
+        cdef uint32_t i = key_hash(p.addr, 0) & mask
+        cdef int64_t tat
+        while self._rate_keys[i].sess != NULL:
+            if memcmp(self._rate_keys[i].addr, p.addr, 16) == 0:
+                break
+            i = (i + 1) & mask
+        if self._rate_keys[i].sess == NULL:
+            if self._rate_used >= self._rate_max:
+                memset(self._rate_keys, 0, self._rate_cap * sizeof(Entry))
+                self._rate_used = 0
+                i = key_hash(p.addr, 0) & mask
+            memcpy(self._rate_keys[i].addr, p.addr, 16)
+            self._rate_keys[i].sess = <Session *>1  # a used mark, never dereferenced
+            self._rate_tat[i] = p.rx_ns
+            self._rate_used += 1
+        tat = self._rate_tat[i]
+        if tat < p.rx_ns:
+            tat = p.rx_ns
+        if tat - p.rx_ns > self._rate_tau:
+            return 0
+        self._rate_tat[i] = tat + self._rate_t
+        return 1
+
+    cdef Session *_light_state(self, Pkt *p) noexcept nogil:
+        """Stateful TWAMP Light: the state of (address, port, SSID), made or refreshed.
+
+        RFC 8972 §3: a STAMP sender's SSID tells its test sessions apart, so it is part of the
+        key (0 when the format has none or the datagram is too short for it). A state starts
+        its sequence counter afresh when the sender's restarts at 0 or after `idle_ns` of
+        silence (a new test session from the same port). The table holds at most `max_peers`
+        states; a new sender when it is full evicts the least recently used one (counted in
+        `light_evicted`), so no set of senders can lock others out until restart.
+        """
+        cdef uint16_t ssid = 0
+        cdef Fmt *f = &self._light_fmt
+        cdef Session *s
+        if f.ssid_off >= 0 and p.size >= <uint32_t>f.ssid_off + 2:
+            ssid = get16(p.buf + f.ssid_off)
+        s = self._llookup(p.addr, p.port, ssid)
+        if s != NULL:
+            self._lru_unlink(s)
+            self._lru_push(s)
+            if s.last_rx_ns != 0 and (p.rx_ns - s.last_rx_ns > self._light_idle_ns
+                                      or (p.size >= 4 and get32(p.buf) == 0)):
+                s.seq = 0
+            return s
+        if not self._allowed(p) or self._light_max <= 0:
             return NULL
-        if self._n_lights == self._cap_lights:
-            grown = <Session **>realloc(self._lights,
-                                        (self._cap_lights * 2 + 16) * sizeof(Session *))
-            if grown == NULL:
-                return NULL
-            self._lights = grown
-            self._cap_lights = self._cap_lights * 2 + 16
+        if self._n_lights >= self._light_max:
+            self._evict(self._lru_tail, 1)
         s = <Session *>calloc(1, sizeof(Session))
         if s == NULL:
             return NULL
-        memcpy(s.addr, addr, 16)
-        s.port = port
+        memcpy(s.addr, p.addr, 16)
+        s.port = p.port
+        s.ssid = ssid
         s.slot = -1
         s.fmt = self._light_fmt
         s.tos = self._light_tos
         s.stateful = 1
         s.deadline_ns = NEVER
-        if self._insert(s) < 0:
-            free(s)
-            return NULL
-        self._lights[self._n_lights] = s
+        self._linsert(s)
+        self._lru_push(s)
         self._n_lights += 1
         return s
+
+    cdef Session *_llookup(self, const uint8_t *addr, uint16_t port,
+                           uint16_t ssid) noexcept nogil:
+        cdef uint32_t mask = self._ltable_cap - 1
+        cdef uint32_t i = key_hash(addr, port | (<uint32_t>ssid << 16)) & mask
+        cdef Entry *e
+        while True:
+            e = &self._ltable[i]
+            if e.sess == NULL:
+                return NULL
+            if e.port == port and e.ssid == ssid and memcmp(e.addr, addr, 16) == 0:
+                return e.sess
+            i = (i + 1) & mask
+
+    cdef void _linsert(self, Session *s) noexcept nogil:
+        # Never full: the capacity is above twice the most states there can be.
+        cdef uint32_t mask = self._ltable_cap - 1
+        cdef uint32_t i = key_hash(s.addr, s.port | (<uint32_t>s.ssid << 16)) & mask
+        while self._ltable[i].sess != NULL:
+            i = (i + 1) & mask
+        memcpy(self._ltable[i].addr, s.addr, 16)
+        self._ltable[i].port = s.port
+        self._ltable[i].ssid = s.ssid
+        self._ltable[i].sess = s
+
+    cdef void _ldelete(self, Session *s) noexcept nogil:
+        """Take `s` out of the Light table: linear probing's backward-shift deletion.
+
+        Every entry after the hole, up to the next empty bucket, moves back into the hole
+        unless its home bucket lies cyclically in (hole, its position]: then a lookup from its
+        home would still reach it without crossing the hole, and it stays.
+        """
+        cdef uint32_t mask = self._ltable_cap - 1
+        cdef uint32_t i = key_hash(s.addr, s.port | (<uint32_t>s.ssid << 16)) & mask
+        cdef uint32_t j
+        cdef uint32_t home
+        cdef Entry *e
+        while self._ltable[i].sess != s:
+            if self._ltable[i].sess == NULL:
+                return  # not there (cannot happen)
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            e = &self._ltable[j]
+            if e.sess == NULL:
+                break
+            home = key_hash(e.addr, e.port | (<uint32_t>e.ssid << 16)) & mask
+            if (i < j and i < home <= j) or (i > j and (home > i or home <= j)):
+                continue
+            self._ltable[i] = e[0]
+            i = j
+        self._ltable[i].sess = NULL
+
+    cdef void _lru_unlink(self, Session *s) noexcept nogil:
+        if s.lru_prev != NULL:
+            s.lru_prev.lru_next = s.lru_next
+        else:
+            self._lru_head = s.lru_next
+        if s.lru_next != NULL:
+            s.lru_next.lru_prev = s.lru_prev
+        else:
+            self._lru_tail = s.lru_prev
+        s.lru_prev = NULL
+        s.lru_next = NULL
+
+    cdef void _lru_push(self, Session *s) noexcept nogil:
+        s.lru_prev = NULL
+        s.lru_next = self._lru_head
+        if self._lru_head != NULL:
+            self._lru_head.lru_prev = s
+        self._lru_head = s
+        if self._lru_tail == NULL:
+            self._lru_tail = s
+
+    cdef void _evict(self, Session *s, int full) noexcept nogil:
+        # A datagram earlier in this batch may still point at `s`: it is freed after the
+        # batch (`_free_graves`), never under a pending reply. `full`: the table was full.
+        self._ldelete(s)
+        self._lru_unlink(s)
+        self._n_lights -= 1
+        s.lru_next = self._graves
+        self._graves = s
+        if full:
+            twamp_inc(&self._c.light_evicted)
+
+    cdef void _free_graves(self) noexcept nogil:
+        cdef Session *s = self._graves
+        cdef Session *nxt
+        while s != NULL:
+            nxt = s.lru_next
+            free(s)
+            s = nxt
+        self._graves = NULL
     # hot-loop-end
 
     cdef Session *_session(self, slot) except NULL:
@@ -411,10 +632,10 @@ cdef class Reflector:
     def add_session(self, spec):
         """Start admitting `spec.peer`; returns the session's slot (the lowest free one)."""
         cdef Session *s
-        cdef Session *old
+        cdef Session *light
+        cdef Session *nxt
         cdef Session **grown
         cdef int slot
-        cdef int64_t i
         ip, port = spec.peer
         key, v4 = addr16(ip)
         fmt, crypto = spec.fmt, spec.crypto
@@ -439,8 +660,7 @@ cdef class Reflector:
             raise
         self._lock()
         try:
-            old = self._lookup(s.addr, s.port)
-            if old != NULL and old.slot >= 0:
+            if self._lookup(s.addr, s.port) != NULL:
                 raise ValueError(f"a session for peer {spec.peer} exists already")
             slot = 0
             while slot < self._n_slots and self._slots[slot] != NULL:
@@ -453,25 +673,20 @@ cdef class Reflector:
                 self._cap_slots = slot * 2 + 8
             s.slot = slot
             # Into the table before the slot: a rebuild inside _insert must not see it twice.
-            if old == NULL and self._insert(s) < 0:
+            if self._insert(s) < 0:
                 raise MemoryError()
             self._slots[slot] = s
             if slot == self._n_slots:
                 self._n_slots += 1
             self._n_sessions += 1
-            if old != NULL:
-                # A Light peer that now has a negotiated session: its Light state goes.
-                for i in range(self._n_lights):
-                    if self._lights[i] == old:
-                        self._n_lights -= 1
-                        self._lights[i] = self._lights[self._n_lights]
-                        break
-                if self._rebuild() < 0:
-                    self._lights[self._n_lights] = old
-                    self._n_lights += 1
-                    self._unpublish(slot)
-                    raise MemoryError()
-                free(old)
+            # A Light sender that now has a negotiated session: its Light states go.
+            light = self._lru_head
+            while light != NULL:
+                nxt = light.lru_next
+                if light.port == s.port and memcmp(light.addr, s.addr, 16) == 0:
+                    self._evict(light, 0)
+                light = nxt
+            self._free_graves()
             if crypto is not None:
                 self._cryptos[slot] = crypto
             s = NULL
@@ -535,6 +750,8 @@ cdef class Reflector:
             "auth_failed": twamp_load_u64(&self._c.auth_failed),
             "late": twamp_load_u64(&self._c.late),
             "send_errors": twamp_load_u64(&self._c.send_errors),
+            "light_evicted": twamp_load_u64(&self._c.light_evicted),
+            "rate_limited": twamp_load_u64(&self._c.rate_limited),
         }
 
     # -- per datagram --------------------------------------------------------------------------
@@ -546,17 +763,23 @@ cdef class Reflector:
         twamp_inc(&self._c.received)
         p.state = ST_DROP
         if p.v4 >= 0:
-            s = self._admit(p.addr, p.port, p.v4)
+            s = self._admit(p)
         if s == NULL:
             twamp_inc(&self._c.unknown_peer)
             return 0
         p.sess = s
         twamp_inc(&s.received)
+        if s.slot < 0 and self._rate_t and not self._rate_ok(p):
+            twamp_inc(&self._c.rate_limited)
+            twamp_inc(&s.dropped)
+            return 0
         if p.rx_ns > s.deadline_ns:
             twamp_inc(&self._c.late)
             twamp_inc(&s.dropped)
             return 0
-        if p.size < s.fmt.min_request:
+        if p.size < s.fmt.min_request or (
+                s.slot < 0 and self._light_symmetric and p.size < s.fmt.reflector_header):
+            # The second: LightPolicy.symmetric_only, a reply never longer than its request.
             twamp_inc(&self._c.malformed)
             twamp_inc(&s.dropped)
             return 0
@@ -759,12 +982,78 @@ cdef class Reflector:
             twamp_inc(&s.reflected)
             reply_tos = tos if s.tos < 0 else s.tos
         finally:
+            self._free_graves()
             self._unlock()
         return bytes(buf[:pk.reply_len]), reply_tos
 
     # -- the loop ------------------------------------------------------------------------------
 
     # hot-loop-begin
+    cdef void _take_tx(self) noexcept nogil:
+        """T3 diagnostic: match the kernel's transmit reports with the Timestamps written.
+
+        Only in the diagnostic mode; the reports (SO_TIMESTAMPING, OPT_ID) carry the
+        datagram's number (sock_extended_err.ee_data) and the software transmit time.
+        """
+        cdef int r
+        cdef int i
+        cdef msghdr *msg
+        cdef cmsghdr *cm
+        cdef timespec ts
+        cdef uint32_t key
+        cdef int have_key
+        cdef int64_t stamp_ns
+        cdef int64_t early
+        cdef int bucket
+        while True:
+            for i in range(EQ_BATCH):
+                msg = &self._eq[i].msg_hdr
+                msg.msg_name = NULL
+                msg.msg_namelen = 0
+                msg.msg_control = self._eq_ctrl + <size_t>i * EQ_CTRL
+                msg.msg_controllen = EQ_CTRL
+                msg.msg_flags = 0
+            r = recvmmsg(self._fd, self._eq, EQ_BATCH, MSG_ERRQUEUE | MSG_DONTWAIT, NULL)
+            if r <= 0:
+                return
+            for i in range(r):
+                msg = &self._eq[i].msg_hdr
+                stamp_ns = 0
+                have_key = 0
+                cm = CMSG_FIRSTHDR(msg)
+                while cm != NULL:
+                    if (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == TWAMP_SCM_TIMESTAMPING
+                            and cm.cmsg_len >= CMSG_LEN(sizeof(timespec))):
+                        memcpy(&ts, CMSG_DATA(cm), sizeof(timespec))
+                        stamp_ns = <int64_t>ts.tv_sec * NS + ts.tv_nsec
+                    elif (((cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == TWAMP_IP_RECVERR)
+                            or (cm.cmsg_level == IPPROTO_IPV6
+                                and cm.cmsg_type == TWAMP_IPV6_RECVERR))
+                            and cm.cmsg_len >= CMSG_LEN(16)
+                            and CMSG_DATA(cm)[4] == TWAMP_SO_EE_ORIGIN_TIMESTAMPING):
+                        memcpy(&key, CMSG_DATA(cm) + 12, 4)
+                        have_key = 1
+                    cm = CMSG_NXTHDR(msg, cm)
+                # Only reports of the last DIAG_RING replies can be matched.
+                if (stamp_ns == 0 or not have_key
+                        or <uint32_t>(<uint32_t>self._diag_next - key) - 1 >= DIAG_RING):
+                    continue
+                early = stamp_ns - self._diag_ring[key & (DIAG_RING - 1)]
+                if early < 0:
+                    early = 0
+                bucket = 0
+                while bucket < 63 and (<int64_t>1 << bucket) < early:
+                    bucket += 1
+                self._diag_hist[bucket] += 1
+                self._diag_n += 1
+                self._diag_sum += early
+                if early > self._diag_max:
+                    self._diag_max = early
+                if early < self._diag_min:
+                    self._diag_min = early
+            if r < EQ_BATCH:
+                return
+
     cdef int _batch_once(self, int flags) noexcept nogil:
         """Reflect what one recvmmsg returns; -1 if the socket is gone."""
         cdef int n
@@ -772,6 +1061,8 @@ cdef class Reflector:
         cdef int n_crypto = 0
         cdef Pkt *p
         cdef msghdr *msg
+        if self._diag:
+            self._take_tx()
         n = recvmmsg(self._fd, self._rx, self._batch, flags, NULL)
         if n <= 0:
             if n < 0 and (errno == EBADF or errno == ENOTSOCK):
@@ -792,6 +1083,8 @@ cdef class Reflector:
         if n_crypto:
             self._crypto_phase(self._pkts, n, 1)
         self._send_ready(n)
+        if self._graves != NULL:
+            self._free_graves()
         pthread_mutex_unlock(&self._mutex)
         for i in range(n):
             # The kernel shortened these; give the next recvmmsg the full sizes again.
@@ -885,6 +1178,10 @@ cdef class Reflector:
                 s = self._pkts[self._tx_idx[j]].sess
                 twamp_inc(&self._c.reflected)
                 twamp_inc(&s.reflected)
+                if self._diag:
+                    self._diag_ring[self._diag_next & (DIAG_RING - 1)] = \
+                        self._pkts[self._tx_idx[j]].tx_ns
+                    self._diag_next += 1
             done += r
 
     # hot-loop-end

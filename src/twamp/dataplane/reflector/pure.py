@@ -47,7 +47,8 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
         remove_session(slot) -> dict        # its final session counters
         session_counters(slot) -> dict      # received reflected dropped errors last_rx_ns
         counters() -> dict                  # received reflected unknown_peer malformed
-                                            # auth_failed late send_errors
+                                            # auth_failed late send_errors light_evicted
+                                            # rate_limited
         process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
         start() / stop() / context manager / running / loop / socket / socket_failed
     ReflectorLoop(*, batch: int = 64, busy_poll: bool = False)   # one thread, many Reflectors
@@ -70,6 +71,7 @@ import os
 import selectors
 import socket
 import threading
+from collections import OrderedDict
 from types import TracebackType
 
 from ... import clock
@@ -79,8 +81,23 @@ from ...errors import IntegrityError, ProtocolError
 from ...inet import dscp_to_tos
 from ...timestamps import ntp_from_ns
 from ...wire.packets import TestFormat, reflect, write_transmit_timestamp
-from ..sockets import ANCBUF_SIZE, parse_ancillary, set_send_ttl, tos_ancillary
-from ..types import MAX_DATAGRAM, NEVER, SEQ_MASK, LightPolicy, SessionSpec, normalize_ip
+from ..sockets import (
+    ANCBUF_SIZE,
+    enable_tx_timestamps,
+    parse_ancillary,
+    read_tx_timestamps,
+    set_send_ttl,
+    tos_ancillary,
+)
+from ..types import (
+    MAX_DATAGRAM,
+    NEVER,
+    SEQ_MASK,
+    LightPolicy,
+    SessionSpec,
+    diag_summary,
+    normalize_ip,
+)
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
 
@@ -88,6 +105,7 @@ IMPLEMENTATION = "python"
 CRYPTO_BACKEND = "python"  # test packets of modes 2 and 4 go through TestPacketCrypto
 
 _V4_MAPPED = "::ffff:"
+_DIAG_RING = 4096  # the compiled twin's DIAG_RING
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -102,6 +120,7 @@ class _Session:
         "errors",
         "fmt",
         "last_rx_ns",
+        "light",
         "peer",
         "received",
         "reflected",
@@ -123,6 +142,7 @@ class _Session:
         self.crypto = crypto
         self.tos = None if dscp is None else dscp_to_tos(dscp)
         self.stateful = stateful
+        self.light = peer is None  # a TWAMP Light state or the shared one (set by the caller)
         self.seq = 0
         self.deadline_ns = NEVER
         self.received = 0
@@ -139,6 +159,38 @@ class _Session:
             "errors": self.errors,
             "last_rx_ns": self.last_rx_ns,
         }
+
+
+class _T3Diagnostic:
+    """The Timestamps of the last _DIAG_RING replies by kernel datagram number, and the
+    histogram of (kernel software transmit time - Timestamp), as the compiled twin keeps."""
+
+    __slots__ = ("hist", "max", "min", "n", "next", "ring", "total")
+
+    def __init__(self) -> None:
+        self.ring = [0] * _DIAG_RING
+        self.next = 0
+        self.hist = [0] * 64
+        self.n = self.total = self.max = 0
+        self.min = NEVER
+
+    def sent(self, t3_ns: int) -> None:
+        self.ring[self.next % _DIAG_RING] = t3_ns
+        self.next += 1
+
+    def received(self, reports: list[tuple[int, int]]) -> None:
+        for key, stamp in reports:
+            if ((self.next - key) & SEQ_MASK) - 1 >= _DIAG_RING:
+                continue  # ee_data is 32 bits; only the last _DIAG_RING replies are known
+            early = max(0, stamp - self.ring[key % _DIAG_RING])
+            self.hist[0 if early <= 1 else min(63, (early - 1).bit_length())] += 1
+            self.n += 1
+            self.total += early
+            self.max = max(self.max, early)
+            self.min = min(self.min, early)
+
+    def summary(self) -> dict[str, int]:
+        return diag_summary(self.hist, self.n, self.total, self.min, self.max)
 
 
 class Reflector:
@@ -166,6 +218,7 @@ class Reflector:
         busy_poll: bool | None = None,
         light: LightPolicy | None = None,
         loop: ReflectorLoop | None = None,
+        tx_timestamps: bool = False,
     ) -> None:
         if batch is None:
             batch = 64 if loop is None else loop.batch
@@ -188,7 +241,10 @@ class Reflector:
         self._lock = threading.Lock()
         self._slots: list[_Session | None] = []
         self._by_peer: dict[tuple[str, int], _Session] = {}
-        self._light_peers: dict[tuple[str, int], _Session] = {}
+        # Stateful Light: (address, port, SSID) -> state, least recently used first.
+        self._light_states: OrderedDict[tuple[str, int, int], _Session] = OrderedDict()
+        # Stateless Light: peers found allowed (the shared session), at most max_peers.
+        self._light_allowed: dict[tuple[str, int], _Session] = {}
         # Stateless Light peers share one session: no sequence counter to keep apart.
         self._light_shared = (
             _Session(None, light.fmt, None, light.dscp, False)
@@ -203,7 +259,14 @@ class Reflector:
         self._auth_failed = 0
         self._late = 0
         self._send_errors = 0
+        self._light_evicted = 0
+        self._rate_limited = 0
+        self._rate_tat: dict[str, int] = {}  # LightPolicy.rate_pps: source -> GCRA tat
         self._dead = False  # the socket failed with EBADF: the loop ignores this Reflector
+        self._diag: _T3Diagnostic | None = None
+        if tx_timestamps:
+            enable_tx_timestamps(sock)
+            self._diag = _T3Diagnostic()
 
     # -- session table -------------------------------------------------------------------------
 
@@ -220,7 +283,10 @@ class Reflector:
                 slot = len(self._slots)
                 self._slots.append(sess)
             self._by_peer[spec.peer] = sess
-            self._light_peers.pop(spec.peer, None)
+            # A Light sender that now has a negotiated session: its Light states go.
+            for key in [k for k in self._light_states if k[:2] == spec.peer]:
+                del self._light_states[key]
+            self._light_allowed.pop(spec.peer, None)
         return slot
 
     def stop_session(self, slot: int, deadline_ns: int) -> None:
@@ -250,6 +316,8 @@ class Reflector:
             "auth_failed": self._auth_failed,
             "late": self._late,
             "send_errors": self._send_errors,
+            "light_evicted": self._light_evicted,
+            "rate_limited": self._rate_limited,
         }
 
     def _session(self, slot: int) -> _Session:
@@ -258,31 +326,96 @@ class Reflector:
             raise KeyError(f"no session in slot {slot}")
         return sess
 
-    def _admit(self, ip: str, port: int) -> _Session | None:
+    def _admit(self, data: _Buffer, ip: str, port: int, rx_ns: int) -> _Session | None:
         """Slow path for a peer not found as given: canonical form, then the Light policy."""
+        light = self._light
+        if light is not None and light.stateful:
+            # The fast case first: the address as the kernel gave it is the canonical one.
+            sess = self._light_state(data, ip, port, rx_ns, light, checked=False)
+            if sess is not None:
+                return sess
         try:
             norm = normalize_ip(ip)
         except ValueError:
             return None
         key = (norm, port)
-        sess = self._by_peer.get(key) or self._light_peers.get(key)
-        light = self._light
+        sess = self._by_peer.get(key)
         if sess is not None or light is None:
             return sess
-        if light.allow:
-            addr = ipaddress.ip_address(norm)
-            if not any(addr in net for net in light.allow):
-                return None
         if light.stateful:
-            if len(self._light_peers) >= light.max_peers:
-                return None
-            sess = self._light_peers[key] = _Session(key, light.fmt, None, light.dscp, True)
-            return sess
+            return self._light_state(data, norm, port, rx_ns, light, checked=True)
         # Stateless: the shared session; caching it per peer only spares these checks.
+        sess = self._light_allowed.get(key)
+        if sess is not None:
+            return sess
         shared = self._light_shared
-        if shared is not None and len(self._light_peers) < light.max_peers:
-            self._light_peers[key] = shared
+        if not self._allowed(light, norm):
+            return None
+        if shared is not None and len(self._light_allowed) < light.max_peers:
+            self._light_allowed[key] = shared
         return shared
+
+    def _rate_ok(self, ip: str, rx_ns: int) -> bool:
+        """LightPolicy.rate_pps: GCRA per source address, as the compiled twin's `_rate_ok`."""
+        light = self._light
+        assert light is not None
+        interval = max(1, 1_000_000_000 // light.rate_pps)
+        try:
+            key = normalize_ip(ip)
+        except ValueError:
+            return True
+        tats = self._rate_tat
+        tat = tats.get(key)
+        if tat is None:
+            if len(tats) >= light.max_peers:
+                tats.clear()  # every bucket starts full again: a reset, never a lock-out
+            tat = rx_ns
+        tat = max(tat, rx_ns)
+        if tat - rx_ns > interval * (light.burst - 1):
+            tats[key] = tat
+            return False
+        tats[key] = tat + interval
+        return True
+
+    @staticmethod
+    def _allowed(light: LightPolicy, ip: str) -> bool:
+        if not light.allow:
+            return True
+        addr = ipaddress.ip_address(ip)
+        return any(addr in net for net in light.allow)
+
+    def _light_state(
+        self, data: _Buffer, ip: str, port: int, rx_ns: int, light: LightPolicy, checked: bool
+    ) -> _Session | None:
+        """Stateful TWAMP Light: the state of (address, port, SSID), made or refreshed.
+
+        See `LightPolicy`: the SSID (RFC 8972 §3) is part of the key; the counter restarts
+        when the sender's does or after `idle_ns` of silence; a full table evicts the least
+        recently used state. `checked`: `ip` is canonical, so a new state may be made.
+        """
+        off = light.fmt.ssid_offset
+        ssid = 0
+        if off is not None and len(data) >= off + 2:
+            ssid = data[off] << 8 | data[off + 1]
+        key = (ip, port, ssid)
+        states = self._light_states
+        sess = states.get(key)
+        if sess is not None:
+            states.move_to_end(key)
+            if sess.last_rx_ns and (
+                rx_ns - sess.last_rx_ns > light.idle_ns
+                or (len(data) >= 4 and data[0] == data[1] == data[2] == data[3] == 0)
+            ):
+                sess.seq = 0
+            return sess
+        if not checked or not self._allowed(light, ip) or light.max_peers <= 0:
+            return None
+        if len(states) >= light.max_peers:
+            states.popitem(last=False)
+            self._light_evicted += 1
+        sess = states[key] = _Session((ip, port), light.fmt, None, light.dscp, True)
+        sess.light = True
+        return sess
 
     # -- per datagram --------------------------------------------------------------------------
 
@@ -298,17 +431,28 @@ class Reflector:
         """Steps 2-5 of the module docstring: the reply without its transmit Timestamp."""
         self._received += 1
         key = (ip, port)
-        sess = self._by_peer.get(key) or self._light_peers.get(key) or self._admit(ip, port)
+        sess = self._by_peer.get(key) or self._admit(data, ip, port, rx_ns)
         if sess is None:
             self._unknown_peer += 1
             return None
         sess.received += 1
+        light = self._light
+        if sess.light and light is not None and light.rate_pps and not self._rate_ok(ip, rx_ns):
+            self._rate_limited += 1
+            sess.dropped += 1
+            return None
         if rx_ns > sess.deadline_ns:
             self._late += 1
             sess.dropped += 1
             return None
         fmt = sess.fmt
-        if len(data) < fmt.min_request_length:
+        if len(data) < fmt.min_request_length or (
+            sess.light
+            and light is not None
+            and light.symmetric_only
+            and len(data) < fmt.reflector_header
+        ):
+            # The second: LightPolicy.symmetric_only, a reply never longer than its request.
             self._malformed += 1
             sess.dropped += 1
             return None
@@ -345,13 +489,14 @@ class Reflector:
         return reply, tos if sess.tos is None else sess.tos, sess
 
     @staticmethod
-    def _finish(reply: bytearray, sess: _Session) -> None:
-        """Step 6: transmit Timestamp as late as possible, then HMAC and encryption."""
-        write_transmit_timestamp(
-            reply, sess.fmt, ntp_from_ns(clock.realtime_ns()), clock.error_estimate()
-        )
+    def _finish(reply: bytearray, sess: _Session) -> int:
+        """Step 6: transmit Timestamp as late as possible, then HMAC and encryption; the
+        Timestamp written, in Unix ns."""
+        now = clock.realtime_ns()
+        write_transmit_timestamp(reply, sess.fmt, ntp_from_ns(now), clock.error_estimate())
         if sess.crypto is not None:
             sess.crypto.protect_reflector(reply)
+        return now
 
     def process(
         self,
@@ -385,6 +530,9 @@ class Reflector:
 
     def _drain(self, view: memoryview) -> None:
         """Reflect up to `batch` queued datagrams."""
+        if self._diag is not None:
+            with self._lock:
+                self._diag.received(read_tx_timestamps(self._sock))
         sock = self._sock
         recv = sock.recvmsg_into
         send = sock.sendmsg
@@ -418,7 +566,7 @@ class Reflector:
                     continue
                 reply, reply_tos, sess = prepared
                 anc_out = self._cmsg(ip, reply_tos)
-                self._finish(reply, sess)
+                t3 = self._finish(reply, sess)
             except Exception:
                 # A bug in the packet code must not kill the reflector.
                 self._malformed += 1
@@ -431,6 +579,18 @@ class Reflector:
             else:
                 self._reflected += 1
                 sess.reflected += 1
+                if self._diag is not None:
+                    self._diag.sent(t3)
+
+    def t3_error(self) -> dict[str, int] | None:
+        """The T3 diagnostic (`tx_timestamps=True`), else None: how early the transmit
+        Timestamps were, against the kernel's software transmit time of the same replies
+        (samples, min_ns, mean_ns, max_ns, p50_ns and p99_ns as powers-of-two upper bounds).
+        """
+        if self._diag is None:
+            return None
+        with self._lock:  # the loop updates it under the same lock as the session table
+            return self._diag.summary()
 
     def start(self) -> None:
         """Start reflecting: join the given loop, else the process's loop for this batch size

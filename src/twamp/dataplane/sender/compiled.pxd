@@ -19,6 +19,7 @@ cdef struct RecordLayout:
     Py_ssize_t sender_ttl
     Py_ssize_t reply_ttl
     Py_ssize_t reply_tos
+    Py_ssize_t reflector_ee
     Py_ssize_t sent_size
     Py_ssize_t sent_seq
     Py_ssize_t sent_t1
@@ -95,6 +96,18 @@ cdef class Sender:
     cdef uint8_t *_rx_ctrl
     cdef Pkt *_rx_pkts
 
+    # Sender(tx_timestamps=True): the kernel numbers sent datagrams from 0 (SO_TIMESTAMPING,
+    # OPT_ID); _tx_next counts them, _tx_base is this run's first, _tx_kernel its rows' times.
+    cdef int _tx_ts
+    cdef uint64_t _tx_next
+    cdef uint64_t _tx_base
+    cdef int64_t *_tx_kernel
+    cdef mmsghdr *_eq
+    cdef iovec *_eq_iov
+    cdef uint8_t *_eq_ctrl
+    cdef uint8_t *_eq_data
+
+    cdef void _take_tx(self) noexcept nogil
     cdef int _alloc(self) except -1
     cdef void _free(self) noexcept
     cdef int _tick(self) noexcept with gil

@@ -21,6 +21,7 @@ from twamp.constants import TestMode
 from twamp.dataplane.sockets import (
     SO_TIMESTAMPNS,
     enable_receive_options,
+    enable_tx_timestamps,
     set_send_ttl,
     tos_ancillary,
 )
@@ -44,6 +45,8 @@ cdef enum:
     ST_READY = 3  # a reply to record
 
 cdef enum:
+    EQ_BATCH = 32  # transmit reports taken off the error queue per recvmmsg
+    EQ_CTRL = 128  # an scm_timestamping (48 octets) and a sock_extended_err, with room
     SEND_RING = 64  # packets built ahead (mode 2: protected ahead)
     PREPARE_FEW = 8  # at least SEND_BATCH
 
@@ -119,7 +122,7 @@ cdef class Sender:
     IMPLEMENTATION = IMPLEMENTATION
 
     def __init__(self, sock, peer, *, fmt, crypto=None, padding=0, tos=0, batch=32,
-                 busy_poll=False):
+                 busy_poll=False, tx_timestamps=False):
         if (fmt.test_mode is TestMode.OPEN) != (crypto is None):
             raise ValueError("crypto is required in authenticated/encrypted mode, and only there")
         if not 0 <= padding <= MAX_DATAGRAM - fmt.reflector_header:
@@ -169,6 +172,10 @@ cdef class Sender:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         enable_receive_options(sock)
         set_send_ttl(sock)
+        self._tx_ts = bool(tx_timestamps)
+        self._tx_next = 0
+        if self._tx_ts:
+            enable_tx_timestamps(sock)
 
     def _set_dest(self, family):
         cdef sockaddr_in *a4 = <sockaddr_in *>&self._dest_sa
@@ -217,6 +224,7 @@ cdef class Sender:
         self._lay.sender_ttl = rec["sender_ttl"][1]
         self._lay.reply_ttl = rec["reply_ttl"][1]
         self._lay.reply_tos = rec["reply_tos"][1]
+        self._lay.reflector_ee = rec["reflector_ee"][1]
         self._lay.sent_size = SENT_DTYPE.itemsize
         self._lay.sent_seq = SENT_DTYPE.fields["seq"][1]
         self._lay.sent_t1 = SENT_DTYPE.fields["t1"][1]
@@ -246,6 +254,19 @@ cdef class Sender:
         self._rx_names = <sockaddr_storage *>calloc(b, sizeof(sockaddr_storage))
         self._rx_ctrl = <uint8_t *>calloc(b, RX_CTRL)
         self._rx_pkts = <Pkt *>calloc(b, sizeof(Pkt))
+        self._eq = <mmsghdr *>calloc(EQ_BATCH, sizeof(mmsghdr))
+        self._eq_iov = <iovec *>calloc(EQ_BATCH, sizeof(iovec))
+        self._eq_ctrl = <uint8_t *>calloc(EQ_BATCH, EQ_CTRL)
+        self._eq_data = <uint8_t *>calloc(EQ_BATCH, 8)
+        if (self._eq == NULL or self._eq_iov == NULL or self._eq_ctrl == NULL
+                or self._eq_data == NULL):
+            self._free()
+            raise MemoryError()
+        for i in range(EQ_BATCH):
+            self._eq_iov[i].iov_base = self._eq_data + 8 * i
+            self._eq_iov[i].iov_len = 8
+            self._eq[i].msg_hdr.msg_iov = &self._eq_iov[i]
+            self._eq[i].msg_hdr.msg_iovlen = 1
         if (self._ring == NULL or self._tx == NULL or self._tx_iov == NULL
                 or self._tx_rt == NULL or self._tx_lag == NULL or self._tx_j == NULL
                 or self._rx_bufs == NULL or self._rx == NULL or self._rx_iov == NULL
@@ -297,6 +318,14 @@ cdef class Sender:
         self._rx_names = NULL
         self._rx_ctrl = NULL
         self._rx_pkts = NULL
+        free(self._eq)
+        free(self._eq_iov)
+        free(self._eq_ctrl)
+        free(self._eq_data)
+        self._eq = NULL
+        self._eq_iov = NULL
+        self._eq_ctrl = NULL
+        self._eq_data = NULL
 
     def run(self, schedule_ns, *, first_seq=0, wait_ns=2_000_000_000, stop=None):
         """Send one packet per scheduled time, then wait for replies (see the class docstring)."""
@@ -319,8 +348,11 @@ cdef class Sender:
         targets = np.ascontiguousarray(np.append(schedule + offset, 0), dtype=np.int64)
         sent = np.zeros(n + 1, dtype=SENT_DTYPE)
         answered = np.zeros(n + 1, dtype=np.uint8)
+        tx_kernel = np.zeros(n + 1, dtype=np.int64)
         self._records = np.zeros(max(n, 16), dtype=RECORD_DTYPE)
-        self._keep = (targets, sent, answered)
+        self._keep = (targets, sent, answered, tx_kernel)
+        self._tx_kernel = <int64_t *>buffer_of(tx_kernel)
+        self._tx_base = self._tx_next
         self._targets = <const int64_t *>buffer_of(targets)
         self._sent_base = buffer_of(sent)
         self._answered = buffer_of(answered)
@@ -341,7 +373,9 @@ cdef class Sender:
         try:
             with nogil:
                 self._run_loop(wait)
+                self._take_tx()
         finally:
+            self._tx_kernel = NULL
             self._running = 0
             records = self._records[:self._rec_n].copy()
             self._stop = self._keep = self._records = None
@@ -359,7 +393,8 @@ cdef class Sender:
             "max_lag_ns": self._c.max_lag,
             "reflector_unsynced": self._c.unsynced,
         }
-        return SenderResult(sent[:self._c.sent].copy(), records, counters)
+        tx = tx_kernel[:self._c.sent].copy() if self._tx_ts else None
+        return SenderResult(sent[:self._c.sent].copy(), records, counters, tx)
 
     # -- GIL sections (bounded, outside the per-packet path) -----------------------------------
 
@@ -560,6 +595,7 @@ cdef class Sender:
                 memcpy(row + self._lay.sent_seq, &seq, 4)
                 memcpy(row + self._lay.sent_t1, &self._tx_rt[k], 8)
                 self._c.sent += 1
+                self._tx_next += 1
                 lag = self._tx_lag[k]
                 if lag > self._c.max_lag:
                     self._c.max_lag = lag
@@ -606,14 +642,73 @@ cdef class Sender:
         row[self._lay.sender_ttl] = s_ttl
         row[self._lay.reply_ttl] = ttl
         row[self._lay.reply_tos] = tos
+        memcpy(row + self._lay.reflector_ee, &ee, 2)
         self._rec_n += 1
         idx = s_seq - self._first_seq
         if idx < self._n and not self._answered[idx]:
             self._answered[idx] = 1
             self._c.answered += 1
 
+    cdef void _take_tx(self) noexcept nogil:
+        """Move the kernel's transmit reports off the error queue into this run's rows.
+
+        Each report (SO_TIMESTAMPING with OPT_ID and OPT_TSONLY) carries the datagram's number
+        in sock_extended_err.ee_data and the software transmit time in scm_timestamping.ts[0].
+        Left there, they would fill the receive buffer and keep ppoll(2) awake (POLLERR).
+        """
+        cdef int r
+        cdef int i
+        cdef msghdr *msg
+        cdef cmsghdr *cm
+        cdef timespec ts
+        cdef uint32_t data_field
+        cdef uint8_t origin
+        cdef int64_t stamp
+        cdef int64_t key
+        cdef uint64_t row
+        if not self._tx_ts:
+            return
+        while True:
+            for i in range(EQ_BATCH):
+                msg = &self._eq[i].msg_hdr
+                msg.msg_name = NULL
+                msg.msg_namelen = 0
+                msg.msg_control = self._eq_ctrl + <size_t>i * EQ_CTRL
+                msg.msg_controllen = EQ_CTRL
+                msg.msg_flags = 0
+            r = recvmmsg(self._fd, self._eq, EQ_BATCH, MSG_ERRQUEUE | MSG_DONTWAIT, NULL)
+            if r <= 0:
+                return
+            for i in range(r):
+                msg = &self._eq[i].msg_hdr
+                stamp = 0
+                key = -1
+                cm = CMSG_FIRSTHDR(msg)
+                while cm != NULL:
+                    if (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == TWAMP_SCM_TIMESTAMPING
+                            and cm.cmsg_len >= CMSG_LEN(sizeof(timespec))):
+                        memcpy(&ts, CMSG_DATA(cm), sizeof(timespec))
+                        stamp = <int64_t>ts.tv_sec * NS + ts.tv_nsec
+                    elif ((cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == TWAMP_IP_RECVERR)
+                            or (cm.cmsg_level == IPPROTO_IPV6
+                                and cm.cmsg_type == TWAMP_IPV6_RECVERR)):
+                        if cm.cmsg_len >= CMSG_LEN(16):
+                            origin = CMSG_DATA(cm)[4]  # sock_extended_err.ee_origin
+                            memcpy(&data_field, CMSG_DATA(cm) + 12, 4)  # .ee_data
+                            if origin == TWAMP_SO_EE_ORIGIN_TIMESTAMPING:
+                                key = data_field
+                    cm = CMSG_NXTHDR(msg, cm)
+                if stamp != 0 and key >= 0 and self._tx_kernel != NULL:
+                    # ee_data is 32 bits: the datagram number modulo 2^32.
+                    row = <uint32_t>(<uint64_t>key - self._tx_base)
+                    if row < <uint64_t>self._c.sent:
+                        self._tx_kernel[row] = stamp
+            if r < EQ_BATCH:
+                return
+
     cdef int _drain(self, Py_ssize_t limit) noexcept nogil:
         """Take in up to `limit` queued datagrams without blocking; -1 to stop."""
+        self._take_tx()
         cdef Py_ssize_t got = 0
         cdef int want
         cdef int r

@@ -22,7 +22,9 @@ from ..sockets import (
     ANCBUF_SIZE,
     SO_TIMESTAMPNS,
     enable_receive_options,
+    enable_tx_timestamps,
     parse_ancillary,
+    read_tx_timestamps,
     set_send_ttl,
     tos_ancillary,
 )
@@ -108,6 +110,7 @@ class Sender:
         tos: int = 0,
         batch: int = 32,
         busy_poll: bool = False,
+        tx_timestamps: bool = False,
     ) -> None:
         if (fmt.test_mode is TestMode.OPEN) != (crypto is None):
             raise ValueError("crypto is required in authenticated/encrypted mode, and only there")
@@ -142,6 +145,11 @@ class Sender:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         enable_receive_options(sock)
         set_send_ttl(sock)
+        # SO_TIMESTAMPING numbers datagrams from 0 when enabled: _tx_next counts them.
+        self._tx_timestamps = tx_timestamps
+        self._tx_next = 0
+        if tx_timestamps:
+            enable_tx_timestamps(sock)
 
     @property
     def peer(self) -> tuple[str, int]:
@@ -166,6 +174,9 @@ class Sender:
         if wait_ns < 0:
             raise ValueError("wait_ns cannot be negative")
         run = _SenderRun(self, int(schedule.size), first_seq)
+        if self._tx_timestamps:
+            run.tx_kernel = np.zeros(int(schedule.size), dtype=np.int64)
+            run.tx_base = self._tx_next
         fmt, crypto, padding = self._fmt, self._crypto, self._padding
         send, anc, dest = self._sock.sendmsg, self._anc, self._dest
         sent = run.sent
@@ -197,6 +208,7 @@ class Sender:
                 continue
             sent[n_sent] = (seq, now)
             n_sent += 1
+            self._tx_next += 1
             # One reply in per packet out: even when back-to-back sends leave no time to
             # wait, replies cannot pile up in the receive buffer.
             run.drain(1)
@@ -209,6 +221,7 @@ class Sender:
             run.drain(MAX_DATAGRAM)
         else:
             self._wait_replies(run, monotonic() + wait_ns, stop)
+        run.take_tx_timestamps()
         counters = {
             "sent": n_sent,
             "send_errors": n_errors,
@@ -220,7 +233,8 @@ class Sender:
             "max_lag_ns": max_lag,
             "reflector_unsynced": run.unsynced,
         }
-        return SenderResult(sent[:n_sent].copy(), run.records.array.copy(), counters)
+        tx = None if run.tx_kernel is None else run.tx_kernel[:n_sent].copy()
+        return SenderResult(sent[:n_sent].copy(), run.records.array.copy(), counters, tx)
 
     def _wait_until(self, run: _SenderRun, target: int, stop: StopFlag | None) -> bool:
         """Receive while waiting for monotonic time `target`; True if `stop` was set."""
@@ -285,6 +299,8 @@ class _SenderRun:
         "records",
         "sender",
         "sent",
+        "tx_base",
+        "tx_kernel",
         "unknown_peer",
         "unsynced",
         "view",
@@ -306,9 +322,24 @@ class _SenderRun:
         self.view = memoryview(bytearray(MAX_DATAGRAM))
         self.poller = select.poll()
         self.poller.register(sender._sock.fileno(), select.POLLIN)
+        # Sender(tx_timestamps=True): kernel transmit times by row of `sent`; the kernel's
+        # datagram number tx_base is this run's first row.
+        self.tx_kernel: npt.NDArray[np.int64] | None = None
+        self.tx_base = 0
+
+    def take_tx_timestamps(self) -> None:
+        """Move the kernel's transmit reports from the error queue into `tx_kernel`."""
+        tx = self.tx_kernel
+        if tx is None:
+            return
+        for key, stamp in read_tx_timestamps(self.sender._sock):
+            row = key - self.tx_base
+            if 0 <= row < tx.size:
+                tx[row] = stamp
 
     def drain(self, limit: int) -> None:
-        """Take in up to `limit` queued datagrams without blocking."""
+        """Take in up to `limit` queued datagrams without blocking (and transmit reports)."""
+        self.take_tx_timestamps()
         sender = self.sender
         recv = sender._sock.recvmsg_into
         view = self.view
@@ -371,6 +402,7 @@ class _SenderRun:
                 reply.sender_ttl,
                 0 if ttl is None else ttl,
                 0 if tos is None else tos,
+                ee,
             )
             idx = (sender_seq - self.first_seq) & SEQ_MASK
             if idx < self.n and not self.is_answered[idx]:

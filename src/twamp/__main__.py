@@ -1,0 +1,5 @@
+"""`python -m twamp`: the `twamp` command."""
+
+from .cli.main import main
+
+main()

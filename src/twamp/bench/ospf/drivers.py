@@ -1,0 +1,927 @@
+"""The RFC 4061 procedures driven in the lab: the events that `procedures` later times.
+
+Every procedure runs in a *session*: a lab topology (`twamp.lab.Lab`), the DUT started in it
+(`twamp.lab.dut`), our emulated routers on raw sockets (`twamp.ospf.io.Speaker`), the FIB
+watcher and, where routes to the probe's target change, the TWAMP data-plane probe. Sessions:
+
+* T1 (generator and collector, no link between them): 5.1, 5.2, 5.3, 6.1, 6.2;
+* T2 (the collector also linked to the generator, and flooding): 6.3;
+* T3 (DUT, R1, R2 on one bridge, broadcast): 6.4, 6.5 and 6.6 (one trial gives both);
+* T4 (two links DUT–generator, and the collector): 6.7, 6.8, with the probe.
+
+A driver only *acts* and writes marks (`trials.Marker`); it never times anything. After each
+attempt the analysis of the log so far decides whether the attempt is valid; invalid ones are
+repeated, up to twice the trials asked for. A DUT that does not reach the state a procedure
+needs (never Full, never BDR) fails that procedure with the reason; the others still run.
+Trials are spaced past the DUT's SPF hold and MinLSArrival and our own MinLSInterval (1 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+from typing import Any
+
+from ...lab.dut import PROFILES, Dut, TimerProfile, make_dut
+from ...lab.errors import LabError, check_root
+from ...lab.observers import FibWatcher, Probe
+from ...lab.topology import PROBE_TARGET, Lab
+from ...ospf.eventlog import EventLog, lsa_key
+from ...ospf.events import InterfaceConfig, LsaSpec, NeighborState, NetworkType
+from ...ospf.io import Attachment, RouterHandle, Speaker
+from ...ospf.router import EmulatedRouter
+from ...ospf.wire import (
+    ALL_SPF_ROUTERS,
+    AsExternalLsaBody,
+    LinkType,
+    RouterLink,
+)
+from ..conditions import collect_conditions
+from .procedures import PROCEDURES, LogIndex, Marker, evaluate
+
+__all__ = ["BenchAborted", "Progress", "RunSettings", "run"]
+
+GEN_RID = "192.0.2.2"
+COL_RID = "198.51.100.2"
+R1_RID = "192.0.2.66"
+R2_RID = "192.0.2.67"
+DUT_LAN = "192.0.2.65"  # DR/BDR in Hellos are interface addresses (RFC 2328 §A.3.2), not RIDs
+R1_LAN = "192.0.2.66"
+NS = 1_000_000_000
+
+SESSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("T1", ("5.1", "5.2", "5.3", "6.1", "6.2")),
+    ("T2", ("6.3",)),
+    ("T3", ("6.4", "6.5")),
+    ("T4", ("6.7", "6.8")),
+)
+
+
+class BenchAborted(RuntimeError):
+    """The run cannot go on at all (not root, daemon missing); one sentence."""
+
+
+class TrialFailed(RuntimeError):
+    """The DUT did not reach the state the procedure needs: the procedure fails."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    dut: str = "frr"
+    interfaces: tuple[str, ...] = ()
+    tests: tuple[str, ...] = tuple(PROCEDURES)
+    trials: int = 5
+    lsas: tuple[int, ...] = (100,)
+    profile: str = "tuned"
+    rate_pps: float = 1000.0
+    command_line: str = "twamp-bench ospf"
+    tag: str = "twamp"
+    pin: bool = True
+
+
+@dataclass
+class Progress:
+    """One line on stderr, rewritten in place: where the run is."""
+
+    enabled: bool = True
+    stream: Any = field(default_factory=lambda: sys.stderr)
+    _shown: bool = False
+    t0: float = field(default_factory=time.monotonic)
+
+    def __call__(self, text: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.monotonic() - self.t0:5.0f} s] {text}"
+        self.stream.write("\r\033[K" + line[:160])
+        self.stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._shown = False
+
+
+class BenchRouter(EmulatedRouter):
+    """The emulated router plus what RFC 4061 needs and the speaker does not: resending an LSA
+    instance unchanged (a *duplicate*, §5.1, §5.3), each in an LSU of its own."""
+
+    def send_duplicates(self, keys: Sequence[Any], ifname: str, now_ns: int) -> list[Any]:
+        iface = self._iface(ifname)
+        for key in keys:
+            entry = self.lsdb[key]
+            # One LSU per duplicate, sent to AllSPFRouters as a flood would be (p2p, RFC 2328
+            # §8.1); the router's own packing and transmit path, so the send is logged and
+            # stamped like every other.
+            self._send_entries(iface, ALL_SPF_ROUTERS, [entry], now_ns)
+        return []
+
+
+def _ext(i: int, metric: int = 20) -> LsaSpec:
+    """AS-external-LSA number i: 198.18.x.y/32 from the RFC 2544 benchmarking range."""
+    prefix = IPv4Address(int(IPv4Address("198.18.0.0")) + i)
+    return LsaSpec(
+        5, prefix, IPv4Address(GEN_RID), AsExternalLsaBody(IPv4Address("255.255.255.255"), metric)
+    )
+
+
+def _key(spec: LsaSpec) -> str:
+    return lsa_key(spec.ls_type, str(spec.link_state_id), str(spec.advertising_router))
+
+
+class Session:
+    """One topology with the DUT and our routers up; torn down by `close`."""
+
+    def __init__(
+        self,
+        topology: str,
+        settings: RunSettings,
+        log: EventLog,
+        marker: Marker,
+        profile: TimerProfile,
+        progress: Progress,
+    ) -> None:
+        self.settings, self.log, self.marker, self.profile = settings, log, marker, profile
+        self.progress = progress
+        self.topology = topology
+        self.lab = Lab(topology, tag=settings.tag, log=log)
+        self.dut: Dut | None = None
+        self.speaker: Speaker | None = None
+        self.fib: FibWatcher | None = None
+        self.probe: Probe | None = None
+        self.routers: dict[str, RouterHandle] = {}
+        self.current_lsas: int | None = None
+        self.hello_s = profile.hello_s or 10
+        self.dead_s = profile.dead_s or 40
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def open(self) -> Session:
+        self.lab.up()
+        self.dut = make_dut(self.settings.dut, self.lab, self.profile, log=self.log)
+        self.start_dut()
+        self.fib = FibWatcher(self.lab.ns("dut"), self.log).start()
+        self.speaker = Speaker(self.log, router_factory=BenchRouter).start()
+        return self
+
+    def start_dut(self) -> None:
+        assert self.dut is not None
+        self.dut.start()
+        self.dut.wait_ready()
+        self.dut.record()
+        if self.settings.pin:
+            _pin_dut(self.dut)
+
+    def cfg(self, ifname: str, addr: str, **kw: Any) -> InterfaceConfig:
+        return InterfaceConfig(
+            ifname,
+            IPv4Interface(addr),
+            hello_interval_s=self.hello_s,
+            dead_interval_s=self.dead_s,
+            **kw,
+        )
+
+    def add(
+        self, name: str, rid: str, ports: Sequence[tuple[str, str, str]], **kw: Any
+    ) -> RouterHandle:
+        """A router `name` with interfaces (role, ifname, addr) in the lab's namespaces."""
+        assert self.speaker is not None
+        atts = [
+            Attachment(self.lab.ns(role), self.cfg(ifn, addr, **kw)) for role, ifn, addr in ports
+        ]
+        h = self.speaker.add_router(name, rid, atts)
+        self.routers[name] = h
+        return h
+
+    def wait_full(self, name: str, rid: str, timeout: float | None = None) -> None:
+        t = timeout if timeout is not None else 3 * self.dead_s + 10
+        if not self.routers[name].wait_full(rid, t):
+            raise TrialFailed(
+                f"{name} did not reach Full with {rid} within {t:.0f} s (MTU, timers or "
+                "router-ID clash?)"
+            )
+
+    def wait_full_on(self, name: str, ifname: str, rid: str) -> None:
+        """Full with `rid` on that interface (a router with two links to the DUT, T4)."""
+        nid = IPv4Address(rid)
+        t = 3 * self.dead_s + 10
+        ok = self.routers[name].wait_for(
+            lambda r: r.neighbor_state(ifname, nid) == NeighborState.FULL, t
+        )
+        if not ok:
+            raise TrialFailed(f"{name} did not reach Full with {rid} on {ifname} within {t} s")
+
+    def close(self) -> None:
+        """Stop what we started, in reverse, then the lab (which stops the DUT by pid file)."""
+        if self.probe is not None:
+            with contextlib.suppress(Exception):
+                self.probe.stop()
+        if self.speaker is not None:
+            with contextlib.suppress(Exception):
+                self.speaker.close()
+        if self.fib is not None:
+            with contextlib.suppress(Exception):
+                self.fib.stop()
+        self.lab.down()
+
+
+def _pin_dut(dut: Dut) -> None:
+    """The DUT's daemons on the first allowed CPU, the tester (this process) on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    pids = getattr(dut, "pids", None)
+    found = pids() if callable(pids) else {}
+    for pid in (p for p in found.values() if p):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, {cpus[0]})
+
+
+# ---- the trial loop ----------------------------------------------------------------------
+
+
+@dataclass
+class Driver:
+    session: Session
+    proc: str
+    lsas: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _spacing(profile: TimerProfile, dut: Dut | None = None) -> float:
+    """Seconds between trials: past the SPF hold, MinLSArrival, our MinLSInterval (1 s) and the
+    DUT's own MinLSInterval where its quirks name one (BIRD: 5 s), so no trial's end event is
+    an origination the DUT held back because of the previous trial."""
+    hold = (profile.spf_hold_ms or 50) / 1e3
+    arrival = (profile.min_arrival_ms if profile.min_arrival_ms is not None else 1000) / 1e3
+    own = 0.0
+    for q in dut.quirks() if dut is not None else ():
+        if q.name == "min-ls-interval" and q.value_ms:
+            own = q.value_ms / 1e3 + 0.5
+    return max(1.2, 2 * hold, arrival + 0.2, own)
+
+
+def _trials(
+    ctx: Session,
+    procs: Sequence[str],
+    lsas: int,
+    action: Callable[[int], None],
+    params: dict[str, Any],
+) -> None:
+    """Attempt until `trials` valid (judged on the log) or twice as many attempts."""
+    s = ctx.settings
+    ctx.current_lsas = lsas
+    valid = 0
+    attempt = 0
+    while valid < s.trials and attempt < 2 * s.trials:
+        ctx.progress(
+            f"§{'/'.join(procs)} ({lsas} LSAs) trial {attempt + 1}: {valid}/{s.trials} valid"
+        )
+        for p in procs:
+            ctx.marker.start(p, attempt, lsas=lsas, dut_rid=ctx.lab.dut_rid, **params[p])
+        try:
+            action(attempt)
+        except TrialFailed:
+            for p in procs:
+                ctx.marker.invalid(p, attempt, "the trial was abandoned (see failure)")
+                ctx.marker.end(p, attempt)
+            raise
+        for p in procs:
+            ctx.marker.end(p, attempt)
+        index = LogIndex(ctx.log.events)
+        results = [
+            evaluate(t)
+            for t in index.trials
+            if t.proc in procs and t.trial == attempt and t.lsas == lsas
+        ]
+        # An attempt that serves several procedures (6.5 and 6.6) counts when all are valid.
+        if len(results) == len(procs) and all(r.valid for r in results):
+            valid += 1
+        attempt += 1
+        time.sleep(_spacing(ctx.profile, ctx.dut))
+
+
+def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None:
+    """Run the selected procedures; everything goes to the event log at `log_path`."""
+    try:
+        check_root()
+    except LabError as exc:
+        raise BenchAborted(str(exc)) from None
+    if settings.dut == "external":
+        raise BenchAborted(
+            "--dut external is not implemented by the drivers yet: the lab's external adapter "
+            "exists, but the procedures' wiring for real ports does not"
+        )
+    profile = PROFILES[settings.profile]
+    saved = os.sched_getaffinity(0)
+    tester_cpus = _pin_tester(settings.pin)
+    # SIGTERM must reach the sessions' `finally` (lab, DUT and speaker torn down) like Ctrl-C.
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _run(settings, log_path, progress, profile, tester_cpus)
+    finally:
+        os.sched_setaffinity(0, saved)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run(
+    settings: RunSettings,
+    log_path: str | Path,
+    progress: Progress,
+    profile: TimerProfile,
+    tester_cpus: dict[str, list[int]],
+) -> None:
+    with EventLog(log_path, keep=True) as log:
+        marker = Marker(log.write)
+        cond = collect_conditions(argv=settings.command_line.split(), sender={}, clock_synced=True)
+        cond["command_line"] = settings.command_line
+        cond["pinning"] = tester_cpus
+        cond["settings"] = {
+            "dut": settings.dut,
+            "trials": settings.trials,
+            "lsas": list(settings.lsas),
+            "profile": settings.profile,
+            "tests": list(settings.tests),
+            "rate_pps": settings.rate_pps,
+        }
+        marker.conditions(cond)
+        for topology, procs in SESSIONS:
+            wanted = [p for p in procs if p in settings.tests]
+            if topology == "T3" and "6.6" in settings.tests and "6.5" not in wanted:
+                wanted.append("6.5")
+            if not wanted:
+                continue
+            _session(topology, wanted, settings, log, marker, profile, progress)
+
+
+def _pin_tester(pin: bool) -> dict[str, list[int]]:
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return {}
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {"dut": cpus, "tester": cpus}
+    # Before any thread starts: the speaker, probe and FIB threads inherit this mask.
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return {"dut": cpus[:1], "tester": cpus[1:]}
+
+
+def _session(
+    topology: str,
+    procs: Sequence[str],
+    settings: RunSettings,
+    log: EventLog,
+    marker: Marker,
+    profile: TimerProfile,
+    progress: Progress,
+) -> None:
+    progress(f"building lab {topology} with {settings.dut}")
+    session = Session(topology, settings, log, marker, profile, progress)
+    try:
+        try:
+            session.open()
+        except LabError as exc:
+            raise BenchAborted(str(exc).splitlines()[0]) from None
+        setup = {"T1": _setup_t1, "T2": _setup_t2, "T3": _setup_t3, "T4": _setup_t4}[topology]
+        try:
+            setup(session)
+        except TrialFailed as exc:
+            for p in procs:
+                marker.failed(p, str(exc))
+            return
+        for proc in procs:
+            session.current_lsas = None
+            try:
+                _PROCS[proc](session)
+            except TrialFailed as exc:
+                marker.failed(proc, str(exc), lsas=session.current_lsas)
+                if proc == "6.5":
+                    marker.failed("6.6", str(exc))
+            except LabError as exc:
+                marker.failed(proc, str(exc).splitlines()[0], lsas=session.current_lsas)
+            except TimeoutError:
+                marker.failed(
+                    proc,
+                    "our OSPF speaker did not answer within its timeout: the tester is "
+                    "overloaded (fewer --lsas, or a machine with more idle CPU)",
+                    lsas=session.current_lsas,
+                )
+    finally:
+        progress(f"tearing down lab {topology}")
+        session.close()
+
+
+# ---- sessions ------------------------------------------------------------------------------
+
+_A, _C = _ext(1), _ext(3)  # duplicates of 5.1/5.3: installed once, then resent unchanged
+
+
+def _setup_t1(s: Session) -> None:
+    gen = s.add("gen", GEN_RID, [("gen", "eth-dut", "192.0.2.2/30")])
+    col = s.add("col", COL_RID, [("col", "eth-dut", "198.51.100.2/30")])
+    s.wait_full("gen", s.lab.dut_rid)
+    s.wait_full("col", s.lab.dut_rid)
+    gen.originate([_A, _C])
+    gen.call(lambda r, now: r.set_extra_links([_spf_stub(10)], now))
+    col.call(lambda r, now: r.set_extra_links([_probe_stub()], now))
+    _settle(gen)
+
+
+SPF_STUB = "198.18.254.0"
+
+
+def _spf_stub(cost: int) -> RouterLink:
+    """The stub behind the generator whose cost §5.3's trigger changes (a route in the FIB)."""
+    return RouterLink(IPv4Address(SPF_STUB), IPv4Address("255.255.255.0"), LinkType.STUB, cost)
+
+
+def _originate(h: RouterHandle, specs: Sequence[LsaSpec]) -> None:
+    # Thousands of LSAs take the loop a while on a busy machine: a timeout sized to the batch.
+    h.call(lambda r, now: r.originate(specs, now), timeout=30.0 + len(specs) / 100)
+
+
+def _flush(h: RouterHandle, specs: Sequence[LsaSpec]) -> None:
+    keys = [sp.key for sp in specs]
+    h.call(lambda r, now: r.flush(keys, now), timeout=30.0 + len(keys) / 100)
+
+
+def _probe_stub() -> RouterLink:
+    return RouterLink(IPv4Address(PROBE_TARGET), IPv4Address("255.255.255.255"), LinkType.STUB, 1)
+
+
+def _settle(h: RouterHandle, timeout: float = 12.0) -> None:
+    """Until everything we flooded is acked (the DUT's delayed acks take up to ~1 s). A loop
+    busy sending thousands of LSAs may not answer a query at once: asked again until the
+    deadline, never an error here."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            if h.call(lambda r, now: r.retransmit_count(), timeout=max(left, 1.0)) == 0:
+                return
+        time.sleep(0.05)
+
+
+def _seq(h: RouterHandle, spec: LsaSpec) -> int:
+    return h.call(lambda r, now: _seq_of(r, spec.key))
+
+
+def _seq_of(r: EmulatedRouter, key: Any) -> int:
+    entry = r.lsa(key)
+    if entry is None:
+        raise TrialFailed(f"{key} is not in our own database")
+    return int(entry.lsa.header.seq)
+
+
+def _dups(r: EmulatedRouter, keys: Sequence[Any], now: int) -> list[Any]:
+    assert isinstance(r, BenchRouter)
+    return r.send_duplicates(keys, "eth-dut", now)
+
+
+def _drive_5_1(s: Session) -> None:
+    gen = s.routers["gen"]
+    par = {"5.1": {"observer": "gen", "ifname": "eth-dut", "collector": "col"}}
+
+    def trial(i: int) -> None:
+        s.marker.step("5.1", i, "dup", key=_key(_A), seq=_seq(gen, _A))
+        gen.call(lambda r, now: _dups(r, [_A.key], now))
+        time.sleep(0.1)
+
+        new = _ext(100 + i)  # a new LSA, not a new instance: a FIB entry every trial
+
+        def pair(r: EmulatedRouter, now: int) -> list[Any]:
+            ev = r.originate([new], now)
+            _dups(r, [_C.key], now)
+            return ev
+
+        gen.call(pair)
+        s.marker.step(
+            "5.1", i, "new", key=_key(new), seq=_seq(gen, new), prefix=f"{new.link_state_id}/32"
+        )
+        s.marker.step("5.1", i, "dup2", key=_key(_C), seq=_seq(gen, _C))
+        _settle(gen, 3.0)
+
+    _trials(s, ["5.1"], 1, trial, par)
+
+
+def _drive_5_2(s: Session) -> None:
+    """Bursts of N new AS-external-LSAs. Every trial floods prefixes the DUT does not have (the
+    previous burst is flushed first and the prefix block rotates over three), so every trial
+    also installs N routes: the FIB proxy and the install rate of the scaling rows."""
+    gen = s.routers["gen"]
+    par = {"5.2": {"observer": "col", "generator": "gen", "ifname": "eth-dut",
+                   "col_ifname": "eth-dut"}}  # fmt: skip
+    for n in s.settings.lsas:
+        previous: list[LsaSpec] = []
+
+        def trial(i: int, n: int = n, previous: list[LsaSpec] = previous) -> None:
+            if previous:
+                _flush(gen, previous)
+                _settle(gen, 10.0 + n / 500)
+                time.sleep(1.5 + n / 5_000)  # FRR deletes externals on its 1 s ASE timer
+            specs = [_ext(1000 + (i % 3) * n + j) for j in range(n)]
+            s.marker.step("5.2", i, "burst", lsas=n)
+            _originate(gen, specs)
+            _settle(gen, 10.0 + n / 500)
+            time.sleep(0.5 + n / 5_000)  # the last floods and FIB installs
+            previous[:] = specs
+
+        _trials(s, ["5.2"], n, trial, par)
+        if previous:
+            _flush(gen, previous)
+            _settle(gen, 10.0 + n / 500)
+            time.sleep(1.5 + n / 5_000)
+
+
+def _drive_5_3(s: Session) -> None:
+    gen = s.routers["gen"]
+    par = {"5.3": {"observer": "gen", "ifname": "eth-dut"}}
+    gen_key = lsa_key(1, GEN_RID, GEN_RID)
+
+    def trial(i: int) -> None:
+        s.marker.step("5.3", i, "dup0", key=_key(_A), seq=_seq(gen, _A))
+        gen.call(lambda r, now: _dups(r, [_A.key], now))
+        time.sleep(0.1)
+        cost = 20 if i % 2 == 0 else 10
+
+        def pair(r: EmulatedRouter, now: int) -> list[Any]:
+            ev = r.set_extra_links([_spf_stub(cost)], now)
+            _dups(r, [_C.key], now)
+            return ev
+
+        gen.call(pair)
+        seq = gen.call(lambda r, now: _seq_of(r, _router_key(r)))
+        s.marker.step("5.3", i, "trigger", key=gen_key, seq=seq, prefix=f"{SPF_STUB}/24")
+        s.marker.step("5.3", i, "dup", key=_key(_C), seq=_seq(gen, _C))
+        _settle(gen, 3.0)
+
+    _trials(s, ["5.3"], 1, trial, par)
+
+
+def _router_key(r: EmulatedRouter) -> Any:
+    for key in r.lsdb:
+        if key.ls_type == 1 and key.advertising_router == r.router_id:
+            return key
+    raise TrialFailed("our router-LSA is not in our own database")
+
+
+def _wait_acked(s: Session, router: str, ifname: str, since: int, timeout: float) -> None:
+    """Keep the trial open until the DUT acknowledged (explicitly or by flooding it back) every
+    LSA instance `router` sent on `ifname` since event number `since`: LSUs answering the DUT's
+    requests are on no retransmission list, so an empty list does not mean "all acked", and
+    BIRD's acks come seconds later."""
+    deadline = time.monotonic() + timeout
+    dut = s.lab.dut_rid
+    while time.monotonic() < deadline:
+        sent: dict[str, int] = {}
+        acked: dict[str, int] = {}
+        for e in s.log.events[since:]:
+            if e.source != router or e.get("ifname") != ifname:
+                continue
+            if e.event == "tx" and e.get("type") == "lsu":
+                for lsa in e.get("lsas", ()):
+                    sent[lsa["key"]] = max(sent.get(lsa["key"], lsa["seq"]), lsa["seq"])
+            elif e.event == "rx" and (
+                e.get("type") == "ack" or (e.get("type") == "lsu" and e.get("rid") == dut)
+            ):
+                for lsa in e.get("acked", ()) or e.get("lsas", ()):
+                    acked[lsa["key"]] = max(acked.get(lsa["key"], lsa["seq"]), lsa["seq"])
+        if sent and all(acked.get(k, seq - 1) >= seq for k, seq in sent.items()):
+            time.sleep(0.2)
+            return
+        time.sleep(0.1)
+
+
+def _adjacency_trials(
+    s: Session,
+    proc: str,
+    down: Callable[[], None],
+    up: Callable[[int], None],
+    extra: dict[str, Any],
+) -> None:
+    gen = s.routers["gen"]
+    for n in s.settings.lsas:
+        specs = [_ext(100_000 + i) for i in range(n)]
+        _originate(gen, specs)
+        _settle(gen, 10.0 + n / 500)
+        par = {proc: {"observer": "gen", "ifname": "eth-dut", "collector": "col", **extra}}
+
+        def trial(i: int, specs: list[LsaSpec] = specs, n: int = n) -> None:
+            down()
+            time.sleep(1.1)  # our MinLSInterval since the last instance
+            _originate(gen, specs)  # new instances the DUT must fetch once adjacent
+            mark = len(s.log.events)
+            up(i)
+            s.wait_full("gen", s.lab.dut_rid)
+            _settle(gen, 10.0 + n / 200)
+            _wait_acked(s, "gen", "eth-dut", mark, 10.0 + n / 200)
+
+        _trials(s, [proc], n, trial, par)
+        _flush(gen, specs)
+        _settle(gen, 10.0 + n / 500)
+
+
+def _drive_6_1(s: Session) -> None:
+    gen = s.routers["gen"]
+
+    def down() -> None:
+        gen.interface_down("eth-dut")
+        s.lab.link_down("gen", "gen")
+        time.sleep(0.2)
+
+    def up(i: int) -> None:
+        s.lab.link_up("gen", "gen")
+        gen.interface_up("eth-dut")
+
+    _adjacency_trials(s, "6.1", down, up, {})
+
+
+def _drive_6_2(s: Session) -> None:
+    dut = s.dut
+    gen = s.routers["gen"]
+    if dut is None or s.settings.dut not in ("frr", "bird"):
+        raise TrialFailed("OSPF cannot be disabled on this DUT's interface from here")
+
+    def ospf(enable: bool) -> None:
+        if s.settings.dut == "frr":
+            no = "no " if enable else ""
+            dut.vtysh(f"configure terminal\ninterface eth-gen\n{no}ip ospf passive")  # type: ignore[attr-defined]
+        else:
+            dut.birdc("enable dut" if enable else "disable dut")  # type: ignore[attr-defined]
+
+    def down() -> None:
+        ospf(False)
+        if not gen.wait_for(
+            lambda r: not any(str(nb.router_id) == s.lab.dut_rid for nb in r.neighbors()),
+            s.dead_s + 3,
+        ):
+            raise TrialFailed("the generator never lost the DUT after OSPF was disabled")
+
+    def up(i: int) -> None:
+        s.marker.step("6.2", i, "ospf-enable")
+        ospf(True)
+
+    _adjacency_trials(s, "6.2", down, up, {})
+
+
+def _setup_t2(s: Session) -> None:
+    s.add("gen", GEN_RID, [("gen", "eth-dut", "192.0.2.2/30"), ("gen", "eth-col", "192.0.2.9/30")])
+    s.add(
+        "col", COL_RID, [("col", "eth-dut", "198.51.100.2/30"), ("col", "eth-gen", "192.0.2.10/30")]
+    )
+    s.wait_full("gen", s.lab.dut_rid)
+    s.wait_full("col", s.lab.dut_rid)
+    s.wait_full("gen", COL_RID)
+
+
+def _drive_6_3(s: Session) -> None:
+    gen, col = s.routers["gen"], s.routers["col"]
+
+    def down() -> None:
+        gen.interface_down("eth-dut")
+        s.lab.link_down("gen", "gen")
+        time.sleep(0.2)
+
+    def up(i: int) -> None:
+        _settle(col, 15.0)  # the DUT has the new instances, through the collector
+        time.sleep(1.0)
+        s.lab.link_up("gen", "gen")
+        gen.interface_up("eth-dut")
+
+    _adjacency_trials(s, "6.3", down, up, {})
+
+
+def _setup_t3(s: Session) -> None:
+    s.add(
+        "r1",
+        R1_RID,
+        [("r1", "eth-lan", "192.0.2.66/27")],
+        network_type=NetworkType.BROADCAST,
+        priority=100,
+    )
+    s.add(
+        "r2",
+        R2_RID,
+        [("r2", "eth-lan", "192.0.2.67/27")],
+        network_type=NetworkType.BROADCAST,
+        priority=0,
+    )
+    s.wait_full("r1", s.lab.dut_rid)
+    s.wait_full("r2", s.lab.dut_rid)
+
+
+def _restart_dut(s: Session) -> None:
+    assert s.dut is not None
+    s.dut.stop()
+    s.start_dut()
+
+
+def _network_lsas(r: EmulatedRouter, dut: IPv4Address) -> set[tuple[str, int]]:
+    return {
+        (str(k), int(e.lsa.header.seq))
+        for k, e in r.lsdb.items()
+        if k.ls_type == 2 and k.advertising_router == dut and not e.is_maxage
+    }
+
+
+def _wait_network_lsa(s: Session, h: RouterHandle, timeout: float = 12.0) -> None:
+    """Keep the trial open until the DUT's network-LSA reached `h` (BIRD paces it by its
+    MinLSInterval of 5 s); the analysis finds the packet, this only waits for it."""
+    dut = IPv4Address(s.lab.dut_rid)
+    before = h.call(lambda r, now: _network_lsas(r, dut))
+    h.wait_for(lambda r: bool(_network_lsas(r, dut) - before), timeout)
+    time.sleep(0.2)
+
+
+def _drive_6_4(s: Session) -> None:
+    r1, r2 = s.routers["r1"], s.routers["r2"]
+    par = {"6.4": {"observer": "r2", "r1": "r1", "r1_ifname": "eth-lan"}}
+
+    def roles() -> tuple[str, str]:
+        return r2.call(lambda r, now: (str(r.dr("eth-lan")), str(r.bdr("eth-lan"))))
+
+    def trial(i: int) -> None:
+        r1.start_hellos("eth-lan")
+        if roles() != (R1_LAN, DUT_LAN):
+            _restart_dut(s)  # the DR is sticky: only a fresh DUT becomes BDR under R1 again
+        s.wait_full("r1", s.lab.dut_rid)
+        s.wait_full("r2", s.lab.dut_rid)
+        deadline = time.monotonic() + 2 * s.dead_s + 5
+        while roles() != (R1_LAN, DUT_LAN):
+            if time.monotonic() > deadline:
+                raise TrialFailed(f"the DUT did not become BDR under R1 (DR/BDR {roles()})")
+            time.sleep(0.2)
+        r1.stop_hellos("eth-lan")
+        s.marker.step("6.4", i, "stop-hellos")  # the speaker logged `link down how=hellos`
+        if not r2.wait_for(lambda r: str(r.dr("eth-lan")) == DUT_LAN, s.dead_s + 5):
+            raise TrialFailed("the DUT never took over as DR after R1 went silent")
+        _wait_network_lsa(s, r2)
+
+    _trials(s, ["6.4"], 0, trial, par)
+    r1.start_hellos("eth-lan")
+
+
+def _drive_6_5(s: Session) -> None:
+    """6.5 and 6.6 from one trial: a fresh DUT comes up on the LAN with R1 (priority 0)."""
+    assert s.speaker is not None
+    s.speaker.remove_router("r1")
+    s.speaker.remove_router("r2")
+    par = {p: {"observer": "r1", "ifname": "eth-lan"} for p in ("6.5", "6.6")}
+
+    def trial(i: int) -> None:
+        assert s.dut is not None and s.speaker is not None
+        s.dut.stop()
+        with contextlib.suppress(Exception):
+            s.speaker.remove_router("r1")
+        s.add(
+            "r1",
+            R1_RID,
+            [("r1", "eth-lan", "192.0.2.66/27")],
+            network_type=NetworkType.BROADCAST,
+            priority=0,
+        )
+        time.sleep(0.2)
+        for p in ("6.5", "6.6"):
+            s.marker.step(p, i, "r1-up")
+        s.start_dut()
+        s.wait_full("r1", s.lab.dut_rid, timeout=3 * s.dead_s + 10)
+        _wait_network_lsa(s, s.routers["r1"])
+
+    _trials(s, ["6.5", "6.6"], 0, trial, par)
+
+
+def _setup_t4(s: Session) -> None:
+    gen = s.add(
+        "gen", GEN_RID, [("gen", "eth-dut", "192.0.2.2/30"), ("gen", "eth-dut2", "192.0.2.6/30")]
+    )
+    col = s.add("col", COL_RID, [("col", "eth-dut", "198.51.100.2/30")])
+    s.wait_full("gen", s.lab.dut_rid)
+    s.wait_full("col", s.lab.dut_rid)
+    # The probe: from gen's loopback (announced by gen) to 203.0.113.77 (announced by col), so
+    # the DUT's route back to gen moves from link 1 to link 2 when link 1 fails.
+    src = "198.18.255.1"
+    with contextlib.suppress(Exception):
+        ipr = s.lab.ipr("gen")
+        ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=src, prefixlen=32)
+        ipr.route("replace", dst="203.0.113.0/24", gateway="192.0.2.5", priority=200)
+        s.lab.ipr("col").route("replace", dst="198.18.255.0/24", gateway="198.51.100.1")
+    gen.call(
+        lambda r, now: r.set_extra_links(
+            [RouterLink(IPv4Address(src), IPv4Address("255.255.255.255"), LinkType.STUB, 1)], now
+        )
+    )
+    col.call(lambda r, now: r.set_extra_links([_probe_stub()], now))
+    _settle(gen)
+    time.sleep(1.0)
+    s.probe = Probe(
+        s.log,
+        src_ns=s.lab.ns("gen"),
+        src=src,
+        dst_ns=s.lab.ns("col"),
+        dst=PROBE_TARGET,
+        rate_pps=int(s.settings.rate_pps),
+    ).start()
+
+
+def _link_down_trials(
+    s: Session, proc: str, fail: Callable[[int], None], heal: Callable[[], None]
+) -> None:
+    gen = s.routers["gen"]
+    par = {
+        proc: {
+            "observer": "gen",
+            "link1": "eth-dut",
+            "link2": "eth-dut2",
+            "prefix": "198.18.255.1/32",
+        }
+    }
+    dut_key = lsa_key(1, s.lab.dut_rid, s.lab.dut_rid)
+
+    def newest() -> int:
+        return int(
+            gen.call(
+                lambda r, now: max(
+                    (
+                        e.lsa.header.seq
+                        for k, e in r.lsdb.items()
+                        if lsa_key(k.ls_type, str(k.link_state_id), str(k.advertising_router))
+                        == dut_key
+                    ),
+                    default=0,
+                )
+            )
+        )
+
+    def trial(i: int) -> None:
+        before = newest()
+        time.sleep(0.3)
+        fail(i)
+        limit = time.monotonic() + s.dead_s + 6
+        while newest() == before and time.monotonic() < limit:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        heal()
+        # Our side may still hold the old adjacency as Full until the DUT's next Hello says
+        # otherwise (6.8: the DUT dropped us, we never dropped it): wait a Hello out first.
+        time.sleep(s.hello_s + 0.5)
+        s.wait_full_on("gen", "eth-dut", s.lab.dut_rid)
+        time.sleep(1.0)
+
+    _trials(s, [proc], 0, trial, par)
+
+
+def _drive_6_7(s: Session) -> None:
+    gen = s.routers["gen"]
+
+    def fail(i: int) -> None:
+        s.lab.link_down("gen", "gen")
+        gen.interface_down("eth-dut")
+
+    def heal() -> None:
+        s.lab.link_up("gen", "gen")
+        gen.interface_up("eth-dut")
+        with contextlib.suppress(Exception):
+            s.lab.ipr("gen").route(
+                "replace", dst="203.0.113.0/24", gateway="192.0.2.5", priority=200
+            )
+
+    _link_down_trials(s, "6.7", fail, heal)
+
+
+def _drive_6_8(s: Session) -> None:
+    gen = s.routers["gen"]
+
+    def fail(i: int) -> None:
+        gen.stop_hellos("eth-dut")  # the speaker logs `link down how=hellos` at the call
+
+    def heal() -> None:
+        gen.start_hellos("eth-dut")
+
+    _link_down_trials(s, "6.8", fail, heal)
+
+
+_PROCS: dict[str, Callable[[Session], None]] = {
+    "5.1": _drive_5_1,
+    "5.2": _drive_5_2,
+    "5.3": _drive_5_3,
+    "6.1": _drive_6_1,
+    "6.2": _drive_6_2,
+    "6.3": _drive_6_3,
+    "6.4": _drive_6_4,
+    "6.5": _drive_6_5,
+    "6.7": _drive_6_7,
+    "6.8": _drive_6_8,
+}

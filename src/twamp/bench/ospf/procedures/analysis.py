@@ -1,0 +1,261 @@
+"""An event log in, the report document out: every figure of every procedure, with its verdict.
+
+`analyse` is what ``twamp-bench ospf`` runs after its drivers and what
+``twamp-bench ospf report LOG`` runs on a saved log; the document is the ``--json`` output
+(schema in `report`). Pure: a list of events, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ....ospf.logformat import Event
+from .figures import PROCEDURES, TrialResult, evaluate
+from .trials import LogIndex
+from .verdicts import PRECISION_NS, Timer, judge, stats, timers_from_config
+
+__all__ = ["SCHEMA", "analyse", "precision_text"]
+
+SCHEMA = "twamp-bench-ospf/1"
+
+_SUBTRACTION = {"5.1": "new LSA", "5.3": "trigger LSA"}
+
+
+def precision_text(proc: str, nproc: int | None) -> str:
+    """How exactly the figure is stamped, in words (issue 9, Honesty)."""
+    cpus = f"{nproc} CPUs" if nproc else "CPUs"
+    base = (
+        f"kernel receive stamps and kernel software transmit stamps, about "
+        f"{PRECISION_NS // 1000} µs apart at worst, plus CPU contention ({cpus} shared by the "
+        f"DUT, the tester and anything else running)"
+    )
+    base += (
+        "; FIB figures are when our netlink watcher received the notification: it shares the "
+        "tester's CPU and lags while our speaker floods, so FIB times are upper bounds and FIB "
+        "rates lower bounds"
+    )
+    if proc in ("6.1", "6.7"):
+        return (
+            "start: a user-space stamp right before the netlink request (the carrier change "
+            "follows within about a millisecond); end: " + base
+        )
+    return base
+
+
+def _timers(index: LogIndex) -> dict[str, Timer]:
+    cfg = index.first("dut", "config")
+    profile = cfg.get("profile") if cfg is not None else None
+    quirks = cfg.get("quirks") if cfg is not None else None
+    timers = timers_from_config(
+        profile if isinstance(profile, Mapping) else None,
+        quirks if isinstance(quirks, list) else None,
+    )
+    kind = cfg.get("kind") if cfg is not None else None
+    # One profile renders both daemons; a knob the DUT does not have means nothing for it.
+    foreign = (
+        {"tick"}
+        if kind != "bird"
+        else {"spf-delay", "spf-hold", "min-ls-arrival", "min-ls-interval", "work-queue", "ase"}
+    )
+    for name in foreign:
+        t = timers.get(name)
+        if t is not None and t.origin.startswith("profile"):
+            del timers[name]
+    # The Hello and dead intervals the DUT announces in its Hellos are what it runs with (a
+    # profile may leave them to the daemon's default): prefer them.
+    duts = {t.param("dut_rid") for t in index.trials} - {None}
+    for field, name in (("hello_s", "hello"), ("dead_s", "dead")):
+        seen = [
+            e.get(field)
+            for e in index.events
+            if e.event == "rx" and e.get("type") == "hello" and e.get("rid") in duts
+        ]
+        values = [v for v in seen if isinstance(v, int | float) and v > 0]
+        if values:
+            timers[name] = Timer(name, float(max(values)), "hello")
+    return timers
+
+
+def _conditions(index: LogIndex) -> dict[str, Any]:
+    cond: dict[str, Any] = dict(index.conditions)
+    start = index.first("lab", "log-start")
+    if start is not None:
+        cond.setdefault("kernel", start.get("kernel"))
+        cond.setdefault("nproc", start.get("nproc"))
+        cond.setdefault("host", start.get("host"))
+    cfg = index.first("dut", "config")
+    if cfg is not None:
+        cond.setdefault(
+            "dut",
+            {k: cfg.get(k) for k in ("kind", "version", "profile", "rendered", "quirks")},
+        )
+    topo = [e.fields for e in index.by_source("lab") if e.event == "topology"]
+    if topo:
+        cond.setdefault("topologies", [dict(t) for t in topo])
+    return cond
+
+
+def _spread_of(results: Sequence[TrialResult], attr: str) -> dict[str, Any]:
+    names: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        for k, v in getattr(r, attr).items():
+            if isinstance(v, int | float):
+                names[k].append(v)
+    return {k: stats(v) for k, v in sorted(names.items())}
+
+
+def _dataplane(results: Sequence[TrialResult]) -> dict[str, Any] | None:
+    dps = [r.dataplane for r in results if r.dataplane is not None]
+    if not dps:
+        return None
+
+    def col(name: str) -> list[float]:
+        return [d[name] for d in dps if d.get(name) is not None]
+
+    lost = col("lost")
+    return {
+        "trials": len(dps),
+        "window_ms": stats(col("window_ns")),
+        "loss_time_ms": stats(col("loss_time_ns")),
+        "restored_after_ms": stats(col("restored_after_ns")),
+        "lost_packets": None
+        if not lost
+        else {"min": min(lost), "median": float(sorted(lost)[len(lost) // 2]), "max": max(lost)},
+        "not_restored": sum(1 for d in dps if not d.get("restored")),
+        "rate_pps": dps[0].get("rate_pps"),
+    }
+
+
+def _counts(results: Sequence[TrialResult]) -> dict[str, dict[str, float] | None]:
+    names: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        for k, v in r.counts.items():
+            names[k].append(float(v))
+    out: dict[str, dict[str, float] | None] = {}
+    for k, vals in sorted(names.items()):
+        s = sorted(vals)
+        out[k] = {"min": s[0], "median": s[len(s) // 2], "max": s[-1]}
+    return out
+
+
+def _entry(
+    proc_id: str,
+    lsas: int,
+    results: Sequence[TrialResult],
+    timers: Mapping[str, Timer],
+    failed: str | None,
+    nproc: int | None,
+) -> dict[str, Any]:
+    proc = PROCEDURES[proc_id]
+    valid = [r for r in results if r.valid and r.value_ns is not None]
+    shared = sum(1 for r in valid if r.shared_ack)
+    # Trials whose pair shared one LSAck measure the ack timer: left out of the figure unless
+    # all of them did (then the verdict is "meaningless" and the numbers are shown as such).
+    counted = [r for r in valid if not r.shared_ack] or valid
+    values = [int(r.value_ns) for r in counted if r.value_ns is not None]
+    verdict = judge(
+        proc_timers=proc.timers,
+        design_timer=proc.design_timer,
+        values_ns=values,
+        shared=shared,
+        valid=len(valid),
+        timers=timers,
+        invalid_reasons=[r.reason or "" for r in results if not r.valid],
+        failed=failed,
+        subtraction=_SUBTRACTION.get(proc_id, ""),
+    )
+    return {
+        "id": proc.id,
+        "title": proc.title,
+        "topology": proc.topology,
+        "start_event": proc.start,
+        "end_event": proc.end,
+        "observed_at": proc.observed_at,
+        "lsas": lsas,
+        "trials_total": len(results),
+        "trials_valid": len(valid),
+        "shared_ack_trials": shared,
+        "invalid": [{"trial": r.trial, "reason": r.reason} for r in results if not r.valid],
+        "failed": failed,
+        "figure_ms": stats(values),
+        "parts_ms": _spread_of(counted, "parts"),
+        "proxies_ms": _spread_of(counted, "proxies"),
+        "proxy_text": dict(proc.proxies),
+        "counts": _counts(counted),
+        "dataplane": _dataplane(counted),
+        "verdict": verdict.to_json(),
+        "precision": precision_text(proc.id, nproc),
+        "trials": [r.to_json() for r in results],
+    }
+
+
+def _scaling(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """How the DUT's cost grows with the LSA count: time per LSA and FIB install rate."""
+    rows = []
+    counts: dict[str, set[int]] = defaultdict(set)
+    for e in entries:
+        counts[e["id"]].add(e["lsas"])
+    for e in entries:
+        if not PROCEDURES[e["id"]].lsa_procedure or not e["figure_ms"] or not e["lsas"]:
+            continue
+        if len(counts[e["id"]]) < 2:  # one LSA count: nothing to scale against
+            continue
+        fib = (e["proxies_ms"].get("fib_last") or {}).get("median")
+        rate = (e["counts"].get("fib_rate_routes_s") or {}).get("median")
+        rows.append(
+            {
+                "id": e["id"],
+                "lsas": e["lsas"],
+                "figure_median_ms": e["figure_ms"]["median"],
+                "per_lsa_us": (
+                    per["median"] / 1e3
+                    if (per := e["counts"].get("per_lsa_ns"))
+                    else e["figure_ms"]["median"] * 1e3 / e["lsas"]
+                ),
+                "span_median_ms": (e["counts"].get("span_ns") or {}).get("median", 0) / 1e6 or None,
+                "send_rate_lsa_s": (e["counts"].get("send_rate_lsa_s") or {}).get("median"),
+                "sender_bound": bool((e["counts"].get("sender_bound") or {}).get("max")),
+                "fib_last_median_ms": fib,
+                "fib_rate_routes_s": rate
+                if rate is not None
+                else (e["lsas"] / (fib / 1e3) if fib else None),
+            }
+        )
+    return rows
+
+
+def analyse(events: Iterable[Event]) -> dict[str, Any]:
+    """The report document of one run (see `report.SCHEMA_DOC` for the fields)."""
+    index = LogIndex(events)
+    results = [evaluate(t) for t in index.trials]
+    timers = _timers(index)
+    conditions = _conditions(index)
+    nproc = conditions.get("nproc")
+    groups: dict[tuple[str, int], list[TrialResult]] = defaultdict(list)
+    for r in results:
+        if r.proc in PROCEDURES:
+            groups[(r.proc, r.lsas)].append(r)
+    for proc_id, n in index.failed:
+        if proc_id in PROCEDURES and not any(
+            p == proc_id and (n is None or k == n) for p, k in groups
+        ):
+            groups[(proc_id, n or 0)] = []
+
+    def failed(p: str, n: int) -> str | None:
+        return index.failed.get((p, n)) or index.failed.get((p, None))
+
+    order = list(PROCEDURES)
+    entries = [
+        _entry(p, n, groups[(p, n)], timers, failed(p, n), nproc)
+        for p, n in sorted(groups, key=lambda k: (order.index(k[0]), k[1]))
+    ]
+    return {
+        "schema": SCHEMA,
+        "conditions": conditions,
+        "timers": {k: t.to_json() for k, t in sorted(timers.items())},
+        "procedures": entries,
+        "scaling": _scaling(entries),
+        "unknown_procedures": sorted({t.proc for t in index.trials} - set(PROCEDURES)),
+    }

@@ -1,0 +1,136 @@
+"""`twamp-bench ospf` end to end, as root: all eleven procedures once against FRR and once
+against BIRD, in network namespaces this test creates and removes (tag ``twopi<pid>``).
+
+The figures must be consistent with the DUT's configured timers and with each other: layer-3
+link down lands near the dead interval, layer 2 is faster than layer 3, flooding is not later
+than the FIB install, a duplicate's ack is not held by the delayed-ack timer, the DR election
+includes the dead interval. Timing bounds are generous (this is a shared 2-core machine); what
+they check is which *side* of a timer a figure falls on, never how fast the DUT is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import require
+from twamp.bench.ospf.procedures import PROCEDURES, analyse
+from twamp.ospf.eventlog import read_events
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+DEAD_MS = 4000.0  # the tuned profile: hello 1 s, dead 4 s
+
+
+def _entry(doc: dict[str, Any], proc: str) -> dict[str, Any]:
+    hits: list[dict[str, Any]] = [e for e in doc["procedures"] if e["id"] == proc]
+    assert hits, f"§{proc} missing from the report"
+    return hits[0]
+
+
+def _median(doc: dict[str, Any], proc: str) -> float:
+    e = _entry(doc, proc)
+    assert e["figure_ms"] is not None, (proc, e["verdict"]["text"], e["invalid"])
+    return float(e["figure_ms"]["median"])
+
+
+def _run(kind: str, tmp_path: Path) -> dict[str, Any]:
+    require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
+    if kind == "frr":
+        require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
+    else:
+        require(shutil.which("bird") is not None, "BIRD is not installed (apt-get install bird2)")
+    from twamp.bench.ospf import drivers
+    from twamp.lab import lab_objects
+
+    tag = f"twopi{os.getpid() % 10000}"
+    log = tmp_path / f"{kind}.jsonl"
+    settings = drivers.RunSettings(dut=kind, trials=1, lsas=(50,), tag=tag)
+    drivers.run(settings, log, drivers.Progress(enabled=False))
+    leftovers = lab_objects(tag)
+    assert not any(leftovers.values()), f"the lab left {leftovers}"
+    return analyse(read_events(log))
+
+
+def _common_checks(doc: dict[str, Any]) -> None:
+    assert {e["id"] for e in doc["procedures"]} == set(PROCEDURES)
+    for e in doc["procedures"]:
+        assert e["failed"] is None, (e["id"], e["failed"])
+        assert e["trials_valid"] >= 1, (e["id"], e["invalid"])
+    # §5.1: the duplicate's ack comes at once, far below the 1 s delayed-ack timer.
+    dup = _entry(doc, "5.1")["proxies_ms"]["dup_ack"]
+    assert dup["max"] < 200.0
+    # §5.2: the last LSA is flooded before (or as) the last route reaches the FIB.
+    fib = _entry(doc, "5.2")["proxies_ms"].get("fib_last")
+    if fib is not None:
+        assert _median(doc, "5.2") <= fib["median"] + 1.0
+    # §6.4, §6.5, §6.8 include the dead interval; §6.6 does not.
+    assert _median(doc, "6.4") >= DEAD_MS - 1.0
+    assert DEAD_MS - 1500.0 <= _median(doc, "6.5") <= DEAD_MS + 3000.0
+    assert DEAD_MS - 1.0 <= _median(doc, "6.8") <= DEAD_MS + 3000.0
+    assert _median(doc, "6.6") < 3000.0
+    # Layer-2 detection beats layer 3 by about the dead interval.
+    assert _median(doc, "6.7") < _median(doc, "6.8") - 2000.0
+    for proc in ("6.4", "6.5", "6.8"):
+        assert _entry(doc, proc)["verdict"]["kind"] == "includes-timer"
+        assert _entry(doc, proc)["verdict"]["timer"]["seconds"] == 4.0
+
+
+@pytest.mark.timeout(900)
+def test_all_procedures_against_frr(tmp_path: Path) -> None:
+    doc = _run("frr", tmp_path)
+    _common_checks(doc)
+    # FRR acks new LSAs from a 1 s timer: the adjacency figures sit at about a second or more.
+    for proc in ("6.1", "6.2", "6.3"):
+        assert _entry(doc, proc)["verdict"]["kind"] == "timer-dominated", proc
+        assert _median(doc, proc) >= 900.0
+    assert _entry(doc, "5.1")["proxies_ms"]["new_lsa_ack"]["max"] <= 1100.0
+    # the DUT's router-LSA after a carrier loss: FRR reacts at once (no dead interval)
+    assert _median(doc, "6.7") < 2000.0
+
+
+@pytest.mark.timeout(900)
+def test_all_procedures_against_bird(tmp_path: Path) -> None:
+    doc = _run("bird", tmp_path)
+    _common_checks(doc)
+    timers = doc["timers"]
+    assert timers["tick"]["seconds"] >= 1.0 and timers["tick"]["origin"].startswith("quirk")
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_tears_the_lab_down(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a run: the lab, the DUT and our sockets go, the log stays."""
+    require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
+    require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from twamp.lab import lab_objects
+
+    tag = f"twopt{os.getpid() % 10000}"
+    log = tmp_path / "term.jsonl"
+    cmd = [sys.executable, "-c", "from twamp.cli.bench import main; main()", "ospf",
+           "--tests", "5.1", "--trials", "20", "--tag", tag, "--log", str(log)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and '"phase":"start"' not in (
+            log.read_text() if log.exists() else ""
+        ):
+            time.sleep(0.2)
+        assert any(lab_objects(tag).values()), "the run never built its lab"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert not any(lab_objects(tag).values()), lab_objects(tag)
+    assert '"event":"teardown"' in log.read_text()

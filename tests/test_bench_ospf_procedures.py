@@ -1,0 +1,420 @@
+"""RFC 4061 figures from hand-built event logs with known answers (no root, no daemon).
+
+Each test places the start and end events of one procedure at chosen times and checks the
+analysis finds exactly that figure, its parts and proxies, and the validity rules: missing
+kernel stamps, our own retransmissions, tester lag, a missing end mark, a driver's "invalid"
+mark. The verdict tests cover the pitfalls of research/ospf-convergence.md §4.1: FRR's delayed
+ack (both acks in one LSAck), BIRD's ~1 s ack delay, the dead interval inside 6.4/6.5/6.8.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twamp.bench.ospf import analyse
+from twamp.bench.ospf.procedures import LAG_NS, PROCEDURES, evaluate
+from twamp.bench.ospf.procedures.synth import (
+    MS,
+    US,
+    SynthLog,
+    frr_like_run,
+    trial_5_1,
+    trial_5_2,
+    trial_5_3,
+    trial_6_4,
+    trial_6_5_6,
+    trial_adjacency,
+    trial_link_down,
+)
+from twamp.bench.ospf.procedures.trials import LogIndex
+from twamp.ospf.eventlog import read_events
+
+S = 1_000_000_000
+
+
+def _one(s: SynthLog) -> Any:
+    index = LogIndex(s.events)
+    assert len(index.trials) == 1
+    return evaluate(index.trials[0])
+
+
+def _entry(doc: dict[str, Any], proc: str, lsas: int | None = None) -> dict[str, Any]:
+    hits: list[dict[str, Any]] = [
+        e for e in doc["procedures"] if e["id"] == proc and lsas in (None, e["lsas"])
+    ]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+def _log(*, profile: dict[str, Any] | None = None, quirks: Any = None) -> SynthLog:
+    s = SynthLog()
+    s.write("lab", "log-start", s.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+    s.dut_config(s.t, profile=profile, quirks=quirks)
+    return s
+
+
+# -- §5.1 -------------------------------------------------------------------------------------
+
+
+def test_5_1_known_answer() -> None:
+    s = _log()
+    trial_5_1(s, 0, s.t + S, dup_ns=150 * US, new_ns=400 * US, gap_ns=20 * US)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 250 * US
+    assert r.parts == {"dupLSAprocTime": 150 * US, "newLSAprocTime": 400 * US, "gap": 20 * US}
+    assert r.proxies["flood_to_collector"] == 300 * US
+    assert r.proxies["new_lsa_ack"] == 500 * MS
+    assert r.proxies["fib"] == 600 * US
+    assert not r.shared_ack
+
+
+def test_5_1_shared_lsack_is_meaningless() -> None:
+    s = _log()
+    t = s.t + S
+    for i in range(5):
+        t = trial_5_1(s, i, t, dup_ns=150 * US, new_ns=(300 + 100 * i) * MS, shared=True) + S
+    e = _entry(analyse(s.events), "5.1")
+    assert e["trials_valid"] == 5 and e["shared_ack_trials"] == 5
+    assert e["verdict"]["kind"] == "meaningless"
+    assert "same LSAck" in e["verdict"]["text"]
+    assert e["verdict"]["timer"]["name"] == "delayed-ack"
+    assert e["verdict"]["timer"]["seconds"] == 1.0
+
+
+def test_5_1_some_shared_trials_are_left_out() -> None:
+    s = _log()
+    t = s.t + S
+    for i in range(4):
+        t = trial_5_1(s, i, t, dup_ns=100 * US, new_ns=300 * US) + S
+    t = trial_5_1(s, 4, t, dup_ns=100 * US, new_ns=700 * MS, shared=True)
+    e = _entry(analyse(s.events), "5.1")
+    assert e["figure_ms"]["n"] == 4
+    assert e["figure_ms"]["median"] == pytest.approx(0.2)
+    assert e["verdict"]["kind"] == "measured"
+    assert "1 of 5 trials with a shared LSAck left out" in e["verdict"]["text"]
+
+
+def test_5_1_delayed_ack_near_one_second_is_timer_dominated() -> None:
+    # BIRD: its acks come ~1 s late even for the duplicate (research §4.2: median 1,001 ms).
+    s = _log(quirks=[{"name": "delayed-ack", "period_ms": 1000}])
+    t = s.t + S
+    for i, new in enumerate((995, 1001, 1003, 1000, 998)):
+        t = trial_5_1(s, i, t, dup_ns=200 * US, new_ns=new * MS, new_ack_ns=2 * S) + S
+    e = _entry(analyse(s.events), "5.1")
+    assert e["verdict"]["kind"] == "timer-dominated"
+    assert e["verdict"]["timer"]["name"] == "delayed-ack"
+    assert "within" in e["verdict"]["text"]
+
+
+def test_5_1_missing_kernel_stamp_is_invalid() -> None:
+    s = _log()
+    trial_5_1(s, 0, s.t + S, dup_ns=150 * US, new_ns=400 * US, dup_stamp="user")
+    r = _one(s)
+    assert not r.valid
+    assert r.reason is not None and "kernel transmit stamp" in r.reason
+
+
+def test_5_1_our_retransmission_is_invalid() -> None:
+    s = _log()
+    trial_5_1(s, 0, s.t + S, dup_ns=150 * US, new_ns=400 * US, retransmit=True)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "retransmitted" in r.reason
+
+
+def test_5_1_tester_lag_is_invalid() -> None:
+    s = _log()
+    trial_5_1(s, 0, s.t + S, dup_ns=150 * US, new_ns=4 * MS, gap_ns=LAG_NS + 1)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "tester lag" in r.reason
+
+
+def test_missing_end_mark_and_driver_invalid() -> None:
+    s = _log()
+    t = trial_5_1(s, 0, s.t + S, dup_ns=150 * US, new_ns=400 * US)
+    s.mark.invalid("5.1", 1, "our sender lagged 3 ms", t + 1)  # ignored: no such trial open
+    s.mark.start("5.1", 1, t + 2, lsas=1, dut_rid="x", observer="gen")
+    s.mark.invalid("5.1", 1, "our sender lagged 3 ms", t + 3)
+    s.mark.end("5.1", 1, t + 4)
+    s.mark.start("5.1", 2, t + 5, lsas=1, dut_rid="x", observer="gen")
+    e = _entry(analyse(s.events), "5.1")
+    assert e["trials_total"] == 3 and e["trials_valid"] == 1
+    reasons = [i["reason"] for i in e["invalid"]]
+    assert reasons == [
+        "our sender lagged 3 ms",
+        "the trial has no end mark (the run stopped during it)",
+    ]
+
+
+def test_invalid_trials_never_reach_the_figure() -> None:
+    s = _log()
+    t = trial_5_1(s, 0, s.t + S, dup_ns=100 * US, new_ns=300 * US) + S
+    trial_5_1(s, 1, t, dup_ns=100 * US, new_ns=900 * US, dup_stamp="user")
+    e = _entry(analyse(s.events), "5.1")
+    assert e["figure_ms"]["n"] == 1 and e["figure_ms"]["max"] == pytest.approx(0.2)
+
+
+# -- §5.2 --------------------------------------------------------------------------------------
+
+
+def test_5_2_from_send_stamps() -> None:
+    s = _log()
+    trial_5_2(s, 0, s.t + S, n=100, flood_last_ns=5 * MS, fib_last_ns=20 * MS)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 5 * MS
+    assert r.parts["method"] == 0
+    assert r.counts["lsas"] == 100 and r.counts["lsus"] == 3
+    # 3 LSUs 10 µs apart, the last flooded 5 ms after our last send
+    assert r.counts["span_ns"] == 20 * US + 5 * MS
+    assert r.counts["per_lsa_ns"] == (20 * US + 5 * MS) / 100
+    assert r.counts["sender_bound"] == 0
+    assert r.proxies["fib_last"] == 20 * MS
+    assert r.counts["fib_routes"] == 100
+    assert r.counts["fib_rate_routes_s"] == pytest.approx(100 / 0.020)
+
+
+def test_5_2_with_the_direct_link_is_the_rfc_method() -> None:
+    s = _log()
+    trial_5_2(s, 0, s.t + S, n=80, flood_last_ns=3 * MS, direct_last_ns=200 * US)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.parts["method"] == 1
+    assert r.value_ns == 3 * MS
+
+
+def test_5_2_lsa_lost_on_the_way_is_invalid() -> None:
+    s = _log()
+    trial_5_2(s, 0, s.t + S, n=80, flood_last_ns=3 * MS)
+    # drop the last flooded LSU at the collector
+    last = max((e for e in s.events if e.source == "col"), key=lambda e: e.t_ns)
+    s.events.remove(last)
+    r = _one(s)
+    assert not r.valid and r.reason == "40 of 80 LSAs never reached the collector via the DUT"
+
+
+def test_scaling_rows() -> None:
+    s = _log()
+    t = s.t + S
+    for n, per in ((100, 10), (1000, 8)):
+        for i in range(3):
+            t = trial_5_2(s, i, t, n=n, flood_last_ns=n * per * US, fib_last_ns=n * 20 * US) + S
+    doc = analyse(s.events)
+    rows = {r["lsas"]: r for r in doc["scaling"] if r["id"] == "5.2"}
+    # span = (LSUs - 1) × 10 µs of sending + the flood time after the last send
+    assert rows[100]["per_lsa_us"] == pytest.approx((20 + 100 * 10) / 100)
+    assert rows[1000]["per_lsa_us"] == pytest.approx((240 + 1000 * 8) / 1000)
+    assert rows[1000]["span_median_ms"] == pytest.approx(8.24)
+    assert rows[1000]["sender_bound"] is False
+    assert rows[1000]["fib_rate_routes_s"] == pytest.approx(1000 / 0.020)
+
+
+# -- §5.3 --------------------------------------------------------------------------------------
+
+
+def test_5_3_known_answer_and_pitfalls() -> None:
+    s = _log()
+    trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=3 * MS)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 3 * MS - 200 * US
+    assert r.parts["totalSPFtime"] == 3 * MS and r.proxies["fib"] == 900 * US
+    s = _log()
+    trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=3 * MS, same_lsu=True)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "one LSU" in r.reason
+    s = _log()
+    trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=600 * MS, shared=True)
+    assert _one(s).shared_ack
+
+
+# -- §6.1-6.3 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("proc", ["6.1", "6.2", "6.3"])
+def test_adjacency_known_answer(proc: str) -> None:
+    s = _log()
+    trial_adjacency(s, proc, 0, s.t + S, n=100, hello_ns=300 * MS, ack_ns=1200 * MS, full_ns=4 * MS)
+    r = _one(s)
+    assert r.valid, r.reason
+    # 6.1 starts at carrier up, whose first DUT Hello came 300 ms later; 6.2/6.3 at the Hello.
+    assert r.value_ns == 1200 * MS
+    assert r.proxies["full_at_generator"] == 4 * MS
+    assert r.proxies["dut_router_lsa_at_collector"] == 4 * MS + 200 * US
+    assert r.counts["lsas_sent"] == 100
+    if proc == "6.3":
+        assert r.parts["last_dut_dbd"] == 2 * MS
+
+
+# -- §6.4-6.6 ----------------------------------------------------------------------------------
+
+
+def test_6_4_includes_dead_interval() -> None:
+    s = _log()
+    t = s.t + S
+    for i in range(3):
+        t = trial_6_4(s, i, t, after_dead_ns=(2 + i) * MS) + S
+    e = _entry(analyse(s.events), "6.4")
+    assert e["figure_ms"]["median"] == pytest.approx(4003.0)
+    assert e["proxies_ms"]["minus_dead_interval"]["median"] == pytest.approx(3.0)
+    assert e["verdict"]["kind"] == "includes-timer"
+    assert e["verdict"]["timer"] == {
+        "name": "dead",
+        "seconds": 4.0,
+        "origin": "hello",
+        "text": "RouterDeadInterval (also the Wait timer on broadcast links)",
+    }
+
+
+def test_6_5_and_6_6_known_answers() -> None:
+    s = _log()
+    t = trial_6_5_6(
+        s, "6.5", 0, s.t + S, first_hello_ns=400 * MS, dr_hello_ns=4400 * MS, net_lsa_ns=4403 * MS
+    )
+    trial_6_5_6(
+        s, "6.6", 0, t + S, first_hello_ns=400 * MS, dr_hello_ns=4400 * MS, net_lsa_ns=4403 * MS
+    )
+    index = LogIndex(s.events)
+    r65, r66 = (evaluate(t) for t in index.trials)
+    assert r65.value_ns == 4003 * MS and r65.proxies["minus_dead_interval"] == 3 * MS
+    assert r66.value_ns == 3 * MS
+
+
+# -- §6.7-6.8 ----------------------------------------------------------------------------------
+
+
+def test_6_7_with_data_plane() -> None:
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="x", ns="y")
+    trial_link_down(s, "6.7", 0, s.t + S, lsa_ns=900 * US, loss=(0, 80))
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 900 * US
+    assert r.proxies["fib"] == 1900 * US
+    assert r.dataplane == {
+        "rate_pps": 1000.0,
+        "lost": 80,
+        "first_lost_after_ns": 0,
+        "loss_time_ns": 80 * MS,
+        "window_ns": 80 * MS,
+        "restored": True,
+        "restored_after_ns": 80 * MS,
+    }
+
+
+def test_6_7_not_restored() -> None:
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=500.0, dst="a", src="b", ns="c")
+    t = s.t + S
+    s.mark.start("6.7", 0, t, dut_rid="192.0.2.129", observer="gen", link2="veth-gen2")
+    s.link(t + MS, "down", "carrier")
+    s.probe_loss(t + 2 * MS, 10, 500.0, restored=False)
+    s.lsu("gen", t + 3 * MS, [("1/192.0.2.129/192.0.2.129", 5)], direction="rx", ifname="veth-gen2")
+    s.mark.end("6.7", 0, t + 100 * MS)
+    r = _one(s)
+    assert r.dataplane is not None
+    assert r.dataplane["restored"] is False and r.dataplane["window_ns"] is None
+    assert r.dataplane["loss_time_ns"] == 20 * MS
+
+
+def test_6_8_includes_dead_interval_and_checks_the_stop() -> None:
+    s = _log()
+    trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4000 * MS + 700 * US)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 4000 * MS + 700 * US
+    assert r.proxies["minus_dead_interval"] == 700 * US
+    s = _log()
+    trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4000 * MS, hellos_after=True)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "kept sending Hellos" in r.reason
+
+
+def test_old_router_lsa_does_not_end_6_7() -> None:
+    # The DUT re-floods its *current* router-LSA (same sequence) after the trigger: not new.
+    s = _log()
+    t = s.t + S
+    s.mark.start("6.7", 0, t, dut_rid="192.0.2.129", observer="gen", link2="veth-gen2")
+    key = "1/192.0.2.129/192.0.2.129"
+    s.lsu("gen", t + MS, [(key, 7)], direction="rx", ifname="veth-gen2")
+    s.link(t + 2 * MS, "down", "carrier")
+    s.lsu("gen", t + 3 * MS, [(key, 7)], direction="rx", ifname="veth-gen2")
+    s.lsu("gen", t + 9 * MS, [(key, 8)], direction="rx", ifname="veth-gen2")
+    s.mark.end("6.7", 0, t + 20 * MS)
+    assert _one(s).value_ns == 7 * MS
+
+
+# -- whole runs ---------------------------------------------------------------------------------
+
+
+def test_failed_procedure_is_reported_with_its_reason() -> None:
+    s = _log()
+    s.mark.failed("6.4", "the DUT never became BDR (it stayed DROther)", s.t + S)
+    e = _entry(analyse(s.events), "6.4")
+    assert e["verdict"]["kind"] == "failed"
+    assert "never became BDR" in e["verdict"]["text"]
+    assert e["figure_ms"] is None
+
+
+def test_frr_like_run_covers_all_eleven(tmp_path: Path) -> None:
+    events = frr_like_run(trials=5)
+    path = tmp_path / "run.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in events))
+    doc = analyse(read_events(path))
+    assert {e["id"] for e in doc["procedures"]} == set(PROCEDURES)
+    kinds = {e["id"]: e["verdict"]["kind"] for e in doc["procedures"]}
+    assert kinds["5.3"] == "meaningless"
+    assert kinds["6.4"] == kinds["6.5"] == kinds["6.8"] == "includes-timer"
+    assert kinds["6.2"] == "timer-dominated"
+    assert kinds["6.7"] == "measured"
+    for e in doc["procedures"]:
+        assert e["trials_valid"] == e["trials_total"] == 5, (e["id"], e["invalid"])
+    # the same log, in file order or shuffled, gives the same document
+    assert analyse(reversed(events)) == doc
+
+
+def test_unknown_or_foreign_marks_are_ignored() -> None:
+    s = _log()
+    s.write("lab", "mark", s.t + 1, label="someone else's mark")
+    s.write("lab", "mark", s.t + 2, label="x", bench="other", phase="start", proc="5.1", trial=0)
+    doc = analyse(s.events)
+    assert doc["procedures"] == []
+
+
+def test_5_2_dut_keeping_pace_with_our_sender_is_flagged() -> None:
+    s = _log()
+    # 10 LSUs over 90 µs; the last LSA reaches the collector 5 µs after our last send
+    trial_5_2(s, 0, s.t + S, n=400, flood_last_ns=5 * US)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.counts["sender_bound"] == 1
+    assert r.counts["span_ns"] == 95 * US
+
+
+def test_failure_at_one_lsa_count_leaves_the_others() -> None:
+    s = _log()
+    t = trial_5_2(s, 0, s.t + S, n=100, flood_last_ns=2 * MS) + S
+    s.mark.failed("5.2", "our OSPF speaker did not answer within its timeout", t, lsas=10000)
+    doc = analyse(s.events)
+    assert _entry(doc, "5.2", 100)["verdict"]["kind"] == "measured"
+    e = _entry(doc, "5.2", 10000)
+    assert e["verdict"]["kind"] == "failed" and "did not answer" in e["verdict"]["text"]
+
+
+def test_6_8_needs_full_on_link_1_and_an_end_before_the_restore() -> None:
+    s = _log()
+    t = s.t + S
+    s.nbr("gen", t - 20 * MS, "ExStart")  # the previous heal never reached Full
+    trial_link_down(s, "6.8", 0, t, lsa_ns=4000 * MS)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "was ExStart, not Full" in r.reason
+    s = _log()
+    t = s.t + S
+    s.nbr("gen", t - 20 * MS, "Full")
+    s.link(t + 3000 * MS, "up", "hellos")  # we resumed Hellos before the DUT reacted
+    trial_link_down(s, "6.8", 0, t, lsa_ns=4000 * MS)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "after link 1 was restored" in r.reason

@@ -1,0 +1,125 @@
+"""DUT adapters without running them: rendered configs, timer profiles, quirks, clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+from twamp.lab.dut import (
+    PROFILES,
+    BirdDut,
+    DutPort,
+    FrrDut,
+    external_dut,
+)
+from twamp.lab.errors import LabError, check_root, need_program
+
+PORTS = [DutPort("eth-gen", "192.0.2.1/30"), DutPort("eth-col", "198.51.100.1/30")]
+
+
+def _frr(profile_name: str, tmp_path: Path) -> FrrDut:
+    require(os.access("/usr/lib/frr/ospfd", os.X_OK), "FRR is not installed (apt-get install frr)")
+    return FrrDut(
+        router_id="192.0.2.129",
+        ports=PORTS,
+        profile=PROFILES[profile_name],
+        ns="twol-unit-dut",
+        state_dir=tmp_path,
+        stubs=["192.0.2.129/32"],
+    )
+
+
+def _bird(profile_name: str, tmp_path: Path) -> BirdDut:
+    require(shutil.which("bird") is not None, "BIRD 2 is not installed (apt-get install bird2)")
+    return BirdDut(
+        router_id="192.0.2.129",
+        ports=PORTS,
+        profile=PROFILES[profile_name],
+        ns="twol-unit-dut",
+        state_dir=tmp_path,
+    )
+
+
+def test_frr_tuned_renders_the_notes_config(tmp_path: Path) -> None:
+    text = _frr("tuned", tmp_path).render()
+    lines = text.splitlines()
+    for expected in [
+        "log timestamp precision 6",
+        "no zebra nexthop kernel enable",
+        "zebra work-queue 0",
+        "interface eth-gen",
+        " ip ospf network point-to-point",
+        " ip ospf hello-interval 1",
+        " ip ospf dead-interval 4",
+        " ip ospf retransmit-interval 5",
+        " ospf router-id 192.0.2.129",
+        " network 192.0.2.0/30 area 0",
+        " network 198.51.100.0/30 area 0",
+        " network 192.0.2.129/32 area 0",
+        " timers throttle spf 0 50 5000",
+        " timers throttle lsa all 0",
+        " timers lsa min-arrival 0",
+    ]:
+        assert expected in lines, expected
+    assert f"log file {tmp_path / 'frr.log'} debugging" in lines
+
+
+def test_frr_defaults_render_no_timers(tmp_path: Path) -> None:
+    text = _frr("defaults", tmp_path).render()
+    for absent in ("hello-interval", "dead-interval", "throttle", "min-arrival", "work-queue"):
+        assert absent not in text
+    assert "no zebra nexthop kernel enable" not in text
+
+
+def test_profile_replace_and_quirks_quote_configured_values(tmp_path: Path) -> None:
+    prof = PROFILES["defaults"].replace(hello_s=1, dead_s=4, retransmit_s=2)
+    assert prof.name.startswith("defaults+") and prof.hello_s == 1
+    dut = _frr("defaults", tmp_path)
+    dut.profile = prof
+    q = {x.name: x for x in dut.quirks()}
+    assert q["lsr-stall"].value_ms == 2000.0 and q["lsr-stall"].configurable
+    assert q["delayed-ack"].value_ms == 1000.0 and not q["delayed-ack"].configurable
+    assert q["ase-timer"].value_ms == 1000.0
+    assert q["zebra-work-queue"].value_ms == 10.0  # FRR's default when not configured
+    assert " ip ospf hello-interval 1" in dut.render().splitlines()
+
+
+def test_rfc_profile_values() -> None:
+    rfc = PROFILES["rfc"]
+    assert (rfc.hello_s, rfc.dead_s, rfc.retransmit_s, rfc.transmit_delay_s) == (10, 40, 5, 1)
+    assert (rfc.lsa_throttle_ms, rfc.min_arrival_ms) == (5000, 1000)
+
+
+def test_bird_renders_tick_and_interfaces(tmp_path: Path) -> None:
+    dut = _bird("tuned", tmp_path)
+    text = dut.render()
+    assert "router id 192.0.2.129;" in text
+    assert "  tick 1;" in text
+    assert 'interface "eth-gen" { type ptp; hello 1; dead 4; retransmit 5; };' in text
+    assert 'interface "lo" { stub yes; };' in text
+    assert {q.name: q.value_ms for q in dut.quirks()}["tick"] == 1000.0
+
+
+def test_external_creates_nothing() -> None:
+    dut = external_dut("10.0.0.1", [DutPort("eth1", "192.0.2.2/30")])
+    dut.start()
+    dut.wait_ready()
+    assert dut.alive() and dut.neighbors() == {} and dut.stop() == []
+    assert dut.log_path is None and dut.quirks()[0].name == "unknown-timers"
+
+
+def test_missing_program_is_one_sentence() -> None:
+    with pytest.raises(
+        LabError, match=r"twol-no-such-daemon is not installed: .*apt-get install x"
+    ):
+        need_program("twol-no-such-daemon", "x")
+
+
+def test_not_root_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="needs root"):
+        check_root()
