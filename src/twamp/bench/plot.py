@@ -119,6 +119,17 @@ def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str)
             alpha=0.45,
             markersize=size,
         )
+    for x, fig in (*pts, *mix):
+        if fig.get("disturbed"):
+            ax_pps.annotate(
+                "*",
+                (x, fig["pps"]["median"]),
+                textcoords="offset points",
+                xytext=(5, 2),
+                color=colour,
+                fontsize="large",
+                fontweight="bold",
+            )
     for ax, k in ((ax_pps, 1), (ax_bits, 2)):
         if bounds:
             ax.plot(
@@ -156,7 +167,13 @@ def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> Non
     ax_pps.set_yscale("log")
     ax_pps.set_xlabel("UDP payload (octets)")
     ax_pps.set_ylabel("zero-loss rate (packets/s, log)")
-    ax_pps.set_title("throughput: median, bars min-max over runs")
+    disturbed = any(
+        (size["throughput"].get("zero_loss") or {}).get("disturbed")
+        for t in _targets(doc)
+        for size in t["sizes"]
+    )
+    note = "\n* measured while other processes took over 0.3 cores: may be low" if disturbed else ""
+    ax_pps.set_title("throughput: median, bars min-max over runs" + note)
     ax_bits.set_xlabel("UDP payload (octets)")
     ax_bits.set_ylabel("Mbit/s at the zero-loss rate")
     ax_bits.set_title("bit rate: L1 = Ethernet frames + preamble + gap; payload = UDP data")
