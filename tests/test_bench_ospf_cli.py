@@ -101,3 +101,25 @@ def test_run_mistakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     code, _, err = _run("ospf", "--tests", "5.1")
     assert code == 2 and "needs root" in err and "Traceback" not in err
+
+
+def test_default_trials_per_procedure() -> None:
+    """Five valid trials by default, three where every trial waits out a dead interval or
+    restarts the DUT; --trials N overrides all of them; --help says so."""
+    from twamp.bench.ospf.drivers import RunSettings
+
+    default = RunSettings()
+    assert default.trials_for(["5.1"]) == 5 and default.trials_for(["6.7"]) == 5
+    assert default.trials_for(["6.4"]) == 3 and default.trials_for(["6.8"]) == 3
+    assert default.trials_for(["6.5", "6.6"]) == 3
+    assert RunSettings(trials=7).trials_for(["6.8"]) == 7
+    code, out, _ = _run("ospf", "--help")
+    assert code == 0 and "3 for 6.4" in " ".join(out.split())
+
+
+def test_report_states_trials_asked() -> None:
+    from twamp.bench.ospf.report import _header
+
+    doc = {"conditions": {"settings": {"trials": None, "trials_per_procedure": {
+        "5.1": 5, "6.4": 3, "6.8": 3}}}}  # fmt: skip
+    assert "valid trials asked: 3 for 6.4, 6.8; 5 for 5.1 (defaults)" in _header(doc)

@@ -144,10 +144,10 @@ def _outputs(func: Any) -> Any:
 @click.option(
     "--trials",
     type=click.IntRange(1, 100),
-    default=5,
-    show_default=True,
+    default=None,
     help="Valid trials per figure (invalid ones are repeated: at most twice as many "
-    "attempts, and at least four more).",
+    "attempts, and at least four more). Default: 5, and 3 for 6.4, 6.5/6.6 and 6.8, whose "
+    "every trial waits out the DUT's dead interval or restarts it.",
 )
 @click.option(
     "--lsas",

@@ -171,6 +171,16 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
     lines.append(f"kernel {c.get('kernel') or '?'}, {c.get('nproc') or '?'} CPUs, {pin_text}")
     if c.get("command_line"):
         lines.append(f"command: {c['command_line']}")
+    per = (c.get("settings") or {}).get("trials_per_procedure") or {}
+    if per:
+        by_count: dict[int, list[str]] = {}
+        for proc, n in per.items():
+            by_count.setdefault(int(n), []).append(str(proc))
+        lines.append(
+            "valid trials asked: "
+            + "; ".join(f"{n} for {', '.join(ps)}" for n, ps in sorted(by_count.items()))
+            + (" (--trials)" if (c.get("settings") or {}).get("trials") else " (defaults)")
+        )
     if doc.get("timers"):
         lines.append(
             "timers: "
