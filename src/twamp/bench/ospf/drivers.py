@@ -4,9 +4,11 @@ Every procedure runs in a *session*: a lab topology (`twamp.lab.Lab`), the DUT s
 (`twamp.lab.dut`), our emulated routers on raw sockets (`twamp.ospf.io.Speaker`), the FIB
 watcher and, where routes to the probe's target change, the TWAMP data-plane probe. Sessions:
 
-* T1 (generator and collector, no link between them): 5.1, 5.2, 5.3, 6.1, 6.2;
-* T2 (the collector also linked to the generator, and flooding): 6.3;
-* T3 (DUT, R1, R2 on one bridge, broadcast): 6.4, 6.5 and 6.6 (one trial gives both);
+* T1 (generator and collector, no link between them): 5.1, 5.2, 5.3, 6.1, 6.2, with the probe
+  (6.1/6.2 remove and reinstall its route; 5.x change routes off its path);
+* T2 (the collector also linked to the generator, and flooding): 6.3 (no probe:
+  `analysis.DATAPLANE_NOTES` says why);
+* T3 (DUT, R1, R2 on one bridge, broadcast): 6.4, 6.5 and 6.6 (one trial gives both; no probe);
 * T4 (two links DUT–generator, and the collector): 6.7, 6.8, with the probe.
 
 A driver only *acts* and writes marks (`trials.Marker`); it never times anything. After each
@@ -466,9 +468,10 @@ def _setup_t1(s: Session) -> None:
     s.wait_full("gen", s.lab.dut_rid)
     s.wait_full("col", s.lab.dut_rid)
     gen.originate([_A, _C])
-    gen.call(lambda r, now: r.set_extra_links([_spf_stub(10)], now))
-    col.call(lambda r, now: r.set_extra_links([_probe_stub()], now))
-    _settle(gen)
+    # The probe runs through every T1 procedure: 6.1/6.2 remove and reinstall the DUT's OSPF
+    # route to the probe's source; 5.1-5.3 change routes off the probe path, which the
+    # stream then shows undisturbed (the report says why).
+    _start_probe(s, gen, col, [_spf_stub(10)])
 
 
 SPF_STUB = "198.18.254.0"
@@ -588,7 +591,8 @@ def _drive_5_3(s: Session) -> None:
         cost = 20 if i % 2 == 0 else 10
 
         def pair(r: EmulatedRouter, now: int) -> list[Any]:
-            ev = r.set_extra_links([_spf_stub(cost)], now)
+            # The probe's source stays in the router-LSA: only the SPF stub's cost changes.
+            ev = r.set_extra_links([_spf_stub(cost), _probe_src_stub()], now)
             _dups(r, [_C.key], now)
             return ev
 
@@ -840,26 +844,40 @@ def _setup_t4(s: Session) -> None:
     col = s.add("col", COL_RID, [("col", "eth-dut", "198.51.100.2/30")])
     s.wait_full("gen", s.lab.dut_rid)
     s.wait_full("col", s.lab.dut_rid)
-    # The probe: from gen's loopback (announced by gen) to 203.0.113.77 (announced by col), so
-    # the DUT's route back to gen moves from link 1 to link 2 when link 1 fails.
-    src = "198.18.255.1"
+    # The DUT's route back to gen moves from link 1 to link 2 when link 1 fails.
     with contextlib.suppress(Exception):
+        s.lab.ipr("gen").route("replace", dst="203.0.113.0/24", gateway="192.0.2.5", priority=200)
+    _start_probe(s, gen, col, [])
+
+
+PROBE_SRC = "198.18.255.1"  # outside every LSA block the procedures inject (198.18.0-171.x)
+
+
+def _probe_src_stub() -> RouterLink:
+    return RouterLink(IPv4Address(PROBE_SRC), IPv4Address("255.255.255.255"), LinkType.STUB, 1)
+
+
+def _start_probe(
+    s: Session, gen: RouterHandle, col: RouterHandle, gen_links: list[RouterLink]
+) -> None:
+    """The data-plane probe from gen's loopback to 203.0.113.77 on col's. Both /32s are known
+    to the DUT *only through OSPF* (stubs in our router-LSAs), never as connected routes: the
+    DUT forwards the stream exactly while its OSPF routes to both ends are installed, so every
+    event that removes or installs them shows as packets lost and restored."""
+    with contextlib.suppress(Exception):  # exists already (a second session in this lab)
         ipr = s.lab.ipr("gen")
-        ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=src, prefixlen=32)
-        ipr.route("replace", dst="203.0.113.0/24", gateway="192.0.2.5", priority=200)
+        ipr.addr("add", index=ipr.link_lookup(ifname="lo")[0], address=PROBE_SRC, prefixlen=32)
+    with contextlib.suppress(Exception):
         s.lab.ipr("col").route("replace", dst="198.18.255.0/24", gateway="198.51.100.1")
-    gen.call(
-        lambda r, now: r.set_extra_links(
-            [RouterLink(IPv4Address(src), IPv4Address("255.255.255.255"), LinkType.STUB, 1)], now
-        )
-    )
+    links = [*gen_links, _probe_src_stub()]
+    gen.call(lambda r, now: r.set_extra_links(links, now))
     col.call(lambda r, now: r.set_extra_links([_probe_stub()], now))
     _settle(gen)
-    time.sleep(1.0)
+    time.sleep(1.0)  # the DUT's SPF and FIB install of both /32s
     s.probe = Probe(
         s.log,
         src_ns=s.lab.ns("gen"),
-        src=src,
+        src=PROBE_SRC,
         dst_ns=s.lab.ns("col"),
         dst=PROBE_TARGET,
         rate_pps=int(s.settings.rate_pps),

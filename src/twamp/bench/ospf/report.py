@@ -16,6 +16,7 @@ JSON document (``--json``; schema ``twamp-bench-ospf/1``)
     ``figure_ms`` (``{min, median, p90, max, n}`` of the RFC's figure, or null),
     ``parts_ms`` / ``proxies_ms`` (name -> the same statistics; ``proxy_text`` says what each
     proxy is), ``counts`` (LSAs, LSUs, octets, rates: ``{min, median, max}``),
+    ``dataplane_note`` (why the probe shows no loss or did not run, in words),
     ``dataplane`` (``window_ms``, ``loss_time_ms``, ``restored_after_ms`` statistics,
     ``lost_packets``, ``not_restored``, ``rate_pps``; null without a probe),
     ``verdict`` (``{kind, text, timer}``; kind one of ``measured``, ``timer-dominated``,
@@ -102,11 +103,11 @@ def _verdict_cell(entry: Mapping[str, Any]) -> str:
 def _dp_cell(entry: Mapping[str, Any]) -> str:
     dp = entry.get("dataplane")
     if not dp:
-        return "-"
+        return "no probe (see notes)" if entry.get("dataplane_note") else "no probe data"
     w = dp.get("window_ms")
     lost = dp.get("lost_packets") or {}
     if not lost.get("max"):
-        return "no loss"
+        return "no loss (off path)" if entry.get("dataplane_note") else "no loss"
     text = f"{fmt_ms(w['median'])} (max {fmt_ms(w['max'])})" if w else "?"
     text += f", {lost['median']:g}-{lost['max']:g} pkts"
     if dp.get("not_restored"):
@@ -213,6 +214,8 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                 f"    data plane: traffic restored {fmt_ms(st['median'])} ms after the start "
                 f"event (median), {dp.get('rate_pps') or '?'} pps offered"
             )
+        if e.get("dataplane_note"):
+            out.append(f"    data plane: {e['dataplane_note']}")
         reasons = sorted({i["reason"] for i in e["invalid"]})
         if reasons:
             out.append(f"    {len(e['invalid'])} invalid trial(s), repeated: " + "; ".join(reasons))

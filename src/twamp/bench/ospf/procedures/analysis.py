@@ -185,10 +185,31 @@ def _entry(
         "proxy_text": dict(proc.proxies),
         "counts": _counts(counted),
         "dataplane": _dataplane(counted),
+        "dataplane_note": DATAPLANE_NOTES.get(proc.id),
         "verdict": verdict.to_json(),
         "precision": precision_text(proc.id, nproc),
         "trials": [r.to_json() for r in results],
     }
+
+
+# Why a procedure's data-plane view shows no loss or has no probe at all, in words (issue 9:
+# a data-plane figure for every event that changes routes, or the reason there is none). The
+# probe runs gen → DUT → collector between two /32s the DUT learns only through OSPF (T1, T4).
+DATAPLANE_NOTES: dict[str, str] = {
+    "5.1": "the new AS-external-LSA is a 198.18.0.x/32 off the probe path: the stream through "
+    "the DUT must not (and should not) notice it",
+    "5.2": "the burst of AS-external-LSAs covers 198.18.3.x-121.x, not the probe's /32s: the "
+    "stream shows whether installing them disturbs forwarding",
+    "5.3": "the SPF trigger changes the cost of 198.18.254.0/24, not the probe path: the stream "
+    "shows whether the SPF run disturbs forwarding",
+    "6.3": "no probe: in T2 the DUT's route to the generator goes through the collector, an "
+    "emulated router whose namespace does not forward, so the stream would show our lab, not "
+    "the DUT",
+    "6.4": "no probe: T3 is one broadcast LAN with no network behind the DUT to send through; "
+    "the routes that change are the LAN's own (network-LSA), which no stream crosses",
+    "6.5": "no probe: T3 is one broadcast LAN with no network behind the DUT to send through",
+    "6.6": "no probe: T3 is one broadcast LAN with no network behind the DUT to send through",
+}
 
 
 def _scaling(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
