@@ -124,16 +124,18 @@ def _outputs(func: Any) -> Any:
     default="frr",
     show_default=True,
     help="The device under test: FRR or BIRD started in the lab's "
-    "namespace, or an external router on --interface (external: not implemented yet, "
-    "the run stops with a message).",
+    "namespace, or an external router on --interface (external: 5.1 and 5.3, and 5.2 with a "
+    "second --interface; the other procedures are reported as not run, with the reason).",
 )
 @click.option(
     "--interface",
     "interfaces",
     metavar="IFNAME",
     multiple=True,
-    help="--dut external: our interface towards the router (repeat for the second "
-    "link of 6.7/6.8 and the collector's link).",
+    help="--dut external: our port towards the router, in this namespace, with its IPv4 "
+    "address already on it (the generator); repeat once for the collector's port. The tool "
+    "creates and changes nothing there: it only speaks OSPF (area 0, point-to-point, the "
+    "--timers profile's hello/dead, which the router must match) and sends test packets.",
 )
 @click.option(
     "--tests",

@@ -32,7 +32,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from ...lab.dut import PROFILES, Dut, TimerProfile, make_dut
+from ...lab.dut import PROFILES, Dut, DutPort, ExternalDut, TimerProfile, make_dut
 from ...lab.errors import LabError, check_root
 from ...lab.observers import FibWatcher, Probe
 from ...lab.topology import PROBE_TARGET, Lab
@@ -184,6 +184,9 @@ class Session:
         self.current_lsas: int | None = None
         self.hello_s = profile.hello_s or 10
         self.dead_s = profile.dead_s or 40
+        # The devices our generator and collector speak on (the lab's, or the user's, external)
+        self.gen_if = "eth-dut"
+        self.col_if = "eth-dut"
 
     # ---- set-up ------------------------------------------------------------------------------
     def open(self) -> Session:
@@ -345,10 +348,7 @@ def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None
     except LabError as exc:
         raise BenchAborted(str(exc)) from None
     if settings.dut == "external":
-        raise BenchAborted(
-            "--dut external is not implemented by the drivers yet: the lab's external adapter "
-            "exists, but the procedures' wiring for real ports does not"
-        )
+        _check_external(settings.interfaces)
     profile = PROFILES[settings.profile]
     saved = os.sched_getaffinity(0)
     tester_cpus = _pin_tester(settings.pin)
@@ -392,6 +392,9 @@ def _run(
             "rate_pps": settings.rate_pps,
         }
         marker.conditions(cond)
+        if settings.dut == "external":
+            _external(settings, log, marker, profile, progress)
+            return
         for topology, procs in SESSIONS:
             wanted = [p for p in procs if p in settings.tests]
             if topology == "T3" and "6.6" in settings.tests and "6.5" not in wanted:
@@ -521,12 +524,13 @@ def _seq_of(r: EmulatedRouter, key: Any) -> int:
 
 def _dups(r: EmulatedRouter, keys: Sequence[Any], now: int) -> list[Any]:
     assert isinstance(r, BenchRouter)
-    return r.send_duplicates(keys, "eth-dut", now)
+    # The generator has one interface towards the DUT in the sessions that send duplicates.
+    return r.send_duplicates(keys, r.interface_names[0], now)
 
 
 def _drive_5_1(s: Session) -> None:
     gen = s.routers["gen"]
-    par = {"5.1": {"observer": "gen", "ifname": "eth-dut", "collector": "col"}}
+    par = {"5.1": {"observer": "gen", "ifname": s.gen_if, "collector": "col"}}
 
     def trial(i: int) -> None:
         s.marker.step("5.1", i, "dup", key=_key(_A), seq=_seq(gen, _A))
@@ -555,8 +559,8 @@ def _drive_5_2(s: Session) -> None:
     previous burst is flushed first and the prefix block rotates over three), so every trial
     also installs N routes: the FIB proxy and the install rate of the scaling rows."""
     gen = s.routers["gen"]
-    par = {"5.2": {"observer": "col", "generator": "gen", "ifname": "eth-dut",
-                   "col_ifname": "eth-dut"}}  # fmt: skip
+    par = {"5.2": {"observer": "col", "generator": "gen", "ifname": s.gen_if,
+                   "col_ifname": s.col_if}}  # fmt: skip
     for n in s.settings.lsas:
         previous: list[LsaSpec] = []
 
@@ -581,7 +585,7 @@ def _drive_5_2(s: Session) -> None:
 
 def _drive_5_3(s: Session) -> None:
     gen = s.routers["gen"]
-    par = {"5.3": {"observer": "gen", "ifname": "eth-dut"}}
+    par = {"5.3": {"observer": "gen", "ifname": s.gen_if}}
     gen_key = lsa_key(1, GEN_RID, GEN_RID)
 
     def trial(i: int) -> None:
@@ -959,6 +963,152 @@ def _drive_6_8(s: Session) -> None:
         gen.start_hellos("eth-dut")
 
     _link_down_trials(s, "6.8", fail, heal)
+
+
+# ---- --dut external: a real router on the user's interfaces ------------------------------------
+
+# Why a procedure cannot run against an external router: the tool creates nothing on the user's
+# interfaces and changes nothing on them or on the router; it only speaks OSPF and sends test
+# traffic there (issue 8 item 5).
+EXTERNAL_NOT_RUN: dict[str, str] = {
+    "6.1": "not run on --dut external: it takes the carrier of your interface down and up, "
+    "which this mode never does",
+    "6.2": "not run on --dut external: it disables and re-enables OSPF on the router's "
+    "interface, which only the router's operator can do",
+    "6.3": "not run on --dut external: it needs topology T2 (a generator-collector link "
+    "beside the router), which named interfaces cannot give",
+    "6.4": "not run on --dut external: it needs a broadcast LAN of two emulated routers and a "
+    "restart of the router",
+    "6.5": "not run on --dut external: it restarts the router on a broadcast LAN",
+    "6.6": "not run on --dut external: it restarts the router on a broadcast LAN",
+    "6.7": "not run on --dut external: it needs two links to the router and a carrier loss on "
+    "one of your interfaces",
+    "6.8": "not run on --dut external: it needs two links from the generator to the router",
+}
+NO_COLLECTOR = "not run on --dut external with one --interface: it needs the collector (name a "
+NO_COLLECTOR += "second --interface, towards the router)"
+
+
+class ExternalLab:
+    """What a `Session` asks of its lab, for the user's interfaces in our own namespace: no
+    namespace, nothing created, nothing removed. The router's ID is learned from its Hellos."""
+
+    topology = "external"
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.dut_rid = "0.0.0.0"
+
+    def ns(self, role: str) -> None:
+        return None
+
+    def up(self) -> None:
+        return None
+
+    def down(self) -> None:
+        return None
+
+
+def _check_external(interfaces: Sequence[str]) -> None:
+    if not 1 <= len(interfaces) <= 2:
+        raise BenchAborted(
+            "--dut external takes one --interface (the generator's) or two (generator, "
+            f"collector), not {len(interfaces)}"
+        )
+    if len(set(interfaces)) != len(interfaces):
+        raise BenchAborted("--dut external: the generator and collector need two different ports")
+    for ifname in interfaces:
+        _ipv4_of(ifname)
+
+
+def _ipv4_of(ifname: str) -> str:
+    """The first IPv4 address with prefix already on `ifname` in our namespace (never set)."""
+    from pyroute2 import IPRoute  # why: only a real run needs netlink (see cli)
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise BenchAborted(f"--interface {ifname}: no such network interface here")
+        for msg in ipr.get_addr(index=idx[0], family=2):
+            return f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}"
+    raise BenchAborted(
+        f"--interface {ifname} has no IPv4 address: give it the address of its link to the "
+        "router first (the tool changes nothing on it)"
+    )
+
+
+def _external(
+    settings: RunSettings,
+    log: EventLog,
+    marker: Marker,
+    profile: TimerProfile,
+    progress: Progress,
+) -> None:
+    """5.1 and 5.3 (and 5.2 with a collector) against the router on the named interfaces; the
+    rest are marked not run, each with its reason."""
+    ifs = settings.interfaces
+    runnable = ["5.1", "5.3", *(["5.2"] if len(ifs) > 1 else [])]
+    for p in settings.tests:
+        if p not in runnable:
+            marker.failed(p, EXTERNAL_NOT_RUN.get(p, NO_COLLECTOR))
+    wanted = [p for p in PROCEDURES if p in settings.tests and p in runnable]
+    if not wanted:
+        return
+    s = Session("T1", settings, log, marker, profile, progress)
+    s.lab = ExternalLab(log)  # type: ignore[assignment]
+    s.gen_if = ifs[0]
+    s.col_if = ifs[-1]
+    ports = [DutPort(i, _ipv4_of(i)) for i in ifs]
+    s.dut = ExternalDut(
+        router_id="0.0.0.0", ports=ports, profile=profile, ns=None, state_dir=Path("."), log=log
+    )
+    try:
+        s.dut.start()  # records the config event; starts nothing
+        s.speaker = Speaker(log, router_factory=BenchRouter).start()
+        progress(f"waiting for the router on {', '.join(ifs)}")
+        gen = s.add("gen", GEN_RID, [("gen", ifs[0], _ipv4_of(ifs[0]))])
+        col = s.add("col", COL_RID, [("col", ifs[1], _ipv4_of(ifs[1]))]) if len(ifs) > 1 else None
+        try:
+            s.lab.dut_rid = _wait_external_full(s, gen, ifs[0])
+            if col is not None:
+                s.wait_full("col", s.lab.dut_rid)
+            gen.originate([_A, _C])
+            gen.call(lambda r, now: r.set_extra_links([_spf_stub(10)], now))
+            _settle(gen)
+        except TrialFailed as exc:
+            for p in wanted:
+                marker.failed(p, str(exc))
+            return
+        for proc in wanted:
+            s.current_lsas = None
+            try:
+                _PROCS[proc](s)
+            except (TrialFailed, TimeoutError) as exc:
+                marker.failed(proc, str(exc) or "our speaker timed out", lsas=s.current_lsas)
+    finally:
+        progress("closing our sockets (nothing else to tear down)")
+        s.close()
+
+
+def _wait_external_full(s: Session, gen: RouterHandle, ifname: str) -> str:
+    """The router's ID, once our generator is Full with it (learned from its Hellos)."""
+    t = 3 * s.dead_s + 10
+
+    def full(r: EmulatedRouter) -> bool:
+        return any(nb.state == NeighborState.FULL for nb in r.neighbors(ifname))
+
+    if not gen.wait_for(full, t):
+        raise TrialFailed(
+            f"no adjacency reached Full on {ifname} within {t:.0f} s: check the router's OSPF "
+            f"on that link (area 0, point-to-point, hello {s.hello_s} s / dead {s.dead_s} s as "
+            "--timers gives, MTU)"
+        )
+    rids = gen.call(
+        lambda r, now: [
+            str(nb.router_id) for nb in r.neighbors(ifname) if nb.state == NeighborState.FULL
+        ]
+    )
+    return str(rids[0])
 
 
 _PROCS: dict[str, Callable[[Session], None]] = {

@@ -248,6 +248,8 @@ def judge(
 ) -> Verdict:
     """The verdict on one figure over its valid trials (module docstring)."""
     if failed:
+        if failed.startswith("not run"):  # the setup cannot drive it (--dut external): not the DUT
+            return Verdict("failed", failed)
         return Verdict("failed", f"the DUT did not reach the state this procedure needs: {failed}")
     if valid == 0:
         why = "; ".join(sorted(set(invalid_reasons))) or "no trial ran"

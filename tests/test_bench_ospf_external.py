@@ -1,0 +1,114 @@
+"""`twamp-bench ospf --dut external` against a stand-in "real router", as root.
+
+The test builds what a user would have: a router (FRR, started in a namespace of its own by the
+project's FRR adapter, configured by us, not by the tool) linked by veth pairs to a tester
+namespace whose ports already carry their addresses. It then runs the external mode *inside*
+the tester namespace (`ip netns exec`, a subprocess) naming those ports, and checks that the
+adjacency forms, 5.1 and 5.3 give valid figures, the procedures the mode cannot run are
+reported with a reason, and nothing was created, deleted or changed on the named ports.
+Namespaces and veths are prefixed ``twox<pid>`` and removed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import require
+from twamp.lab import netns
+from twamp.lab.dut import PROFILES, DutPort, FrrDut
+
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(360)]
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+def _port_state(ns: str, ifname: str) -> dict[str, Any]:
+    """What the tool must leave alone: the port's index, flags, MTU and addresses, and the
+    namespace's list of links."""
+    link = json.loads(_ip("-n", ns, "-j", "link", "show", "dev", ifname))[0]
+    addrs = json.loads(_ip("-n", ns, "-j", "addr", "show", "dev", ifname))[0]["addr_info"]
+    links = sorted(x["ifname"] for x in json.loads(_ip("-n", ns, "-j", "link", "show")))
+    return {
+        "ifindex": link["ifindex"],
+        "flags": sorted(link["flags"]),
+        "mtu": link["mtu"],
+        "addrs": sorted((a["family"], a["local"], a["prefixlen"]) for a in addrs),
+        "links": links,
+    }
+
+
+@pytest.fixture()
+def stand_in(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
+    require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
+    tag = f"twox{os.getpid() % 10000}"
+    rtr, tst = f"{tag}-rtr", f"{tag}-tst"
+    ports = [f"{tag}g", f"{tag}c"]
+    plan = [(ports[0], "eth-g", "192.0.2.2/30", "192.0.2.1/30"),
+            (ports[1], "eth-c", "198.51.100.2/30", "198.51.100.1/30")]  # fmt: skip
+    dut: FrrDut | None = None
+    try:
+        for ns in (rtr, tst):
+            netns.create(ns)
+        _ip("-n", rtr, "link", "set", "lo", "up")
+        _ip("-n", tst, "link", "set", "lo", "up")
+        for ours, theirs, our_addr, their_addr in plan:
+            _ip("-n", tst, "link", "add", ours, "type", "veth", "peer", "name", theirs,
+                "netns", rtr)  # fmt: skip
+            _ip("-n", tst, "addr", "add", our_addr, "dev", ours)
+            _ip("-n", rtr, "addr", "add", their_addr, "dev", theirs)
+            _ip("-n", tst, "link", "set", ours, "up")
+            _ip("-n", rtr, "link", "set", theirs, "up")
+        _ip("-n", rtr, "addr", "add", "192.0.2.129/32", "dev", "lo")
+        dut = FrrDut(
+            router_id="192.0.2.129",
+            ports=[DutPort("eth-g", "192.0.2.1/30"), DutPort("eth-c", "198.51.100.1/30")],
+            profile=PROFILES["tuned"],
+            ns=rtr,
+            state_dir=tmp_path / "frr",
+            stubs=["192.0.2.129/32"],
+        )
+        dut.start()
+        dut.wait_ready()
+        yield tst, ports
+    finally:
+        if dut is not None:
+            dut.stop()
+        for ns in (tst, rtr):
+            netns.remove(ns)
+
+
+def test_external_mode_on_named_ports(stand_in: tuple[str, list[str]], tmp_path: Path) -> None:
+    tst, ports = stand_in
+    before = {p: _port_state(tst, p) for p in ports}
+    out = tmp_path / "run.json"
+    cmd = ["ip", "netns", "exec", tst, sys.executable, "-m", "twamp.cli.bench", "ospf",
+           "--dut", "external", "--interface", ports[0], "--interface", ports[1],
+           "--tests", "5.1,5.2,5.3,6.1,6.8", "--trials", "2", "--json", str(out),
+           "--log", str(tmp_path / "run.jsonl")]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text())
+    by_id = {e["id"]: e for e in doc["procedures"]}
+    for proc in ("5.1", "5.2", "5.3"):
+        assert by_id[proc]["trials_valid"] >= 1, (proc, by_id[proc]["invalid"], by_id[proc])
+        assert by_id[proc]["figure_ms"] is not None
+    # The adjacency: our generator reached Full with the stand-in's router ID.
+    log = (tmp_path / "run.jsonl").read_text()
+    assert '"192.0.2.129"' in log and "Full" in log
+    for proc in ("6.1", "6.8"):
+        assert by_id[proc]["failed"], by_id[proc]
+        assert "--dut external" in json.dumps(by_id[proc]["failed"])
+        assert by_id[proc]["verdict"]["text"].startswith("not run"), by_id[proc]["verdict"]
+    after = {p: _port_state(tst, p) for p in ports}
+    assert after == before
