@@ -775,11 +775,21 @@ def _network_lsas(r: EmulatedRouter, dut: IPv4Address) -> set[tuple[str, int]]:
     }
 
 
-def _wait_network_lsa(s: Session, h: RouterHandle, timeout: float = 12.0) -> None:
-    """Keep the trial open until the DUT's network-LSA reached `h` (BIRD paces it by its
-    MinLSInterval of 5 s); the analysis finds the packet, this only waits for it."""
+def _network_lsa_snapshot(s: Session, h: RouterHandle) -> set[tuple[str, int]]:
     dut = IPv4Address(s.lab.dut_rid)
-    before = h.call(lambda r, now: _network_lsas(r, dut))
+    return set(h.call(lambda r, now: _network_lsas(r, dut)))
+
+
+def _wait_network_lsa(
+    s: Session, h: RouterHandle, before: set[tuple[str, int]], timeout: float = 12.0
+) -> None:
+    """Keep the trial open until a DUT network-LSA not in `before` reached `h` (BIRD paces it
+    by its MinLSInterval of 5 s); the analysis finds the packet, this only waits for it.
+
+    `before` is taken *before the trial's event*: taken here, after the DUT had already sent
+    its network-LSA (FRR does so within milliseconds of Full), it held that LSA, and the wait
+    ran its whole timeout every trial (12 s of each 6.4 and 6.5 trial, until this fix)."""
+    dut = IPv4Address(s.lab.dut_rid)
     h.wait_for(lambda r: bool(_network_lsas(r, dut) - before), timeout)
     time.sleep(0.2)
 
@@ -802,11 +812,12 @@ def _drive_6_4(s: Session) -> None:
             if time.monotonic() > deadline:
                 raise TrialFailed(f"the DUT did not become BDR under R1 (DR/BDR {roles()})")
             time.sleep(0.2)
+        before = _network_lsa_snapshot(s, r2)
         r1.stop_hellos("eth-lan")
         s.marker.step("6.4", i, "stop-hellos")  # the speaker logged `link down how=hellos`
         if not r2.wait_for(lambda r: str(r.dr("eth-lan")) == DUT_LAN, s.dead_s + 5):
             raise TrialFailed("the DUT never took over as DR after R1 went silent")
-        _wait_network_lsa(s, r2)
+        _wait_network_lsa(s, r2, before)
 
     _trials(s, ["6.4"], 0, trial, par)
     r1.start_hellos("eth-lan")
@@ -832,11 +843,12 @@ def _drive_6_5(s: Session) -> None:
             priority=0,
         )
         time.sleep(0.2)
+        before = _network_lsa_snapshot(s, s.routers["r1"])  # a new R1: empty, DUT stopped
         for p in ("6.5", "6.6"):
             s.marker.step(p, i, "r1-up")
         s.start_dut()
         s.wait_full("r1", s.lab.dut_rid, timeout=3 * s.dead_s + 10)
-        _wait_network_lsa(s, s.routers["r1"])
+        _wait_network_lsa(s, s.routers["r1"], before)
 
     _trials(s, ["6.5", "6.6"], 0, trial, par)
 
