@@ -46,7 +46,7 @@ from .constants import (
 from .dataplane import Sender, SenderResult, StopFlag
 from .dataplane.sockets import open_test_socket
 from .hostport import parse_hostport
-from .inet import dscp_to_tos
+from .inet import check_dscp, dscp_to_tos
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .net.client import (
     BlockingClient,
@@ -250,8 +250,7 @@ class PingOptions:
             raise ValueError(f"the interval must be 0 or more seconds, not {self.interval}")
         if self.schedule is not None and not self.schedule:
             raise ValueError("the schedule needs at least one gap")
-        if not 0 <= self.dscp <= 63:
-            raise ValueError(f"the DSCP must be 0-63, not {self.dscp}")
+        check_dscp(self.dscp)
         if self.padding is not None and not 0 <= self.padding <= _MAX_PADDING:
             raise ValueError(f"the padding must be 0-{_MAX_PADDING} octets, not {self.padding}")
         if not 0 <= self.port <= 0xFFFF:
