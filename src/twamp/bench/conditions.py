@@ -244,14 +244,21 @@ def socket_stats(*, inode: int | None = None, port: int | None = None) -> Socket
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of process `pid` (all its threads), None if it is gone."""
+def process_cpu_s(pid: int, *, children: bool = False) -> float | None:
+    """User + system CPU seconds of process `pid` (all its threads), None if it is gone.
+
+    `children`: plus what its children that ended and were waited for used (cutime, cstime):
+    a `c_sender` run per trial is ours, not another process's load.
+    """
     text = _read(f"/proc/{pid}/stat")
     if text is None:
         return None
     try:
         fields = text.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        ticks = int(fields[11]) + int(fields[12])
+        if children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / _CLK_TCK
     except (IndexError, ValueError):
         return None
 
@@ -295,7 +302,7 @@ class CpuSampler:
         self._t0 = 0.0
 
     def _own(self) -> tuple[float | None, float | None]:
-        me = process_cpu_s(os.getpid())
+        me = process_cpu_s(os.getpid(), children=True)
         refl = None if self.reflector_pid is None else process_cpu_s(self.reflector_pid)
         return me, refl
 
