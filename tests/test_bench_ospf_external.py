@@ -103,6 +103,8 @@ def test_external_mode_on_named_ports(stand_in: tuple[str, list[str]], tmp_path:
     for proc in ("5.1", "5.2", "5.3"):
         assert by_id[proc]["trials_valid"] >= 1, (proc, by_id[proc]["invalid"], by_id[proc])
         assert by_id[proc]["figure_ms"] is not None
+        assert by_id[proc]["dataplane"] is None
+        assert by_id[proc]["dataplane_note"].startswith("no probe: --dut external")
     # The adjacency: our generator reached Full with the stand-in's router ID.
     log = (tmp_path / "run.jsonl").read_text()
     assert '"192.0.2.129"' in log and "Full" in log

@@ -212,6 +212,12 @@ DATAPLANE_NOTES: dict[str, str] = {
 }
 
 
+EXTERNAL_DATAPLANE_NOTE = (
+    "no probe: --dut external sends no TWAMP stream through the router (it would need routes "
+    "set on your hosts, and this mode changes nothing there)"
+)
+
+
 def _scaling(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """How the DUT's cost grows with the LSA count: time per LSA and FIB install rate."""
     rows = []
@@ -272,6 +278,11 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
         _entry(p, n, groups[(p, n)], timers, failed(p, n), nproc)
         for p, n in sorted(groups, key=lambda k: (order.index(k[0]), k[1]))
     ]
+    if (conditions.get("dut") or {}).get("kind") == "external":
+        # No probe against an external router: the tool sends its stream only where it built
+        # both ends' routes, and on the user's ports it changes no route (issue 8 item 5).
+        for e in entries:
+            e["dataplane_note"] = EXTERNAL_DATAPLANE_NOTE
     return {
         "schema": SCHEMA,
         "conditions": conditions,
