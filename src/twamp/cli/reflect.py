@@ -247,6 +247,7 @@ def serve(
                 total: dict[str, int] = {}
                 for reflector in reflectors:
                     _add(total, reflector.counters())
+                    _add(total, reflector.residence())
                 return total
 
             collector = ReflectorCollector(counters, dataplane.IMPLEMENTATION)
