@@ -85,6 +85,40 @@ def check_residence(samples: dict[str, list], reflected: int) -> None:  # type: 
     assert 0 < value(samples, f"{name}_sum") < reflected * 10
 
 
+def test_reflect_workers_metrics_sum_the_workers() -> None:
+    """--workers 2 --metrics: the parent serves the sum of its workers' periodic reports."""
+    port, mport = free_port(socket.SOCK_DGRAM), free_port()
+    proc = twamp(
+        "reflect", "--listen", f"127.0.0.1:{port}", "--workers", "2",
+        "--metrics", f"127.0.0.1:{mport}",
+    )  # fmt: skip
+    try:
+        wait_listening(mport)
+        # Eight senders (eight source ports): SO_REUSEPORT spreads them over the workers.
+        for _ in range(8):
+            result = run_light_ping(
+                f"127.0.0.1:{port}", PingOptions(count=5, interval=0.002, wait=0.5)
+            )
+            assert result.summary["counts"]["received"] == 5
+        deadline = time.monotonic() + 10
+        while True:  # the workers report every second
+            samples = scrape(mport)
+            done = value(samples, "twamp_reflector_packets_reflected_total") == 40
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        out, err = stop(proc)
+    assert value(samples, "twamp_reflector_packets_reflected_total") == 40, (out, err)
+    assert value(samples, "twamp_reflector_packets_received_total") == 40
+    check_residence(samples, 40)
+    # the parent's summary adds up the same workers
+    assert "2 workers" in out and "metrics on http://127.0.0.1:" in out, out
+    per_worker = [int(line.split("reflected ")[1].split(",")[0]) for line in
+                  out.splitlines() if line.startswith("worker ")]  # fmt: skip
+    assert len(per_worker) == 2 and sum(per_worker) == 40, out
+
+
 def value_impl(samples: dict[str, list]) -> str:  # type: ignore[type-arg]
     return str(samples["twamp_reflector_info"][0].labels["implementation"])
 
