@@ -31,13 +31,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure means "fall back"
+        except Exception as exc:
             self._fallback(exc)
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fallback(exc)
 
     def _fallback(self, exc: Exception) -> None:
@@ -91,7 +91,7 @@ def extensions() -> list[Extension]:
                 quiet=True,
             )
         )
-    except Exception as exc:  # noqa: BLE001 - Cython failed to translate the .pyx
+    except Exception as exc:
         if REQUIRE_EXTENSION:
             raise
         print(f"*** WARNING: Cython failed ({exc}); pure-Python build ***", file=sys.stderr)

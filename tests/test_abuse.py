@@ -129,3 +129,19 @@ def test_reflect_and_server_survive_double_signals() -> None:
     for key in ("reflect", "reflect_workers"):
         assert r[key] == {"tries": Q.signal_tries, "hangs": 0, "bad_exits": 0}
     assert r["server"]["hangs"] == 0 and r["server"]["bad_exits"] == 0
+
+
+def test_stateful_light_table_flood_evicts_the_flood_not_the_steady_sender() -> None:
+    """`twamp reflect --stateful --max-senders N` against new senders from many source ports."""
+    r = scenario("light_table")
+    counters, legit = r["reflector"], r["legit"]
+    assert r["reflect_exit"] == 0
+    assert r["flood_sent"] > Q.light_ports > r["max_senders"]  # every port sent, and came round
+    assert counters["received"] == counters["reflected"] == r["flood_sent"] + legit["sent"]
+    # Every flood datagram is a sender the table does not hold; N states are kept (one of them
+    # the legitimate sender's), so each one past the first N - 1 evicted exactly one state.
+    assert counters["light_evicted"] == r["flood_sent"] - (r["max_senders"] - 1)
+    assert r["table_full_lines"] >= 1  # the operator is told, once per tick, not per sender
+    assert legit["sent"] >= 20, legit
+    assert legit["lost"] == 0, f"the steady sender lost packets: {legit}"
+    assert legit["own_seqs_in_order"], "the steady sender was evicted (its counter restarted)"

@@ -3,7 +3,7 @@
 Each test places the start and end events of one procedure at chosen times and checks the
 analysis finds exactly that figure, its parts and proxies, and the validity rules: missing
 kernel stamps, our own retransmissions, tester lag, a missing end mark, a driver's "invalid"
-mark. The verdict tests cover the pitfalls of research/ospf-convergence.md §4.1: FRR's delayed
+mark. The verdict tests cover the pitfalls seen with FRR and BIRD: FRR's delayed
 ack (both acks in one LSAck), BIRD's ~1 s ack delay, the dead interval inside 6.4/6.5/6.8.
 """
 

@@ -297,7 +297,7 @@ def test_ping_every_mode(
             options(modes=(mode,), key_id=KEY_ID, passphrase=SECRET),
         )
     assert result.mode == name
-    assert result.session["padding"] == padding  # twping's defaults (spec §5.5)
+    assert result.session["padding"] == padding  # twping's defaults (RFC 5357 §4.1.2, owamp #32)
     check_clean_result(result, 20)
     # The packets really were as long as the padding says: replies mirror their size, and the
     # per-packet T1s are those we recorded when sending.
@@ -312,7 +312,7 @@ def test_ping_every_mode(
 def test_dscp_goes_both_ways() -> None:
     with StubServer() as server:
         result = run_ping(target("127.0.0.1", server.port), options(count=5, dscp=46))
-    assert server.requests[0].type_p == 46 << 24  # Type-P: octet 84 is the DSCP (spec §3.8)
+    assert server.requests[0].type_p == 46 << 24  # Type-P: octet 84 is the DSCP (RFC 4656 §3.5)
     assert result.summary["reply_tos"] == {str(46 << 2): 5}
 
 
@@ -348,7 +348,7 @@ def test_choose_mode_rules() -> None:
     offered = Mode.UNAUTHENTICATED | Mode.AUTHENTICATED
     assert choose_mode(offered, strongest, have_key=True) == Mode.AUTHENTICATED
     assert choose_mode(offered, strongest, have_key=False) == Mode.UNAUTHENTICATED
-    # Mixed only when offered (spec §11 item 19): fall through to the next preference.
+    # Mixed mode (RFC 5618) is optional, so only when Modes offer it: fall to the next preference.
     assert choose_mode(offered, (Mode.MIXED, Mode.AUTHENTICATED), have_key=True) == (
         Mode.AUTHENTICATED
     )
@@ -542,7 +542,8 @@ def test_light_ping(host: str, stateful: bool) -> None:
     assert (counts["sent"], counts["received"], counts["lost"]) == (20, 20, 0)
     assert result.mode == "light"
     assert result.summary["stateful_reflector"] is stateful
-    # Loss can be split only with a reflector that counts for itself (spec §11 item 11).
+    # Loss can be split only with a reflector that counts for itself: a stateless one copies
+    # the sender's sequence number (RFC 5357 Appendix I).
     assert (counts["forward_lost"] is None) is (not stateful)
     assert reflector.counters()["reflected"] == 20
     assert result.summary["hops"]["forward"]["max"] == 0
@@ -550,7 +551,7 @@ def test_light_ping(host: str, stateful: bool) -> None:
 
 
 def test_light_ping_to_a_stamp_reflector() -> None:
-    """A STAMP reflector answers 41 octets with 44 (spec §7.3); the sender accepts that."""
+    """A STAMP reflector answers 41 octets with 44 (RFC 8762 §4.6); the sender accepts that."""
     with light_reflector("127.0.0.1", stateful=False, stamp=True) as (_, port):
         result = run_light_ping(target("127.0.0.1", port), options(count=10))
     assert result.summary["counts"]["received"] == 10

@@ -487,7 +487,7 @@ def test_tos_ancillary_picks_the_family_of_the_peer() -> None:
     assert tos_ancillary(socket.AF_INET6, ("::1", 5, 0, 0), 0xB8) == [
         (socket.IPPROTO_IPV6, 67, native_b8)
     ]
-    # research/reflector-performance.md: IPV6_TCLASS is ignored towards v4-mapped peers.
+    # Linux: IPV6_TCLASS is ignored towards v4-mapped peers.
     assert tos_ancillary(socket.AF_INET6, "::ffff:127.0.0.1", 0xB8) == [
         (socket.IPPROTO_IP, 1, native_b8)
     ]

@@ -3,7 +3,7 @@
 The server runs in-process on ephemeral TCP ports with a test port range picked at random; the
 Control-Client is a `control.ClientConnection` driven over an asyncio TCP connection (`Client`),
 and test packets go through plain UDP sockets. Replies are read with `struct` layouts written
-out from spec §5.3/§5.4, not with the codec the reflector uses. Every wait is bounded.
+out from RFC 5357 §4.2.1, not with the codec the reflector uses. Every wait is bounded.
 
 These are end-to-end tests of the glue. The policies (limits, addresses, ports, the RFC 6038 room
 check, Timeout cap, REFWAIT...) are tested without sockets in `tests/test_sessions.py`; the
@@ -64,7 +64,7 @@ LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 # Spec §5.3 and §5.4, written out from the tables.
 REFLECTOR_OPEN = struct.Struct("!I Q H 2x Q I Q H 2x B")
 REFLECTOR_AUTH = struct.Struct("!I 12x Q H 6x Q 8x I 12x Q H 6x B 15x 16s")
-# RFC 4656 §3.1 / spec §3.2-3.4, for the raw clients.
+# RFC 4656 §3.1 (as RFC 5357 §3.1 uses it), for the raw clients.
 GREETING = struct.Struct("!12x I 16s 16s I 12x")
 SERVER_START = struct.Struct("!15x B 16s Q 8x")
 
@@ -655,7 +655,7 @@ def test_receiver_port_busy_or_outside_the_range_is_replaced() -> None:
                     c2 = await Client.connect(other)
                     await c2.ready(OPEN)
                     moved = await open_session(c2, OPEN, receiver_port=busy)
-                    assert busy < moved.dest[1] <= busy + 3  # spec §3.9: another port
+                    assert busy < moved.dest[1] <= busy + 3  # RFC 5357 §3.5: another port
                     assert await c2.start() is AcceptCode.OK
                     assert len(await moved.ping([0])) == 1
                     await c2.close()
@@ -967,7 +967,7 @@ def test_client_stalling_past_servwait_is_closed() -> None:
             sess = await open_session(client, OPEN)  # each message restarts SERVWAIT
             await asyncio.sleep(0.3)
             assert await client.start() is AcceptCode.OK
-            await asyncio.sleep(0.7)  # suspended while a session runs (spec §8)
+            await asyncio.sleep(0.7)  # SERVWAIT is suspended while a session runs (RFC 5357 §3.1)
             assert len(await sess.ping([0])) == 1
             await client.stop()
             assert await read_until_closed(client.reader) == b""  # idle again: closed

@@ -5,7 +5,8 @@ Each scenario starts a fresh `twamp server` as a child process on 127.0.0.1 (so 
 and file descriptors can be read from /proc), runs a well-behaved session from 127.0.0.2 at
 100 packets a second, attacks from 127.0.0.1 (and 127.0.0.3 as a stranger), and reports what the
 abuser got, what the server held and whether the legitimate session lost anything. Every loop
-is bounded in count and time. ::
+is bounded in count and time. Two scenarios run `twamp reflect` instead: `signals`, and
+`light_table` (a stateful Light peer-table flood beside a steady sender). ::
 
     python tools/abuse.py                   # the full run (a few minutes)
     python tools/abuse.py --quick           # the small sizes the test suite uses
@@ -28,6 +29,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -73,6 +75,9 @@ class Scale:
     signal_tries: int = 100
     ghost_cap_s: float = 30.0  # the server's default --max-timeout
     setup_timeout_s: float = 10.0  # the server's default --setup-timeout
+    light_ports: int = 2000  # source ports of the stateful peer-table flood
+    light_max_senders: int = 64  # `twamp reflect --max-senders` under that flood
+    light_s: float = 5.0
 
 
 FULL = Scale()
@@ -89,6 +94,8 @@ QUICK = Scale(
     signal_tries=6,
     ghost_cap_s=1.0,
     setup_timeout_s=1.0,
+    light_ports=256,
+    light_s=1.5,
 )
 
 
@@ -653,6 +660,100 @@ def s_server_signals(scale: Scale, workdir: Path) -> dict[str, Any]:
     return {"tries": tries, "hangs": hangs, "bad_exits": bad}
 
 
+_LIGHT_TICK_S = 0.005  # the legitimate sender's gap: 200 packets a second
+_LIGHT_FLOOD_PER_TICK = 10  # flood datagrams between two of its packets (2,000 a second)
+_COUNTER = re.compile(r"([a-z ]+?) (\d+)(?:,|$)")
+
+
+def s_light_table(scale: Scale) -> dict[str, Any]:
+    """`twamp reflect --stateful --max-senders N` flooded with new senders from many ports.
+
+    A well-behaved sender on 127.0.0.2 sends 200 packets a second; between two of its packets
+    the flood sends `_LIGHT_FLOOD_PER_TICK` datagrams, each from the next of `scale.light_ports`
+    source ports on 127.0.0.3 in turn, so every flood datagram is a sender the table does not
+    hold (a port comes round again only after more than N others), and once the table is full
+    each one evicts the least recently used sender. The interleaving is fixed by this loop, not
+    by timing: fewer than N - 1 new senders arrive between two of the legitimate packets, so
+    the legitimate sender is never the least recently used and keeps its state (its replies
+    count 0, 1, 2... without a restart). That is the table's guarantee under LRU; a sender
+    slower than the rate of new senders / N would be evicted and start again from 0.
+    """
+    port = free_port(socket.SOCK_DGRAM)
+    n = scale.light_max_senders
+    cmd = [sys.executable, "-c", _RUN, "reflect", "-l", f"{SERVER_IP}:{port}", "--stateful"]
+    cmd += ["--max-senders", str(n)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the header: running
+    request = bytes(41)  # 14-octet open sender packet + 27 octets of padding (RFC 5357 §4.1.2)
+    legit = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    legit.bind((LEGIT_IP, 0))
+    legit.setblocking(False)
+    flood: list[socket.socket] = []
+    replies: list[tuple[int, int]] = []  # (reflector's sequence number, ours)
+    sent = flood_sent = 0
+    try:
+        for _ in range(scale.light_ports):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((STRANGER_IP, 0))
+            s.setblocking(False)
+            flood.append(s)
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    data = legit.recv(2048)
+                    replies.append((struct.unpack_from("!I", data, 0)[0], _seq_at(data, 24)))
+
+        deadline = time.monotonic() + scale.light_s
+        next_tick = time.monotonic()
+        while time.monotonic() < deadline:
+            legit.sendto(struct.pack("!I", sent) + request[4:], (SERVER_IP, port))
+            sent += 1
+            for _ in range(_LIGHT_FLOOD_PER_TICK):
+                with contextlib.suppress(BlockingIOError):
+                    flood[flood_sent % len(flood)].sendto(request, (SERVER_IP, port))
+                flood_sent += 1
+            drain()
+            next_tick += _LIGHT_TICK_S
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        time.sleep(0.5)
+        drain()
+        time.sleep(1.2)  # at least one tick of the reflector's table warning
+    finally:
+        for s in flood:
+            s.close()
+        legit.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    summary = next((ln for ln in out.splitlines() if "twamp reflect: stopped;" in ln), "")
+    counters = {
+        k.strip().replace(" ", "_"): int(v) for k, v in _COUNTER.findall(summary.split(";", 1)[-1])
+    }
+    return {
+        "max_senders": n,
+        "flood_ports": len(flood),
+        "flood_sent": flood_sent,
+        "reflector": counters,
+        "table_full_lines": sum("stateful Light table full" in ln for ln in out.splitlines()),
+        "reflect_exit": proc.returncode,
+        "legit": {
+            "sent": sent,
+            "lost": sent - len({ours for _, ours in replies}),
+            "own_seqs_in_order": [r for r, _ in replies] == list(range(len(replies))),
+        },
+    }
+
+
+def _seq_at(data: bytes, offset: int) -> int:
+    value: int = struct.unpack_from("!I", data, offset)[0]
+    return value
+
+
 # -- running --------------------------------------------------------------------------------------
 
 
@@ -678,6 +779,7 @@ SCENARIOS = (
     "handshakes",
     "sequential",
     "signals",
+    "light_table",
 )
 
 
@@ -725,7 +827,9 @@ def run(
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="twhd-abuse-") as tmp:
         for name in names:
-            if name == "signals":
+            if name == "light_table":
+                results[name] = s_light_table(scale)
+            elif name == "signals":
                 results[name] = {
                     "reflect": s_signals(scale),
                     "reflect_workers": s_signals(scale, workers=2),

@@ -1,7 +1,7 @@
 """Fail if any line of the compiled fast path's hot loops interacts with Python.
 
-`cython -a` scores every source line by the Python C-API calls its C code makes
-(research/wheels.md, model-codebases.md §2 item 18); the HTML marks a line `score-N`. The
+`cython -a` scores every source line by the Python C-API calls its C code makes; the HTML
+marks a line `score-N`. The
 per-datagram code of the compiled twins (`src/twamp/dataplane/{reflector,sender}/compiled.pyx`)
 sits between `# hot-loop-begin` and `# hot-loop-end` comments; every line there must score 0.
 

@@ -5,7 +5,7 @@ one test session, the Session-Sender (`dataplane.Sender`, compiled when built) s
 schedule and collects reflections, Stop-Sessions ends it, `metrics.summarize` sums it up.
 `run_light_ping` is the same without control, towards a TWAMP Light or STAMP reflector (RFC 5357
 Appendix I, RFC 8762): open mode, the TWAMP sender format, which a STAMP reflector also answers
-(its replies may be longer, spec §7.3).
+(its replies may be longer, RFC 8762 §4.6).
 
 The Sender runs in slices of about `slice_seconds` so that records can leave the process as
 they arrive: `raw` writes one JSON line per reflection after each slice (and, at the end, one
@@ -46,7 +46,7 @@ from .constants import (
 from .dataplane import Sender, SenderResult, StopFlag
 from .dataplane.sockets import open_test_socket
 from .hostport import parse_hostport
-from .inet import dscp_to_tos
+from .inet import check_dscp, dscp_to_tos
 from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .net.client import (
     BlockingClient,
@@ -85,7 +85,7 @@ _FLOOD_SLICE = 100  # packets per slice when the interval is 0
 
 
 def default_padding(test_mode: TestMode) -> int:
-    """twping's padding: replies as long as requests (spec §5.5, owamp #32): 27 or 64."""
+    """twping's padding: replies as long as requests (RFC 5357 §4.1.2, owamp #32): 27 or 64."""
     return SYMMETRIC_PADDING_OPEN if test_mode is TestMode.OPEN else SYMMETRIC_PADDING_AUTH
 
 
@@ -216,7 +216,7 @@ class PingOptions:
     key_id: str | None = None
     passphrase: bytes | None = None
     dscp: int = 0
-    """Sent with this DSCP and asked for in Type-P, so replies carry it too (spec §3.8)."""
+    """Sent with this DSCP and asked for in Type-P, so replies carry it too (RFC 5357 §3.5)."""
     padding: int | None = None
     """Padding octets; None: 27 in open and mixed modes, 64 in authenticated and encrypted."""
     source: str | None = None
@@ -250,8 +250,7 @@ class PingOptions:
             raise ValueError(f"the interval must be 0 or more seconds, not {self.interval}")
         if self.schedule is not None and not self.schedule:
             raise ValueError("the schedule needs at least one gap")
-        if not 0 <= self.dscp <= 63:
-            raise ValueError(f"the DSCP must be 0-63, not {self.dscp}")
+        check_dscp(self.dscp)
         if self.padding is not None and not 0 <= self.padding <= _MAX_PADDING:
             raise ValueError(f"the padding must be 0-{_MAX_PADDING} octets, not {self.padding}")
         if not 0 <= self.port <= 0xFFFF:
@@ -738,7 +737,8 @@ def run_light_ping(
     """Test packets to a TWAMP Light / STAMP reflector at `target` (default UDP port 862).
 
     Open mode only (Light has no way to agree on keys). Whether the reflector is stateful
-    decides if loss can be split into forward and backward (spec §5.8, §11 item 11): give
+    decides if loss can be split into forward and backward (a stateless one copies our sequence
+    number, RFC 5357 Appendix I, so its replies say nothing of the forward leg): give
     `options.stateful`, or let it be inferred, True as soon as a reply's sequence number differs
     from ours (with no loss the two kinds of reflector cannot be told apart, and the split is
     then not reported).

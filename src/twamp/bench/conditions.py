@@ -3,7 +3,7 @@
 A number without its conditions cannot be compared or reproduced, so every report carries the
 kernel, the CPU and the cores used, the implementations and versions, the command line, the
 date, and what on the host is known to move the results: connection tracking on loopback costs
-about 20 % (research/reflector-performance.md), other load on the cores, a virtual CPU.
+about 20 % (measured on a 2-vCPU VM), other load on the cores, a virtual CPU.
 
 Also here: the per-socket drop counter of the kernel, which tells a sender whose own receive
 buffer overflowed (its replies lost in its own socket, not by the reflector) from a lossy

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inet import tos_to_dscp
+from ..inet import check_dscp, tos_to_dscp
 from ..ping import PingResult
 from ..timestamps import ntp_from_ns
 
@@ -85,9 +85,10 @@ def parse_dscp(text: str) -> int:
             f"-D {text!r} is not a DSCP: give 0-63 (decimal, 0x hex or 0 octal) or a name such "
             f"as EF, AF41 or CS5"
         ) from None
-    if not 0 <= number <= 63:
-        raise ValueError(f"-D {text!r}: the DSCP must be 0-63 (6 bits, 0x00-0x3f)")
-    return number
+    try:
+        return check_dscp(number)
+    except ValueError:
+        raise ValueError(f"-D {text!r}: the DSCP must be 0-63 (6 bits, 0x00-0x3f)") from None
 
 
 def parse_port_range(text: str) -> tuple[int, int] | None:

@@ -36,7 +36,7 @@ from .. import dataplane
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
 from ..hostport import parse_hostport
-from ..inet import DSCP_MAX
+from ..inet import check_dscp
 from ..metrics_export import (
     MetricsEndpoint,
     ReflectorCollector,
@@ -507,8 +507,11 @@ def reflect(
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise UserError(f"bad --allow {net!r}: not an IP network like 192.0.2.0/24") from None
-    if dscp is not None and not 0 <= dscp <= DSCP_MAX:
-        raise UserError(f"--dscp must be 0-63, not {dscp}")
+    if dscp is not None:
+        try:
+            check_dscp(dscp)
+        except ValueError:
+            raise UserError(f"--dscp must be 0-63, not {dscp}") from None
     if workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
     if rate_pps < 0:

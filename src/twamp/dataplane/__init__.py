@@ -13,7 +13,7 @@ Layout (a reader looking for the reflector's loop opens `reflector/`)::
       wire.pxd           inline wire helpers and per-datagram structs of both compiled twins
       libcrypto.pxd      the libcrypto shim (`_libcrypto.h`: OpenSSL by dlopen, no GIL)
 
-Selection follows yarl's `_quoting.py` (research/model-codebases.md §1, aio-libs):
+Selection follows yarl's `_quoting.py` (aio-libs: a compiled module with a pure twin):
 
 * `TWAMP_PURE_PYTHON=1` selects the pure twins at run time; set at build time it also skips
   compiling them (setup.py). It is the only "pure Python" switch.

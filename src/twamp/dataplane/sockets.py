@@ -3,7 +3,7 @@
 A reflector needs, per datagram, the kernel's receive timestamp and the IP TTL and TOS octet it
 arrived with (RFC 5357 §4.2.1: Sender TTL; RFC 7750: S-DSCP-ECN), and it must send with TTL 255
 and a chosen TOS. All of that is socket options and control messages; CPython's `socket` module
-lacks several of the constants, so they are defined here (research/reflector-performance.md).
+lacks several of the constants, so they are defined here (values from the Linux uapi headers).
 
 Dual-stack sockets: an IPv6 socket bound to `::` also serves IPv4 peers as v4-mapped addresses.
 For those the kernel applies and reports the *IPv4* options, so such a socket gets both sets, and
@@ -70,7 +70,7 @@ SOF_TIMESTAMPING_OPT_RX_FILTER = 1 << 17
 _IP_TTL = 2  # the cmsg type IP_RECVTTL delivers
 _IP_TOS = 1  # the cmsg type IP_RECVTOS delivers (one octet)
 
-DEFAULT_BUFFER = 4 << 20  # research/reflector-performance.md: the main lever against loss
+DEFAULT_BUFFER = 4 << 20  # a bigger socket buffer is the main lever against loss (measured)
 SEND_TTL = 255  # RFC 5357 §4.2.1: the reflector SHOULD send with TTL 255
 
 _TIMESPEC = struct.Struct("@ll")

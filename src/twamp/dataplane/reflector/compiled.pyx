@@ -34,14 +34,14 @@ loop may take the GIL while holding the mutex without deadlock.
 Transmit timestamps (RFC 5357 §4.2.1: the Timestamp is the send time, never a copy of the
 Receive Timestamp). `sendmmsg` hands the kernel its datagrams one after
 another, about 1.3 µs each here, so with one clock read per batch the Timestamp of the k-th
-reply would be early by about k x 1.3 µs (research/reflector-performance.md). Here the clock
+reply would be early by about k x 1.3 µs (measured on a 2-vCPU VM). Here the clock
 (`clock_gettime(CLOCK_REALTIME)`, about 35 ns) is read per datagram just before its `mmsghdr` is
 built, and the choice of how many go into one `sendmmsg` follows the queue: a batch shorter than
 `batch` means the loop keeps up, and every reply goes out in its own call, right after its
 stamp; a longer queue means a backlog, and replies go out up to `SEND_BATCH` (8) per call, the
 number growing with the backlog (1 + n x 7 / batch for n queued), which saves system calls when
 they matter and bounds the earliness to 7 sends, small beside the queueing delay such a backlog
-adds anyway. Measured below; `send_batch` tunes it per Reflector.
+adds anyway (figures in docs/performance.md); `send_batch` tunes it per Reflector.
 
 Authenticated and encrypted sessions (modes 2 and 4). With `CRYPTO_BACKEND == "libcrypto"` the
 loop protects test packets in C without the GIL, with OpenSSL's libcrypto loaded at run time
@@ -69,32 +69,8 @@ system.pxd: adjtimex(2) read-only, the same rules as `clock.py`) at most every `
 the pure twin does. Counters are read with relaxed atomic loads, or copied out under the table
 mutex and turned into Python objects after it is released (`session_counters`).
 
-Measured on a 2-vCPU VM, loopback, Python 3.11, cryptography 48, OpenSSL 3 (ad-hoc runs,
-medians):
-
-* Timestamp truth: T4 - T3 at the peer (its kernel receive time minus our transmit Timestamp,
-  one clock), bursts of 64 queued requests, 40 runs, p50 / p99 in µs (modes 2 and 4 with the
-  "python" crypto backend; with "libcrypto" mode 4 protects in about 0.7 µs between stamp and
-  send, not re-measured here):
-
-    reflector                              open       mode 2      mode 4
-    compiled, keeping up (1 per call)      0.7 / 7    0.6 / 9     5.4 / 19
-    compiled, backlog (8 per call)         4.4 / 68   5.8 / 116    29 / 79
-    64 per call (mode 4: 1 protect call)    60 / 244   75 / 396    300 / 1180
-    pure twin                              1.8 / 15   4.2 / 22    4.9 / 21
-
-* CPU per reflected datagram (30 000 queued, then drained; kernel send path included), µs:
-  compiled open 2.0; crypto backend "libcrypto": mode 2 2.3, mode 4 2.7; backend "python":
-  mode 2 5.7, mode 4 8.0 (earlier runs, python backend, batch 1: open 2.8, 12.4, 15.2); pure
-  twin 8.5, 15.0, 15.2. So protection costs about 0.35 µs (mode 2) and 0.7 µs (mode 4) per
-  datagram in libcrypto, against 4 and 6 µs in `cryptography` plus the Python glue of the batch
-  helpers. One sendmmsg per datagram instead of per 8 costs about 10 % more CPU in open mode
-  (within this VM's noise of +-15 %).
-
-* benchmarks/bench_reflector.py --quick (c_sender, 1 s trials, backend "libcrypto"): max rate
-  at <= 0.1 % loss, reflector CPU µs/pkt: open 518 736 pps 1.91, mode 2 400 000 pps 2.50,
-  mode 4 366 802 pps 2.67, all three limited by the sender; auth/open 0.77, enc/open 0.71
-  (before: 0.32 and 0.26, CPU 5.8 and 7.9 µs/pkt).
+Measured figures (timestamp truth, CPU per datagram, maximum rate) are kept, dated and with the
+command that produced them, in docs/performance.md, not here where they would go stale.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize

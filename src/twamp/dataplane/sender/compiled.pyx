@@ -109,14 +109,7 @@ cdef class Sender:
     packets already late share a `sendmmsg`; after a group of k sends, k replies are taken in
     (the pure twin: one after each send).
 
-    Measured (2-vCPU VM shared with other work, loopback, the compiled Reflector in another
-    process; lateness = sent t1 - schedule): open mode at 50 and 100 kpps, none behind, p99
-    30-60 µs (the pure twin: thousands behind at 50 kpps); mode 2 at 33 kpps, none behind, p99
-    36 µs; mode 4 at 20 kpps, none behind, p99 70-80 µs, at 50 kpps behind (about 10 µs of
-    `cryptography` and glue per packet and reply), which `behind_schedule` reports. Those
-    figures are for the "python" crypto backend. With "libcrypto" (ad-hoc, 2 s runs, the
-    compiled Reflector in the same process, lateness from the realtime schedule): modes 2 and 4
-    at 50 kpps, about 0.25 % behind, p99 17-19 µs; at 100 kpps, 0-0.6 % behind, p99 10-75 µs.
+    Measured pacing and protect-ahead figures: docs/performance.md.
     """
 
     IMPLEMENTATION = IMPLEMENTATION

@@ -4,7 +4,7 @@ Each ``trial_*`` function appends one attempt at one procedure to a `SynthLog`, 
 the real observers would write (kernel-stamped packets, link triggers, FIB changes, probe
 losses) placed at times the caller chooses, so the figure the analysis must find is known
 exactly. `frr_like_run` strings them into a whole run with FRR's timers (delayed ack 1 s, dead
-4 s) and the pitfalls of research/ospf-convergence.md §4.1.
+4 s) and the pitfalls seen with FRR and BIRD (delayed acks, shared LSAcks, missing stamps).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Whether an RFC 4061 figure measures the DUT's work or one of its timers, said in words.
 
-Real daemons have timers that swamp what RFC 4061 defines (research/ospf-convergence.md §4.4):
+Real daemons have timers that swamp what RFC 4061 defines:
 FRR acks new LSAs from a 1 s periodic timer, so "newLSAprocTime" is that timer's phase; the
 Hello phase spreads adjacency times over a HelloInterval; the dead interval is *part* of the
 definition of 6.4, 6.5 and 6.8. A figure is therefore judged, over its valid trials, as
