@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ops_helpers import free_port, scrape, stop, twamp, value, wait_listening
+from twamp.dataplane.types import RESIDENCE_BOUNDS_NS
 from twamp.metrics_export import (
     DELAY_BUCKETS_S,
     DelayHistogram,
@@ -40,6 +41,7 @@ def test_server_metrics_scrape() -> None:
     assert value(after, "twamp_server_connections_total") == 2
     assert value(after, "twamp_server_sessions_accepted_total") == 1
     assert value(after, "twamp_reflector_packets_reflected_total") == 25
+    check_residence(after, 25)
     assert value(after, "twamp_reflector_packets_dropped_total", reason="malformed") == 0
     assert value(after, "twamp_server_limit_refusals_total", limit="sessions") == 0
     assert value(after, "twamp_server_limit_refusals_total", limit="connections_per_address") == 0
@@ -67,6 +69,54 @@ def test_reflect_metrics_scrape() -> None:
     assert value(samples, "twamp_reflector_packets_received_total") == 21
     assert value(samples, "twamp_reflector_packets_dropped_total", reason="malformed") == 1
     assert value(samples, "twamp_reflector_info", implementation=value_impl(samples)) == 1
+    check_residence(samples, 20)
+
+
+def check_residence(samples: dict[str, list], reflected: int) -> None:  # type: ignore[type-arg]
+    """The reflector's residence histogram: one observation per reflected packet, cumulative
+    `le` buckets over the data plane's bounds, and a positive sum below count x 10 s."""
+    name = "twamp_reflector_residence_seconds"
+    assert value(samples, f"{name}_count") == reflected
+    buckets = [s for s in samples[name] if s.name == f"{name}_bucket"]
+    bounds = [s.labels["le"] for s in buckets]
+    assert bounds == [repr(b / 1e9) for b in RESIDENCE_BOUNDS_NS] + ["+Inf"]
+    counts = [s.value for s in buckets]
+    assert counts == sorted(counts) and counts[-1] == reflected
+    assert 0 < value(samples, f"{name}_sum") < reflected * 10
+
+
+def test_reflect_workers_metrics_sum_the_workers() -> None:
+    """--workers 2 --metrics: the parent serves the sum of its workers' periodic reports."""
+    port, mport = free_port(socket.SOCK_DGRAM), free_port()
+    proc = twamp(
+        "reflect", "--listen", f"127.0.0.1:{port}", "--workers", "2",
+        "--metrics", f"127.0.0.1:{mport}",
+    )  # fmt: skip
+    try:
+        wait_listening(mport)
+        # Eight senders (eight source ports): SO_REUSEPORT spreads them over the workers.
+        for _ in range(8):
+            result = run_light_ping(
+                f"127.0.0.1:{port}", PingOptions(count=5, interval=0.002, wait=0.5)
+            )
+            assert result.summary["counts"]["received"] == 5
+        deadline = time.monotonic() + 10
+        while True:  # the workers report every second
+            samples = scrape(mport)
+            done = value(samples, "twamp_reflector_packets_reflected_total") == 40
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        out, err = stop(proc)
+    assert value(samples, "twamp_reflector_packets_reflected_total") == 40, (out, err)
+    assert value(samples, "twamp_reflector_packets_received_total") == 40
+    check_residence(samples, 40)
+    # the parent's summary adds up the same workers
+    assert "2 workers" in out and "metrics on http://127.0.0.1:" in out, out
+    per_worker = [int(line.split("reflected ")[1].split(",")[0]) for line in
+                  out.splitlines() if line.startswith("worker ")]  # fmt: skip
+    assert len(per_worker) == 2 and sum(per_worker) == 40, out
 
 
 def value_impl(samples: dict[str, list]) -> str:  # type: ignore[type-arg]

@@ -6,7 +6,10 @@ exposition; this module only says what is exported.
 
 Counters are read at scrape time from the objects that already keep them (`TwampServer.stats()`,
 `Reflector.counters()`), through a callable given to the collector, so the data path gains no
-work per packet. Continuous ping feeds `PingMetrics` once per summary interval: its RTT and
+work per packet. The reflector's residence histogram (`twamp_reflector_residence_seconds`) is
+counted by the data plane itself in fixed buckets (`dataplane.types.RESIDENCE_BOUNDS_NS`, a few
+integer comparisons per reflected datagram) and read from `Reflector.residence()` at scrape
+time. Continuous ping feeds `PingMetrics` once per summary interval: its RTT and
 residence histograms are filled from that interval's records with numpy (`np.histogram`), not
 one `observe()` per packet.
 
@@ -32,6 +35,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .dataplane.types import RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS
 from .hostport import parse_hostport
 
 __all__ = [
@@ -137,10 +141,32 @@ def _reflector_families(counters: Mapping[str, int], prefix: str) -> Iterator[An
     for reason in DROP_REASONS:
         drops.add_metric([reason], counters.get(reason, 0))
     yield drops
+    yield _residence_family(counters, prefix)
+
+
+def _residence_family(counts: Mapping[str, int], prefix: str) -> HistogramMetricFamily:
+    """The reflectors' residence histogram from their `residence()` counts (per bucket, not
+    cumulative; `dataplane.types.RESIDENCE_KEYS`): T3 - T2 of every reflected datagram, in the
+    data plane's fixed buckets, 1 µs to 10 ms. Its `_count` is the reflected datagrams."""
+    seen = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, key in zip((*RESIDENCE_BOUNDS_NS, None), RESIDENCE_KEYS[:-1], strict=True):
+        seen += counts.get(key, 0)
+        buckets.append(("+Inf" if bound is None else repr(bound / 1e9), seen))
+    family = HistogramMetricFamily(
+        f"{prefix}_residence_seconds",
+        "Reflector residence T3-T2 (receive time to the transmit Timestamp written) of every "
+        "reflected test packet.",
+    )
+    family.add_metric([], buckets, sum_value=counts.get("residence_sum_ns", 0) / 1e9)
+    return family
 
 
 class ReflectorCollector(Collector):
-    """`twamp reflect`: the reflectors' counters, read at scrape time from `counters()`."""
+    """`twamp reflect`: the reflectors' counters, read at scrape time from `counters()`.
+
+    The mapping holds `Reflector.counters()` and `Reflector.residence()` summed over the
+    reflectors (the residence keys are exported as a histogram)."""
 
     def __init__(self, counters: Callable[[], Mapping[str, int]], implementation: str):
         self._counters = counters
@@ -201,7 +227,8 @@ class ServerCollector(Collector):
         ):
             limits.add_metric([limit], value)
         yield limits
-        yield from _reflector_families(stats.get("reflector", {}), "twamp_reflector")
+        reflector = {**stats.get("reflector", {}), **stats.get("residence", {})}
+        yield from _reflector_families(reflector, "twamp_reflector")
 
 
 class DelayHistogram:

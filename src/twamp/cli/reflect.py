@@ -7,7 +7,8 @@ number, which is what a STAMP sender expects); `--stateful` keeps a counter per 
 `--max-senders` that evicts the least recently used sender when full (a warning line says so).
 `--workers N` runs N processes on the same port with SO_REUSEPORT, so the kernel spreads senders
 over them, each with one reflector loop (one thread) for all its sockets; the parent starts
-them, stops them by PID and adds up their counters.
+them, stops them by PID and adds up their counters; with `--metrics` it serves the sum of the
+counters each worker reports over its pipe every `_REPORT_S`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ _TICK_S = 0.2  # how often the main loop looks at its stop flag
 _POLL_S = 0.05  # SignalStop.wait's sleep slice
 _WORKER_START_S = 10.0
 _WORKER_STOP_S = 5.0
+# --workers N --metrics: each worker sends its counters to the parent this often, so a scrape of
+# the parent's endpoint is at most this old (plus one tick).
+_REPORT_S = 1.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -200,10 +204,13 @@ def serve(
     *,
     ready: Any = None,
     echo: Any = click.echo,
+    report: Any = None,
 ) -> dict[str, int]:
     """Reflect on every `config.listen` address until `stop` is set; the summed counters.
 
-    `ready(addresses)` is called once the sockets are bound and the reflectors run.
+    `ready(addresses)` is called once the sockets are bound and the reflectors run;
+    `report(counters)` (a `--workers` worker's pipe to its parent) every `_REPORT_S` with the
+    summed `counters()` and `residence()` of the reflectors.
     """
     fmt = TestFormat(TestMode.OPEN, stamp=config.stamp)
     policy = dataplane.LightPolicy(
@@ -241,14 +248,15 @@ def serve(
             reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
         for reflector in reflectors:
             reflector.start()
+
+        def counters() -> dict[str, int]:
+            total: dict[str, int] = {}
+            for reflector in reflectors:
+                _add(total, reflector.counters())
+                _add(total, reflector.residence())
+            return total
+
         if config.metrics is not None:
-
-            def counters() -> dict[str, int]:
-                total: dict[str, int] = {}
-                for reflector in reflectors:
-                    _add(total, reflector.counters())
-                return total
-
             collector = ReflectorCollector(counters, dataplane.IMPLEMENTATION)
             endpoint = start_metrics(config.metrics, [collector])
             echo(f"twamp reflect: metrics on {endpoint.url}")
@@ -278,7 +286,16 @@ def serve(
                 )
                 evicted[0] = now
 
-        _wait(stop, config.stats_interval, stats, table_full if config.stateful else None)
+        next_report = [time.monotonic()]
+
+        def tick() -> None:
+            if config.stateful:
+                table_full()
+            if report is not None and time.monotonic() >= next_report[0]:
+                next_report[0] += _REPORT_S
+                report(counters())
+
+        _wait(stop, config.stats_interval, stats, tick)
     finally:
         if endpoint is not None:
             endpoint.close()
@@ -294,15 +311,18 @@ def serve(
 
 
 def _worker(config: ReflectConfig, conn: Connection) -> None:
-    """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters."""
+    """One worker process: report readiness, reflect until SIGINT/SIGTERM, report counters
+    (with --metrics also every `_REPORT_S`, as "report" messages the parent serves)."""
     stop = SignalStop()
+    metrics = config.metrics is not None
     with _stop_on_signals(stop):
         try:
             counters = serve(
-                config,
+                dataclasses.replace(config, metrics=None),  # the parent serves them
                 stop,
                 ready=lambda where: conn.send(("ready", where)),
                 echo=lambda line: print(line, flush=True),
+                report=(lambda counters: conn.send(("report", counters))) if metrics else None,
             )
         except Exception as exc:  # reported by the parent as one sentence
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -328,6 +348,19 @@ def _run_workers(
     """Start the workers, wait for `stop` (set by the caller's signal handler), stop them."""
     ctx = multiprocessing.get_context("fork")
     procs: list[tuple[Any, Connection]] = []
+    # --metrics: the latest counters of each worker (by index), replaced whole by each report,
+    # so a scrape (the endpoint's thread) reads a consistent dict per worker; a worker that
+    # died keeps its last report, so the exported counters never go backwards.
+    latest: dict[int, dict[str, int]] = {}
+    endpoint: MetricsEndpoint | None = None
+    early: dict[int, tuple[str, Any]] = {}
+
+    def summed() -> dict[str, int]:
+        total: dict[str, int] = {}
+        for counters in list(latest.values()):
+            _add(total, counters)
+        return total
+
     try:
         for _ in range(workers):
             receiver, sender = ctx.Pipe(duplex=False)
@@ -344,18 +377,37 @@ def _run_workers(
             where = message[1]
         pids = ", ".join(str(p.pid) for p, _ in procs)
         click.echo(f"{header} on {', '.join(where)}, {workers} workers (PIDs {pids})")
+        if config.metrics is not None:
+            # Started after the fork, so no worker inherits the listening socket.
+            endpoint = start_metrics(
+                config.metrics, [ReflectorCollector(summed, dataplane.IMPLEMENTATION)]
+            )
+            click.echo(
+                f"twamp reflect: metrics on {endpoint.url} (the {workers} workers' counters, "
+                f"reported every {_REPORT_S:g} s)"
+            )
         sys.stdout.flush()
         while not stop.wait(_TICK_S):
+            for index, (_, receiver) in enumerate(procs):
+                while index not in early and (message := _recv(receiver, 0)) is not None:
+                    if message[0] == "report":
+                        latest[index] = message[1]
+                    else:  # a worker that stopped on its own: its last word, kept for below
+                        early[index] = message
             if not any(p.is_alive() for p, _ in procs):
                 break
     finally:
+        if endpoint is not None:
+            endpoint.close()
         for proc, _ in procs:
             if proc.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
         total: dict[str, int] = {}
-        for proc, receiver in procs:
-            message = _recv(receiver, _WORKER_STOP_S)
+        for index, (proc, receiver) in enumerate(procs):
+            message = early.get(index) or _recv(receiver, _WORKER_STOP_S)
+            while message is not None and message[0] == "report":
+                message = _recv(receiver, _WORKER_STOP_S)
             if message is not None and message[0] == "counters":
                 click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
                 _add(total, message[1])
@@ -414,7 +466,8 @@ def _run_workers(
 @click.option(
     "--metrics",
     metavar="HOST:PORT",
-    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; not with --workers).",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; with --workers the "
+    "parent serves the workers' counters, reported every second).",
 )
 @daemon_options
 @config_options("reflect")
@@ -471,8 +524,6 @@ def reflect(
         raise UserError(f"--batch must be at least 1, not {batch}")
     if not stats_interval >= 0:
         raise UserError("--stats-interval cannot be negative")
-    if metrics is not None and workers > 1:
-        raise UserError("--metrics needs --workers 1: each worker would need its own metrics port")
     if workers > 1 and any(port == 0 for _, port in addresses):
         raise UserError("--workers needs an explicit port: the workers must share it")
     config = ReflectConfig(

@@ -8,6 +8,7 @@ can fold them); `tests/test_dataplane_layout.py` checks that both agree.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
@@ -28,6 +29,8 @@ __all__ = [
     "MAX_SLEEP_NS",
     "NEVER",
     "REFLECTOR_COUNTERS",
+    "RESIDENCE_BOUNDS_NS",
+    "RESIDENCE_KEYS",
     "SENDER_COUNTERS",
     "SEND_BATCH",
     "SEQ_MASK",
@@ -41,6 +44,7 @@ __all__ = [
     "StopFlag",
     "diag_summary",
     "normalize_ip",
+    "residence_bucket",
 ]
 
 # Every receive buffer holds the largest UDP payload, so no datagram is ever cut short; a
@@ -76,6 +80,32 @@ REFLECTOR_COUNTERS = (
     "light_evicted",
     "rate_limited",
 )
+# The reflector's residence histogram: residence = the transmit Timestamp written into a reply
+# minus the receive time of its request (T3 - T2, integer ns, the values the twins keep, not
+# the NTP-rounded wire values). Upper bounds (inclusive, Prometheus `le`), log-spaced 1-2-5 from
+# 1 µs (a keeping-up compiled loop on loopback) to 10 ms (a reflector deep in a backlog or
+# descheduled); a last bucket, +Inf, holds the rest. A negative residence (the realtime clock
+# stepped back between T2 and T3) counts in the first bucket and adds 0 to the sum. Counted
+# per Reflector, for every reflected datagram, in both twins; the compiled twin repeats the
+# bounds as C literals (`residence_bucket` in `reflector/compiled.pyx`), and
+# `tests/test_residence.py` checks both agree at every bound.
+RESIDENCE_BOUNDS_NS = (
+    1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+    1_000_000, 2_000_000, 5_000_000, 10_000_000,
+)  # fmt: skip
+# `Reflector.residence()`: the count per bucket (not cumulative), last +Inf, then the sum in ns.
+RESIDENCE_KEYS = (
+    *(f"residence_le_{bound}" for bound in RESIDENCE_BOUNDS_NS),
+    "residence_le_inf",
+    "residence_sum_ns",
+)
+
+
+def residence_bucket(residence_ns: int) -> int:
+    """Index of the residence bucket (into RESIDENCE_KEYS) that `residence_ns` counts in."""
+    return bisect.bisect_left(RESIDENCE_BOUNDS_NS, residence_ns)
+
+
 SESSION_COUNTERS = ("received", "reflected", "dropped", "errors", "last_rx_ns")
 SENDER_COUNTERS = (
     "sent",

@@ -308,6 +308,7 @@ class TwampServer:
         self._kdf_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._start_time_ns = clock.realtime_ns()
         self._closed_counters: Counter[str] = Counter()
+        self._closed_residence: Counter[str] = Counter()
         self._running = False
 
     # -- public ---------------------------------------------------------------------------------
@@ -389,11 +390,14 @@ class TwampServer:
         await self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: connections, sessions by state, refusals by limit, reflector counters."""
+        """Counters: connections, sessions by state, refusals by limit, reflector counters and
+        the reflectors' residence histogram."""
         totals = self.table.counters
         reflector = Counter(self._closed_counters)
+        residence = Counter(self._closed_residence)
         for tp in self._ports.values():
             reflector.update(tp.reflector.counters())
+            residence.update(tp.reflector.residence())
         return {
             "connections": {
                 "open": self.table.connections,
@@ -417,6 +421,8 @@ class TwampServer:
             },
             "test_ports": len(self._ports),
             "reflector": dict(reflector),
+            # dataplane.types.RESIDENCE_KEYS, summed over the test ports (closed ones included)
+            "residence": dict(residence),
             "implementation": dataplane.IMPLEMENTATION,
         }
 
@@ -585,6 +591,7 @@ class TwampServer:
         try:
             tp.reflector.stop()
             self._closed_counters.update(tp.reflector.counters())
+            self._closed_residence.update(tp.reflector.residence())
         finally:
             tp.sock.close()
 

@@ -20,6 +20,10 @@ cdef struct Net:
 
 
 
+cdef enum:
+    RES_BUCKETS = 14  # len(types.RESIDENCE_BOUNDS_NS) + 1 (+Inf)
+
+
 cdef struct Counters:
     uint64_t received
     uint64_t reflected
@@ -97,6 +101,10 @@ cdef class Reflector:
     cdef int64_t _ee_due
     cdef pthread_mutex_t _mutex
     cdef Counters _c
+    # types.RESIDENCE_KEYS: T3 - T2 per reflected datagram, per bucket (last +Inf), and the
+    # sum in ns; written by the loop with the table mutex held, copied out under it
+    cdef uint64_t _res_hist[RES_BUCKETS]
+    cdef uint64_t _res_sum_ns
 
     # session table (every write holds _mutex)
     cdef Session **_slots
@@ -188,6 +196,7 @@ cdef class Reflector:
     cdef void _send_ready(self, int n) noexcept nogil
     cdef void _queue(self, int i, int k) noexcept nogil
     cdef void _flush(self, int count) noexcept nogil
+    cdef void _count_residence(self, int64_t residence_ns) noexcept nogil
     cdef int _init_light(self, object light) except -1
     cdef Session *_session(self, object slot) except NULL
     cdef void _unpublish(self, int slot) noexcept nogil

@@ -87,7 +87,9 @@ import threading
 from twamp import clock
 from twamp.constants import TestMode
 from twamp.dataplane.sockets import enable_tx_timestamps, set_send_ttl
-from twamp.dataplane.types import diag_summary, normalize_ip
+from twamp.dataplane.types import RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS, diag_summary, normalize_ip
+
+assert len(RESIDENCE_BOUNDS_NS) + 1 == RES_BUCKETS
 from twamp.inet import dscp_to_tos
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
@@ -167,7 +169,45 @@ cdef inline int prefix_match(const uint8_t *a, const uint8_t *net, int bits) noe
         return 1
     cdef uint8_t mask = <uint8_t>(0xFF << (8 - rest))
     return (a[whole] & mask) == (net[whole] & mask)
+
+
+cdef inline int residence_bucket(int64_t r) noexcept nogil:
+    # types.RESIDENCE_BOUNDS_NS as literals (types.residence_bucket, `le`: a residence equal
+    # to a bound counts in that bound's bucket): one comparison picks the band, then at most
+    # six; a negative residence lands in bucket 0. tests/test_residence.py checks every bound.
+    if r <= 10000:
+        if r <= 1000:
+            return 0
+        if r <= 2000:
+            return 1
+        if r <= 5000:
+            return 2
+        return 3
+    if r <= 1000000:
+        if r <= 20000:
+            return 4
+        if r <= 50000:
+            return 5
+        if r <= 100000:
+            return 6
+        if r <= 200000:
+            return 7
+        if r <= 500000:
+            return 8
+        return 9
+    if r <= 2000000:
+        return 10
+    if r <= 5000000:
+        return 11
+    if r <= 10000000:
+        return 12
+    return 13
 # hot-loop-end
+
+
+def c_residence_bucket(int64_t residence_ns):
+    """The compiled loop's residence_bucket, for tests against types.residence_bucket."""
+    return residence_bucket(residence_ns)
 
 
 cdef dict session_dict(Session *s):
@@ -271,6 +311,19 @@ cdef class Reflector:
         n, total, low, high = self._diag_n, self._diag_sum, self._diag_min, self._diag_max
         self._unlock()
         return diag_summary([hist[i] for i in range(64)], n, total, low, high)
+
+    def residence(self):
+        """The residence histogram (T3 - T2 of every reflected datagram, `types.RESIDENCE_KEYS`):
+        counts per bucket, not cumulative, the last one +Inf, then `residence_sum_ns`. Copied
+        under the table mutex (so counts and sum agree), Python objects after."""
+        cdef uint64_t hist[RES_BUCKETS]
+        cdef uint64_t total
+        self._lock()
+        memcpy(hist, self._res_hist, sizeof(hist))
+        total = self._res_sum_ns
+        self._unlock()
+        return dict(zip(RESIDENCE_KEYS, [hist[i] for i in range(RES_BUCKETS)] + [total],
+                        strict=True))
 
     cdef int _init_light(self, light) except -1:
         fill_fmt(&self._light_fmt, light.fmt)
@@ -956,6 +1009,7 @@ cdef class Reflector:
             s = pk.sess
             twamp_inc(&self._c.reflected)
             twamp_inc(&s.reflected)
+            self._count_residence(pk.tx_ns - pk.rx_ns)
             reply_tos = tos if s.tos < 0 else s.tos
         finally:
             self._free_graves()
@@ -1154,11 +1208,20 @@ cdef class Reflector:
                 s = self._pkts[self._tx_idx[j]].sess
                 twamp_inc(&self._c.reflected)
                 twamp_inc(&s.reflected)
+                self._count_residence(self._pkts[self._tx_idx[j]].tx_ns
+                                      - self._pkts[self._tx_idx[j]].rx_ns)
                 if self._diag:
                     self._diag_ring[self._diag_next & (DIAG_RING - 1)] = \
                         self._pkts[self._tx_idx[j]].tx_ns
                     self._diag_next += 1
             done += r
+
+    cdef void _count_residence(self, int64_t residence_ns) noexcept nogil:
+        # Plain increments: every caller holds the table mutex (the loop for its whole batch,
+        # process() explicitly), and residence() reads under it.
+        self._res_hist[residence_bucket(residence_ns)] += 1
+        if residence_ns > 0:
+            self._res_sum_ns += <uint64_t>residence_ns
 
     # hot-loop-end
 

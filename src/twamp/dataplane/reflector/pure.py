@@ -49,6 +49,7 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
         counters() -> dict                  # received reflected unknown_peer malformed
                                             # auth_failed late send_errors light_evicted
                                             # rate_limited
+        residence() -> dict                 # RESIDENCE_KEYS: T3 - T2 histogram and sum
         process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
         start() / stop() / context manager / running / loop / socket / socket_failed
     ReflectorLoop(*, batch: int = 64, busy_poll: bool = False)   # one thread, many Reflectors
@@ -92,11 +93,13 @@ from ..sockets import (
 from ..types import (
     MAX_DATAGRAM,
     NEVER,
+    RESIDENCE_KEYS,
     SEQ_MASK,
     LightPolicy,
     SessionSpec,
     diag_summary,
     normalize_ip,
+    residence_bucket,
 )
 
 __all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Reflector", "ReflectorLoop", "default_loop"]
@@ -261,6 +264,8 @@ class Reflector:
         self._send_errors = 0
         self._light_evicted = 0
         self._rate_limited = 0
+        # types.RESIDENCE_KEYS: per bucket (last +Inf), then the sum of residences in ns
+        self._residence = [0] * len(RESIDENCE_KEYS)
         self._rate_tat: dict[str, int] = {}  # LightPolicy.rate_pps: source -> GCRA tat
         self._dead = False  # the socket failed with EBADF: the loop ignores this Reflector
         self._diag: _T3Diagnostic | None = None
@@ -319,6 +324,18 @@ class Reflector:
             "light_evicted": self._light_evicted,
             "rate_limited": self._rate_limited,
         }
+
+    def residence(self) -> dict[str, int]:
+        """The residence histogram (T3 - T2 of every reflected datagram, `types.RESIDENCE_KEYS`):
+        counts per bucket, not cumulative, the last one +Inf, then `residence_sum_ns`."""
+        return dict(zip(RESIDENCE_KEYS, list(self._residence), strict=True))
+
+    def _count_residence(self, residence_ns: int) -> None:
+        # types.RESIDENCE_BOUNDS_NS: a negative residence (clock stepped) in the first bucket.
+        hist = self._residence
+        hist[residence_bucket(residence_ns)] += 1
+        if residence_ns > 0:
+            hist[-1] += residence_ns
 
     def _session(self, slot: int) -> _Session:
         sess = self._slots[slot] if 0 <= slot < len(self._slots) else None
@@ -514,9 +531,10 @@ class Reflector:
         if prepared is None:
             return None
         reply, reply_tos, sess = prepared
-        self._finish(reply, sess)
+        t3 = self._finish(reply, sess)
         self._reflected += 1
         sess.reflected += 1
+        self._count_residence(t3 - sess.last_rx_ns)
         return bytes(reply), reply_tos
 
     def _cmsg(self, ip: str, tos: int) -> list[tuple[int, int, bytes]]:
@@ -579,6 +597,7 @@ class Reflector:
             else:
                 self._reflected += 1
                 sess.reflected += 1
+                self._count_residence(t3 - sess.last_rx_ns)
                 if self._diag is not None:
                     self._diag.sent(t3)
 
