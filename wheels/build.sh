@@ -23,7 +23,7 @@ mkdir -p "$OUT"
 show=$("$PYTHON" -m auditwheel show "$OUT"/twamp-*manylinux*.whl)
 printf '%s\n' "$show" | sed -n '1,4p'
 # The generated C file must not ship (pyproject's exclude-package-data).
-if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep -q 'compiled\.c\b'; then
+if "$PYTHON" -m zipfile -l "$OUT"/twamp-*manylinux*.whl | grep 'compiled\.c\b' >/dev/null; then
     echo "error: the wheel contains a generated compiled.c" >&2
     exit 1
 fi
