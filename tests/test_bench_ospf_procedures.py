@@ -30,6 +30,7 @@ from twamp.bench.ospf.procedures.synth import (
     trial_link_down,
 )
 from twamp.bench.ospf.procedures.trials import LogIndex
+from twamp.bench.ospf.report import format_report
 from twamp.ospf.eventlog import read_events
 
 S = 1_000_000_000
@@ -249,6 +250,93 @@ def test_adjacency_known_answer(proc: str) -> None:
         assert r.parts["last_dut_dbd"] == 2 * MS
 
 
+def _late_restoration_log(*, restored: bool) -> SynthLog:
+    """A 6.1 trial as FRR's LSR stall makes it: the generator is Full and everything it sent is
+    acked (the RFC's end event), but the DUT's own adjacency is still Loading; it fetches the
+    rest 5 s later, installs the probe's route and the stream flows again, after the
+    procedure's end, within the driver's bounded wait."""
+    s = _log()
+    t = s.t + S
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="g")
+    s.write(
+        "dut-log",
+        "line",
+        t + 10 * MS,
+        text="OSPF: AdjChg: Nbr 192.0.2.2, NbrIP 192.0.2.2 (default) on eth-gen:192.0.2.1: "
+        "Exchange -> Loading (ExchangeDone)",
+    )
+    s.probe_loss(t - 500 * MS, 2000, 1000.0, restored=False)  # from the carrier loss on
+    end = trial_adjacency(
+        s, "6.1", 0, t, n=100, hello_ns=300 * MS, ack_ns=1200 * MS, full_ns=4 * MS,
+        dataplane_wait_ns=6 * S,
+    )  # fmt: skip
+    t_end = end - 6 * S  # the procedure-end step
+    s.write(
+        "dut-log",
+        "line",
+        t_end + 3800 * MS,
+        text="OSPF: AdjChg: Nbr 192.0.2.2, NbrIP 192.0.2.2 (default) on eth-gen:192.0.2.1: "
+        "Loading -> Full (LoadingDone)",
+    )
+    s.fib(t_end + 3850 * MS, "198.18.255.1/32")
+    if restored:
+        first = t - 500 * MS
+        lost_until = t_end + 3851 * MS
+        s.probe_loss(first + 2000 * MS, (lost_until - first - 2000 * MS) // MS, 1000.0)
+    return s
+
+
+def test_restoration_after_the_procedures_end_is_measured_with_its_evidence() -> None:
+    s = _late_restoration_log(restored=True)
+    r = _one(s)
+    assert r.valid, r.reason
+    dp = r.dataplane
+    assert dp is not None and dp["restored"] is True
+    t_end = dp["procedure_end_after_ns"]
+    assert t_end == 1200 * MS + 50 * MS  # the ack (the RFC's end) came 1.2 s after carrier up
+    assert dp["restored_after_end_ns"] == 3851 * MS
+    assert dp["route_installed_after_ns"] == t_end + 3850 * MS
+    assert dp["dut_adjacency_at_end"] == {"192.0.2.2": "Loading"}
+    assert dp["dut_full_after_ns"] == {"192.0.2.2": t_end + 3800 * MS}
+    doc = analyse(s.events)
+    e = _entry(doc, "6.1")
+    assert e["dataplane"]["late"] == 1 and e["dataplane"]["not_restored"] == 0
+    words = e["dataplane"]["evidence"][0]
+    assert words.startswith("restored 3851.0 ms after the procedure's end")
+    assert "was Loading at the procedure's end" in words and "198.18.255.1/32" in words
+    table = format_report(doc)
+    assert "1 restored after the procedure's end" in table and "was Loading" in table
+
+
+def test_no_restoration_within_the_wait_says_so_with_the_dut_state() -> None:
+    s = _late_restoration_log(restored=False)
+    r = _one(s)
+    dp = r.dataplane
+    assert dp is not None and dp["restored"] is False
+    assert "restored_after_end_ns" not in dp
+    assert dp["dut_adjacency_at_end"] == {"192.0.2.2": "Loading"}
+    e = _entry(analyse(s.events), "6.1")
+    assert e["dataplane"]["not_restored"] == 1 and e["dataplane"]["late"] == 0
+    assert e["dataplane"]["evidence"][0].startswith(
+        "not restored within 11 s after the procedure's end"
+    )
+
+
+def test_restored_before_the_procedures_end_needs_no_evidence() -> None:
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="g")
+    t = s.t + S
+    s.probe_loss(t + 2 * MS, 100, 1000.0)
+    trial_adjacency(
+        s, "6.1", 0, t, n=10, hello_ns=300 * MS, ack_ns=1200 * MS, full_ns=4 * MS,
+        dataplane_wait_ns=0,
+    )  # fmt: skip
+    dp = _one(s).dataplane
+    assert dp is not None and dp["restored"] is True and dp["lost"] == 100
+    assert "restored_after_end_ns" not in dp and "dut_adjacency_at_end" not in dp
+    assert analyse(s.events)["procedures"][0]["dataplane"]["evidence"] == []
+
+
 # -- §6.4-6.6 ----------------------------------------------------------------------------------
 
 
@@ -303,6 +391,29 @@ def test_6_7_with_data_plane() -> None:
         "restored": True,
         "restored_after_ns": 80 * MS,
     }
+
+
+def test_6_7_path_and_a_reroute_faster_than_the_probe_interval() -> None:
+    """The DUT's next hop to the probe's source, logged before the trigger and after the
+    reroute, is the path of the loss window; a trial whose path moved without one packet lost
+    rerouted within the probe's interval, and the table says so (not "no loss")."""
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="y")
+    for i, loss in enumerate(((0, 3), None)):
+        t = s.t + (i + 1) * 10 * S
+        s.write("lab", "route-get", t - 5 * MS, dst="198.18.255.1", dev="eth-gen")
+        s.write("lab", "route-get", t + 100 * MS, dst="198.18.255.1", dev="eth-gen2")
+        s.write("probe", "rcvd", t + 50 * MS, seq=5000 + i, tx_ns=t + 50 * MS)
+        trial_link_down(s, "6.7", i, t, lsa_ns=900 * US, loss=loss)
+    results = [evaluate(t) for t in LogIndex(s.events).trials]
+    assert [r.dataplane["path"] for r in results if r.dataplane] == [["eth-gen", "eth-gen2"]] * 2
+    assert [r.dataplane["lost"] for r in results if r.dataplane] == [3, 0]
+    doc = analyse(s.events)
+    dp = _entry(doc, "6.7")["dataplane"]
+    assert dp["rerouted_without_loss"] == 1 and dp["paths"] == ["eth-gen -> eth-gen2"]
+    table = format_report(doc)
+    assert "1 rerouted within 1 ms (no packet lost)" in table
+    assert "probe's source eth-gen -> eth-gen2" in table
 
 
 def test_6_7_not_restored() -> None:

@@ -189,6 +189,7 @@ class Probe:
         self._next_final = 0
         self._loss_run = 0
         self._first_lost = -1
+        self.last_reply_ns = 0  # t4 of the newest reply received (the probe thread writes it)
 
     def start(self) -> Probe:
         if self._reflector is not None:
@@ -220,6 +221,14 @@ class Probe:
                         s.close()
             self.log.write("probe", "stop", sent=self.sent, rcvd=self.rcvd, lost=self.lost)
         return {"sent": self.sent, "rcvd": self.rcvd, "lost": self.lost}
+
+    def flowing(self, now_ns: int | None = None) -> bool:
+        """The stream gets through now: a reply within the last three send periods (50 ms at
+        least) and no loss run left open (its `restored` event is logged). Read from another
+        thread: two plain attribute reads, each atomic; a stale answer only costs one poll."""
+        now = time.time_ns() if now_ns is None else now_ns
+        recent = max(50_000_000, 3 * 1_000_000_000 // self.rate_pps)
+        return self._loss_run == 0 and now - self.last_reply_ns < recent
 
     def __enter__(self) -> Probe:
         return self.start()
@@ -270,6 +279,7 @@ class Probe:
             if s not in self._open:
                 continue  # a duplicate, or a reply after we declared the packet lost
             t1, t4 = self._open.pop(s), int(row["t4"])
+            self.last_reply_ns = max(self.last_reply_ns, t4)
             self._done[s] = (t1, t4)
             self.rcvd += 1
             rtt = (t4 - t1) - (int(row["t3"]) - int(row["t2"]))

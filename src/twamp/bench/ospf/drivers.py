@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -60,8 +60,8 @@ R1_LAN = "192.0.2.66"
 NS = 1_000_000_000
 
 SESSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("T1", ("5.1", "5.2", "5.3", "6.1", "6.2")),
-    ("T2", ("6.3",)),
+    ("T1", ("5.1", "5.3", "6.1", "6.2")),
+    ("T2", ("5.2", "6.3")),
     ("T3", ("6.4", "6.5")),
     ("T4", ("6.7", "6.8")),
 )
@@ -326,6 +326,7 @@ def _trials(
                 ctx.marker.invalid(p, attempt, "the trial was abandoned (see failure)")
                 ctx.marker.end(p, attempt)
             raise
+        _await_dataplane(ctx, procs, attempt)
         for p in procs:
             ctx.marker.end(p, attempt)
         index = LogIndex(ctx.log.events)
@@ -339,6 +340,36 @@ def _trials(
             valid += 1
         attempt += 1
         time.sleep(_spacing(ctx.profile, ctx.dut))
+
+
+def dataplane_wait_s(profile: TimerProfile) -> float:
+    """The longest a trial waits, after the RFC's procedure ended, for the probe stream.
+
+    The RFC's end event (an ack, a router-LSA) can come before the DUT forwards again: FRR
+    acks our last LSA while its own adjacency is still Loading, its next LS request held for
+    the retransmit interval (the LSR stall), and installs the route only after that. Two
+    retransmit intervals or one dead interval, whichever is longer, plus a second: a DUT that
+    forwards again within that shows "restored after the procedure's end", one that does not
+    is "not restored" and the trial still ends (bounded)."""
+    rxmt = float(profile.retransmit_s or 5)
+    dead = float(profile.dead_s or 40)
+    return max(2 * rxmt, dead) + 1.0
+
+
+def _await_dataplane(ctx: Session, procs: Sequence[str], attempt: int) -> None:
+    """Mark where the RFC's procedure ended, then keep the trial open (bounded) until the
+    probe's stream flows again, so a late restoration is measured, not cut off."""
+    probe = getattr(ctx, "probe", None)
+    if probe is None:
+        return
+    limit = dataplane_wait_s(ctx.profile)
+    for p in procs:
+        ctx.marker.step(p, attempt, "procedure-end", dataplane_wait_s=limit)
+    deadline = time.monotonic() + limit
+    if not probe.flowing():
+        ctx.progress(f"§{'/'.join(procs)}: waiting up to {limit:.0f} s for the data plane")
+    while not probe.flowing() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None:
@@ -557,10 +588,31 @@ def _drive_5_1(s: Session) -> None:
 def _drive_5_2(s: Session) -> None:
     """Bursts of N new AS-external-LSAs. Every trial floods prefixes the DUT does not have (the
     previous burst is flushed first and the prefix block rotates over three), so every trial
-    also installs N routes: the FIB proxy and the install rate of the scaling rows."""
+    also installs N routes: the FIB proxy and the install rate of the scaling rows.
+
+    In T2 (the lab) the collector also hears the generator over their direct link, the RFC's
+    reference, and floods nothing to the DUT meanwhile (RFC 4061 §5.2): were it to pass the
+    burst on, the DUT could get an LSA from the collector first and never flood it back (RFC
+    2328 §13.3), and the end event would never come. Flooding resumes after 5.2 (6.3 needs
+    it). Without the direct link (`--dut external`) the reference is our last send stamp."""
     gen = s.routers["gen"]
-    par = {"5.2": {"observer": "col", "generator": "gen", "ifname": s.gen_if,
-                   "col_ifname": s.col_if}}  # fmt: skip
+    col = s.routers.get("col")
+    direct = s.topology == "T2" and col is not None
+    par: dict[str, Any] = {"observer": "col", "generator": "gen", "ifname": s.gen_if,
+                           "col_ifname": s.col_if}  # fmt: skip
+    if direct:
+        par.update(direct_ifname="eth-gen", generator_rid=GEN_RID)
+        assert col is not None
+        col.call(lambda r, now: r.set_flooding(s.col_if, False, now))
+    try:
+        _bursts_5_2(s, gen, {"5.2": par})
+    finally:
+        if direct:
+            assert col is not None
+            col.call(lambda r, now: r.set_flooding(s.col_if, True, now))
+
+
+def _bursts_5_2(s: Session, gen: RouterHandle, par: dict[str, Any]) -> None:
     for n in s.settings.lsas:
         previous: list[LsaSpec] = []
 
@@ -616,11 +668,23 @@ def _router_key(r: EmulatedRouter) -> Any:
     raise TrialFailed("our router-LSA is not in our own database")
 
 
-def _wait_acked(s: Session, router: str, ifname: str, since: int, timeout: float) -> None:
+def _wait_acked(
+    s: Session,
+    router: str,
+    ifname: str,
+    since: int,
+    timeout: float,
+    expect: Collection[str] = (),
+) -> None:
     """Keep the trial open until the DUT acknowledged (explicitly or by flooding it back) every
     LSA instance `router` sent on `ifname` since event number `since`: LSUs answering the DUT's
     requests are on no retransmission list, so an empty list does not mean "all acked", and
-    BIRD's acks come seconds later."""
+    BIRD's acks come seconds later.
+
+    `expect`: keys the DUT must have fetched too. FRR requests a large database in several LSRs
+    and may hold the next one for its retransmit interval (the LSR stall): our Full and an ack
+    for everything sent *so far* then come seconds before the DUT asked for the rest, and the
+    RFC's end event (the ack for the generator's last LSA) is still to come."""
     deadline = time.monotonic() + timeout
     dut = s.lab.dut_rid
     while time.monotonic() < deadline:
@@ -637,7 +701,11 @@ def _wait_acked(s: Session, router: str, ifname: str, since: int, timeout: float
             ):
                 for lsa in e.get("acked", ()) or e.get("lsas", ()):
                     acked[lsa["key"]] = max(acked.get(lsa["key"], lsa["seq"]), lsa["seq"])
-        if sent and all(acked.get(k, seq - 1) >= seq for k, seq in sent.items()):
+        if (
+            sent
+            and all(k in sent for k in expect)
+            and all(acked.get(k, seq - 1) >= seq for k, seq in sent.items())
+        ):
             time.sleep(0.2)
             return
         time.sleep(0.1)
@@ -649,7 +717,11 @@ def _adjacency_trials(
     down: Callable[[], None],
     up: Callable[[int], None],
     extra: dict[str, Any],
+    *,
+    fetch_all: bool = True,
 ) -> None:
+    """`fetch_all`: the DUT must fetch every LSA of the burst from the generator (6.1, 6.2); in
+    6.3 it has them already, through the collector."""
     gen = s.routers["gen"]
     for n in s.settings.lsas:
         specs = [_ext(100_000 + i) for i in range(n)]
@@ -665,7 +737,9 @@ def _adjacency_trials(
             up(i)
             s.wait_full("gen", s.lab.dut_rid)
             _settle(gen, 10.0 + n / 200)
-            _wait_acked(s, "gen", "eth-dut", mark, 10.0 + n / 200)
+            wait = 10.0 + n / 200 + 2 * (s.profile.retransmit_s or 5)
+            expect = {_key(sp) for sp in specs} if fetch_all else set()
+            _wait_acked(s, "gen", "eth-dut", mark, wait, expect=expect)
 
         _trials(s, [proc], n, trial, par)
         _flush(gen, specs)
@@ -739,7 +813,7 @@ def _drive_6_3(s: Session) -> None:
         s.lab.link_up("gen", "gen")
         gen.interface_up("eth-dut")
 
-    _adjacency_trials(s, "6.3", down, up, {})
+    _adjacency_trials(s, "6.3", down, up, {}, fetch_all=False)
 
 
 def _setup_t3(s: Session) -> None:
@@ -931,12 +1005,16 @@ def _link_down_trials(
 
     def trial(i: int) -> None:
         before = newest()
+        # Where the DUT sends the probe's replies now (link 1, the cheaper: `DUT_COSTS`) and,
+        # after the reroute, then: logged, so a report shows the path the loss window is of.
+        s.lab.route_get("dut", PROBE_SRC)
         time.sleep(0.3)
         fail(i)
         limit = time.monotonic() + s.dead_s + 6
         while newest() == before and time.monotonic() < limit:
             time.sleep(0.05)
         time.sleep(0.5)
+        s.lab.route_get("dut", PROBE_SRC)
         heal()
         # Our side may still hold the old adjacency as Full until the DUT's next Hello says
         # otherwise (6.8: the DUT dropped us, we never dropped it): wait a Hello out first.
@@ -969,9 +1047,13 @@ def _drive_6_8(s: Session) -> None:
     gen = s.routers["gen"]
 
     def fail(i: int) -> None:
+        # The link fails beyond layer 2: carrier up, nothing the DUT sends over it arrives (the
+        # data plane too, `Lab.blackhole`), and our Hellos stop. Only the dead interval tells.
+        s.lab.blackhole("gen", True)
         gen.stop_hellos("eth-dut")  # the speaker logs `link down how=hellos` at the call
 
     def heal() -> None:
+        s.lab.blackhole("gen", False)
         gen.start_hellos("eth-dut")
 
     _link_down_trials(s, "6.8", fail, heal)

@@ -22,6 +22,7 @@ cross-check only). All are CLOCK_REALTIME, so they subtract directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -180,6 +181,11 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
     (both the sender's transmit times); ``lost``: packets lost; ``loss_time_ns``: lost / offered
     rate, the loss in time; ``restored_after_ns``: first restored packet's send time minus the
     trial's start event (the data-plane convergence time); None when the probe did not run.
+
+    The driver marks where the RFC's procedure ended (step ``procedure-end``) and keeps the
+    trial open, bounded, until the stream flows again: ``restored_after_end_ns`` is then how
+    long after the procedure's end the DUT forwarded again (the RFC's end event came first),
+    and `_dp_evidence` says from the log why (route install, the DUT's adjacency state).
     """
     probe = trial.index.between(
         trial.index.times[0] if trial.index.times else 0, trial.t1, source="probe", event="start"
@@ -191,6 +197,16 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
     lost = [e for e in in_trial if e.event == "lost" and e.t_ns >= t_start]
     restored = [e for e in in_trial if e.event == "restored" and e.t_ns >= t_start]
     out: dict[str, Any] = {"rate_pps": rate, "lost": len(lost)}
+    # The DUT's next hop towards the probe's source, asked before the trigger and after the
+    # reroute (`lab route-get`, 6.7/6.8): the path whose loss window this is.
+    path = [e.get("dev") or "none" for e in trial.events(source="lab", event="route-get")]
+    if path:
+        out["path"] = path
+    end = trial.step("procedure-end")
+    if end is not None:
+        out["procedure_end_after_ns"] = end.t_ns - t_start
+        if end.get("dataplane_wait_s") is not None:
+            out["wait_s"] = float(end["dataplane_wait_s"])
     if not lost:
         out.update(window_ns=0, loss_time_ns=0, restored=True, restored_after_ns=None)
         return out
@@ -198,14 +214,67 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
     after_last = [e for e in restored if e.t_ns > last]
     out["first_lost_after_ns"] = first - t_start
     out["loss_time_ns"] = round(len(lost) / rate * 1e9) if rate > 0 else None
-    if after_last:
-        out.update(
-            window_ns=after_last[0].t_ns - first,
-            restored=True,
-            restored_after_ns=after_last[0].t_ns - t_start,
-        )
+    t_back = after_last[0].t_ns if after_last else None
+    if t_back is not None:
+        out.update(window_ns=t_back - first, restored=True, restored_after_ns=t_back - t_start)
     else:
         out.update(window_ns=None, restored=False, restored_after_ns=None)
+    if end is not None and (t_back is None or t_back > end.t_ns):
+        if t_back is not None:
+            out["restored_after_end_ns"] = t_back - end.t_ns
+        out.update(_dp_evidence(trial, probe[-1], t_start, first, end.t_ns, t_back))
+    return out
+
+
+_ADJ_FRR = re.compile(r"AdjChg: Nbr ([\d.]+).*?(?:: (\w+) -> (\w+)| from (\w+) to (\w+))")
+_ADJ_BIRD = re.compile(r"[Nn]eighbor ([\d.]+) .*changed state from (\w+) to (\w+)")
+
+
+def _adj_change(text: str) -> tuple[str, str] | None:
+    """(neighbour, new state) from an FRR `AdjChg` or a BIRD state-change log line."""
+    m = _ADJ_FRR.search(text)
+    if m:
+        return m.group(1), m.group(3) or m.group(5)
+    m = _ADJ_BIRD.search(text)
+    return (m.group(1), m.group(3)) if m else None
+
+
+def _dp_evidence(
+    trial: Trial, probe: Event, t_start: int, t_lost: int, t_end: int, t_back: int | None
+) -> dict[str, Any]:
+    """Why the stream was still broken when the RFC's procedure ended, from the log alone: when
+    the DUT installed its route to either end of the probe (netlink), and which of the DUT's
+    adjacencies were not Full at the procedure's end (the DUT's own log), and when they were.
+    """
+    ends = {f"{probe.get('src')}/32", f"{probe.get('dst')}/32"}
+    out: dict[str, Any] = {}
+    adds = [
+        e
+        for e in trial.events(source="fib")
+        if e.event == "route-add" and e.get("prefix") in ends and e.t_ns >= t_lost
+    ]
+    if adds:
+        out["route_installed_after_ns"] = adds[0].t_ns - t_start
+        out["route_installed_prefix"] = adds[0].get("prefix")
+    state: dict[str, tuple[str, int]] = {}
+    later_full: dict[str, int] = {}
+    for e in trial.events(source="dut-log"):
+        if e.t_ns < t_start:
+            continue
+        change = _adj_change(str(e.get("text", "")))
+        if change is None:
+            continue
+        nbr, new = change
+        if e.t_ns <= t_end:
+            state[nbr] = (new, e.t_ns)
+        elif new == "Full" and nbr not in later_full:
+            later_full[nbr] = e.t_ns - t_start
+    stuck = {n: st for n, (st, _) in state.items() if st != "Full"}
+    if stuck:
+        out["dut_adjacency_at_end"] = stuck
+        full = {n: later_full[n] for n in stuck if n in later_full}
+        if full:
+            out["dut_full_after_ns"] = full
     return out
 
 

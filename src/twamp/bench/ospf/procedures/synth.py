@@ -393,10 +393,20 @@ def trial_5_3(
 
 
 def trial_adjacency(
-    s: SynthLog, proc: str, trial: int, t: int, *, n: int, hello_ns: int, ack_ns: int, full_ns: int
+    s: SynthLog,
+    proc: str,
+    trial: int,
+    t: int,
+    *,
+    n: int,
+    hello_ns: int,
+    ack_ns: int,
+    full_ns: int,
+    dataplane_wait_ns: int | None = None,
 ) -> int:
     """6.1/6.2/6.3: start (carrier up; or the DUT's first Hello hello_ns after the enable/up)
-    → ack of the generator's last LSA at start + ack_ns."""
+    → ack of the generator's last LSA at start + ack_ns. `dataplane_wait_ns`: the driver marks
+    the procedure's end there and keeps the trial open that much longer for the probe."""
     s.mark.start(
         proc, trial, t, lsas=n, dut_rid=DUT, observer="gen", ifname="veth-gen", collector="col"
     )
@@ -423,6 +433,9 @@ def trial_adjacency(
     s.ack("gen", t_start + ack_ns, keys)
     s.fib(t_start + full_ns + 2 * MS, "198.18.1.0/32")
     end = t_start + ack_ns + 50 * MS
+    if dataplane_wait_ns is not None:
+        s.mark.step(proc, trial, "procedure-end", end, dataplane_wait_s=11.0)
+        end += dataplane_wait_ns
     s.mark.end(proc, trial, end)
     return end
 
