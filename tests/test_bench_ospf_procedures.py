@@ -187,6 +187,27 @@ def test_5_2_with_the_direct_link_is_the_rfc_method() -> None:
     assert r.value_ns == 3 * MS
 
 
+def test_5_2_direct_reference_corrected_for_our_send_order() -> None:
+    """Our generator sends the burst towards the DUT first, then on the direct link (400 µs
+    later here): the direct copy arrives that much later, and uncorrected the figure would be
+    short by the skew (negative for a fast DUT). The reference is taken back by the skew
+    measured from our own two kernel send stamps."""
+    s = _log()
+    trial_5_2(
+        s, 0, s.t + S, n=80, flood_last_ns=300 * US, direct_last_ns=200 * US,
+        direct_skew_ns=400 * US,
+    )  # fmt: skip
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.parts["method"] == 1
+    assert r.parts["send_skew"] == 400 * US
+    assert r.parts["rfc_uncorrected"] == -100 * US
+    assert r.value_ns == 300 * US
+    assert "taken back by our own send skew between the two links (median 0.4" in format_report(
+        analyse(s.events)
+    )
+
+
 def test_5_2_lsa_lost_on_the_way_is_invalid() -> None:
     s = _log()
     trial_5_2(s, 0, s.t + S, n=80, flood_last_ns=3 * MS)

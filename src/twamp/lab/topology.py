@@ -17,7 +17,7 @@ Addressing (documentation ranges only, RFC 5737; DUT router ID 192.0.2.129 on it
     link        DUT side          far side          topologies
     gen         192.0.2.1/30      192.0.2.2/30      T1 T2 T4 (T4: link 1)
     col         198.51.100.1/30   198.51.100.2/30   T2 (and T1 with collector=True)
-    gen2        192.0.2.5/30      192.0.2.6/30      T4 (link 2)
+    gen2        192.0.2.5/30      192.0.2.6/30      T4 (link 2; DUT cost 100, `DUT_COSTS`)
     gencol      (gen) 192.0.2.9/30 (col) 192.0.2.10/30   T2 (collector - generator)
     lan         192.0.2.65/27 DUT, .66 r1, .67 r2 on bridge ``br0`` in ``<prefix>-sw``   T3
 

@@ -4,12 +4,18 @@ Every procedure runs in a *session*: a lab topology (`twamp.lab.Lab`), the DUT s
 (`twamp.lab.dut`), our emulated routers on raw sockets (`twamp.ospf.io.Speaker`), the FIB
 watcher and, where routes to the probe's target change, the TWAMP data-plane probe. Sessions:
 
-* T1 (generator and collector, no link between them): 5.1, 5.2, 5.3, 6.1, 6.2, with the probe
-  (6.1/6.2 remove and reinstall its route; 5.x change routes off its path);
-* T2 (the collector also linked to the generator, and flooding): 6.3 (no probe:
-  `analysis.DATAPLANE_NOTES` says why);
+* T1 (generator and collector, no link between them): 5.1, 5.3, 6.1, 6.2, with the probe
+  (6.1/6.2 remove and reinstall its route; 5.1/5.3 change routes off its path);
+* T2 (the collector also linked to the generator): 5.2 (the direct link is the RFC's reference;
+  the collector floods nothing to the DUT meanwhile), then 6.3 (the collector floods again);
+  no probe (`analysis.DATAPLANE_NOTES` says why);
 * T3 (DUT, R1, R2 on one bridge, broadcast): 6.4, 6.5 and 6.6 (one trial gives both; no probe);
-* T4 (two links DUT–generator, and the collector): 6.7, 6.8, with the probe.
+* T4 (two links DUT–generator, link 2 the costlier, and the collector): 6.7, 6.8, with the
+  probe over link 1 until it fails (6.8: black-holed beyond layer 2, `Lab.blackhole`).
+
+Where the probe runs, every attempt ends with a `procedure-end` step (the RFC's procedure is
+over) and then waits, bounded (`dataplane_wait_s`), until the stream flows again, so a DUT that
+forwards only after the RFC's end event shows "restored after the procedure's end".
 
 A driver only *acts* and writes marks (`trials.Marker`); it never times anything. After each
 attempt the analysis of the log so far decides whether the attempt is valid; invalid ones are
@@ -601,7 +607,9 @@ def _drive_5_2(s: Session) -> None:
     par: dict[str, Any] = {"observer": "col", "generator": "gen", "ifname": s.gen_if,
                            "col_ifname": s.col_if}  # fmt: skip
     if direct:
-        par.update(direct_ifname="eth-gen", generator_rid=GEN_RID)
+        par.update(
+            direct_ifname="eth-gen", generator_rid=GEN_RID, generator_direct_ifname="eth-col"
+        )
         assert col is not None
         col.call(lambda r, now: r.set_flooding(s.col_if, False, now))
     try:
@@ -623,9 +631,13 @@ def _bursts_5_2(s: Session, gen: RouterHandle, par: dict[str, Any]) -> None:
                 time.sleep(1.5 + n / 5_000)  # FRR deletes externals on its 1 s ASE timer
             specs = [_ext(1000 + (i % 3) * n + j) for j in range(n)]
             s.marker.step("5.2", i, "burst", lsas=n)
+            mark = len(s.log.events)
             _originate(gen, specs)
             _settle(gen, 10.0 + n / 500)
-            time.sleep(0.5 + n / 5_000)  # the last floods and FIB installs
+            # The last floods and FIB installs: until every prefix of the burst is in the FIB
+            # (netlink), bounded. FRR installs new externals at once in T1 but on its 1 s ASE
+            # timer in T2: a fixed sleep cut the FIB proxy and the install rate off there.
+            _wait_fib(s, mark, {f"{sp.link_state_id}/32" for sp in specs}, 2.5 + n / 1_000)
             previous[:] = specs
 
         _trials(s, ["5.2"], n, trial, par)
@@ -633,6 +645,21 @@ def _bursts_5_2(s: Session, gen: RouterHandle, par: dict[str, Any]) -> None:
             _flush(gen, previous)
             _settle(gen, 10.0 + n / 500)
             time.sleep(1.5 + n / 5_000)
+
+
+def _wait_fib(s: Session, since: int, prefixes: set[str], timeout: float) -> None:
+    """Until the FIB watcher logged a route-add for each of `prefixes` after event `since`."""
+    deadline = time.monotonic() + timeout
+    missing = set(prefixes)
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.05)
+        events = s.log.events
+        end = len(events)
+        for e in events[since:end]:
+            if e.source == "fib" and e.event == "route-add":
+                missing.discard(str(e.get("prefix")))
+        since = end
+    time.sleep(0.2)
 
 
 def _drive_5_3(s: Session) -> None:
@@ -1014,6 +1041,11 @@ def _link_down_trials(
         while newest() == before and time.monotonic() < limit:
             time.sleep(0.05)
         time.sleep(0.5)
+        # Link 1 stays failed until the stream flows again over link 2 (bounded): a DUT that
+        # reroutes after its router-LSA (BIRD on its tick) must not be "restored" by our heal.
+        deadline = time.monotonic() + dataplane_wait_s(s.profile)
+        while s.probe is not None and not s.probe.flowing() and time.monotonic() < deadline:
+            time.sleep(0.02)
         s.lab.route_get("dut", PROBE_SRC)
         heal()
         # Our side may still hold the old adjacency as Full until the DUT's next Hello says

@@ -226,6 +226,14 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                     f"    proxy {what}: median {fmt_ms(st['median'])} ms "
                     f"(min {fmt_ms(st['min'])}, max {fmt_ms(st['max'])}, n {st['n']})"
                 )
+        parts = e.get("parts_ms") or {}
+        if parts.get("send_skew") and parts.get("rfc_uncorrected"):
+            out.append(
+                "    reference: the last LSA at the collector straight from the generator (RFC), "
+                f"taken back by our own send skew between the two links (median "
+                f"{fmt_ms(parts['send_skew']['median'])} ms); uncorrected figure median "
+                f"{fmt_ms(parts['rfc_uncorrected']['median'])} ms"
+            )
         dp = e.get("dataplane")
         if dp and dp.get("restored_after_ms"):
             st = dp["restored_after_ms"]

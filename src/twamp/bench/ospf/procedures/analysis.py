@@ -239,8 +239,10 @@ def _entry(
 DATAPLANE_NOTES: dict[str, str] = {
     "5.1": "the new AS-external-LSA is a 198.18.0.x/32 off the probe path: the stream through "
     "the DUT must not (and should not) notice it",
-    "5.2": "the burst of AS-external-LSAs covers 198.18.3.x-121.x, not the probe's /32s: the "
-    "stream shows whether installing them disturbs forwarding",
+    "5.2": "no probe: 5.2 runs in T2 for the RFC's generator-collector link, where the DUT's "
+    "route to the generator may go through the collector, an emulated router whose namespace "
+    "does not forward; the burst's AS-external-LSAs (198.18.3.x-121.x) are off the probe's "
+    "/32s in any case",
     "5.3": "the SPF trigger changes the cost of 198.18.254.0/24, not the probe path: the stream "
     "shows whether the SPF run disturbs forwarding",
     "6.3": "no probe: in T2 the DUT's route to the generator goes through the collector, an "
