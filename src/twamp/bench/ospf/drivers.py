@@ -362,6 +362,16 @@ def dataplane_wait_s(profile: TimerProfile) -> float:
     return max(2 * rxmt, dead) + 1.0
 
 
+def _await_flowing(s: Session) -> bool:
+    """Until the probe's stream flows (bounded by `dataplane_wait_s`); True if it does."""
+    if s.probe is None:
+        return False
+    deadline = time.monotonic() + dataplane_wait_s(s.profile)
+    while not s.probe.flowing() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return s.probe.flowing()
+
+
 def _await_dataplane(ctx: Session, procs: Sequence[str], attempt: int) -> None:
     """Mark where the RFC's procedure ended, then keep the trial open (bounded) until the
     probe's stream flows again, so a late restoration is measured, not cut off."""
@@ -371,11 +381,9 @@ def _await_dataplane(ctx: Session, procs: Sequence[str], attempt: int) -> None:
     limit = dataplane_wait_s(ctx.profile)
     for p in procs:
         ctx.marker.step(p, attempt, "procedure-end", dataplane_wait_s=limit)
-    deadline = time.monotonic() + limit
     if not probe.flowing():
         ctx.progress(f"§{'/'.join(procs)}: waiting up to {limit:.0f} s for the data plane")
-    while not probe.flowing() and time.monotonic() < deadline:
-        time.sleep(0.02)
+        _await_flowing(ctx)
 
 
 def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None:
@@ -999,6 +1007,9 @@ def _start_probe(
         dst=PROBE_TARGET,
         rate_pps=int(s.settings.rate_pps),
     ).start()
+    # The first trial starts from a stream that flows: BIRD originates its router-LSA (and so
+    # has a route to the probe's source) up to its MinLSInterval after Full.
+    _await_flowing(s)
 
 
 def _link_down_trials(
@@ -1032,6 +1043,8 @@ def _link_down_trials(
 
     def trial(i: int) -> None:
         before = newest()
+        _await_flowing(s)  # the loss window starts from a stream that flows (BIRD: its
+        # router-LSA, and so its route to the probe's source, can come seconds after Full)
         # Where the DUT sends the probe's replies now (link 1, the cheaper: `DUT_COSTS`) and,
         # after the reroute, then: logged, so a report shows the path the loss window is of.
         s.lab.route_get("dut", PROBE_SRC)
@@ -1043,9 +1056,7 @@ def _link_down_trials(
         time.sleep(0.5)
         # Link 1 stays failed until the stream flows again over link 2 (bounded): a DUT that
         # reroutes after its router-LSA (BIRD on its tick) must not be "restored" by our heal.
-        deadline = time.monotonic() + dataplane_wait_s(s.profile)
-        while s.probe is not None and not s.probe.flowing() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _await_flowing(s)
         s.lab.route_get("dut", PROBE_SRC)
         heal()
         # Our side may still hold the old adjacency as Full until the DUT's next Hello says
