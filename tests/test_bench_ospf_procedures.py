@@ -17,6 +17,7 @@ import pytest
 from twamp.bench.ospf import analyse
 from twamp.bench.ospf.procedures import LAG_NS, PROCEDURES, evaluate
 from twamp.bench.ospf.procedures.synth import (
+    FRR_QUIRKS,
     MS,
     US,
     SynthLog,
@@ -276,7 +277,7 @@ def _late_restoration_log(*, restored: bool) -> SynthLog:
     acked (the RFC's end event), but the DUT's own adjacency is still Loading; it fetches the
     rest 5 s later, installs the probe's route and the stream flows again, after the
     procedure's end, within the driver's bounded wait."""
-    s = _log()
+    s = _log(quirks=[*FRR_QUIRKS, {"name": "lsr-stall", "value_ms": 5000.0}])
     t = s.t + S
     s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="g")
     s.write(
@@ -327,6 +328,7 @@ def test_restoration_after_the_procedures_end_is_measured_with_its_evidence() ->
     assert "was Loading at the procedure's end" in words and "198.18.255.1/32" in words
     table = format_report(doc)
     assert "1 restored after the procedure's end" in table and "was Loading" in table
+    assert "holds for its retransmit interval (5 s, the LSR stall)" in table
 
 
 def test_no_restoration_within_the_wait_says_so_with_the_dut_state() -> None:

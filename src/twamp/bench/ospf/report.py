@@ -248,8 +248,16 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                 f"    data plane path: the DUT's next hop to the probe's source {path} "
                 "(before the trigger -> after the reroute, `ip route get`)"
             )
-        for words in (dp or {}).get("evidence") or ():
+        evidence = (dp or {}).get("evidence") or ()
+        for words in evidence:
             out.append(f"    data plane, one trial: {words}")
+        stall = (doc.get("timers") or {}).get("retransmit") or {}
+        if any("was Loading" in w for w in evidence) and "lsr-stall" in str(stall.get("origin")):
+            out.append(
+                "    data plane: a DUT adjacency left in Loading waits for its next LS request, "
+                f"which this DUT holds for its retransmit interval ({stall.get('seconds'):g} s, "
+                "the LSR stall): the DUT's timer, not the probe path"
+            )
         reasons = sorted({i["reason"] for i in e["invalid"]})
         if reasons:
             out.append(f"    {len(e['invalid'])} invalid trial(s), repeated: " + "; ".join(reasons))

@@ -164,8 +164,8 @@ def _dp_words(d: Mapping[str, Any]) -> str | None:
             f"the DUT installed its route to {d.get('route_installed_prefix')} at "
             f"+{d['route_installed_after_ns'] / 1e6:.0f} ms (netlink)"
         )
-    elif "procedure_end_after_ns" in d:
-        parts.append("the DUT installed no route to the probe's ends (netlink)")
+    else:
+        parts.append("the DUT installed no route to the probe's ends within the trial (netlink)")
     return "; ".join(parts)
 
 

@@ -223,6 +223,10 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
         if t_back is not None:
             out["restored_after_end_ns"] = t_back - end.t_ns
         out.update(_dp_evidence(trial, probe[-1], t_start, first, end.t_ns, t_back))
+    elif end is None and t_back is None:
+        # A log from before the procedure-end step: the trial's end mark was the procedure's
+        # end, and the evidence is read as of then.
+        out.update(_dp_evidence(trial, probe[-1], t_start, first, trial.t1, None))
     return out
 
 
