@@ -10,7 +10,8 @@ Drawn only from the JSON document, so a saved report can be drawn again. One fig
   rate found); with several reflectors (`compare`) colour is the reflector and only the middle
   load is drawn, so three reflectors stay three lines per panel.
 * **Over time**: every trial in the order it ran: the offered rate, coloured by what the trial
-  proved (passed, failed, unverified because our sender did not hold it), and the loss; the
+  proved (passed, failed, unverified because our sender did not hold it), and the loss (trials
+  that lost nothing on a row of their own, labelled "0 (no loss)": a log axis has no 0); the
   latency trials' median RTT. Fixed-rate mode draws its intervals: rate, loss, RTT p50 and p99.
 
 matplotlib is the optional extra ``twamp[plot]``; without it `plot_report` raises
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from typing import Any
 
 __all__ = ["MISSING", "PlotUnavailable", "available", "plot_report"]
@@ -319,15 +321,7 @@ def _timeline(ax_rate: Any, ax_loss: Any, doc: dict[str, Any]) -> None:
     ax_rate.set_title("every trial in the order it ran")
     ax_rate.legend(fontsize="small", loc="lower left")
     xs = [(t["start_ns"] - t0) / 1e9 for _, t, _ in trials]
-    ax_loss.scatter(
-        xs,
-        [max(t["loss_pct"], 1e-3) for _, t, _ in trials],
-        s=10,
-        color="#d62728",
-        label="loss % (0 drawn at 0.001)",
-    )
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("loss (%)", color="#d62728")
+    _loss_panel(ax_loss, xs, [t["loss_pct"] for _, t, _ in trials])
     ax_loss.set_xlabel("time since the first trial (s)")
     rtt_ax = ax_loss.twinx()
     rtt = [
@@ -338,9 +332,54 @@ def _timeline(ax_rate: Any, ax_loss: Any, doc: dict[str, Any]) -> None:
     if rtt:
         rtt_ax.plot([r[0] for r in rtt], [r[1] for r in rtt], "o", color="#1f77b4", ms=4)
     rtt_ax.set_ylabel("latency trial RTT p50 (µs)", color="#1f77b4")
-    ax_loss.set_title("loss of every trial, RTT of the latency trials")
+    ax_loss.set_title(
+        "loss of every trial (red; hollow green on the '0' row: lost nothing), "
+        "RTT p50 of the latency trials (blue)",
+        fontsize="medium",
+    )
     for ax in (ax_rate, ax_loss):
         ax.grid(True, alpha=0.3)
+
+
+def _loss_panel(ax: Any, xs: list[float], losses: list[float]) -> None:
+    """Loss on a log axis, with the trials that lost nothing on a row of their own.
+
+    A log axis has no 0, so zero-loss trials are drawn as hollow markers on a row one decade
+    below the smallest loss drawn (or at 0.001 % when none lost anything), a dotted line
+    separates that row, and its tick reads "0 (no loss)": the row is a label, not a value.
+    """
+    lossy = [(x, v) for x, v in zip(xs, losses, strict=True) if v > 0.0]
+    clean = [x for x, v in zip(xs, losses, strict=True) if v <= 0.0]
+    low = min((v for _, v in lossy), default=1e-2)
+    floor = 10.0 ** (math.floor(math.log10(low)) - 1)
+    high = max((v for _, v in lossy), default=floor * 10)
+    top = min(2, math.ceil(math.log10(high)))  # the decade above the highest loss, 100 % at most
+    if lossy:
+        ax.scatter(
+            [x for x, _ in lossy],
+            [v for _, v in lossy],
+            s=12,
+            color="#d62728",
+            label="trial that lost packets",
+            zorder=3,
+        )
+    if clean:
+        ax.scatter(
+            clean,
+            [floor] * len(clean),
+            s=16,
+            facecolors="none",
+            edgecolors="#2ca02c",
+            label="trial with no loss (the '0' row)",
+        )
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2.5, 10.0**top * 1.6)
+    ax.axhline(floor * 2.2, color="grey", lw=0.8, ls=":")
+    ticks = [floor, *(10.0**d for d in range(round(math.log10(floor)) + 1, top + 1))]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(["0 (no loss)", *(f"{t:g}" for t in ticks[1:])])
+    ax.minorticks_off()
+    ax.set_ylabel("loss (%)", color="#d62728")
 
 
 def _fixed(fig: Any, doc: dict[str, Any]) -> None:
