@@ -5,7 +5,8 @@ Drawn only from the JSON document, so a saved report can be drawn again. One fig
 * **Throughput against size**, twice: packets/s (log scale) and bit rates (L1 Ethernet solid,
   UDP payload dashed). A marker is the median over runs, its bar min-max. A size whose figure
   was bounded by our sender is drawn as a hollow triangle at the bound, "at least", never as a
-  measured point. Colour is the reflector.
+  measured point. Colour is the reflector. With `--medium`, its maximum frame rate per size and
+  its line rate are dotted grey lines (RFC 2544 Appendix A).
 * **RTT CDFs, one small panel per size**: colour is the load (light to dark: 10 % to 90 % of the
   rate found); with several reflectors (`compare`) colour is the reflector and only the middle
   load is drawn, so three reflectors stay three lines per panel.
@@ -24,6 +25,8 @@ import importlib
 import importlib.util
 import math
 from typing import Any
+
+from .config import MEDIA
 
 __all__ = ["MISSING", "PlotUnavailable", "available", "plot_report"]
 
@@ -141,6 +144,8 @@ def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str)
                 color=colour,
                 markerfacecolor="none",
                 markersize=9,
+                # the reflector still needs its legend entry when no size has a figure
+                label=None if pts or mix else target["name"],
             )
 
 
@@ -152,7 +157,7 @@ def _style_key(ax: Any, plt: Any, bits: bool) -> None:
         (line([], [], marker="*", ls="", color="grey", markersize=10), "IMIX, at its mean size"),
         (
             line([], [], marker="^", ls="", color="grey", markerfacecolor="none", markersize=8),
-            "at least: our sender's limit, not the reflector's",
+            "at least: the setup's limit (our sender, --max-rate or --medium), not the reflector's",
         ),
     ]
     if bits:
@@ -163,9 +168,33 @@ def _style_key(ax: Any, plt: Any, bits: bool) -> None:
     )
 
 
+def _medium(ax_pps: Any, ax_bits: Any, doc: dict[str, Any]) -> None:
+    """--medium: its maximum frame rate per size, and its line rate (RFC 2544 Appendix A)."""
+    medium = doc["settings"].get("medium")
+    if not medium or not _targets(doc):
+        return
+    words, line_bps = MEDIA[medium]
+    caps = sorted(
+        (_size_x(size), size["medium_max_pps"])
+        for size in _targets(doc)[0]["sizes"]
+        if size.get("medium_max_pps") and len(size["pattern"]) == 1
+    )
+    if caps:
+        ax_pps.plot(
+            [c[0] for c in caps],
+            [c[1] for c in caps],
+            ":",
+            color="grey",
+            lw=1.5,
+            label=f"{words}: maximum frame rate",
+        )
+    ax_bits.axhline(line_bps / 1e6, ls=":", color="grey", lw=1.5, label=f"{words}: line rate")
+
+
 def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> None:
     for i, target in enumerate(_targets(doc)):
         _draw_target(ax_pps, ax_bits, target, _colour(i))
+    _medium(ax_pps, ax_bits, doc)
     ax_pps.set_yscale("log")
     ax_pps.set_xlabel("UDP payload (octets)")
     ax_pps.set_ylabel("zero-loss rate (packets/s, log)")

@@ -72,11 +72,12 @@ def _why(fig: dict[str, Any], label: str, what: str, medium: str = "the medium")
     status, limit = fig["status"], fig.get("setup_limit_pps")
     where = f"size {label}, {what}"
     if status == "at_medium_max":
+        # One note for both criteria when both passed at the cap.
         fps = f"{limit:,.0f} fps" if limit else "its limit"
         return (
-            f"{where}: nothing lost at the medium's maximum frame rate ({fps}, the most "
-            f"{medium} carries of these frames, RFC 2544 Appendix A): the reflector's own "
-            "limit may be higher"
+            f"size {label}: the reflector passed at the medium's maximum frame rate ({fps}, "
+            f"the most {medium} carries of these frames, RFC 2544 Appendix A): the "
+            "reflector's own limit may be higher"
         )
     if status == "sender_limited":
         bound = fig.get("lower_bound_pps")
