@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from twamp.bench import engine, trial
 from twamp.bench.conditions import cpu_plan
 from twamp.bench.config import (
     MEDIA,
@@ -177,3 +178,29 @@ def test_packet_size_mean_frame_for_imix() -> None:
     size = PacketSize("imix", ((41, 7), (576, 4), (1472, 1)))
     l2, _ = frame_octets(size.pattern, ipv6=False)
     assert ethernet_max_fps(l2, MEDIA["100G"][1]) > ethernet_max_fps(l2, MEDIA["10G"][1])
+
+
+# -- which limit sets the cap ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "medium", "cap", "source"),
+    [
+        ("ours", None, 9e6, "sender"),  # 90 % of the calibrated 10 Mpps
+        ("c", None, 200_000_000 / 120.0, "sender"),  # c_sender's packets per 120 s trial
+        ("c", "10G", 812_743, "medium"),  # 1518-octet frames on 10 Gb/s Ethernet
+        ("ours", "400G", 9e6, "sender"),  # 32.5 M fps on 400 Gb/s: the sender is lower
+    ],
+)
+def test_the_lowest_limit_sets_the_cap(
+    monkeypatch: pytest.MonkeyPatch, sender: str, medium: str | None, cap: float, source: str
+) -> None:
+    monkeypatch.setattr(engine, "calibrate", lambda *_: 10e6)
+    settings = rfc2544_settings(BenchSettings(sender=sender, medium=medium))
+    target: Any = type("T", (), {"name": "t", "fmt": None, "options": None})()
+    ctx = engine._Context(target, settings, trial.Thresholds(1, 1), lambda _: None, [None])
+    size = PacketSize("1472", ((1472, 1),))
+    result = engine._new_size(size, False, medium)
+    got, why = engine._first_cap(ctx, size, result)
+    assert got == pytest.approx(cap) and why == source
+    assert result["cap_pps"] == pytest.approx(cap)

@@ -35,6 +35,7 @@ from ..inet import check_dscp
 from ..wire.packets import TestFormat
 
 __all__ = [
+    "C_SENDER_MAX_PACKETS",
     "C_SENDER_MAX_TRIAL_S",
     "DEFAULT_SIZES",
     "ETHERNET_L1_EXTRA",
@@ -58,6 +59,8 @@ __all__ = [
 
 C_SENDER_MAX_TRIAL_S = 3600.0
 """csrc/c_sender.c's bound on one trial (MAX_DURATION_S): a bound in time, not in memory."""
+C_SENDER_MAX_PACKETS = 200_000_000
+"""csrc/c_sender.c's bound on one trial's packets (MAX_PACKETS): its duplicate bitmap, 25 MB."""
 MAX_PAYLOAD = 65507  # the largest UDP payload over IPv4
 IMIX_MAX = 1472  # 1500-octet MTU minus IPv4 and UDP headers
 IMIX = ((64, 7), (576, 4), (1500, 1))

@@ -42,12 +42,12 @@ import numpy.typing as npt
 
 from ..metrics import RECORD_DTYPE, SENT_DTYPE
 from . import cprogs
-from .config import C_SENDER_MAX_TRIAL_S
+from .config import C_SENDER_MAX_PACKETS, C_SENDER_MAX_TRIAL_S
 
 __all__ = ["MAX_PACKETS", "MAX_TRIAL_S", "RAW_DTYPE", "CSender", "CSenderError"]
 
 MAX_TRIAL_S = C_SENDER_MAX_TRIAL_S  # c_sender.c MAX_DURATION_S
-MAX_PACKETS = 200_000_000  # c_sender.c MAX_PACKETS: its duplicate bitmap, 25 MB
+MAX_PACKETS = C_SENDER_MAX_PACKETS  # c_sender.c MAX_PACKETS: its duplicate bitmap, 25 MB
 _MAX_WAIT_MS = 10_000
 _NS = 1_000_000_000
 _SEQ_MASK = 0xFFFFFFFF

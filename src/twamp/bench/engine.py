@@ -46,7 +46,15 @@ from .. import __version__, clock, dataplane
 from ..dataplane.sockets import buffer_sizes, open_test_socket
 from .aggregate import finalize_size, latency_base
 from .conditions import collect_conditions, finish_conditions
-from .config import MEDIA, BenchSettings, PacketSize, ethernet_max_fps, frame_octets, resolve_sizes
+from .config import (
+    C_SENDER_MAX_PACKETS,
+    MEDIA,
+    BenchSettings,
+    PacketSize,
+    ethernet_max_fps,
+    frame_octets,
+    resolve_sizes,
+)
 from .fixed import run_fixed
 from .probe import ProbeResult, calibrate, wait_ready
 from .search import RateSearch
@@ -223,6 +231,11 @@ def _first_cap(ctx: _Context, size: PacketSize, size_result: dict[str, Any]) -> 
     cap, source = capacity * _CALIBRATION_HEADROOM, "sender"
     if s.max_rate_pps is not None and s.max_rate_pps <= cap:
         cap, source = s.max_rate_pps, "max_rate"
+    if s.sender == "c":
+        # c_sender's packet bound per trial (its duplicate bitmap): a limit of our sender.
+        most = C_SENDER_MAX_PACKETS / max(s.trial_duration_s, s.latency_s)
+        if most < cap:
+            cap, source = most, "sender"
     cap = max(cap, s.min_rate_pps)
     medium = size_result["medium_max_pps"]
     if medium is not None and medium <= cap:
