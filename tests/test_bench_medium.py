@@ -7,6 +7,7 @@ A.1 for 10 Mb/s to 10 Gb/s. Known answers below are those tables, typed in from 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -130,6 +131,8 @@ def capped_run() -> dict[str, Any]:
 
 def test_the_search_stops_at_the_medium_maximum(capped_run: dict[str, Any]) -> None:
     validate(capped_run)
+    assert capped_run["settings"]["medium"] == "10M"
+    assert capped_run["settings"]["medium_bps"] == 10_000_000
     (t,) = capped_run["targets"]
     assert t["error"] is None
     (size,) = t["sizes"]
@@ -204,3 +207,14 @@ def test_the_lowest_limit_sets_the_cap(
     got, why = engine._first_cap(ctx, size, result)
     assert got == pytest.approx(cap) and why == source
     assert result["cap_pps"] == pytest.approx(cap)
+
+
+def test_a_report_from_before_medium_still_validates(capped_run: dict[str, Any]) -> None:
+    """`twamp-bench plot OLD.json` keeps working: the --medium fields are optional."""
+    old = json.loads(json.dumps(capped_run))
+    del old["settings"]["medium"], old["settings"]["medium_bps"]
+    for t in old["targets"]:
+        for size in t["sizes"]:
+            del size["medium_max_pps"]
+    validate(old)
+    assert "medium" not in format_tables(old).splitlines()[1]
