@@ -132,10 +132,14 @@ def test_all_procedures_against_frr(tmp_path: Path) -> None:
     doc, events = _run("frr", tmp_path)
     _common_checks(doc)
     _dataplane_checks(doc, events)
-    # §6.7: the DUT reroutes within milliseconds of the carrier loss: a loss window, if any
-    # packet fell into it at 1,000 pps, far below the dead interval
-    w67 = _entry(doc, "6.7")["dataplane"]["window_ms"]
-    assert w67 is None or w67["max"] < 1000.0, w67
+    # §6.7: the DUT reroutes within milliseconds of its kernel's carrier-loss notice (which
+    # Linux may hold up to a second, machine-wide): a loss window, if any packet fell into it
+    # at 1,000 pps, far below the dead interval; the proxy from the notice is the DUT's part
+    e67 = _entry(doc, "6.7")
+    w67 = e67["dataplane"]["window_ms"]
+    assert w67 is None or w67["max"] < 2000.0, w67
+    assert e67["parts_ms"]["kernel_notice"]["max"] <= 1500.0, e67["parts_ms"]
+    assert e67["proxies_ms"]["after_kernel_notice"]["median"] < 500.0, e67["proxies_ms"]
     # FRR acks new LSAs from a 1 s timer: the adjacency figures sit at about a second or more.
     for proc in ("6.1", "6.2", "6.3"):
         assert _entry(doc, proc)["verdict"]["kind"] == "timer-dominated", proc

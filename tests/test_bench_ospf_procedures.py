@@ -439,6 +439,22 @@ def test_6_7_path_and_a_reroute_faster_than_the_probe_interval() -> None:
     assert "probe's source eth-gen -> eth-gen2" in table
 
 
+def test_6_7_kernel_carrier_notice_is_split_off() -> None:
+    """The DUT hears of the carrier loss when its kernel's linkwatch reports it (here 300 ms
+    late): the RFC figure keeps it, the proxy from that notice is the DUT's own part."""
+    s = _log()
+    t = s.t + S
+    s.write("fib", "carrier", t + 300 * MS, ns="d", ifname="eth-gen", up=False, stamp="user")
+    trial_link_down(s, "6.7", 0, t, lsa_ns=301 * MS)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 301 * MS
+    assert r.parts["kernel_notice"] == 300 * MS
+    assert r.proxies["after_kernel_notice"] == 1 * MS
+    table = format_report(analyse(s.events))
+    assert "kernel reported the carrier loss a median 300" in table
+
+
 def test_6_7_not_restored() -> None:
     s = _log()
     s.write("probe", "start", s.t, rate_pps=500.0, dst="a", src="b", ns="c")

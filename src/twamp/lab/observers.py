@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
+from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from .. import dataplane
@@ -39,7 +40,10 @@ from . import netns
 
 __all__ = ["FibWatcher", "Probe"]
 
+RTMGRP_LINK = 0x1
 RTMGRP_IPV4_ROUTE = 0x40
+RTM_NEWLINK = 16
+IFF_LOWER_UP = 0x10000
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RT_TABLE_LOCAL = 255
@@ -58,11 +62,18 @@ class FibWatcher:
         self.installed: set[str] = set()
         self._sock = netns.socket_in(ns, socket.AF_NETLINK, socket.SOCK_RAW, 0)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self._sock.bind((0, RTMGRP_IPV4_ROUTE))
+        self._sock.bind((0, RTMGRP_IPV4_ROUTE | RTMGRP_LINK))
         self._names = self._ifnames()
+        self._carrier = self._carriers()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"fib-{ns}", daemon=True)
+
+    def _carriers(self) -> dict[int, bool]:
+        """Every device's carrier now, so the first change after the start is seen as one."""
+        sock = netns.socket_in(self.ns, socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+        with IPRoute(use_socket=sock) as ipr:
+            return {int(m["index"]): bool(m["flags"] & IFF_LOWER_UP) for m in ipr.get_links()}
 
     def _ifnames(self) -> dict[int, str]:
         with netns.entered(self.ns):
@@ -108,8 +119,27 @@ class FibWatcher:
             for msg in marshal.parse(data):
                 self._one(msg, t_ns)
 
+    def _carrier_change(self, msg: Any, t_ns: int) -> None:
+        """``fib carrier`` when a device's carrier (IFF_LOWER_UP) changes: when the DUT's
+        kernel, and so the DUT, learned of it. Linux passes carrier changes through its
+        linkwatch, which batches them at most once a second *machine-wide*: on a busy host the
+        DUT hears of a carrier loss up to a second after the cable was pulled (RFC 4061 §6.7's
+        start), through no fault of its own."""
+        idx = int(msg["index"])
+        up = bool(msg["flags"] & IFF_LOWER_UP)
+        if self._carrier.get(idx) == up:
+            return
+        self._carrier[idx] = up
+        name = msg.get_attr("IFLA_IFNAME") or self._names.get(idx, idx)
+        self.log.write(
+            self.source, "carrier", t_ns=t_ns, ns=self.ns, ifname=name, up=up, stamp="user"
+        )
+
     def _one(self, msg: Any, t_ns: int) -> None:
         kind = msg["header"]["type"]
+        if kind == RTM_NEWLINK:
+            self._carrier_change(msg, t_ns)
+            return
         if kind not in (RTM_NEWROUTE, RTM_DELROUTE):
             return
         table = msg.get_attr("RTA_TABLE") or msg["table"]

@@ -1021,6 +1021,7 @@ def _link_down_trials(
             "observer": "gen",
             "link1": "eth-dut",
             "link2": "eth-dut2",
+            "dut_link1": "eth-gen",
             "prefix": "198.18.255.1/32",
         }
     }

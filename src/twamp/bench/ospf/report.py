@@ -53,7 +53,7 @@ BEST_PROXIES: Mapping[str, tuple[str, ...]] = {
     "6.4": ("minus_dead_interval",),
     "6.5": ("minus_dead_interval",),
     "6.6": (),
-    "6.7": ("fib",),
+    "6.7": ("after_kernel_notice", "fib"),
     "6.8": ("minus_dead_interval", "fib"),
 }
 """The proxy shown in the table beside each figure, best first (all are in the notes)."""
@@ -227,6 +227,14 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                     f"(min {fmt_ms(st['min'])}, max {fmt_ms(st['max'])}, n {st['n']})"
                 )
         parts = e.get("parts_ms") or {}
+        if parts.get("kernel_notice"):
+            out.append(
+                "    the DUT's kernel reported the carrier loss a median "
+                f"{fmt_ms(parts['kernel_notice']['median'])} ms (max "
+                f"{fmt_ms(parts['kernel_notice']['max'])}) after it (Linux batches carrier "
+                "changes machine-wide, at most once a second): the figure and the loss window "
+                "include that wait, the proxy 'from the DUT kernel's carrier-loss notice' does not"
+            )
         if parts.get("send_skew") and parts.get("rfc_uncorrected"):
             out.append(
                 "    reference: the last LSA at the collector straight from the generator (RFC), "
