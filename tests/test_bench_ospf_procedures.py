@@ -360,6 +360,30 @@ def test_restored_before_the_procedures_end_needs_no_evidence() -> None:
     assert analyse(s.events)["procedures"][0]["dataplane"]["evidence"] == []
 
 
+@pytest.mark.parametrize("flagged", [False, True])
+def test_adjacency_resend_on_the_duts_request_is_its_figure(flagged: bool) -> None:
+    """A DUT that ignores our LSU and asks again (BIRD, its LS-request timer) makes us send the
+    last LSA twice: the ack ends the figure all the same (the DUT's doing). Only our own
+    retransmission (flagged in the log) makes the ack ambiguous, and the trial invalid."""
+    s = _log()
+    t = s.t + S
+    s.mark.start("6.1", 0, t, lsas=1, dut_rid="192.0.2.129", observer="gen", ifname="veth-gen")
+    s.link(t + MS, "up", "carrier")
+    key = ("5/198.18.0.200/192.0.2.2", s.seq())
+    s.lsu("gen", t + 10 * MS, [key])
+    again = s.lsu("gen", t + 5010 * MS, [key])
+    if flagged:
+        again.fields["retransmission"] = True
+    s.ack("gen", t + 6000 * MS, [key])
+    s.mark.end("6.1", 0, t + 6100 * MS)
+    r = _one(s)
+    if flagged:
+        assert not r.valid and "retransmitted" in (r.reason or "")
+    else:
+        assert r.valid, r.reason
+        assert r.value_ns == 5999 * MS
+
+
 # -- §6.4-6.6 ----------------------------------------------------------------------------------
 
 
