@@ -11,6 +11,7 @@ they check is which *side* of a timer a figure falls on, never how fast the DUT 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,8 @@ def _run(kind: str, tmp_path: Path) -> dict[str, Any]:
 
 def _common_checks(doc: dict[str, Any]) -> None:
     assert {e["id"] for e in doc["procedures"]} == set(PROCEDURES)
+    dut = doc["conditions"]["dut"]
+    assert re.fullmatch(rf"{dut['kind']} \d+\.\d+\S*", dut["version"]), dut["version"]
     for e in doc["procedures"]:
         assert e["failed"] is None, (e["id"], e["failed"])
         assert e["trials_valid"] >= 1, (e["id"], e["invalid"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from twamp.lab.dut import (
     DutPort,
     FrrDut,
     external_dut,
+    parse_bird_version,
+    parse_frr_version,
 )
 from twamp.lab.errors import LabError, check_root, need_program
 
@@ -123,3 +126,23 @@ def test_not_root_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(LabError, match="needs root"):
         check_root()
+
+
+def test_version_parsers_on_what_the_daemons_print() -> None:
+    # FRR 8.4.4 `vtysh -c 'show version'` and `ospfd --version`; BIRD 2.0.12 `birdc show
+    # status` and `bird --version` (the Debian 12 packages' exact first lines)
+    show = "FRRouting 8.4.4 (vm) on Linux(6.1.0-13-amd64).\nCopyright 1996-2005 Kunihiro Ishiguro"
+    assert parse_frr_version(show) == "frr 8.4.4"
+    assert parse_frr_version("ospfd version 8.4.4\nCopyright 1996-2005") == "frr 8.4.4"
+    assert parse_frr_version("FRRouting 10.1-dev-my (h) on Linux") == "frr 10.1-dev-my"
+    assert parse_frr_version("vtysh: unrecognized option '--version'") is None
+    status = "BIRD 2.0.12\nRouter ID is 192.0.2.129\nCurrent server time is 2026-12-07"
+    assert parse_bird_version(status) == "bird 2.0.12"
+    assert parse_bird_version("BIRD version 2.0.12\n") == "bird 2.0.12"
+    assert parse_bird_version("Unable to connect to server control socket") is None
+
+
+def test_version_of_an_installed_daemon_not_running(tmp_path: Path) -> None:
+    """Without a running daemon the binary's own --version answers (never "unknown")."""
+    assert re.fullmatch(r"frr \d+\.\d+\S*", _frr("tuned", tmp_path).version())
+    assert re.fullmatch(r"bird \d+\.\d+\S*", _bird("tuned", tmp_path).version())

@@ -307,6 +307,24 @@ class Dut(ABC):
         return nets + [str(IPv4Network(s)) for s in self.stubs]
 
 
+_FRR_VERSION = re.compile(r"\b(?:FRRouting|zebra|ospfd) (?:version )?(\d+\.\d+[\w.+~-]*)")
+_BIRD_VERSION = re.compile(r"\bBIRD (?:version )?(\d+\.\d+[\w.+~-]*)")
+
+
+def parse_frr_version(text: str) -> str | None:
+    """ "frr 8.4.4" from ``show version`` ("FRRouting 8.4.4 (host) on Linux(...)") or from a
+    daemon's ``--version`` ("ospfd version 8.4.4"); None if neither is there."""
+    m = _FRR_VERSION.search(text)
+    return f"frr {m.group(1)}" if m else None
+
+
+def parse_bird_version(text: str) -> str | None:
+    """ "bird 2.0.12" from ``birdc show status`` ("BIRD 2.0.12") or ``bird --version``
+    ("BIRD version 2.0.12"); None if neither is there."""
+    m = _BIRD_VERSION.search(text)
+    return f"bird {m.group(1)}" if m else None
+
+
 def _frr_state(raw: str) -> str:
     # "Full/-", "Full/DR", "2-Way/DROther", "ExStart/-": the part before the slash
     return raw.split("/")[0]
@@ -469,9 +487,18 @@ class FrrDut(Dut):
         return self.vtysh_json(cmds[what])
 
     def version(self) -> str:
+        """The running daemon's ``show version``, else the ospfd binary's ``--version``.
+
+        (FRR 8.4's vtysh has no ``--version``; the running daemon is the one measured.)
+        """
         with contextlib.suppress(LabError):
-            first = self._run(["vtysh", "--version"]).splitlines()[0]
-            return first.strip()
+            found = parse_frr_version(self.vtysh("show version", timeout=5.0))
+            if found:
+                return found
+        with contextlib.suppress(LabError):
+            found = parse_frr_version(self._run([str(FRR_BIN / "ospfd"), "--version"], 5.0))
+            if found:
+                return found
         return "frr (unknown version)"
 
     def quirks(self) -> list[Quirk]:
@@ -615,11 +642,18 @@ class BirdDut(Dut):
         return self.birdc(cmds[what])
 
     def version(self) -> str:
-        with contextlib.suppress(LabError, IndexError):
+        """The running daemon's ``birdc show status``, else the binary's ``bird --version``."""
+        with contextlib.suppress(LabError):
+            found = parse_bird_version(self.birdc("show status"))
+            if found:
+                return found
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
             proc = subprocess.run(
-                ["bird", "--version"], capture_output=True, text=True, check=False
+                ["bird", "--version"], capture_output=True, text=True, check=False, timeout=5
             )
-            return (proc.stdout + proc.stderr).strip().splitlines()[0]
+            found = parse_bird_version(proc.stdout + proc.stderr)
+            if found:
+                return found
         return "bird (unknown version)"
 
     def quirks(self) -> list[Quirk]:
