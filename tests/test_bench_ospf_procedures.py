@@ -30,6 +30,7 @@ from twamp.bench.ospf.procedures.synth import (
     trial_link_down,
 )
 from twamp.bench.ospf.procedures.trials import LogIndex
+from twamp.bench.ospf.report import format_report
 from twamp.ospf.eventlog import read_events
 
 S = 1_000_000_000
@@ -229,6 +230,47 @@ def test_5_3_known_answer_and_pitfalls() -> None:
     s = _log()
     trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=600 * MS, shared=True)
     assert _one(s).shared_ack
+
+
+def test_5_3_white_box_known_answer() -> None:
+    """FRR's own SPF duration, read after each trial, beside the black-box figure; only when an
+    SPF run started after the trigger, and the report says what it is and its precision."""
+    s = _log()
+    t = s.t + S
+    t = trial_5_3(s, 0, t, dup_ns=200 * US, total_ns=3 * MS, spf=(41, 7, 8)) + S
+    t = trial_5_3(s, 1, t, dup_ns=200 * US, total_ns=3 * MS, spf=(33, 8, 10)) + S
+    t = trial_5_3(s, 2, t, dup_ns=200 * US, total_ns=3 * MS, spf=(96, 10, 11)) + S
+    # no SPF since the reading before the trigger: an older run's duration, not counted
+    t = trial_5_3(s, 3, t, dup_ns=200 * US, total_ns=3 * MS, spf=(5000, 11, 11)) + S
+    # the last run started 20 ms before the trigger: not the trigger's SPF
+    trial_5_3(s, 4, t, dup_ns=200 * US, total_ns=3 * MS, spf=(7000, 11, 12), spf_after_ns=-20 * MS)
+    results = [evaluate(tr) for tr in LogIndex(s.events).trials]
+    assert [r.proxies.get("spf_whitebox") for r in results] == [41_000, 33_000, 96_000, None, None]
+    assert [r.counts.get("spf_runs") for r in results][:3] == [1, 2, 1]
+    assert all(r.valid and r.value_ns == 3 * MS - 200 * US for r in results)
+    doc = analyse(s.events)
+    e = _entry(doc, "5.3")
+    assert e["proxies_ms"]["spf_whitebox"]["median"] == pytest.approx(0.041)
+    assert e["proxies_ms"]["spf_whitebox"]["n"] == 3
+    assert "median 41 µs (min 33, max 96, n 3)" in e["whitebox_note"]
+    assert "1 µs steps" in e["whitebox_note"] and "up to 2 SPF runs" in e["whitebox_note"]
+    text = format_report(doc)
+    assert "spf whitebox 0.041" in text and "white-box SPF time" in text
+
+
+def test_5_3_white_box_absent_says_why() -> None:
+    for kind, words in (
+        ("bird", "BIRD 2 exposes no SPF duration"),
+        ("external", "no access to an external router's CLI"),
+        ("frr", "none of the valid trials had an FRR SPF run"),
+    ):
+        s = SynthLog()
+        s.write("lab", "log-start", s.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+        s.dut_config(s.t, kind=kind)
+        trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=3 * MS)
+        e = _entry(analyse(s.events), "5.3")
+        assert "spf_whitebox" not in e["proxies_ms"]
+        assert words in e["whitebox_note"], (kind, e["whitebox_note"])
 
 
 # -- §6.1-6.3 ----------------------------------------------------------------------------------

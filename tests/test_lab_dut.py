@@ -17,6 +17,8 @@ from twamp.lab.dut import (
     FrrDut,
     external_dut,
     parse_bird_version,
+    parse_frr_spf,
+    parse_frr_timeval,
     parse_frr_version,
 )
 from twamp.lab.errors import LabError, check_root, need_program
@@ -146,3 +148,33 @@ def test_version_of_an_installed_daemon_not_running(tmp_path: Path) -> None:
     """Without a running daemon the binary's own --version answers (never "unknown")."""
     assert re.fullmatch(r"frr \d+\.\d+\S*", _frr("tuned", tmp_path).version())
     assert re.fullmatch(r"bird \d+\.\d+\S*", _bird("tuned", tmp_path).version())
+
+
+FRR_SHOW_IP_OSPF = """\
+ OSPF Routing Process, Router ID: 192.0.2.129
+ Initial SPF scheduling delay 0 millisec(s)
+ Minimum hold time between consecutive SPFs 50 millisec(s)
+ SPF algorithm last executed 2.161s ago
+ Last SPF duration 33 usecs
+ SPF timer is inactive
+ Area ID: 0.0.0.0 (Backbone)
+   SPF algorithm executed 7 times
+ Area ID: 0.0.0.1
+   SPF algorithm executed 2 times
+"""
+
+
+def test_frr_spf_report_parser() -> None:
+    """FRR 8.4.4's `show ip ospf` text (its JSON rounds the duration down to whole ms)."""
+    r = parse_frr_spf(FRR_SHOW_IP_OSPF)
+    assert r is not None
+    assert (r["duration_us"], r["precision_us"], r["text"]) == (33, 1, "33 usecs")
+    assert (r["ago_us"], r["ago_precision_us"], r["runs"]) == (2_161_000, 1_000, 9)
+    longer = FRR_SHOW_IP_OSPF.replace("33 usecs", "1.250s").replace("2.161s ago", "1m05s ago")
+    r = parse_frr_spf(longer)
+    assert r is not None
+    assert (r["duration_us"], r["precision_us"]) == (1_250_000, 1_000)
+    assert (r["ago_us"], r["ago_precision_us"]) == (65_000_000, 1_000_000)
+    assert parse_frr_timeval("2h03m04s") == (7_384_000_000, 1_000_000)
+    assert parse_frr_timeval("1d02h03m") is None  # beyond what a §5.3 reading needs
+    assert parse_frr_spf(" SPF algorithm has not been run\n") is None

@@ -587,8 +587,11 @@ def _drive_5_3(s: Session) -> None:
     gen = s.routers["gen"]
     par = {"5.3": {"observer": "gen", "ifname": s.gen_if}}
     gen_key = lsa_key(1, GEN_RID, GEN_RID)
+    dut = s.dut
+    assert dut is not None
 
     def trial(i: int) -> None:
+        before = dut.spf_report()  # white-box: the DUT's SPF count before the trigger
         s.marker.step("5.3", i, "dup0", key=_key(_A), seq=_seq(gen, _A))
         gen.call(lambda r, now: _dups(r, [_A.key], now))
         time.sleep(0.1)
@@ -605,6 +608,9 @@ def _drive_5_3(s: Session) -> None:
         s.marker.step("5.3", i, "trigger", key=gen_key, seq=seq, prefix=f"{SPF_STUB}/24")
         s.marker.step("5.3", i, "dup", key=_key(_C), seq=_seq(gen, _C))
         _settle(gen, 3.0)
+        after = dut.spf_report()
+        if before is not None and after is not None:
+            s.log.write("dut", "spf", proc="5.3", trial=i, runs_before=before["runs"], **after)
 
     _trials(s, ["5.3"], 1, trial, par)
 

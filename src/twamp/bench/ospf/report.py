@@ -41,7 +41,7 @@ __all__ = ["BEST_PROXIES", "CSV_HEADER", "format_report", "write_csv"]
 BEST_PROXIES: Mapping[str, tuple[str, ...]] = {
     "5.1": ("flood_to_collector", "fib", "dup_ack"),
     "5.2": ("fib_last",),
-    "5.3": ("fib", "dup_ack"),
+    "5.3": ("spf_whitebox", "fib", "dup_ack"),
     "6.1": ("full_at_generator", "dut_router_lsa_at_collector", "fib_last"),
     "6.2": ("full_at_generator", "dut_router_lsa_at_collector", "fib_last"),
     "6.3": ("full_at_generator", "dut_router_lsa_at_collector", "fib_last"),
@@ -214,6 +214,8 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                 f"    data plane: traffic restored {fmt_ms(st['median'])} ms after the start "
                 f"event (median), {dp.get('rate_pps') or '?'} pps offered"
             )
+        if e.get("whitebox_note"):
+            out.append(f"    {e['whitebox_note']}.")
         if e.get("dataplane_note"):
             out.append(f"    data plane: {e['dataplane_note']}")
         reasons = sorted({i["reason"] for i in e["invalid"]})
