@@ -460,3 +460,23 @@ def test_6_8_needs_full_on_link_1_and_an_end_before_the_restore() -> None:
     trial_link_down(s, "6.8", 0, t, lsa_ns=4000 * MS)
     r = _one(s)
     assert not r.valid and r.reason is not None and "after link 1 was restored" in r.reason
+
+
+def test_timer_origins_in_words_and_external_deviations() -> None:
+    """The header says where each timer came from; on an external router a profile value is
+    an assumption, and the procedures driven from our side state their deviation."""
+    s = SynthLog()
+    s.write("lab", "log-start", s.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+    s.dut_config(s.t, kind="external")
+    t = trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4 * S + 3 * MS)
+    doc = analyse(s.events)
+    text = format_report(doc)
+    assert "dead 4 s (observed in the DUT's Hellos)" in text, text
+    assert "assumed: not observable on an external router" in text
+    assert "collector (its port is link 2)" in _entry(doc, "6.8")["deviation"]
+    assert t > 0
+    s = _log()
+    trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4 * S + 3 * MS)
+    doc = analyse(s.events)
+    assert "deviation" not in _entry(doc, "6.8")
+    assert "assumed" not in format_report(doc)

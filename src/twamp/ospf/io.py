@@ -755,3 +755,45 @@ class Speaker:
         if want != port.joined_dr:
             port._membership(ALL_DR, want)
             port.joined_dr = want
+
+
+def listen_hello(
+    ifname: str, local: str, timeout: float, ns: str | None = None
+) -> tuple[int, dict[str, Any]] | None:
+    """The first OSPF Hello heard on `ifname` within `timeout` seconds, as (kernel receive
+    stamp, `packet_summary`), without sending anything: how a tester learns a real router's
+    HelloInterval and RouterDeadInterval (RFC 2328 §A.3.2) before it speaks, so its own
+    Hellos match them (§10.5 drops a neighbour whose intervals differ)."""
+    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_RAW, OSPF_PROTO)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if ns is None:
+            ifindex = socket.if_nametoindex(ifname)
+        else:
+            with netns.entered(ns):
+                ifindex = socket.if_nametoindex(ifname)
+        mreq = _MREQN.pack(socket.inet_aton(ALL_SPF), socket.inet_aton(local), ifindex)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(65535, _ANC)
+            except TimeoutError:
+                return None
+            t_rx = time.time_ns()
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(cdata)
+                    t_rx = sec * 1_000_000_000 + nsec
+            ihl = (data[0] & 0x0F) * 4 if data else 0
+            try:
+                pkt = decode_packet(data[ihl:])
+            except OspfDecodeError:
+                continue
+            if isinstance(pkt.body, Hello):
+                return t_rx, packet_summary(pkt)
+        return None
+    finally:
+        sock.close()

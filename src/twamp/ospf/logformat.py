@@ -134,6 +134,9 @@ DUT (source ``dut``; stamp ``"user"``)
         ``runs``, ``duration_us`` and ``precision_us`` (its last SPF run's duration, as the
         daemon prints it), ``ago_us`` / ``ago_precision_us`` (since that run started; ``t_ns``
         is when it was read), ``text``, ``read_from``: RFC 4061 §5.3's white-box figure.
+    ``hello-heard``: ``ifname``, ``heard``, and when heard ``rid``, ``hello_s``, ``dead_s``,
+        ``mask``, ``priority`` (an external router's Hello, heard before our routers speak;
+        ``t_ns`` its kernel receive stamp), else ``wait_s``.
 
 DUT log (source ``dut-log``; stamp ``"dut-log"``)
     ``line``: ``text``.
@@ -198,7 +201,7 @@ VOCABULARY: Mapping[str, frozenset[str]] = {
     "link": frozenset({"down", "up"}),
     "fib": frozenset({"route-add", "route-del", "watch-start", "watch-stop", "overrun"}),
     "probe": frozenset({"start", "sent", "rcvd", "lost", "restored", "stop"}),
-    "dut": frozenset({"config", "start", "ready", "stop", "died", "state", "spf"}),
+    "dut": frozenset({"config", "start", "ready", "stop", "died", "state", "spf", "hello-heard"}),
     "dut-log": frozenset({"line"}),
     "lab": frozenset({"log-start", "topology", "error", "teardown", "mark"}),
 }

@@ -283,6 +283,9 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
         if e["id"] == "5.3":
             e["whitebox_note"] = _whitebox_note(e, kind)
     if kind == "external":
+        for e in entries:
+            if e["id"] in EXTERNAL_DEVIATIONS:
+                e["deviation"] = EXTERNAL_DEVIATIONS[e["id"]]
         # No probe against an external router: the tool sends its stream only where it built
         # both ends' routes, and on the user's ports it changes no route (issue 8 item 5).
         for e in entries:
@@ -295,6 +298,19 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
         "scaling": _scaling(entries),
         "unknown_procedures": sorted({t.proc for t in index.trials} - set(PROCEDURES)),
     }
+
+
+# What an external router's run does differently from the RFC's method, in words.
+EXTERNAL_DEVIATIONS: dict[str, str] = {
+    "6.1": "the carrier change is our port's admin state (down, then up); the router sees it "
+    "as carrier loss and return on its own port",
+    "6.2": "RFC 4061 enables OSPF on the DUT's interface; on an external router the tool can "
+    "only start OSPF on its own end: our Hellos stop until the router's dead interval drops "
+    "us, then start again, and the start event is the router's first Hello after that",
+    "6.7": "the carrier loss is our port's admin state; the new router-LSA is watched for at "
+    "the collector (its port is link 2)",
+    "6.8": "the new router-LSA is watched for at the collector (its port is link 2)",
+}
 
 
 def _whitebox_note(entry: Mapping[str, Any], kind: str) -> str:

@@ -660,7 +660,9 @@ def _link1_ready(trial: Trial, gen: str, t_start: int) -> None:
     link1 = trial.param("link1")
     states = [
         e
-        for e in trial.index.between(0, t_start, source=gen, event="nbr")
+        for e in trial.index.between(
+            0, t_start, source=trial.param("link1_router", gen), event="nbr"
+        )
         if e.get("ifname") == link1
     ]
     if states and states[-1].get("new") != "Full":
@@ -707,7 +709,7 @@ def fig_6_7(trial: Trial) -> TrialResult:
 def fig_6_8(trial: Trial) -> TrialResult:
     """The generator's last Hello on link 1 (it stops OSPF there, carrier kept) → the DUT's new
     router-LSA over link 2. Includes the DUT's RouterDeadInterval by definition."""
-    gen = trial.param("observer", "gen")
+    gen = trial.param("link1_router") or trial.param("observer", "gen")
     stop = _link_event(trial, "down", "hellos")
     link1 = trial.param("link1")
     hellos = _hellos_before(trial, gen, link1, stop.t_ns + LAG_NS)
