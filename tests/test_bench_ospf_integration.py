@@ -93,6 +93,12 @@ def test_all_procedures_against_frr(tmp_path: Path) -> None:
         assert _entry(doc, proc)["verdict"]["kind"] == "timer-dominated", proc
         assert _median(doc, proc) >= 900.0
     assert _entry(doc, "5.1")["proxies_ms"]["new_lsa_ack"]["max"] <= 1100.0
+    # §5.3 white-box: FRR's own SPF duration for the trial's trigger, far below the black-box
+    # figure's noise (tens of µs for this topology; the bound only says it is an SPF run)
+    spf = _entry(doc, "5.3")
+    assert spf["proxies_ms"]["spf_whitebox"]["median"] < 50.0, spf["proxies_ms"]
+    assert spf["counts"]["spf_runs"]["min"] >= 1
+    assert spf["whitebox_note"].startswith("white-box SPF time (the DUT's own figure")
     # the DUT's router-LSA after a carrier loss: FRR reacts at once (no dead interval), so
     # layer-2 detection beats layer 3 by about the dead interval
     assert _median(doc, "6.7") < 2000.0
@@ -103,6 +109,8 @@ def test_all_procedures_against_frr(tmp_path: Path) -> None:
 def test_all_procedures_against_bird(tmp_path: Path) -> None:
     doc = _run("bird", tmp_path)
     _common_checks(doc)
+    assert "BIRD 2 exposes no SPF duration" in _entry(doc, "5.3")["whitebox_note"]
+    assert "spf_whitebox" not in _entry(doc, "5.3")["proxies_ms"]
     timers = doc["timers"]
     assert timers["tick"]["seconds"] >= 1.0 and timers["tick"]["origin"].startswith("quirk")
     # BIRD re-originates its router-LSA at most every MinLSInterval (5 s) and computes routes

@@ -474,6 +474,13 @@ def test_timer_origins_in_words_and_external_deviations() -> None:
     assert "dead 4 s (observed in the DUT's Hellos)" in text, text
     assert "assumed: not observable on an external router" in text
     assert "collector (its port is link 2)" in _entry(doc, "6.8")["deviation"]
+    assert "may still dominate" not in _entry(doc, "6.8")["verdict"]["text"]  # incl. timer
+    s2 = SynthLog()
+    s2.write("lab", "log-start", s2.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+    s2.dut_config(s2.t, kind="external")
+    trial_5_3(s2, 0, s2.t + S, dup_ns=200 * US, total_ns=3 * MS)
+    v = _entry(analyse(s2.events), "5.3")["verdict"]
+    assert v["kind"] == "measured" and "may still dominate" in v["text"]
     assert t > 0
     s = _log()
     trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4 * S + 3 * MS)

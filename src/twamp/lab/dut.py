@@ -776,7 +776,7 @@ class ExternalDut(Dut):
         return None
 
     def version(self) -> str:
-        return "external"
+        return "external (version not readable: no access to the router's CLI)"
 
     def quirks(self) -> list[Quirk]:
         return [

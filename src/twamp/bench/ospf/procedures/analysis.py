@@ -286,6 +286,13 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
         for e in entries:
             if e["id"] in EXTERNAL_DEVIATIONS:
                 e["deviation"] = EXTERNAL_DEVIATIONS[e["id"]]
+            if e["verdict"]["kind"] == "measured":
+                # "No configured timer explains it" is weaker here: only the Hello and dead
+                # intervals are observable; a delayed-ack or SPF timer may still dominate.
+                e["verdict"]["text"] += (
+                    " (of this router's timers only the Hello and dead intervals are known, "
+                    "from its Hellos: a delayed-ack or SPF timer of its own may still dominate)"
+                )
         # No probe against an external router: the tool sends its stream only where it built
         # both ends' routes, and on the user's ports it changes no route (issue 8 item 5).
         for e in entries:
