@@ -487,3 +487,16 @@ def test_timer_origins_in_words_and_external_deviations() -> None:
     doc = analyse(s.events)
     assert "deviation" not in _entry(doc, "6.8")
     assert "assumed" not in format_report(doc)
+
+
+def test_plot_labels_the_white_box_figure(tmp_path: Path) -> None:
+    """The white-box SPF duration is drawn with its own legend entry, not as an ack's time."""
+    pytest.importorskip("matplotlib")
+    from twamp.bench.ospf.plot import _proxy_style, plot_report
+
+    assert "white-box" in _proxy_style("spf_whitebox")[2]
+    s = _log()
+    trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=3 * MS, spf=(41, 7, 8))
+    out = tmp_path / "p.png"
+    plot_report(analyse(s.events), str(out))
+    assert out.stat().st_size > 1000
