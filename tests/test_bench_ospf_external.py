@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 
 from conftest import require
 from twamp.lab import netns
-from twamp.lab.dut import PROFILES, DutPort, FrrDut
+from twamp.lab.dut import PROFILES, BirdDut, DutPort, FrrDut
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -53,16 +54,22 @@ def _port_state(ns: str, ifname: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture()
-def stand_in(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+@pytest.fixture(params=["frr", "bird"])
+def stand_in(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, str, list[str]]]:
+    kind = str(request.param)
     require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
-    require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
+    if kind == "frr":
+        require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
+    else:
+        require(shutil.which("bird") is not None, "BIRD is not installed (apt-get install bird2)")
     tag = f"twox{os.getpid() % 10000}"
     rtr, tst = f"{tag}-rtr", f"{tag}-tst"
     ports = [f"{tag}g", f"{tag}c"]
     plan = [(ports[0], "eth-g", "192.0.2.2/30", "192.0.2.1/30"),
             (ports[1], "eth-c", "198.51.100.2/30", "198.51.100.1/30")]  # fmt: skip
-    dut: FrrDut | None = None
+    dut: FrrDut | BirdDut | None = None
     try:
         for ns in (rtr, tst):
             netns.create(ns)
@@ -76,17 +83,17 @@ def stand_in(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
             _ip("-n", tst, "link", "set", ours, "up")
             _ip("-n", rtr, "link", "set", theirs, "up")
         _ip("-n", rtr, "addr", "add", "192.0.2.129/32", "dev", "lo")
-        dut = FrrDut(
+        dut = (FrrDut if kind == "frr" else BirdDut)(
             router_id="192.0.2.129",
             ports=[DutPort("eth-g", "192.0.2.1/30"), DutPort("eth-c", "198.51.100.1/30")],
             profile=PROFILES["tuned"].replace(hello_s=HELLO_S, dead_s=DEAD_S),
             ns=rtr,
-            state_dir=tmp_path / "frr",
+            state_dir=tmp_path / kind,
             stubs=["192.0.2.129/32"],
         )
         dut.start()
         dut.wait_ready()
-        yield tst, ports
+        yield kind, tst, ports
     finally:
         if dut is not None:
             dut.stop()
@@ -94,8 +101,8 @@ def stand_in(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
             netns.remove(ns)
 
 
-def test_external_mode_on_named_ports(stand_in: tuple[str, list[str]], tmp_path: Path) -> None:
-    tst, ports = stand_in
+def test_external_mode_on_named_ports(stand_in: tuple[str, str, list[str]], tmp_path: Path) -> None:
+    kind, tst, ports = stand_in
     before = {p: _port_state(tst, p) for p in ports}
     out = tmp_path / "run.json"
     cmd = ["ip", "netns", "exec", tst, sys.executable, "-m", "twamp.cli.bench", "ospf",
@@ -125,7 +132,13 @@ def test_external_mode_on_named_ports(stand_in: tuple[str, list[str]], tmp_path:
     assert dead_ms - 1.0 <= l3 <= dead_ms + 3000.0, l3
     assert by_id["6.8"]["verdict"]["kind"] == "includes-timer"
     assert by_id["6.8"]["verdict"]["timer"]["seconds"] == DEAD_S
-    assert by_id["6.7"]["figure_ms"]["median"] < l3 - dead_ms / 2
+    l2 = by_id["6.7"]["figure_ms"]["median"]
+    if kind == "frr":
+        assert l2 < l3 - dead_ms / 2, (l2, l3)  # FRR re-originates at once on carrier loss
+    else:
+        # BIRD re-originates at most every MinLSInterval (5 s) on its 1 s tick: layer 2 may
+        # be late by about that, never by the dead interval's wait on top
+        assert l2 <= 6500.0, (l2, l3)
     assert "its own end" in by_id["6.2"]["deviation"]
     assert "no access to an external router's CLI" in by_id["5.3"]["whitebox_note"]
     for proc in ("6.3", "6.4"):

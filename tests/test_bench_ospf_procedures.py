@@ -373,6 +373,12 @@ def test_6_8_includes_dead_interval_and_checks_the_stop() -> None:
     trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4000 * MS, hellos_after=True)
     r = _one(s)
     assert not r.valid and r.reason is not None and "kept sending Hellos" in r.reason
+    # a router-LSA 1.45 s after our last Hello cannot be the dead interval's (4 s) work: an
+    # earlier change the DUT held back (BIRD's MinLSInterval after the previous trial)
+    s = _log()
+    trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=1450 * MS)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "before its dead interval (4 s)" in r.reason
 
 
 def test_old_router_lsa_does_not_end_6_7() -> None:

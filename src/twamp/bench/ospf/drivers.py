@@ -294,6 +294,10 @@ def _spacing(profile: TimerProfile, dut: Dut | None = None) -> float:
     for q in dut.quirks() if dut is not None else ():
         if q.name == "min-ls-interval" and q.value_ms:
             own = q.value_ms / 1e3 + 0.5
+    if dut is not None and dut.kind == "external":
+        # An external router's LSA throttle is unknown: assume RFC 2328 Appendix B's
+        # MinLSInterval (5 s), or a trial may end on the previous trial's held-back LSA.
+        own = max(own, 5.5)
     return max(1.2, 2 * hold, arrival + 0.2, own)
 
 

@@ -726,6 +726,15 @@ def fig_6_8(trial: Trial) -> TrialResult:
         raise Invalid("the generator kept sending Hellos on link 1 after the stop")
     t_start = _stamped(hellos[-1], "the generator's last Hello on link 1")
     t_end, proxies = _new_router_lsa(trial, t_start)
+    dead = _dead_ns(trial, gen)
+    if dead is not None and t_end - t_start < dead - LAG_NS:
+        # The DUT cannot declare us down before its RouterDeadInterval has run from our last
+        # Hello (RFC 2328 §10.2 InactivityTimer): an earlier router-LSA announces something
+        # else, e.g. the previous trial's restoration held back by its MinLSInterval.
+        raise Invalid(
+            f"the DUT's new router-LSA came {(t_end - t_start) / 1e6:.0f} ms after our last "
+            f"Hello, before its dead interval ({dead / 1e9:g} s): it announces another change"
+        )
     res = _with_dead(trial, gen, t_end - t_start, t_start)
     res.proxies.update(proxies)
     return res
