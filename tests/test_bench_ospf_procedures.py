@@ -520,6 +520,23 @@ def test_6_7_kernel_carrier_notice_is_split_off() -> None:
     assert "kernel reported the carrier loss a median 300" in table
 
 
+def test_6_7_loss_after_the_heal_is_not_the_failures_window() -> None:
+    """Packets lost after we healed link 1 (the DUT moving back to it) are another event: the
+    failure's loss window ends at the heal, and they are counted apart."""
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="y")
+    t = s.t + S
+    s.link(t + 100 * MS, "up", "carrier")  # the heal, after the DUT's router-LSA
+    s.probe_loss(t + 150 * MS, 5, 1000.0)  # a second burst, after the heal
+    trial_link_down(s, "6.7", 0, t, lsa_ns=900 * US, loss=(0, 20))
+    r = _one(s)
+    assert r.valid, r.reason
+    dp = r.dataplane
+    assert dp is not None
+    assert dp["lost"] == 20 and dp["lost_after_heal"] == 5
+    assert dp["window_ns"] == 20 * MS and dp["restored"] is True
+
+
 def test_6_7_not_restored() -> None:
     s = _log()
     s.write("probe", "start", s.t, rate_pps=500.0, dst="a", src="b", ns="c")

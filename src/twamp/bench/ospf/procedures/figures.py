@@ -189,7 +189,13 @@ def _fib_after(
     return None
 
 
-def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
+def _healed(trial: Trial, t_start: int) -> int | None:
+    """When link 1 came back in a 6.7/6.8 trial (the first `link up` after the start)."""
+    ups = [e.t_ns for e in trial.events(source="link", event="up") if e.t_ns > t_start]
+    return ups[0] if ups else None
+
+
+def dataplane(trial: Trial, t_start: int, until: int | None = None) -> dict[str, Any] | None:
     """Loss window of the TWAMP stream through the DUT in this trial, from the probe's events.
 
     ``window_ns``: first packet lost to the first one answered after the last run of losses
@@ -210,8 +216,15 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
         return None
     rate = float(probe[-1].get("rate_pps") or 0.0)
     lost = [e for e in in_trial if e.event == "lost" and e.t_ns >= t_start]
+    if until is not None:
+        # 6.7/6.8: the failure's loss window ends where we heal link 1; packets lost after that
+        # (the DUT moving back to link 1) are another event, counted apart
+        after = [e for e in lost if e.t_ns >= until]
+        lost = [e for e in lost if e.t_ns < until]
     restored = [e for e in in_trial if e.event == "restored" and e.t_ns >= t_start]
     out: dict[str, Any] = {"rate_pps": rate, "lost": len(lost)}
+    if until is not None:
+        out["lost_after_heal"] = len(after)
     # The DUT's next hop towards the probe's source, asked before the trigger and after the
     # reroute (`lab route-get`, 6.7/6.8): the path whose loss window this is.
     path = [e.get("dev") or "none" for e in trial.events(source="lab", event="route-get")]
@@ -297,7 +310,9 @@ def _dp_evidence(
     return out
 
 
-def _result(trial: Trial, value: int, t_start: int, **kw: Any) -> TrialResult:
+def _result(
+    trial: Trial, value: int, t_start: int, *, dp_until: int | None = None, **kw: Any
+) -> TrialResult:
     return TrialResult(
         proc=trial.proc,
         trial=trial.trial,
@@ -305,7 +320,7 @@ def _result(trial: Trial, value: int, t_start: int, **kw: Any) -> TrialResult:
         valid=True,
         value_ns=value,
         t_start_ns=t_start,
-        dataplane=dataplane(trial, t_start),
+        dataplane=dataplane(trial, t_start, dp_until),
         **kw,
     )
 
@@ -735,11 +750,13 @@ def fig_6_4(trial: Trial) -> TrialResult:
     return _with_dead(trial, r2, t_end - t_start, t_start)
 
 
-def _with_dead(trial: Trial, router: str, value: int, t_start: int) -> TrialResult:
+def _with_dead(
+    trial: Trial, router: str, value: int, t_start: int, dp_until: int | None = None
+) -> TrialResult:
     dead = _dead_ns(trial, router)
     proxies = {} if dead is None else {"minus_dead_interval": value - dead}
     parts = {} if dead is None else {"dead_interval": dead}
-    return _result(trial, value, t_start, parts=parts, proxies=proxies)
+    return _result(trial, value, t_start, parts=parts, proxies=proxies, dp_until=dp_until)
 
 
 def _r1_up(trial: Trial) -> int:
@@ -848,7 +865,14 @@ def fig_6_7(trial: Trial) -> TrialResult:
             parts["kernel_notice"] = e.t_ns - down.t_ns
             proxies["after_kernel_notice"] = t_end - e.t_ns
             break
-    return _result(trial, t_end - down.t_ns, down.t_ns, parts=parts, proxies=proxies)
+    return _result(
+        trial,
+        t_end - down.t_ns,
+        down.t_ns,
+        parts=parts,
+        proxies=proxies,
+        dp_until=_healed(trial, down.t_ns),
+    )
 
 
 def fig_6_8(trial: Trial) -> TrialResult:
@@ -880,7 +904,7 @@ def fig_6_8(trial: Trial) -> TrialResult:
             f"the DUT's new router-LSA came {(t_end - t_start) / 1e6:.0f} ms after our last "
             f"Hello, before its dead interval ({dead / 1e9:g} s): it announces another change"
         )
-    res = _with_dead(trial, gen, t_end - t_start, t_start)
+    res = _with_dead(trial, gen, t_end - t_start, t_start, dp_until=_healed(trial, t_start))
     res.proxies.update(proxies)
     return res
 
