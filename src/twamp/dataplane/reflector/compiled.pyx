@@ -87,7 +87,10 @@ import threading
 from twamp import clock
 from twamp.constants import TestMode
 from twamp.dataplane.sockets import enable_tx_timestamps, set_send_ttl
-from twamp.dataplane.types import RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS, diag_summary, normalize_ip
+from twamp.dataplane.types import (
+    RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS, check_buf_stride, check_send_batch, diag_summary,
+    normalize_ip,
+)
 
 assert len(RESIDENCE_BOUNDS_NS) + 1 == RES_BUCKETS
 from twamp.inet import dscp_to_tos
@@ -122,6 +125,8 @@ cdef enum:
 C_CONSTANTS = {
     "MAX_DATAGRAM": MAX_DATAGRAM,
     "SEND_BATCH": SEND_BATCH,
+    "REFLECTOR_SEND_BATCH": REFLECTOR_SEND_BATCH,
+    "BUF_STRIDE": BUF_STRIDE,
     "SPIN_NS": SPIN_NS,
     "MAX_SLEEP_NS": MAX_SLEEP_NS,
     "BEHIND_NS": BEHIND_NS,
@@ -230,8 +235,9 @@ cdef class Reflector:
     """Reflects TWAMP-Test datagrams arriving on `sock` for the sessions added to it.
 
     The compiled twin of `reflector/pure.py`: same arguments, methods and counters.
-    `send_batch` (default `SEND_BATCH`) caps the datagrams per `sendmmsg`; the batch grows with
-    the backlog from one datagram per call (the loop keeps up) to `send_batch` (a full batch).
+    `send_batch` (default `SEND_BATCH`; also a writable attribute) caps the datagrams per
+    `sendmmsg`; the number grows with the backlog from one datagram per call (the loop keeps
+    up) to `send_batch` (a full batch). `send_groups()` counts the calls by datagrams sent.
     """
 
     IMPLEMENTATION = IMPLEMENTATION
@@ -245,7 +251,8 @@ cdef class Reflector:
             raise MemoryError()
 
     def __init__(self, sock, *, batch=None, busy_poll=None, light=None, loop=None,
-                 tx_timestamps=False):
+                 tx_timestamps=False, send_batch=None):
+        send_batch = check_send_batch(send_batch)
         if batch is None:
             batch = 64 if loop is None else loop.batch
         if busy_poll is None:
@@ -261,7 +268,7 @@ cdef class Reflector:
         self._v6 = sock.family == socket.AF_INET6
         self._batch = batch
         self._busy_poll = bool(busy_poll)
-        self.send_batch = SEND_BATCH
+        self.send_batch = send_batch
         self._light = light
         self._cryptos = {}
         self._given_loop = loop
@@ -324,6 +331,17 @@ cdef class Reflector:
         self._unlock()
         return dict(zip(RESIDENCE_KEYS, [hist[i] for i in range(RES_BUCKETS)] + [total],
                         strict=True))
+
+    def send_groups(self):
+        """{datagrams per sendmmsg call: calls} since the start (only sizes that occurred;
+        the last size, GRP_BUCKETS - 1, counts that many or more). Copied under the table
+        mutex, Python objects after."""
+        cdef uint64_t hist[GRP_BUCKETS]
+        cdef int i
+        self._lock()
+        memcpy(hist, self._grp_hist, sizeof(hist))
+        self._unlock()
+        return {i: hist[i] for i in range(1, GRP_BUCKETS) if hist[i]}
 
     cdef int _init_light(self, light) except -1:
         fill_fmt(&self._light_fmt, light.fmt)
@@ -1204,6 +1222,7 @@ cdef class Reflector:
                 twamp_inc(&s.errors)
                 done += 1
                 continue
+            self._grp_hist[r if r < GRP_BUCKETS else GRP_BUCKETS - 1] += 1
             for j in range(done, done + r):
                 s = self._pkts[self._tx_idx[j]].sess
                 twamp_inc(&self._c.reflected)
@@ -1330,11 +1349,12 @@ cdef class ReflectorLoop:
         self._epfd = -1
         self._wake_fd = -1
 
-    def __init__(self, *, batch=64, busy_poll=False):
+    def __init__(self, *, batch=64, busy_poll=False, buf_stride=None):
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self._batch = batch
         self._busy_poll = bool(busy_poll)
+        self._stride = check_buf_stride(buf_stride)
         self._refs = {}
         self._thread = None
 
@@ -1356,6 +1376,11 @@ cdef class ReflectorLoop:
         return bool(self._busy_poll)
 
     @property
+    def buf_stride(self):
+        """Bytes between two receive buffers (a datagram longer than this is truncated)."""
+        return self._stride
+
+    @property
     def running(self):
         return self._thread is not None and self._thread.is_alive()
 
@@ -1370,9 +1395,11 @@ cdef class ReflectorLoop:
     cdef int _alloc(self) except -1:
         cdef int i
         cdef int b = self._batch
+        cdef size_t stride = <size_t>self._stride
+        cdef size_t room = stride if stride < <size_t>MAX_DATAGRAM else <size_t>MAX_DATAGRAM
         if self._pkts != NULL:
             return 0
-        self._bufs = <uint8_t *>malloc(<size_t>b * BUF_STRIDE)
+        self._bufs = <uint8_t *>malloc(<size_t>b * stride)
         self._rx = <mmsghdr *>calloc(b, sizeof(mmsghdr))
         self._rx_iov = <iovec *>calloc(b, sizeof(iovec))
         self._names = <sockaddr_storage *>calloc(b, sizeof(sockaddr_storage))
@@ -1389,8 +1416,8 @@ cdef class ReflectorLoop:
             self._free()
             raise MemoryError()
         for i in range(b):
-            self._rx_iov[i].iov_base = self._bufs + <size_t>i * BUF_STRIDE
-            self._rx_iov[i].iov_len = MAX_DATAGRAM
+            self._rx_iov[i].iov_base = self._bufs + <size_t>i * stride
+            self._rx_iov[i].iov_len = room
             self._rx[i].msg_hdr.msg_iov = &self._rx_iov[i]
             self._rx[i].msg_hdr.msg_iovlen = 1
             self._rx[i].msg_hdr.msg_name = &self._names[i]
@@ -1400,7 +1427,7 @@ cdef class ReflectorLoop:
             self._tx[i].msg_hdr.msg_iov = &self._tx_iov[i]
             self._tx[i].msg_hdr.msg_iovlen = 1
             self._tx[i].msg_hdr.msg_control = self._tx_ctrl + <size_t>i * TX_CTRL
-            self._pkts[i].buf = self._bufs + <size_t>i * BUF_STRIDE
+            self._pkts[i].buf = self._bufs + <size_t>i * stride
         return 0
 
     cdef void _free(self) noexcept:
