@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -171,3 +172,27 @@ def test_reflector_proc_pins_only_the_loop_thread(impl: str) -> None:
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert json.loads(out.strip().splitlines()[-1])["reflected"] == 1
+
+
+def test_the_t3_backlog_harness_runs_every_variant(tmp_path: Path) -> None:
+    """benchmarks/t3_backlog.py: a tiny run of two variants; only the shape is asserted (the
+    figures are measurements), and that each variant's send calls follow its cap."""
+    _twin("cython")
+    out = tmp_path / "t3.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "t3_backlog.py"
+    args = ["--rounds", "1", "--bursts", "3", "--burst", "64", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, str(script), *args, "--variants", "sb=4", "sb=1,stride=2112"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(out.read_text())
+    (row,) = doc["rounds"]
+    assert set(row) == {"sb=4", "sb=1,stride=2112"}
+    assert row["sb=4"]["sent"] == 192 and row["sb=4"]["loss"] == 0
+    assert max(int(k) for k in row["sb=4"]["groups"]) == 4
+    assert set(row["sb=1,stride=2112"]["groups"]) == {"1"}
+    assert row["sb=4"]["t3_samples"] > 0
+    assert "ratios_to_sb=4" in doc["summary"]["sb=1,stride=2112"]

@@ -313,7 +313,7 @@ cdef extern from *:
        every buffer's first line to one L1 and one L2 set). */
     #define TWAMP_BUF_STRIDE (65536 + 64)
     #define TWAMP_SEND_BATCH 8
-    #define TWAMP_REFLECTOR_SEND_BATCH 8
+    #define TWAMP_REFLECTOR_SEND_BATCH 4
     #define TWAMP_SPIN_NS 200000LL
     #define TWAMP_MAX_SLEEP_NS 20000000LL
     #define TWAMP_BEHIND_NS 1000000LL

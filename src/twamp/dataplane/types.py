@@ -59,9 +59,10 @@ MAX_DATAGRAM = 65536
 # datagram of a call is stamped about k x 1.3 µs before the kernel sends it
 # (measured on a 2-vCPU VM), so the batch grows with the backlog, never beyond this.
 SEND_BATCH = 8
-# The reflector's default cap (Reflector(send_batch=...)); see docs/performance.md for the
-# policies measured side by side (benchmarks/t3_backlog.py).
-REFLECTOR_SEND_BATCH = 8
+# The reflector's default cap (Reflector(send_batch=...)): under a backlog 4 per sendmmsg
+# halved the T3 error of 8 at no measurable CPU cost; 2 and 1 cost 10-30 % more CPU per
+# datagram (benchmarks/t3_backlog.py, docs/performance.md).
+REFLECTOR_SEND_BATCH = 4
 # The compiled reflector loop's receive buffers are this far apart: one cache line more than a
 # datagram, so that the headers of a batch do not all fall into the same cache sets (a 64 KiB
 # stride maps every buffer's first line to one L1 and one L2 set). ReflectorLoop(buf_stride=)

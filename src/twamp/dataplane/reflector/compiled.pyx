@@ -38,10 +38,14 @@ reply would be early by about k x 1.3 µs (measured on a 2-vCPU VM). Here the cl
 (`clock_gettime(CLOCK_REALTIME)`, about 35 ns) is read per datagram just before its `mmsghdr` is
 built, and the choice of how many go into one `sendmmsg` follows the queue: a batch shorter than
 `batch` means the loop keeps up, and every reply goes out in its own call, right after its
-stamp; a longer queue means a backlog, and replies go out up to `SEND_BATCH` (8) per call, the
-number growing with the backlog (1 + n x 7 / batch for n queued), which saves system calls when
-they matter and bounds the earliness to 7 sends, small beside the queueing delay such a backlog
-adds anyway (figures in docs/performance.md); `send_batch` tunes it per Reflector.
+stamp; a longer queue means a backlog, and replies go out up to `send_batch` per call
+(`REFLECTOR_SEND_BATCH`, 4), the number growing with the backlog (1 + n x 3 / batch for n
+queued), which saves system calls when they matter and bounds the earliness to 3 sends. On
+loopback each send inside one `sendmmsg` costs about 4 µs of kernel time (the receiver's side
+runs in the same call), so a cap of 8 left the Timestamps of a backlog early by 14-19 µs on
+average; 4 halves that at no measurable CPU cost, 2 or 1 cost 10-30 % more CPU per datagram
+(benchmarks/t3_backlog.py, figures in docs/performance.md). `send_batch` tunes it per
+Reflector (`Reflector(send_batch=N)`).
 
 Authenticated and encrypted sessions (modes 2 and 4). With `CRYPTO_BACKEND == "libcrypto"` the
 loop protects test packets in C without the GIL, with OpenSSL's libcrypto loaded at run time
@@ -59,7 +63,7 @@ If libcrypto or a symbol is missing, or TWAMP_NO_LIBCRYPTO=1 at import, `CRYPTO_
 "python": the datagrams of a batch that need crypto are set aside, and the loop takes the GIL
 once per batch: per session one `TestPacketCrypto.unprotect_sender_batch`, the C rewrite, and
 `protect_reflector_batch` (in mode 2 for the whole batch, the Timestamp written afterwards; in
-mode 4 stamped, protected and sent in groups of one, of `SEND_BATCH` when behind, still within
+mode 4 stamped, protected and sent in groups of one, of `send_batch` when behind, still within
 the batch's one GIL section, since stamping a whole batch and then protecting it made Timestamps
 early by the batch's encryption time, p50 0.3-0.5 ms for 64).
 
@@ -235,7 +239,7 @@ cdef class Reflector:
     """Reflects TWAMP-Test datagrams arriving on `sock` for the sessions added to it.
 
     The compiled twin of `reflector/pure.py`: same arguments, methods and counters.
-    `send_batch` (default `SEND_BATCH`; also a writable attribute) caps the datagrams per
+    `send_batch` (default `REFLECTOR_SEND_BATCH`; also a writable attribute) caps the datagrams per
     `sendmmsg`; the number grows with the backlog from one datagram per call (the loop keeps
     up) to `send_batch` (a full batch). `send_groups()` counts the calls by datagrams sent.
     """
