@@ -201,6 +201,9 @@ cdef class Reflector:
     cdef void _take_tx(self) noexcept nogil
     cdef int _batch_once(self, int flags) noexcept nogil
     cdef void _send_ready(self, int n) noexcept nogil
+    cdef int _chunk(self, int n) noexcept nogil
+    cdef int _pend(self, int i, int pending, int chunk) noexcept nogil
+    cdef void _emit(self, int count) noexcept nogil
     cdef void _queue(self, int i, int k) noexcept nogil
     cdef void _flush(self, int count) noexcept nogil
     cdef void _count_residence(self, int64_t residence_ns) noexcept nogil

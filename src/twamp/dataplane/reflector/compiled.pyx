@@ -45,7 +45,9 @@ loopback each send inside one `sendmmsg` costs about 4 µs of kernel time (the r
 runs in the same call), so a cap of 8 left the Timestamps of a backlog early by 14-19 µs on
 average; 4 halves that at no measurable CPU cost, 2 or 1 cost 10-30 % more CPU per datagram
 (benchmarks/t3_backlog.py, figures in docs/performance.md). `send_batch` tunes it per
-Reflector (`Reflector(send_batch=N)`).
+Reflector (`Reflector(send_batch=N)`). Classification streams into the send groups: a group
+is stamped and sent as soon as it is complete, so the first replies of a large receive batch
+do not wait for the classification of the rest (before, all n were classified first).
 
 Authenticated and encrypted sessions (modes 2 and 4). With `CRYPTO_BACKEND == "libcrypto"` the
 loop protects test packets in C without the GIL, with OpenSSL's libcrypto loaded at run time
@@ -1111,6 +1113,8 @@ cdef class Reflector:
         cdef int n
         cdef int i
         cdef int n_crypto = 0
+        cdef int pending = 0
+        cdef int chunk
         cdef Pkt *p
         cdef msghdr *msg
         if self._diag:
@@ -1125,16 +1129,24 @@ cdef class Reflector:
             self._ee = twamp_error_estimate()
             self._ee_due = monotonic_ns() + EE_REFRESH_NS
         pthread_mutex_lock(&self._mutex)
+        # Streamed: each send group goes out as soon as it is complete, so the first replies
+        # of a large batch do not wait for the classification of the rest (residence).
+        chunk = self._chunk(n)
         for i in range(n):
             p = &self._pkts[i]
             msg = &self._rx[i].msg_hdr
             # RFC 5357 §4.2.1: Sender TTL 255 when the TTL cannot be read.
             parse_received(p, msg, self._rx[i].msg_len, 255)
             peer_key(p, &self._names[i], msg.msg_namelen)
-            n_crypto += self._classify(p)
+            if self._classify(p):
+                n_crypto += 1  # the "python" crypto backend: after the batch, with the GIL
+            else:
+                pending = self._pend(i, pending, chunk)
+        if pending:
+            self._emit(pending)
         if n_crypto:
             self._crypto_phase(self._pkts, n, 1)
-        self._send_ready(n)
+            self._send_ready(n)
         if self._graves != NULL:
             self._free_graves()
         pthread_mutex_unlock(&self._mutex)
@@ -1146,24 +1158,42 @@ cdef class Reflector:
             msg.msg_flags = 0
         return n
 
-    cdef void _send_ready(self, int n) noexcept nogil:
-        """Stamp each reply just before queueing it; send one by one, or in chunks if behind.
+    cdef int _chunk(self, int n) noexcept nogil:
+        """Replies per sendmmsg for a receive batch of n: graded with the backlog.
 
         A short batch means the loop keeps up: one datagram per call, so each Timestamp is
-        read right before its own send. A full batch means a backlog: chunks of send_batch
+        read right before its own send. A full batch means a backlog: groups of send_batch
         spare system calls, at the price of a Timestamp early by up to send_batch - 1 sends.
         """
-        cdef int i
-        cdef int k = 0
         cdef int chunk = 1
-        cdef Pkt *p
         if self.send_batch > 1 and n > 1:
-            # Graded: one per call while the loop keeps up, growing with the backlog to
-            # send_batch for a full batch (k-th of a call is stamped k sends early).
             chunk = 1 + (n * (self.send_batch - 1)) // self._batch
             if chunk > self.send_batch:
                 chunk = self.send_batch
-        for i in range(n):
+        return chunk
+
+    cdef int _pend(self, int i, int pending, int chunk) noexcept nogil:
+        """Add pkts[i] to the next send group if it has a reply; send the group once it holds
+        `chunk`. Returns the new number pending (in _tx_idx)."""
+        cdef int state = self._pkts[i].state
+        if state != ST_READY and state != ST_SEAL and state != ST_STAMPED:
+            return pending
+        self._tx_idx[pending] = i
+        pending += 1
+        if pending < chunk:
+            return pending
+        self._emit(pending)
+        return 0
+
+    cdef void _emit(self, int count) noexcept nogil:
+        """Stamp the pending group one by one (mode 4: stamp, then protect), then one sendmmsg:
+        the Timestamps are read after the group's classification, right before the call."""
+        cdef int j
+        cdef int i
+        cdef int k = 0
+        cdef Pkt *p
+        for j in range(count):
+            i = self._tx_idx[j]
             p = &self._pkts[i]
             if p.state == ST_READY:
                 stamp(p, self._ee)
@@ -1172,15 +1202,20 @@ cdef class Reflector:
                 stamp(p, self._ee)
                 if not self._seal(p):
                     continue
-            elif p.state != ST_STAMPED:
-                continue
-            self._queue(i, k)
+            self._queue(i, k)  # sets _tx_idx[k] = i; k <= j, so nothing unread is overwritten
             k += 1
-            if k == chunk:
-                self._flush(k)
-                k = 0
         if k:
             self._flush(k)
+
+    cdef void _send_ready(self, int n) noexcept nogil:
+        """Send every reply of pkts[0:n] still waiting (after the "python" crypto phase)."""
+        cdef int i
+        cdef int pending = 0
+        cdef int chunk = self._chunk(n)
+        for i in range(n):
+            pending = self._pend(i, pending, chunk)
+        if pending:
+            self._emit(pending)
 
     cdef void _queue(self, int i, int k) noexcept nogil:
         """Reply pkts[i] as the k-th datagram of the next sendmmsg."""
