@@ -57,7 +57,7 @@ def _run(kind: str, tmp_path: Path) -> tuple[dict[str, Any], list[Any]]:
     run(settings, log, Progress(enabled=False))
     leftovers = lab_objects(tag)
     assert not any(leftovers.values()), f"the lab left {leftovers}"
-    events = read_events(log)
+    events = list(read_events(log))
     return analyse(events), events
 
 

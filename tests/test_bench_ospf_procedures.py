@@ -414,7 +414,9 @@ def test_adjacency_resend_on_the_duts_request_is_its_figure(flagged: bool) -> No
     s.lsu("gen", t + 10 * MS, [key])
     again = s.lsu("gen", t + 5010 * MS, [key])
     if flagged:
-        again.fields["retransmission"] = True
+        fields = again.fields  # the synthetic log's own dict: marked after the fact
+        assert isinstance(fields, dict)
+        fields["retransmission"] = True
     s.ack("gen", t + 6000 * MS, [key])
     s.mark.end("6.1", 0, t + 6100 * MS)
     r = _one(s)

@@ -211,7 +211,7 @@ def test_close_waits_for_a_busy_loop_and_never_closes_its_sockets_under_it(lab: 
     assert log is not None
     crashed: list[BaseException] = []
     old_hook = threading.excepthook
-    threading.excepthook = lambda args: crashed.append(args.exc_value)  # type: ignore[assignment,arg-type,return-value]
+    threading.excepthook = lambda args: crashed.append(args.exc_value)  # type: ignore[arg-type]
     gate = threading.Event()
     try:
         sp = Speaker(log, router_factory=HELLO_ONLY)
