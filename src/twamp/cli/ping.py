@@ -216,6 +216,13 @@ class _TwpingCommand(click.Command):
 )
 @click.option("--light", is_flag=True, help="No control: a TWAMP Light/STAMP reflector (UDP 862).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--kernel-stamps/--no-kernel-stamps",
+    default=True,
+    show_default=True,
+    help="Ask the kernel for every packet's transmit stamp (SO_TIMESTAMPING) and report the "
+    "send-time error and the RTT from kernel stamps at both ends.",
+)
 @click.option("--raw", metavar="FILE", help="Write one JSON line per packet to FILE.")
 @click.option(
     "-F", "raw_text", metavar="FILE", help="Write twping's -R lines (one per packet) to FILE."
@@ -341,6 +348,7 @@ def _options(p: dict[str, Any]) -> tuple[PingOptions, bool]:
         timeout=p["timeout"],
         wait=p["wait"] + max(p["end_delay"], 0.0),
         raw=p["raw"],
+        kernel_stamps=p["kernel_stamps"],
     )
     return options, light
 

@@ -60,6 +60,21 @@ cdef int64_t PREPARE_PACKET_NS = 4_000
 cdef int64_t PREPARE_MARGIN_NS = 15_000
 
 
+def parse_tx_report_bytes(control, int slot=TS_SLOT_SOFTWARE):
+    """wire.parse_tx_report over the raw control octets of one error-queue message ->
+    (datagram number, stamp in ns) or None; for the tests of the cmsg parsing (the pure
+    twin has the same function), never per packet."""
+    cdef bytes data = bytes(control)
+    cdef msghdr msg
+    cdef TxReport report
+    memset(&msg, 0, sizeof(msghdr))
+    msg.msg_control = <void *><const char *>data
+    msg.msg_controllen = len(data)
+    if not parse_tx_report(&msg, slot, &report):
+        return None
+    return report.key, report.stamp_ns
+
+
 cdef uint8_t *buffer_of(arr) except NULL:
     """The first octet of a C-contiguous numpy array (structured rows are packed octets)."""
     cdef uint8_t[::1] octets = arr.view(np.uint8)
@@ -113,7 +128,7 @@ cdef class Sender:
     IMPLEMENTATION = IMPLEMENTATION
 
     def __init__(self, sock, peer, *, fmt, crypto=None, padding=0, tos=0, batch=32,
-                 busy_poll=False, tx_timestamps=False):
+                 busy_poll=False, tx_timestamps=False, hw_timestamps=False):
         if (fmt.test_mode is TestMode.OPEN) != (crypto is None):
             raise ValueError("crypto is required in authenticated/encrypted mode, and only there")
         if not 0 <= padding <= MAX_DATAGRAM - fmt.reflector_header:
@@ -163,10 +178,18 @@ cdef class Sender:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         enable_receive_options(sock)
         set_send_ttl(sock)
-        self._tx_ts = bool(tx_timestamps)
+        # hw_timestamps: the NIC's raw transmit stamps instead (the device must have them on,
+        # dataplane.hwstamp); a packet it did not stamp has none (a zero in that slot).
+        self._tx_ts = bool(tx_timestamps or hw_timestamps)
+        self._ts_slot = TS_SLOT_HARDWARE if hw_timestamps else TS_SLOT_SOFTWARE
         self._tx_next = 0
         if self._tx_ts:
-            enable_tx_timestamps(sock)
+            enable_tx_timestamps(sock, hardware=bool(hw_timestamps))
+
+    @property
+    def hw_timestamps(self):
+        """The transmit stamps recorded are the NIC's raw hardware ones (`tx_kernel_ns`)."""
+        return self._ts_slot == TS_SLOT_HARDWARE
 
     def _set_dest(self, family):
         cdef sockaddr_in *a4 = <sockaddr_in *>&self._dest_sa

@@ -1,0 +1,283 @@
+"""Kernel transmit stamps (issue 11, deliverable 4): the send-time error and the RTT from the
+kernel's clock in `twamp ping`, the error-queue parsing of both twins, hardware stamps.
+
+Over both sender twins with real sockets on loopback; the machine has no NIC that stamps in
+hardware, so the hardware path is tested as far as it can be without one: the capability query
+on lo and a veth, the fallback sentence, and the hardware slot of a hand-built control message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import twamp
+from conftest import require
+from twamp import clock, dataplane, ping
+from twamp.cli.ping_output import format_report
+from twamp.constants import TestMode
+from twamp.dataplane import Twin
+from twamp.dataplane.hwstamp import choose_tx_stamps, ts_info
+from twamp.dataplane.sockets import (
+    SOF_TIMESTAMPING_RAW_HARDWARE,
+    SOF_TIMESTAMPING_SOFTWARE,
+    SOF_TIMESTAMPING_TX_HARDWARE,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
+    TS_SLOT_HARDWARE,
+    TS_SLOT_SOFTWARE,
+    open_test_socket,
+)
+from twamp.metrics import RECORD_DTYPE, SENT_DTYPE, kernel_stamps
+from twamp.ping import PingOptions, run_light_ping
+from twamp.wire.packets import TestFormat
+
+PURE = dataplane.implementations()["python"]
+OPEN = TestFormat(TestMode.OPEN)
+SCHEMA = json.loads((Path(twamp.__file__).parent / "schemas" / "ping.schema.json").read_text())
+
+
+@pytest.fixture(params=sorted(dataplane.implementations()))
+def impl(request: pytest.FixtureRequest) -> Twin:
+    twin: Twin = dataplane.implementations()[request.param]
+    return twin
+
+
+@contextlib.contextmanager
+def light_reflector() -> Iterator[int]:
+    sock = open_test_socket("127.0.0.1", 0)
+    reflector = PURE.Reflector(sock, light=PURE.LightPolicy(OPEN, stateful=False))
+    try:
+        with reflector:
+            yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def light_ping(impl: Twin, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> ping.PingResult:
+    # ping.py takes the selected twin; the test runs it over each one.
+    monkeypatch.setattr(ping, "Sender", impl.Sender)
+    with light_reflector() as port:
+        opts = PingOptions(count=30, interval=0.002, wait=1.0, **kw)
+        return run_light_ping(f"127.0.0.1:{port}", opts)
+
+
+def test_ping_reports_send_error_and_kernel_rtt(
+    impl: Twin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On by default: every packet stamped by the kernel, after the T1 written into it, and an
+    RTT from kernel stamps at both ends beside the one from written Timestamps."""
+    import jsonschema
+
+    result = light_ping(impl, monkeypatch)
+    assert result.implementation == impl.IMPLEMENTATION
+    k = result.kernel_stamps
+    assert k is not None and result.kernel_stamps_note is None
+    assert (k["source"], k["sent"], k["stamped"], k["missing"]) == ("software", 30, 30, 0)
+    assert k["missing_note"] is None
+    err, rk, rw = k["send_error"], k["rtt_kernel"], k["rtt_written"]
+    assert err["count"] == 30 and err["min"] >= 0  # the kernel sends after the Timestamp
+    assert err["max"] < 1_000_000_000
+    assert rk["count"] == rw["count"] == result.summary["counts"]["received"] == 30
+    assert rk["min"] >= 0
+    # T1 written before the kernel's stamp: the written RTT is the longer, packet by packet.
+    assert rw["min"] >= rk["min"] and rw["median"] >= rk["median"]
+    jsonschema.validate(result.to_json(), SCHEMA)
+    text = format_report(result)
+    assert "send error  kernel software TX stamp − T1 written: median " in text
+    assert " us (30 of 30 packets stamped)" in text
+    assert "kernel RTT  median " in text
+
+
+def test_no_kernel_stamps_is_said(impl: Twin, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema
+
+    result = light_ping(impl, monkeypatch, kernel_stamps=False)
+    assert result.kernel_stamps is None
+    assert result.kernel_stamps_note == "kernel transmit stamps not asked for"
+    jsonschema.validate(result.to_json(), SCHEMA)
+    assert "kernel tx   none: kernel transmit stamps not asked for" in format_report(result)
+
+
+def test_hardware_stamps_on_lo_fall_back_with_a_sentence(
+    impl: Twin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = light_ping(impl, monkeypatch, hw_timestamps="lo")
+    assert result.kernel_stamps_note == (
+        "lo offers no hardware transmit stamps (ethtool -T lo): software stamps instead"
+    )
+    k = result.kernel_stamps
+    assert k is not None and k["source"] == "software" and k["stamped"] == 30
+
+
+def test_a_missing_stamp_is_reported_not_invented(impl: Twin) -> None:
+    """A Sender reading the hardware slot on lo, whose reports carry software stamps only:
+    every row stays 0 (no time made up), and the summary says so in words."""
+    send_sock = open_test_socket("127.0.0.1", 0)
+    refl_sock = open_test_socket("127.0.0.1", 0)
+    with contextlib.closing(send_sock), contextlib.closing(refl_sock):
+        reflector = PURE.Reflector(refl_sock, light=PURE.LightPolicy(OPEN, stateful=False))
+        sender = impl.Sender(send_sock, refl_sock.getsockname(), fmt=OPEN, hw_timestamps=True)
+        assert sender.hw_timestamps
+        with reflector:
+            times = clock.realtime_ns() + 10_000_000 + np.arange(10, dtype=np.int64) * 1_000_000
+            result = sender.run(times, wait_ns=1_000_000_000)
+    assert result.tx_kernel_ns is not None
+    assert result.tx_kernel_ns.tolist() == [0] * 10
+    k = kernel_stamps(result.sent, result.received, result.tx_kernel_ns, source="hardware")
+    assert (k["stamped"], k["missing"]) == (0, 10)
+    assert k["send_error"] is None and k["rtt_kernel"] is None and k["rtt_written"] is None
+    assert k["missing_note"].startswith(
+        "the kernel reported no hardware transmit stamp for 10 of 10 packets"
+    )
+    lines = "\n".join(ping_output_lines(k))
+    assert "kernel tx   no hardware transmit stamp came back from the kernel" in lines
+
+
+def ping_output_lines(k: dict[str, Any]) -> list[str]:
+    from twamp.cli.ping_output import kernel_stamp_lines
+
+    return list(kernel_stamp_lines(k, None))
+
+
+def test_error_queue_overflow_leaves_rows_empty(impl: Twin) -> None:
+    """A receive buffer too small for the transmit reports (the kernel drops what does not
+    fit): the rows without a report stay 0, the others are after their T1."""
+    send_sock = open_test_socket("127.0.0.1", 0)
+    refl_sock = open_test_socket("127.0.0.1", 0)
+    with contextlib.closing(send_sock), contextlib.closing(refl_sock):
+        send_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        sender = impl.Sender(send_sock, refl_sock.getsockname(), fmt=OPEN, tx_timestamps=True)
+        result = sender.run(np.full(300, clock.realtime_ns(), np.int64), wait_ns=10_000_000)
+    tx = result.tx_kernel_ns
+    assert tx is not None and tx.size == result.counters["sent"] == 300
+    t1 = result.sent["t1"].astype(np.int64)
+    stamped = tx != 0
+    assert np.all(tx[stamped] >= t1[stamped])
+    k = kernel_stamps(result.sent, result.received, tx)
+    assert k["missing"] == int(np.count_nonzero(~stamped))
+    assert (k["missing_note"] is None) == bool(np.all(stamped))
+    if impl.IMPLEMENTATION == "cython":
+        # sendmmsg in batches of 32 outruns a 2 KiB buffer: some reports must have been lost.
+        assert k["missing"] > 0
+
+
+def test_kernel_stamps_known_answer() -> None:
+    sent = np.array([(0, 1000), (1, 2000), (2, 3000), (3, 4000)], dtype=SENT_DTYPE)
+    tx = np.array([1010, 0, 3030, 4040], dtype=np.int64)  # packet 1: no report
+    received = np.zeros(3, RECORD_DTYPE)
+    for row, (seq, t1, t4) in enumerate(((0, 1000, 1500), (1, 2000, 2600), (3, 4000, 4900))):
+        received[row] = (seq, seq, t1, t1 + 100, t1 + 150, t4, 64, 64, 0, 0)
+    received = np.concatenate([received, received[2:3]])  # a duplicate of packet 3
+    k = kernel_stamps(sent, received, tx)
+    assert (k["sent"], k["stamped"], k["missing"]) == (4, 3, 1)
+    assert (k["send_error"]["min"], k["send_error"]["max"]) == (10, 40)
+    # Packets 0 and 3 are answered and stamped: (T4 - kernel T1) - 50.
+    assert (k["rtt_kernel"]["count"], k["rtt_kernel"]["min"], k["rtt_kernel"]["max"]) == (
+        2,
+        440,
+        810,
+    )
+    assert (k["rtt_written"]["min"], k["rtt_written"]["max"]) == (450, 850)
+    assert "1 of 4 packets" in k["missing_note"]
+    with pytest.raises(ValueError, match="rows"):
+        kernel_stamps(sent, received, tx[:2])
+
+
+# -- the control message parsing of both twins ---------------------------------------------
+
+_CMSG = struct.Struct("@Nii")
+_ALIGN = struct.calcsize("@N")
+
+
+def cmsg(level: int, kind: int, data: bytes) -> bytes:
+    raw = _CMSG.pack(_CMSG.size + len(data), level, kind) + data
+    return raw + bytes(-len(raw) % _ALIGN)
+
+
+def error_queue_message(software: tuple[int, int], hardware: tuple[int, int], key: int) -> bytes:
+    """What the kernel puts on the error queue for one transmit report: scm_timestamping
+    (ts[0] software, ts[1] unused, ts[2] raw hardware) and sock_extended_err (origin
+    SO_EE_ORIGIN_TIMESTAMPING = 4, ee_data = the datagram's number)."""
+    stamps = struct.pack("@llllll", *software, 0, 0, *hardware)
+    err = struct.pack("@IBBBBII", 42, 4, 0, 0, 0, 0, key)  # ENOMSG
+    return cmsg(socket.SOL_SOCKET, 37, stamps) + cmsg(socket.IPPROTO_IP, 11, err)
+
+
+def test_hardware_slot_of_scm_timestamping(impl: Twin) -> None:
+    parse = impl.sender_module.parse_tx_report_bytes
+    both = error_queue_message((5, 6), (7, 8), key=9)
+    assert parse(both, TS_SLOT_SOFTWARE) == (9, 5_000_000_006)
+    assert parse(both, TS_SLOT_HARDWARE) == (9, 7_000_000_008)
+    software_only = error_queue_message((5, 6), (0, 0), key=10)
+    assert parse(software_only, TS_SLOT_HARDWARE) is None  # none of that kind: not a time
+    assert parse(software_only, TS_SLOT_SOFTWARE) == (10, 5_000_000_006)
+    v6 = cmsg(socket.SOL_SOCKET, 37, struct.pack("@llllll", 1, 2, 0, 0, 3, 4)) + cmsg(
+        socket.IPPROTO_IPV6, 25, struct.pack("@IBBBBII", 42, 4, 0, 0, 0, 0, 2**32 - 1)
+    )
+    assert parse(v6, TS_SLOT_HARDWARE) == (2**32 - 1, 3_000_000_004)
+    no_key = cmsg(socket.SOL_SOCKET, 37, struct.pack("@llllll", 1, 2, 0, 0, 3, 4))
+    assert parse(no_key, TS_SLOT_SOFTWARE) is None
+    other_origin = cmsg(socket.SOL_SOCKET, 37, struct.pack("@llllll", 1, 2, 0, 0, 3, 4)) + cmsg(
+        socket.IPPROTO_IP,
+        11,
+        struct.pack("@IBBBBII", 111, 2, 3, 3, 0, 0, 5),  # ICMP
+    )
+    assert parse(other_origin, TS_SLOT_SOFTWARE) is None
+
+
+# -- the capability query ---------------------------------------------------------------------
+
+
+def test_capabilities_of_lo_are_software_only() -> None:
+    info = ts_info("lo")
+    assert info.so_timestamping & SOF_TIMESTAMPING_TX_SOFTWARE
+    assert info.so_timestamping & SOF_TIMESTAMPING_SOFTWARE
+    assert not info.so_timestamping & (SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE)
+    assert info.phc_index == -1 and not info.hardware_tx and not info.hardware_rx
+    ethtool = shutil.which("ethtool")
+    if ethtool:  # the oracle, where installed
+        out = subprocess.run([ethtool, "-T", "lo"], capture_output=True, text=True).stdout
+        assert "software-transmit" in out and "hardware-transmit" not in out
+
+
+def test_capability_query_of_a_missing_interface() -> None:
+    hardware, note = choose_tx_stamps("txstamp-none0")
+    assert not hardware
+    assert (
+        note
+        == "cannot query txstamp-none0's timestamping (No such device): software stamps instead"
+    )
+    hardware, note = choose_tx_stamps("x" * 20)
+    assert not hardware and note is not None and "not an interface name" in note
+    assert choose_tx_stamps(None) == (False, None)
+
+
+def test_capabilities_of_a_veth_are_software_only(root: None) -> None:
+    require(shutil.which("ip") is not None, "needs iproute2's ip")
+    names = ("txstampA0", "txstampB0")
+    subprocess.run(["ip", "link", "del", names[0]], capture_output=True)
+    subprocess.run(
+        ["ip", "link", "add", names[0], "type", "veth", "peer", "name", names[1]], check=True
+    )
+    try:
+        info = ts_info(names[0])
+        assert info.so_timestamping & SOF_TIMESTAMPING_TX_SOFTWARE
+        assert not info.hardware_tx
+        hardware, note = choose_tx_stamps(names[0])
+        assert not hardware
+        assert note == (
+            f"{names[0]} offers no hardware transmit stamps (ethtool -T {names[0]}): "
+            "software stamps instead"
+        )
+    finally:
+        subprocess.run(["ip", "link", "del", names[0]], capture_output=True)
