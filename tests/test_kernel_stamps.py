@@ -117,6 +117,27 @@ def test_hardware_stamps_on_lo_fall_back_with_a_sentence(
     )
     k = result.kernel_stamps
     assert k is not None and k["source"] == "software" and k["stamped"] == 30
+    assert "kernel tx   lo offers no hardware transmit stamps" in format_report(result)
+
+
+def test_cli_prints_and_switches_kernel_stamps() -> None:
+    from click.testing import CliRunner
+
+    from twamp.cli.ping import ping as ping_command
+
+    with light_reflector() as port:
+        target = f"127.0.0.1:{port}"
+        shown = CliRunner().invoke(ping_command, ["--light", "-c", "5", "-i", "0.01", target])
+        off = CliRunner().invoke(
+            ping_command, ["--light", "-c", "5", "-i", "0.01", "--no-kernel-stamps", target]
+        )
+        as_json = CliRunner().invoke(ping_command, ["--light", "-c", "5", "--json", target])
+    assert shown.exit_code == 0, shown.output
+    assert "send error  kernel software TX stamp" in shown.output
+    assert "(5 of 5 packets stamped)" in shown.output
+    assert off.exit_code == 0 and "send error" not in off.output
+    assert "kernel tx   none: kernel transmit stamps not asked for" in off.output
+    assert json.loads(as_json.output)["kernel_stamps"]["stamped"] == 5
 
 
 def test_a_missing_stamp_is_reported_not_invented(impl: Twin) -> None:

@@ -223,6 +223,12 @@ class _TwpingCommand(click.Command):
     help="Ask the kernel for every packet's transmit stamp (SO_TIMESTAMPING) and report the "
     "send-time error and the RTT from kernel stamps at both ends.",
 )
+@click.option(
+    "--hw-timestamps",
+    metavar="IFACE",
+    help="Use the NIC's hardware transmit stamps of IFACE where it offers them (needs root to "
+    "switch them on; else software stamps, said in one sentence).",
+)
 @click.option("--raw", metavar="FILE", help="Write one JSON line per packet to FILE.")
 @click.option(
     "-F", "raw_text", metavar="FILE", help="Write twping's -R lines (one per packet) to FILE."
@@ -349,6 +355,7 @@ def _options(p: dict[str, Any]) -> tuple[PingOptions, bool]:
         wait=p["wait"] + max(p["end_delay"], 0.0),
         raw=p["raw"],
         kernel_stamps=p["kernel_stamps"],
+        hw_timestamps=p["hw_timestamps"],
     )
     return options, light
 

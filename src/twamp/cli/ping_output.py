@@ -306,6 +306,8 @@ def kernel_stamp_lines(
         if note:
             yield f"kernel tx   none: {note}"
         return
+    if note:
+        yield f"kernel tx   {note}"
     err = stamps["send_error"]
     source = stamps["source"]
     if err is None:
@@ -322,6 +324,11 @@ def kernel_stamp_lines(
             f"kernel RTT  median {_us(rk['median'])} / p99 {_us(rk['p99'])} us from kernel "
             f"stamps at both ends; written Timestamps: median {_us(rw['median'])} / "
             f"p99 {_us(rw['p99'])} us"
+        )
+    if source == "hardware" and err is not None:
+        yield (
+            f"{indent}hardware stamps are on the NIC's clock (PHC): the send error and the "
+            "kernel RTT hold only while it is synchronised to the system clock (phc2sys)"
         )
     if stamps["missing_note"]:
         yield f"{indent}{stamps['missing_note']}"
