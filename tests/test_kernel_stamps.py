@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,83 @@ def test_capabilities_of_a_veth_are_software_only(root: None) -> None:
         )
     finally:
         subprocess.run(["ip", "link", "del", names[0]], capture_output=True)
+
+
+# -- the reflector's T3 diagnostic on the command line -------------------------------------------
+
+
+@pytest.mark.parametrize("implementation", ["cython", "python"])
+def test_reflect_t3_diagnostic_end_to_end(implementation: str) -> None:
+    """`twamp reflect --t3-diagnostic`: the T3 error in the periodic and exit statistics and in
+    the Prometheus metrics, over both reflector twins."""
+    from ops_helpers import free_port, scrape, stop, twamp, value, wait_listening
+
+    require(implementation in dataplane.implementations(), "the compiled twin is not built")
+    env = {"TWAMP_PURE_PYTHON": "1"} if implementation == "python" else {}
+    port, mport = free_port(socket.SOCK_DGRAM), free_port()
+    proc = twamp(
+        "reflect", "--listen", f"127.0.0.1:{port}", "--t3-diagnostic",
+        "--stats-interval", "0.3", "--metrics", f"127.0.0.1:{mport}", env=env,
+    )  # fmt: skip
+    try:
+        wait_listening(mport)
+        result = run_light_ping(
+            f"127.0.0.1:{port}", PingOptions(count=40, interval=0.002, wait=0.5)
+        )
+        assert result.summary["counts"]["received"] == 40
+        time.sleep(0.8)  # a statistics line after the replies
+        samples = scrape(mport)
+    finally:
+        out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert f"{implementation} reflector" in out
+    assert value(samples, "twamp_reflector_t3_error_seconds_count") == 40
+    assert value(samples, "twamp_reflector_t3_error_seconds_bucket", le="+Inf") == 40
+    assert value(samples, "twamp_reflector_t3_error_seconds_sum") > 0
+    assert 0 < value(samples, "twamp_reflector_t3_error_max_seconds") < 1
+    periodic = [line for line in out.splitlines() if line.startswith("pid ") and "T3 error" in line]
+    assert periodic, out
+    assert "T3 error (kernel transmit stamp - T3 written): 40 replies, mean " in periodic[-1]
+    final = out.splitlines()[-1]
+    assert final.startswith("twamp reflect: T3 error (kernel transmit stamp - T3 written): 40 ")
+    assert " us, p50 <= " in final and " us, p99 <= " in final and " us, max " in final
+
+
+def test_reflect_t3_diagnostic_with_workers() -> None:
+    """With --workers each worker reports its T3 error and the parent the sum of their counts
+    (a worker that got no traffic says so in words)."""
+    from ops_helpers import free_port, stop, twamp
+
+    port = free_port(socket.SOCK_DGRAM)
+    proc = twamp(
+        "reflect", "--listen", f"127.0.0.1:{port}", "--t3-diagnostic", "--workers", "2"
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert "2 workers" in banner, banner
+        for _ in range(3):  # new source ports: SO_REUSEPORT spreads them over the workers
+            result = run_light_ping(
+                f"127.0.0.1:{port}", PingOptions(count=10, interval=0.002, wait=0.5)
+            )
+            assert result.summary["counts"]["received"] == 10
+    finally:
+        out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert out.count(": T3 error") == 3, out  # one line per worker and the total
+    assert "twamp reflect: T3 error (kernel transmit stamp - T3 written): 30 replies" in out
+
+
+def test_reflect_without_the_diagnostic_says_nothing_of_t3() -> None:
+    from ops_helpers import free_port, scrape, stop, twamp, wait_listening
+
+    port, mport = free_port(socket.SOCK_DGRAM), free_port()
+    proc = twamp("reflect", "--listen", f"127.0.0.1:{port}", "--metrics", f"127.0.0.1:{mport}")
+    try:
+        wait_listening(mport)
+        run_light_ping(f"127.0.0.1:{port}", PingOptions(count=5, interval=0.002, wait=0.5))
+        samples = scrape(mport)
+    finally:
+        out, _ = stop(proc)
+    assert "T3 error" not in out
+    assert not any("t3_error" in name for name in samples)

@@ -37,6 +37,7 @@ __all__ = [
     "SESSION_COUNTERS",
     "SPIN_NS",
     "S_BIT",
+    "T3_BOUNDS_NS",
     "Z_BIT",
     "LightPolicy",
     "SenderResult",
@@ -120,6 +121,12 @@ SENDER_COUNTERS = (
 )
 
 
+# The T3 diagnostic's cumulative counts in `diag_summary` ("le_<bound>_ns"): every power of
+# two from 256 ns to 67 ms, exact bucket bounds of its histogram, so that the counts of several
+# reflectors (and --workers processes) add up and make one Prometheus histogram.
+T3_BOUNDS_NS = tuple(1 << k for k in range(8, 27))
+
+
 def diag_summary(
     histogram: list[int], samples: int, total_ns: int, min_ns: int, max_ns: int
 ) -> dict[str, int]:
@@ -127,7 +134,8 @@ def diag_summary(
 
     `histogram[k]`: replies whose Timestamp was at most 2^k ns (and more than 2^(k-1)) before
     the kernel's software transmit time. p50_ns and p99_ns are the bucket bounds, so upper
-    bounds within a factor of two.
+    bounds within a factor of two. `sum_ns` and the cumulative `le_<bound>_ns` counts
+    (`T3_BOUNDS_NS`) are there to be added up over reflectors.
     """
 
     def quantile(q: float) -> int:
@@ -138,8 +146,12 @@ def diag_summary(
                 return 1 << k
         return 0
 
+    cumulative = {}
+    for bound in T3_BOUNDS_NS:
+        cumulative[f"le_{bound}_ns"] = sum(histogram[: bound.bit_length()])  # bound = 2^k
     if not samples:
-        return {"samples": 0, "min_ns": 0, "mean_ns": 0, "max_ns": 0, "p50_ns": 0, "p99_ns": 0}
+        zero = {"samples": 0, "min_ns": 0, "mean_ns": 0, "max_ns": 0, "p50_ns": 0, "p99_ns": 0}
+        return {**zero, "sum_ns": 0, **cumulative}
     return {
         "samples": samples,
         "min_ns": min_ns,
@@ -147,6 +159,8 @@ def diag_summary(
         "max_ns": max_ns,
         "p50_ns": quantile(0.5),
         "p99_ns": quantile(0.99),
+        "sum_ns": total_ns,
+        **cumulative,
     }
 
 
