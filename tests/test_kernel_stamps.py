@@ -383,3 +383,65 @@ def test_reflect_without_the_diagnostic_says_nothing_of_t3() -> None:
         out, _ = stop(proc)
     assert "T3 error" not in out
     assert not any("t3_error" in name for name in samples)
+
+
+# -- twamp-bench latency trials -----------------------------------------------------------------
+
+
+def test_bench_latency_trial_has_kernel_stamps(impl: Twin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A latency trial's record carries the send-time error and the kernel RTT (our sender,
+    either twin); the socket's stamps are off again afterwards, so a throughput trial on the
+    same session sends without them."""
+    from twamp.bench.config import PacketSize
+    from twamp.bench.targets import TestSession
+    from twamp.bench.trial import latency_summary, make_schedule, send_schedule
+
+    monkeypatch.setattr(dataplane, "Sender", impl.Sender)  # what bench.targets builds
+    size = PacketSize("41", ((41, 1),))
+    with light_reflector() as port:
+        session = TestSession(("127.0.0.1", port), OPEN)
+        try:
+            data = send_schedule(
+                session, size, make_schedule(5000, 200), wait_ns=300_000_000, tx_stamps=True
+            )
+            assert session.sock.getsockopt(socket.SOL_SOCKET, 37) == 0  # SO_TIMESTAMPING off
+            later = send_schedule(session, size, make_schedule(5000, 50), wait_ns=300_000_000)
+        finally:
+            session.close()
+    fields, _ = latency_summary(data, False)
+    k = fields["kernel_stamps"]
+    assert fields["kernel_stamps_note"] is None
+    assert k is not None and (k["sent"], k["stamped"], k["missing"]) == (200, 200, 0)
+    assert k["send_error"]["min"] >= 0 and k["rtt_kernel"]["min"] >= 0
+    assert k["rtt_kernel"]["count"] == fields["received"] == 200
+    assert later.tx_kernel is None and later.received.size == 50
+    assert latency_summary(later, False)[0]["kernel_stamps_note"] == (
+        "kernel transmit stamps not asked for"
+    )
+
+
+def test_bench_says_why_a_trial_has_no_kernel_stamps() -> None:
+    from twamp.bench.config import PacketSize
+    from twamp.bench.targets import TestSession
+    from twamp.bench.trial import latency_summary, make_schedule, send_schedule
+
+    imix = PacketSize("imix", ((64, 7), (576, 4), (1472, 1)))
+    with light_reflector() as port:
+        session = TestSession(("127.0.0.1", port), OPEN)
+        try:
+            data = send_schedule(
+                session, imix, make_schedule(5000, 24), wait_ns=300_000_000, tx_stamps=True
+            )
+        finally:
+            session.close()
+    fields, _ = latency_summary(data, False)
+    assert fields["kernel_stamps"] is None
+    assert fields["kernel_stamps_note"] == (
+        "kernel transmit stamps need one packet size per trial (not with a mix)"
+    )
+    c_session = TestSession(("127.0.0.1", 9), OPEN, sender="c")
+    try:
+        with c_session.tx_stamps((41,)) as note:
+            assert note == "the C sender records no kernel transmit stamps"
+    finally:
+        c_session.close()
