@@ -445,3 +445,26 @@ def test_bench_says_why_a_trial_has_no_kernel_stamps() -> None:
             assert note == "the C sender records no kernel transmit stamps"
     finally:
         c_session.close()
+
+
+def test_server_t3_diagnostic_end_to_end() -> None:
+    """`twamp server --t3-diagnostic`: the T3 error of its reflectors in the metrics and in the
+    exit log line, counted over a session that has ended."""
+    from ops_helpers import free_port, scrape, stop, twamp, value, wait_listening
+
+    port, mport = free_port(), free_port()
+    server = twamp(
+        "server", "--listen", f"127.0.0.1:{port}", "--t3-diagnostic",
+        "--metrics", f"127.0.0.1:{mport}",
+    )  # fmt: skip
+    try:
+        wait_listening(port)
+        result = ping.run_ping(f"127.0.0.1:{port}", PingOptions(count=25, interval=0.002, wait=0.5))
+        assert result.summary["counts"]["received"] == 25
+        samples = scrape(mport)
+    finally:
+        _, err = stop(server)
+    assert server.returncode == 0, err
+    assert value(samples, "twamp_reflector_t3_error_seconds_count") == 25
+    assert 0 < value(samples, "twamp_reflector_t3_error_max_seconds") < 1
+    assert "T3 error (kernel transmit stamp - T3 written): 25 replies, mean " in err

@@ -252,6 +252,8 @@ class ServerCollector(Collector):
         yield limits
         reflector = {**stats.get("reflector", {}), **stats.get("residence", {})}
         yield from _reflector_families(reflector, "twamp_reflector")
+        if stats.get("t3"):
+            yield from _t3_families(stats["t3"], "twamp_reflector")
 
 
 class DelayHistogram:

@@ -35,7 +35,7 @@ import click
 from .. import dataplane
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
-from ..dataplane.types import T3_BOUNDS_NS
+from ..dataplane.types import T3_BOUNDS_NS, add_counts, t3_counts
 from ..hostport import parse_hostport
 from ..inet import check_dscp
 from ..metrics_export import (
@@ -131,23 +131,11 @@ def _counters_text(counters: Mapping[str, int]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {counters.get(name, 0)}" for name in _COUNTER_ORDER)
 
 
-def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
-    for key, value in more.items():
-        if key == "t3_max_ns":  # the one maximum among the counts
-            total[key] = max(total.get(key, 0), value)
-        else:
-            total[key] = total.get(key, 0) + value
+_add = add_counts
+_t3_counts = t3_counts
 
 
-def _t3_counts(t3: Mapping[str, int] | None) -> dict[str, int]:
-    """A reflector's `t3_error()` as counts that add up over reflectors and workers."""
-    if t3 is None:
-        return {}
-    keys = ("samples", "sum_ns", "max_ns", *(f"le_{b}_ns" for b in T3_BOUNDS_NS))
-    return {f"t3_{key}": int(t3[key]) for key in keys}
-
-
-def _t3_text(counters: Mapping[str, int]) -> str | None:
+def t3_text(counters: Mapping[str, int]) -> str | None:
     """The T3 diagnostic in one line, µs; None without it. Percentiles are upper bounds (the
     histogram's power-of-two buckets)."""
     if "t3_samples" not in counters:
@@ -312,7 +300,7 @@ def serve(
                 _add(total, reflector.counters())
                 _add(total, _t3_counts(reflector.t3_error()))
             echo(f"pid {os.getpid()}: {_counters_text(total)}")
-            t3 = _t3_text(total)
+            t3 = t3_text(total)
             if t3 is not None:
                 echo(f"pid {os.getpid()}: {t3}")
 
@@ -461,7 +449,7 @@ def _run_workers(
                 message = _recv(receiver, _WORKER_STOP_S)
             if message is not None and message[0] == "counters":
                 click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
-                t3 = _t3_text(message[1])
+                t3 = t3_text(message[1])
                 if t3 is not None:
                     click.echo(f"worker {proc.pid}: {t3}")
                 _add(total, message[1])
@@ -628,7 +616,7 @@ def reflect(
                     ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
                 )
             click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
-            t3 = _t3_text(total)
+            t3 = t3_text(total)
             if t3 is not None:
                 click.echo(f"twamp reflect: {t3}")
     finally:

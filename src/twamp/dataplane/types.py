@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
@@ -43,9 +44,11 @@ __all__ = [
     "SenderResult",
     "SessionSpec",
     "StopFlag",
+    "add_counts",
     "diag_summary",
     "normalize_ip",
     "residence_bucket",
+    "t3_counts",
 ]
 
 # Every receive buffer holds the largest UDP payload, so no datagram is ever cut short; a
@@ -125,6 +128,24 @@ SENDER_COUNTERS = (
 # two from 256 ns to 67 ms, exact bucket bounds of its histogram, so that the counts of several
 # reflectors (and --workers processes) add up and make one Prometheus histogram.
 T3_BOUNDS_NS = tuple(1 << k for k in range(8, 27))
+
+
+def t3_counts(t3: Mapping[str, int] | None) -> dict[str, int]:
+    """A reflector's `t3_error()` as counts that `add_counts` adds up over reflectors and
+    processes ("t3_samples", "t3_sum_ns", "t3_max_ns", "t3_le_<bound>_ns"); {} without it."""
+    if t3 is None:
+        return {}
+    keys = ("samples", "sum_ns", "max_ns", *(f"le_{b}_ns" for b in T3_BOUNDS_NS))
+    return {f"t3_{key}": int(t3[key]) for key in keys}
+
+
+def add_counts(total: dict[str, int], more: Mapping[str, int]) -> None:
+    """Add counters up; the one maximum among them (`t3_max_ns`) is taken, not added."""
+    for key, value in more.items():
+        if key == "t3_max_ns":
+            total[key] = max(total.get(key, 0), value)
+        else:
+            total[key] = total.get(key, 0) + value
 
 
 def diag_summary(
