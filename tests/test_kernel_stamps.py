@@ -9,6 +9,7 @@ on lo and a veth, the fallback sentence, and the hardware slot of a hand-built c
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import shutil
 import socket
@@ -468,3 +469,44 @@ def test_server_t3_diagnostic_end_to_end() -> None:
     assert value(samples, "twamp_reflector_t3_error_seconds_count") == 25
     assert 0 < value(samples, "twamp_reflector_t3_error_max_seconds") < 1
     assert "T3 error (kernel transmit stamp - T3 written): 25 replies, mean " in err
+
+
+def test_switching_on_hardware_stamping_of_lo_is_refused(root: None) -> None:
+    """SIOCSHWTSTAMP reaches the driver (root), which has no hardware stamping to switch on."""
+    from twamp.dataplane.hwstamp import enable_device_stamping
+
+    with pytest.raises(OSError) as caught:
+        enable_device_stamping("lo")
+    assert caught.value.errno == errno.EOPNOTSUPP
+
+
+def test_choose_tx_stamps_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision on a NIC that offers hardware stamps, which this machine lacks: the
+    capability query is replaced by what such a NIC reports (ethtool_ts_info of, e.g., an
+    igb: TX/RX/RAW hardware, a PHC, HWTSTAMP_TX_ON, HWTSTAMP_FILTER_ALL)."""
+    from twamp.dataplane import hwstamp
+
+    offered = hwstamp.TsInfo(
+        "eth9",
+        SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE | (1 << 2) | 0x1A,
+        0,
+        1 << hwstamp.HWTSTAMP_TX_ON,
+        1 << hwstamp.HWTSTAMP_FILTER_ALL,
+    )
+    assert offered.hardware_tx and offered.hardware_rx
+    monkeypatch.setattr(hwstamp, "ts_info", lambda name: offered)
+    calls: list[tuple[str, bool]] = []
+
+    def refuse(name: str, *, rx_all: bool = False) -> None:
+        calls.append((name, rx_all))
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(hwstamp, "enable_device_stamping", refuse)
+    assert hwstamp.choose_tx_stamps("eth9") == (
+        False,
+        "cannot switch on hardware stamping on eth9 (it needs root: CAP_NET_ADMIN): "
+        "software stamps instead",
+    )
+    assert calls == [("eth9", True)]
+    monkeypatch.setattr(hwstamp, "enable_device_stamping", lambda name, *, rx_all=False: None)
+    assert hwstamp.choose_tx_stamps("eth9") == (True, None)

@@ -39,7 +39,8 @@ SIOCETHTOOL = 0x8946  # <linux/sockios.h>
 SIOCSHWTSTAMP = 0x89B0
 ETHTOOL_GET_TS_INFO = 0x41  # <linux/ethtool.h>
 HWTSTAMP_TX_ON = 1  # <linux/net_tstamp.h> enum hwtstamp_tx_types
-HWTSTAMP_FILTER_ALL = 1  # enum hwtstamp_rx_filters
+HWTSTAMP_FILTER_NONE = 0  # enum hwtstamp_rx_filters
+HWTSTAMP_FILTER_ALL = 1
 _IFNAMSIZ = 16
 # struct ethtool_ts_info: cmd, so_timestamping, phc_index, tx_types, tx_reserved[3],
 # rx_filters, rx_reserved[3]
@@ -93,10 +94,16 @@ def ts_info(interface: str) -> TsInfo:
     return TsInfo(interface, flags, phc, tx_types, rx_filters)
 
 
-def enable_device_stamping(interface: str) -> None:
-    """Switch on the NIC's transmit stamping and receive stamping of all packets
-    (SIOCSHWTSTAMP); OSError when the driver refuses or we lack CAP_NET_ADMIN (EPERM)."""
-    buf = ctypes.create_string_buffer(_HWTSTAMP_CONFIG.pack(0, HWTSTAMP_TX_ON, HWTSTAMP_FILTER_ALL))
+def enable_device_stamping(interface: str, *, rx_all: bool = False) -> None:
+    """Switch on the NIC's transmit stamping (SIOCSHWTSTAMP), and its receive stamping of all
+    packets with `rx_all`; OSError when the driver refuses or we lack CAP_NET_ADMIN (EPERM).
+
+    The setting belongs to the device and stays after we exit (as with ptp4l); asking for a
+    receive filter the NIC lacks would make the driver refuse the transmit part too, hence
+    `rx_all` only where `TsInfo.rx_filters` offers it.
+    """
+    rx_filter = HWTSTAMP_FILTER_ALL if rx_all else HWTSTAMP_FILTER_NONE
+    buf = ctypes.create_string_buffer(_HWTSTAMP_CONFIG.pack(0, HWTSTAMP_TX_ON, rx_filter))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock.fileno(), SIOCSHWTSTAMP, _ifreq(interface, buf))
 
@@ -126,9 +133,9 @@ def choose_tx_stamps(interface: str | None) -> tuple[bool, str | None]:
         log.warning("%s", note)
         return False, note
     try:
-        enable_device_stamping(interface)
+        enable_device_stamping(interface, rx_all=bool(info.rx_filters & (1 << HWTSTAMP_FILTER_ALL)))
     except OSError as exc:
-        why = "needs root (CAP_NET_ADMIN)" if exc.errno == errno.EPERM else exc.strerror
+        why = "it needs root: CAP_NET_ADMIN" if exc.errno == errno.EPERM else exc.strerror
         note = f"cannot switch on hardware stamping on {interface} ({why}): software stamps instead"
         log.warning("%s", note)
         return False, note
