@@ -510,3 +510,27 @@ def test_choose_tx_stamps_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
     assert calls == [("eth9", True)]
     monkeypatch.setattr(hwstamp, "enable_device_stamping", lambda name, *, rx_all=False: None)
     assert hwstamp.choose_tx_stamps("eth9") == (True, None)
+
+
+def test_continuous_ping_reports_kernel_stamps_per_interval() -> None:
+    from twamp.cli.ping import _interval_line
+
+    reports: list[ping.IntervalReport] = []
+
+    class StopAfterOne:
+        def is_set(self) -> bool:
+            return bool(reports)
+
+    with light_reflector() as port:
+        ping.run_continuous(
+            f"127.0.0.1:{port}",
+            PingOptions(interval=0.005, wait=0.3),
+            interval=0.1,
+            light=True,
+            stop=StopAfterOne(),
+            on_interval=reports.append,
+        )
+    (report,) = reports
+    line = report.to_json()
+    assert line["kernel_stamps"]["stamped"] == line["summary"]["counts"]["sent"] > 0
+    assert "; send error median " in _interval_line(report)

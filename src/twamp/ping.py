@@ -866,6 +866,7 @@ class IntervalReport:
                 interrupted=r.interrupted,
                 summary=r.summary,
                 sender=r.counters,
+                kernel_stamps=r.kernel_stamps,
             )
         return out
 

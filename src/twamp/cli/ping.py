@@ -409,6 +409,14 @@ def _interval_line(report: IntervalReport) -> str:
         tail += " (interrupted)"
     bad = result.counters.get("malformed", 0)
     unparsable = f", {bad} unparsable" if bad else ""
+    stamps = result.kernel_stamps
+    if stamps is not None and stamps["send_error"] is not None:
+        err = stamps["send_error"]
+        missing = f", {stamps['missing']} unstamped" if stamps["missing"] else ""
+        delays += (
+            f"; send error median {err['median'] / 1e3:.1f} / p99 {err['p99'] / 1e3:.1f} us"
+            f"{missing}"
+        )
     return f"{head} {c['sent']} sent, {c['lost']} lost ({loss}){unparsable}, {delays}{tail}"
 
 
