@@ -534,3 +534,46 @@ def test_continuous_ping_reports_kernel_stamps_per_interval() -> None:
     line = report.to_json()
     assert line["kernel_stamps"]["stamped"] == line["summary"]["counts"]["sent"] > 0
     assert "; send error median " in _interval_line(report)
+
+
+def test_bench_report_has_kernel_stamps_and_old_reports_validate(tmp_path: Path) -> None:
+    """A short `twamp-bench` run: each latency trial of a single size carries kernel_stamps, an
+    IMIX one says why it has none, the table shows them; a version-2 report (without them)
+    still validates (`twamp-bench plot OLD.json`)."""
+    from click.testing import CliRunner
+
+    from twamp.bench.report import validate
+    from twamp.bench.tables import format_tables
+    from twamp.cli import bench as cli
+
+    out = tmp_path / "bench.json"
+    run = CliRunner().invoke(
+        cli.bench,
+        [
+            "--sizes", "min,imix", "--trials", "1", "--trial-duration", "0.05",
+            "--max-rate", "4000", "--latency-fractions", "50", "--json", str(out), "-q",
+        ],
+        prog_name="twamp-bench",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    doc = json.loads(out.read_text())
+    validate(doc)
+    assert doc["schema_version"] == 3
+    (target,) = doc["targets"]
+    by_size = {size["size"]: size for size in target["sizes"]}
+    single = [tr for p in by_size["41"]["latency"] for tr in p["trials"]]
+    assert single and all(tr["kernel_stamps"]["stamped"] == tr["sent"] for tr in single)
+    assert all(tr["kernel_stamps"]["send_error"]["min"] >= 0 for tr in single)
+    mixed = [tr for p in by_size["imix"]["latency"] for tr in p["trials"]]
+    assert mixed and all(tr["kernel_stamps"] is None for tr in mixed)
+    text = format_tables(doc)
+    assert "send-time error (kernel transmit stamp − T1 written)" in text
+    assert "kernel stamps: kernel transmit stamps need one packet size per trial" in text
+    old = json.loads(json.dumps(doc))
+    old["schema_version"] = 2
+    for size in old["targets"][0]["sizes"]:
+        for point in size["latency"]:
+            for tr in point["trials"]:
+                del tr["kernel_stamps"], tr["kernel_stamps_note"]
+    validate(old)
+    assert "send-time error" not in format_tables(old)
