@@ -23,6 +23,8 @@ import importlib
 import importlib.util
 from typing import Any
 
+from .aggregate import lost_to_a_disturbance
+
 __all__ = ["MISSING", "PlotUnavailable", "available", "plot_report"]
 
 MISSING = (
@@ -31,7 +33,12 @@ MISSING = (
 )
 
 _TARGET_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-_VERDICT_COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "unverified": "#999999"}
+_VERDICT_COLOURS = {
+    "pass": "#2ca02c",
+    "fail": "#d62728",
+    "disturbed": "#ff7f0e",
+    "unverified": "#999999",
+}
 
 
 class PlotUnavailable(RuntimeError):
@@ -172,7 +179,7 @@ def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> Non
         for t in _targets(doc)
         for size in t["sizes"]
     )
-    note = "\n* measured while other processes took over 0.3 cores: may be low" if disturbed else ""
+    note = "\n* measured beside other work (see the report): may be low" if disturbed else ""
     ax_pps.set_title("throughput: median, bars min-max over runs" + note)
     ax_bits.set_xlabel("UDP payload (octets)")
     ax_bits.set_ylabel("Mbit/s at the zero-loss rate")
@@ -268,7 +275,7 @@ def _verdict(t: dict[str, Any]) -> str:
     if t["offered"] and t["loss_pct"] <= 0.0:
         return "pass"
     if not t["sender_limited"] and t["loss_pct"] > 0.0:
-        return "fail"
+        return "disturbed" if lost_to_a_disturbance(t) else "fail"
     return "unverified"
 
 

@@ -6,15 +6,16 @@ layer 2 (frames: + 8 UDP + 20 IPv4 or 40 IPv6 + 18 Ethernet header and FCS, 64 a
 layer 1 (+ 20 octets of preamble and inter-frame gap), so that a figure can be set against a
 link's line rate. A figure that is not the reflector's (our sender could not offer more, or
 nothing could be verified) is never printed as a number in its cell: the cell says what
-happened and a note under the table says it in words. Figures measured while other processes
-took a noticeable share of the CPU are marked (`*`), latency points that lost heavily too (`!`).
+happened and a note under the table says it in words. Figures and latency points measured
+beside other work (`aggregate`: "Disturbed figures") are marked `*` with the reason in a note,
+latency points that lost heavily `!`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .aggregate import DISTURBED_CORES, LOSSY_LATENCY_PCT
+from .aggregate import LOSSY_LATENCY_PCT, lost_to_a_disturbance
 
 __all__ = ["format_tables", "pps", "table"]
 
@@ -83,6 +84,11 @@ def _why(fig: dict[str, Any], label: str, what: str) -> str:
         return f"{where}: nothing lost up to --max-rate; the reflector's limit is higher"
     if status == "none":
         return f"{where}: packets were lost even at the lowest rate searched (--min-rate)"
+    if status == "disturbed":
+        return (
+            f"{where}: packets were lost down to {pps(limit)}, but only while other work had "
+            "the CPU (see --raw for each trial's reason): run it again on a quiet machine"
+        )
     if status == "unverifiable":
         return (
             f"{where}: no trial could be verified: our sender could not hold even "
@@ -95,18 +101,23 @@ def _rate_cell(fig: dict[str, Any] | None, label: str, what: str, notes: _Notes)
     if fig is None:
         return "-"
     if fig["pps"] is None:
-        return f"{fig['status'].replace('_', '-')} {notes.add(_why(fig, label, what))}"
+        cell = f"{fig['status'].replace('_', '-')} {notes.add(_why(fig, label, what))}"
+        if fig["status"] == "disturbed":
+            return cell
+        return cell + _disturbed_mark(fig, f"size {label}, {what}", notes)
     s = fig["pps"]
     cell = f"{pps(s['median'])} ({pps(s['min'])}-{pps(s['max'])})"
     if fig["status"] == "partial":
         cell += f", {fig['runs_found']} of {fig['runs']} runs"
-    if fig.get("disturbed"):
-        cores = fig.get("foreign_cpu_cores") or 0.0
-        cell += " " + notes.add(
-            f"* measured while other processes took {cores:.2f} cores (over "
-            f"{DISTURBED_CORES:g}): this figure may be low"
-        )
-    return cell
+    return cell + _disturbed_mark(fig, f"size {label}, {what}", notes)
+
+
+def _disturbed_mark(part: dict[str, Any], where: str, notes: _Notes) -> str:
+    """ " *[n]" when a figure or latency point was measured beside other work, else ""."""
+    if not part.get("disturbed"):
+        return ""
+    why = part.get("disturbance") or "other processes had the CPU"
+    return " *" + notes.add(f"{where}: measured beside other work, may be off: {why}")
 
 
 def _bits_cell(fig: dict[str, Any] | None) -> str:
@@ -164,7 +175,9 @@ def _latency_row(size: dict[str, Any], point: dict[str, Any], notes: _Notes) -> 
             "overloaded path, not the reflector's latency"
         )
     fwd, bwd = _stat(summary, "forward", "median"), _stat(summary, "backward", "median")
-    used = str(point.get("trials_used", 0))
+    used = str(point.get("trials_used", 0)) + _disturbed_mark(
+        point, f"size {size['size']}, latency at {point['fraction_pct']:g} %", notes
+    )
     if not point.get("sender_clean", True):
         used += " " + notes.add(
             "no trial at this load was held cleanly by our sender (late packets, stalls): "
@@ -244,14 +257,24 @@ def _sender_note(t: dict[str, Any]) -> list[str]:
         for run in size["throughput"]["runs"]
         for trial in run["trials"]
     ]
+    out = []
     limited = sum(1 for tr in trials if tr["sender_limited"])
-    if not limited:
-        return []
-    return [
-        f"  {limited} of {len(trials)} throughput trials were not held cleanly by our sender "
-        "(stalls, late packets, own drops); those were repeated and never counted as the "
-        "reflector's failures (--raw shows each reason)"
-    ]
+    if limited:
+        out.append(
+            f"  {limited} of {len(trials)} throughput trials were not held cleanly by our "
+            "sender (stalls, late packets, own drops); those were repeated and never counted "
+            "as the reflector's failures (--raw shows each reason)"
+        )
+    disturbed = [tr for tr in trials if tr.get("disturbed")]
+    if disturbed:
+        lossy = sum(1 for tr in disturbed if lost_to_a_disturbance(tr) and tr["offered"])
+        out.append(
+            f"  {len(disturbed)} of {len(trials)} throughput trials ran beside other work "
+            f"(other processes on our cores, or our threads waiting for them); {lossy} of "
+            "them lost packets the way a reflector short of CPU does (late, or dropped in its "
+            "socket buffer): those were repeated and never counted as the reflector's failures"
+        )
+    return out
 
 
 def _target(t: dict[str, Any], doc: dict[str, Any]) -> list[str]:
