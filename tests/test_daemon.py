@@ -234,6 +234,38 @@ def test_reflect_drops_privileges_after_binding(nobody: pwd.struct_passwd) -> No
     assert proc.returncode == 0
 
 
+def test_reflect_workers_parent_drops_privileges_too(nobody: pwd.struct_passwd) -> None:
+    """--workers with --metrics: the parent (which serves the metrics and relays signals) must
+    not keep root once the workers and the endpoint are bound, and must still stop them."""
+    port, mport = free_port(socket.SOCK_DGRAM), free_port()
+    proc = twamp(
+        "reflect", "--listen", f"127.0.0.1:{port}", "--workers", "2",
+        "--metrics", f"127.0.0.1:{mport}", "--user", "nobody",
+    )  # fmt: skip
+    try:
+        wait_listening(mport)
+        wait_uid(proc.pid, nobody.pw_uid)
+        assert ids(proc.pid)[0] == [nobody.pw_uid] * 4
+        children = [
+            int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        ]
+        assert len(children) == 2
+        for child in children:
+            wait_uid(child, nobody.pw_uid)
+            assert ids(child)[0] == [nobody.pw_uid] * 4
+        result = run_light_ping(f"127.0.0.1:{port}", PingOptions(count=5, interval=0.005))
+        assert result.summary["counts"]["received"] == 5
+        with socket.create_connection(("127.0.0.1", mport), timeout=5) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert conn.recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        out, err = stop(proc)
+    assert proc.returncode == 0, (out, err)
+    assert "2 workers" in out and "stopped" in out, out
+    for child in children:
+        assert not Path(f"/proc/{child}").exists()
+
+
 def test_user_without_root_is_one_sentence() -> None:
     if os.geteuid() == 0:
         result = CliRunner().invoke(server, ["--user", "no-such-user-twop14"])

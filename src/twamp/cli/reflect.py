@@ -386,6 +386,10 @@ def _run_workers(
                 f"twamp reflect: metrics on {endpoint.url} (the {workers} workers' counters, "
                 f"reported every {_REPORT_S:g} s)"
             )
+        # Every socket this process needs is bound (the workers bound theirs): the parent, which
+        # only relays counters and signals, runs without root from here on, like the workers.
+        # The workers run as the same user, so the SIGTERMs below still reach them.
+        drop_privileges(config.user, config.group)
         sys.stdout.flush()
         while not stop.wait(_TICK_S):
             for index, (_, receiver) in enumerate(procs):
