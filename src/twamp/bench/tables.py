@@ -104,20 +104,27 @@ def _rate_cell(fig: dict[str, Any] | None, label: str, what: str, notes: _Notes)
         cell = f"{fig['status'].replace('_', '-')} {notes.add(_why(fig, label, what))}"
         if fig["status"] == "disturbed":
             return cell
-        return cell + _disturbed_mark(fig, f"size {label}, {what}", notes)
+        return cell + _disturbed_mark(fig, f"size {label}", notes)
     s = fig["pps"]
     cell = f"{pps(s['median'])} ({pps(s['min'])}-{pps(s['max'])})"
     if fig["status"] == "partial":
         cell += f", {fig['runs_found']} of {fig['runs']} runs"
-    return cell + _disturbed_mark(fig, f"size {label}, {what}", notes)
+    return cell + _disturbed_mark(fig, f"size {label}", notes)
 
 
-def _disturbed_mark(part: dict[str, Any], where: str, notes: _Notes) -> str:
-    """ " *[n]" when a figure or latency point was measured beside other work, else ""."""
+def _disturbed_mark(part: dict[str, Any], where: str | None, notes: _Notes) -> str:
+    """`` *[n]`` when a figure (`where` says which, with the reason) or a latency point (one
+    note for all) was measured beside other work, else nothing."""
     if not part.get("disturbed"):
         return ""
+    if where is None:
+        return " *" + notes.add(
+            "* latency measured beside other work (a trial summarised ran while other "
+            "processes had our cores, or the reflector or our sender waited for its core): "
+            "its delays may include those waits; the JSON's latency[].disturbance says why"
+        )
     why = part.get("disturbance") or "other processes had the CPU"
-    return " *" + notes.add(f"{where}: measured beside other work, may be off: {why}")
+    return " *" + notes.add(f"* {where}: measured beside other work, may be low: {why}")
 
 
 def _bits_cell(fig: dict[str, Any] | None) -> str:
@@ -175,9 +182,7 @@ def _latency_row(size: dict[str, Any], point: dict[str, Any], notes: _Notes) -> 
             "overloaded path, not the reflector's latency"
         )
     fwd, bwd = _stat(summary, "forward", "median"), _stat(summary, "backward", "median")
-    used = str(point.get("trials_used", 0)) + _disturbed_mark(
-        point, f"size {size['size']}, latency at {point['fraction_pct']:g} %", notes
-    )
+    used = str(point.get("trials_used", 0)) + _disturbed_mark(point, None, notes)
     if not point.get("sender_clean", True):
         used += " " + notes.add(
             "no trial at this load was held cleanly by our sender (late packets, stalls): "
