@@ -336,13 +336,13 @@ def _busy_cpu_s(cores: frozenset[int] | None = None) -> float | None:
     return total / _CLK_TCK
 
 
-def _ksoftirqd_pids(cores: frozenset[int] | None) -> list[int]:
-    """The softirq kernel threads of `cores` (all of them for None): `ksoftirqd/N`."""
-    pids = []
+def _ksoftirqd_pids() -> dict[int, int]:
+    """The softirq kernel thread of each core: {core: pid of `ksoftirqd/core`}."""
+    pids: dict[int, int] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return []
+        return {}
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -350,9 +350,19 @@ def _ksoftirqd_pids(cores: frozenset[int] | None) -> list[int]:
         if not comm or not comm.startswith("ksoftirqd/"):
             continue
         core = comm.strip().partition("/")[2]
-        if cores is None or (core.isdigit() and int(core) in cores):
-            pids.append(int(entry))
+        if core.isdigit():
+            pids[int(core)] = int(entry)
     return pids
+
+
+def _run_ns(pid: int | None) -> int | None:
+    """Nanoseconds thread `pid` has run (the first field of its schedstat)."""
+    if pid is None:
+        return None
+    try:
+        return int((_read(f"/proc/{pid}/schedstat") or "").split()[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def run_queue_wait_ns(pid: int) -> dict[str, int] | None:
@@ -424,17 +434,34 @@ class CpuSampler:
       so over a 0.2 s trial on two cores its resolution is about 0.05 cores.
     * **run-queue wait** of the reflector's threads and ours (`run_queue_wait_ns`): in
       nanoseconds, and exactly what matters: a hog on the reflector's core shows as the
-      reflector waiting for it, whatever the hog is.
+      reflector waiting for it, whatever the hog is. The time the softirq thread of the
+      reflector's core (`reflector_core`, when pinned) ran is taken off the reflector's wait:
+      on loopback that thread delivers the reflector's own replies.
 
     `reflector_cpu_s`: the reflector process's CPU time, for its cost per packet.
     """
 
-    __slots__ = ("_before", "_cores", "_softirqd", "_t0", "_waits", "reflector_pid")
+    __slots__ = (
+        "_before",
+        "_cores",
+        "_refl_softirqd",
+        "_softirqd",
+        "_t0",
+        "_waits",
+        "reflector_pid",
+    )
 
-    def __init__(self, reflector_pid: int | None, cores: frozenset[int] | None = None) -> None:
+    def __init__(
+        self,
+        reflector_pid: int | None,
+        cores: frozenset[int] | None = None,
+        reflector_core: int | None = None,
+    ) -> None:
         self.reflector_pid = reflector_pid
         self._cores = cores
-        self._softirqd = _softirqd_cached(cores)
+        pids = _softirqd_cached()
+        self._softirqd = [pid for core, pid in pids.items() if cores is None or core in cores]
+        self._refl_softirqd = None if reflector_core is None else pids.get(reflector_core)
         self._before: tuple[float | None, ...] = ()
         self._waits: tuple[dict[str, int] | None, ...] = ()
         self._t0 = 0.0
@@ -445,8 +472,9 @@ class CpuSampler:
         soft = [process_cpu_s(pid) for pid in self._softirqd]
         softirqd = sum(x for x in soft if x is not None)
         refl_wait = None if self.reflector_pid is None else run_queue_wait_ns(self.reflector_pid)
+        soft_run = _run_ns(self._refl_softirqd)
         return (
-            (_busy_cpu_s(self._cores), me, refl, softirqd),
+            (_busy_cpu_s(self._cores), me, refl, softirqd, soft_run),
             (refl_wait, run_queue_wait_ns(os.getpid())),
         )
 
@@ -458,8 +486,12 @@ class CpuSampler:
         """What happened since `start` (see `CpuSample`)."""
         wall = _monotonic_s() - self._t0
         after, waits = self._read()
-        busy, me, refl, soft = (_delta(a, b) for a, b in zip(after, self._before, strict=True))
+        busy, me, refl, soft, soft_run = (
+            _delta(a, b) for a, b in zip(after, self._before, strict=True)
+        )
         refl_wait, own_wait = (_max_wait_s(a, b) for a, b in zip(waits, self._waits, strict=True))
+        if refl_wait is not None and soft_run is not None:
+            refl_wait -= soft_run / 1e9
         foreign = None
         if busy is not None and me is not None and wall > 0:
             used = busy - me - (refl or 0.0) - (soft or 0.0)
@@ -471,13 +503,13 @@ class CpuSampler:
         return CpuSample(foreign, refl, share(refl_wait), share(own_wait))
 
 
-_SOFTIRQD: dict[frozenset[int] | None, list[int]] = {}
+_SOFTIRQD: dict[int, int] = {}
 
 
-def _softirqd_cached(cores: frozenset[int] | None) -> list[int]:
-    if cores not in _SOFTIRQD:
-        _SOFTIRQD[cores] = _ksoftirqd_pids(cores)
-    return _SOFTIRQD[cores]
+def _softirqd_cached() -> dict[int, int]:
+    if not _SOFTIRQD:
+        _SOFTIRQD.update(_ksoftirqd_pids())
+    return _SOFTIRQD
 
 
 def _monotonic_s() -> float:
