@@ -120,7 +120,7 @@ def _disturbed_mark(part: dict[str, Any], where: str | None, notes: _Notes) -> s
     if where is None:
         return " *" + notes.add(
             "* latency measured beside other work (a trial summarised ran while other "
-            "processes had our cores, or the reflector or our sender waited for its core): "
+            "processes had our cores, or while the reflector waited for its core): "
             "its delays may include those waits; the JSON's latency[].disturbance says why"
         )
     why = part.get("disturbance") or "other processes had the CPU"
@@ -275,9 +275,10 @@ def _sender_note(t: dict[str, Any]) -> list[str]:
         lossy = sum(1 for tr in disturbed if lost_to_a_disturbance(tr) and tr["offered"])
         out.append(
             f"  {len(disturbed)} of {len(trials)} throughput trials ran beside other work "
-            f"(other processes on our cores, or our threads waiting for them); {lossy} of "
-            "them lost packets the way a reflector short of CPU does (late, or dropped in its "
-            "socket buffer): those were repeated and never counted as the reflector's failures"
+            f"(other processes on our cores, or the reflector waiting for its core); {lossy} "
+            "of them lost packets the way a reflector short of CPU does (late, dropped in its "
+            "socket buffer, or the schedule's tail unanswered): those were repeated and never "
+            "counted as the reflector's failures"
         )
     return out
 
