@@ -176,6 +176,24 @@ def test_a_policer_beside_a_hog_still_fails_and_the_figure_is_marked() -> None:
     assert figure["status"] == "found" and figure["disturbed"]
 
 
+def test_a_disturbed_figure_below_another_runs_clean_pass_at_the_cap_is_no_figure() -> None:
+    """Run 1 lost nothing up to our sender's ceiling; run 2 ran beside a hog throughout and its
+    figure is half that: a pass is a pass, so the size reports run 1's lower bound (marked),
+    not run 2's figure."""
+    size_result = engine._new_size(SIZE, False)
+    ctx = _HogContext(lambda n: False)
+    ctx_: Any = ctx
+    engine.search_run(ctx_, size_result, SIZE, 0.9 * KNEE, "sender", None)
+    ctx.hog = lambda n: True
+    engine.search_run(ctx_, size_result, SIZE, 0.9 * KNEE, "sender", None)
+    first, second = size_result["throughput"]["runs"]
+    assert first["zero_loss_at_cap"] and second["zero_loss_bound"] == "disturbed"
+    finalize_size(size_result, 2)
+    figure = size_result["throughput"]["zero_loss"]
+    assert figure["pps"] is None and figure["status"] == "sender_limited"
+    assert figure["lower_bound_pps"] == first["zero_loss_pps"] and figure["disturbed"]
+
+
 def test_the_trial_that_decided_a_figure_marks_it_even_when_few_are_disturbed() -> None:
     """Only the trials at the final bracket ran beside the hog: below the share, but they
     decided the figure."""

@@ -3,9 +3,10 @@
 A size's throughput is searched `trials` times (runs); each run ends with, per criterion, the
 highest rate that passed verification and what bounds it from above (`search.SearchResult`).
 The figure of the size is the spread (min / median / max) over the runs whose answer is
-bracketed by a real failure of the reflector. Runs whose answer is bounded only by the test
-setup (our sender's ceiling, or `--max-rate`) give no figure, only a lower bound, and a size
-where every run is so bounded says so in its status; the table words it (`tables`).
+bracketed by a real failure of the reflector, or by a disturbed bound (`search`) that no other
+run contradicts by passing higher at the setup's limit. Runs whose answer is bounded only by
+the test setup (our sender's ceiling, or `--max-rate`) give no figure, only a lower bound, and a
+size where every run is so bounded says so in its status; the table words it (`tables`).
 
 Statuses: `found` (every run bracketed), `partial` (some), `sender_limited` (the reflector lost
 nothing at the most our sender could hold), `at_max_rate` (nothing lost up to --max-rate),
@@ -159,10 +160,17 @@ def rate_figure(
     figure = _empty(done, key)
     if not done:
         return figure
-    found = [
-        r[f"{key}_pps"] for r in done if r[f"{key}_pps"] is not None and not r[f"{key}_at_cap"]
-    ]
     bounded = [r for r in done if r[f"{key}_at_cap"]]
+    # A run bounded only by a disturbed rate is contradicted by a run that lost nothing up to
+    # a higher rate the setup allowed: a pass is a pass, the disturbance was the limit.
+    proven = max((r[f"{key}_pps"] for r in bounded), default=0.0)
+    found = [
+        r[f"{key}_pps"]
+        for r in done
+        if r[f"{key}_pps"] is not None
+        and not r[f"{key}_at_cap"]
+        and not (r[f"{key}_bound"] == "disturbed" and r[f"{key}_pps"] < proven)
+    ]
     figure["runs_found"] = len(found)
     if bounded:
         # The highest rate that passed verification in any run bounded by the setup.

@@ -498,7 +498,9 @@ class CpuSampler:
             foreign = max(0.0, used / wall)
 
         def share(x: float | None) -> float | None:
-            return None if x is None or wall <= 0 else max(0.0, x / wall)
+            # Clamped: the scheduler books a wait when it ends, so one that began just before
+            # `start` can show a little over the wall time.
+            return None if x is None or wall <= 0 else min(1.0, max(0.0, x / wall))
 
         return CpuSample(foreign, refl, share(refl_wait), share(own_wait))
 
