@@ -115,7 +115,7 @@ class _HogContext:
 
 
 def _search(ctx: _HogContext) -> tuple[dict[str, Any], dict[str, Any]]:
-    size_result = engine._new_size(SIZE, False)
+    size_result = engine._new_size(SIZE, False, None)
     ctx_: Any = ctx
     run = engine.search_run(ctx_, size_result, SIZE, 200_000.0, "sender", None)
     finalize_size(size_result, 1)
@@ -180,7 +180,7 @@ def test_a_disturbed_figure_below_another_runs_clean_pass_at_the_cap_is_no_figur
     """Run 1 lost nothing up to our sender's ceiling; run 2 ran beside a hog throughout and its
     figure is half that: a pass is a pass, so the size reports run 1's lower bound (marked),
     not run 2's figure."""
-    size_result = engine._new_size(SIZE, False)
+    size_result = engine._new_size(SIZE, False, None)
     ctx = _HogContext(lambda n: False)
     ctx_: Any = ctx
     engine.search_run(ctx_, size_result, SIZE, 0.9 * KNEE, "sender", None)
@@ -200,7 +200,7 @@ def test_the_trial_that_decided_a_figure_marks_it_even_when_few_are_disturbed() 
     ctx = _HogContext(lambda n: False)
     run, _ = _search(ctx)
     last = {run["zero_loss_pps"], run["zero_loss_fail_pps"]}
-    size_result = engine._new_size(SIZE, False)
+    size_result = engine._new_size(SIZE, False, None)
     for t in run["trials"]:
         t["disturbed"] = t["offered_pps"] in last and t["loss_pct"] > 0
         t["disturbance"] = "the reflector waited 40.0 % of the trial for its core"

@@ -10,6 +10,8 @@ size where every run is so bounded says so in its status; the table words it (`t
 
 Statuses: `found` (every run bracketed), `partial` (some), `sender_limited` (the reflector lost
 nothing at the most our sender could hold), `at_max_rate` (nothing lost up to --max-rate),
+`at_medium_max` (nothing lost up to the medium's theoretical maximum frame rate, `--medium`:
+the reflector's own limit may be higher),
 `none` (even the lowest rate lost packets), `unverifiable` (not one trial could be verified:
 the sender never held even the lowest rate), `disturbed` (packets were lost down to the lowest
 rate, but only while other work had the CPU), `not_measured`.
@@ -31,14 +33,15 @@ there is no Ethernet: these say what the same packet rate would take on a wire.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from .config import ETHERNET_L1_EXTRA, ETHERNET_L2_EXTRA, frame_octets
 from .stats import spread, spread_of_summaries
 
 __all__ = [
+    "BOUNDED_STATUSES",
     "DISTURBED_SHARE",
     "ETHERNET_L1_EXTRA",
     "ETHERNET_L2_EXTRA",
@@ -50,13 +53,11 @@ __all__ = [
     "lost_to_a_disturbance",
 ]
 
-UDP_HEADER = 8
-ETHERNET_L2_EXTRA = 14 + 4  # header + FCS
-ETHERNET_L1_EXTRA = 8 + 12  # preamble/SFD + inter-frame gap
-ETHERNET_MIN_FRAME = 64
 DISTURBED_SHARE = 0.25
 """At least this share of a size's throughput trials disturbed: its figures are marked as
 measured beside other work even if the trials that decided them were not."""
+BOUNDED_STATUSES = ("sender_limited", "at_max_rate", "at_medium_max")
+"""Nothing lost at the highest rate searched: the figure is a lower bound set by the setup."""
 LOSSY_LATENCY_PCT = 1.0
 """A latency point losing more than this is flagged: its delays describe an overloaded path."""
 
@@ -80,18 +81,6 @@ def lost_to_a_disturbance(trial: dict[str, Any]) -> bool:
         return True
     spread_out = lost / sent  # the share of the tail a spread-out loss would hit
     return int(trial.get("lost_at_end") or 0) >= lost * (1 + spread_out) / 2
-
-
-def frame_octets(pattern: Iterable[tuple[int, int]], ipv6: bool) -> tuple[float, float]:
-    """Mean (L2, L1) Ethernet frame octets of a size's packets (see the module docstring)."""
-    ip = 40 if ipv6 else 20
-    l2_total = l1_total = count = 0.0
-    for octets, n in pattern:
-        l2 = max(ETHERNET_MIN_FRAME, octets + UDP_HEADER + ip + ETHERNET_L2_EXTRA)
-        l2_total += l2 * n
-        l1_total += (l2 + ETHERNET_L1_EXTRA) * n
-        count += n
-    return l2_total / count, l1_total / count
 
 
 def _foreign(trials: list[dict[str, Any]]) -> float | None:
@@ -187,7 +176,12 @@ def rate_figure(
         by_sender = any(
             r[f"{key}_bound"] == "ceiling" or r["cap_source"] == "sender" for r in bounded
         )
-        figure["status"] = "sender_limited" if by_sender else "at_max_rate"
+        if by_sender:
+            figure["status"] = "sender_limited"
+        elif all(r["cap_source"] == "medium" for r in bounded):
+            figure["status"] = "at_medium_max"
+        else:
+            figure["status"] = "at_max_rate"
     elif any(r[f"{key}_fail_pps"] is not None for r in done):
         figure["status"] = "none"
     elif any(r.get(f"{key}_disturbed_pps") is not None for r in done):
@@ -264,6 +258,6 @@ def latency_base(size_result: dict[str, Any]) -> tuple[float | None, str | None]
         fig = size_result["throughput"][key]
         if fig["pps"] is not None:
             return float(fig["pps"]["median"]), key
-        if fig["status"] in ("sender_limited", "at_max_rate") and fig["lower_bound_pps"]:
+        if fig["status"] in BOUNDED_STATUSES and fig["lower_bound_pps"]:
             return float(fig["lower_bound_pps"]), f"{key}_lower_bound"
     return None, None

@@ -12,29 +12,55 @@ payloads: frame minus 18 octets of Ethernet header and FCS, 20 IPv4 and 8 UDP), 
 (§24: "at least 60 seconds"), 2 s of waiting for stragglers after each (§23), latency at the
 throughput rate for 120 s, 20 times (§26.2). The quick profile deviates from all of these, and
 the report says so (`BenchSettings.deviations`).
+
+**The medium's maximum frame rate.** RFC 2544 Appendix A: "the maximum frame rate that should
+be used when testing LAN connections SHOULD be the listed theoretical maximum rate for the frame
+size on the media"; its Appendix B lists them (10 Mb/s Ethernet: 14,880 frames/s of 64 octets),
+RFC 5180 Appendix A.1 gives the formula and faster Ethernets. `--medium` names the Ethernet the
+reflector is meant for (`MEDIA`); the search of each size is then capped at
+`ethernet_max_fps` of its frames, and a figure that reached the cap is the medium's limit, not
+the reflector's. There is no default: on loopback there is no medium, and a remote reflector's
+link speed is not ours to guess, so without `--medium` the search is not capped (a deviation the
+report lists).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..inet import check_dscp
 from ..wire.packets import TestFormat
 
 __all__ = [
+    "C_SENDER_MAX_PACKETS",
+    "C_SENDER_MAX_TRIAL_S",
     "DEFAULT_SIZES",
+    "ETHERNET_L1_EXTRA",
+    "ETHERNET_L2_EXTRA",
+    "ETHERNET_MIN_FRAME",
     "IMIX",
     "MAX_PAYLOAD",
+    "MEDIA",
     "PROFILES",
     "RFC2544_SIZES",
     "BenchSettings",
     "PacketSize",
+    "ethernet_max_fps",
+    "frame_octets",
     "mode_minimum",
+    "parse_medium",
     "parse_sizes",
     "resolve_sizes",
     "rfc2544_settings",
 ]
 
+C_SENDER_MAX_TRIAL_S = 3600.0
+"""csrc/c_sender.c's bound on one trial (MAX_DURATION_S): a bound in time, not in memory."""
+C_SENDER_MAX_PACKETS = 200_000_000
+"""csrc/c_sender.c's bound on one trial's packets (MAX_PACKETS): its duplicate bitmap, 25 MB."""
 MAX_PAYLOAD = 65507  # the largest UDP payload over IPv4
 IMIX_MAX = 1472  # 1500-octet MTU minus IPv4 and UDP headers
 IMIX = ((64, 7), (576, 4), (1500, 1))
@@ -47,6 +73,70 @@ RFC2544_FRAMES = (64, 128, 256, 512, 1024, 1280, 1518)
 RFC2544_SIZES = ("min", *(str(f - ETHERNET_UDP_OVERHEAD) for f in RFC2544_FRAMES[1:]))
 """As UDP payloads; a 64-octet frame carries 18 octets, below any TWAMP packet: the mode's
 minimum instead."""
+
+
+UDP_HEADER = 8
+ETHERNET_L2_EXTRA = 14 + 4  # header + FCS (IEEE 802.3 §3.1.1)
+ETHERNET_L1_EXTRA = 8 + 12  # preamble/SFD + the minimum inter-frame gap
+ETHERNET_MIN_FRAME = 64  # header to FCS; shorter frames are padded
+
+MEDIA: dict[str, tuple[str, int]] = {
+    "10M": ("10 Mb/s Ethernet", 10_000_000),
+    "100M": ("100 Mb/s Ethernet", 100_000_000),
+    "1G": ("1 Gb/s Ethernet", 1_000_000_000),
+    "2.5G": ("2.5 Gb/s Ethernet", 2_500_000_000),
+    "5G": ("5 Gb/s Ethernet", 5_000_000_000),
+    "10G": ("10 Gb/s Ethernet", 10_000_000_000),
+    "25G": ("25 Gb/s Ethernet", 25_000_000_000),
+    "40G": ("40 Gb/s Ethernet", 40_000_000_000),
+    "50G": ("50 Gb/s Ethernet", 50_000_000_000),
+    "100G": ("100 Gb/s Ethernet", 100_000_000_000),
+    "200G": ("200 Gb/s Ethernet", 200_000_000_000),
+    "400G": ("400 Gb/s Ethernet", 400_000_000_000),
+}
+"""`--medium` name -> (words, line rate in bit/s)."""
+
+
+def frame_octets(pattern: Iterable[tuple[int, int]], ipv6: bool) -> tuple[float, float]:
+    """Mean (L2, L1) Ethernet octets of the frames carrying a size's UDP payloads.
+
+    L2: payload + 8 UDP + 20 IPv4 or 40 IPv6 + 14 Ethernet header + 4 FCS, at least 64 octets;
+    L1 adds the 8-octet preamble/SFD and the 12-octet inter-frame gap (IEEE 802.3), what a
+    link's line rate is spent on.
+    """
+    ip = 40 if ipv6 else 20
+    l2_total = l1_total = count = 0.0
+    for octets, n in pattern:
+        l2 = max(ETHERNET_MIN_FRAME, octets + UDP_HEADER + ip + ETHERNET_L2_EXTRA)
+        l2_total += l2 * n
+        l1_total += (l2 + ETHERNET_L1_EXTRA) * n
+        count += n
+    return l2_total / count, l1_total / count
+
+
+def ethernet_max_fps(l2_octets: float, line_bps: int) -> int:
+    """The theoretical maximum frame rate of L2 frames of this (mean) length on an Ethernet.
+
+    RFC 5180 Appendix A.1: line rate / (8 x (frame + 20)), the 20 octets being the preamble and
+    the inter-frame gap; rounded down, as RFC 2544 Appendix B lists them (10 Mb/s: 64 octets
+    14,880, 1518 octets 812). A mix's mean frame gives the mix's rate: its frames share the line
+    in proportion to their count.
+    """
+    if l2_octets <= 0 or line_bps <= 0:
+        raise ValueError("the frame length and the line rate must be positive")
+    # Integer arithmetic where the mean is whole, so that 14,880.95 floors to exactly 14,880.
+    l1 = l2_octets + ETHERNET_L1_EXTRA
+    if float(l1).is_integer():
+        return line_bps // (8 * int(l1))
+    return math.floor(line_bps / (8 * l1))
+
+
+def parse_medium(text: str) -> str:
+    """`--medium` -> its key in `MEDIA` (case-insensitive, "GbE"/"bE" suffixes allowed)."""
+    key = text.strip().upper().removesuffix("BE").removesuffix("B")
+    if key not in MEDIA:
+        raise ValueError(f"medium {text!r} is not one of {', '.join(MEDIA)} (Ethernet line rates)")
+    return key
 
 
 def mode_minimum(fmt: TestFormat) -> int:
@@ -159,6 +249,9 @@ class BenchSettings:
     profile: str = "quick"
     sender: str = "ours"
     """"ours": dataplane.Sender (the compiled twin when built); "c": the C load generator."""
+    medium: str | None = None
+    """A key of `MEDIA`: each size's search is capped at that Ethernet's maximum frame rate
+    (RFC 2544 Appendix A). None: no cap (loopback has no medium)."""
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -185,8 +278,9 @@ class BenchSettings:
             raise ValueError("the wait cannot be negative")
         if self.sender_batch < 1:
             raise ValueError("the batch must be at least 1")
-        if not 0 <= self.dscp <= 63:
-            raise ValueError("DSCP must be in 0..63")
+        check_dscp(self.dscp)
+        if self.medium is not None and self.medium not in MEDIA:
+            raise ValueError(f"medium {self.medium!r} is not one of {', '.join(MEDIA)}")
         if self.attempts < 1:
             raise ValueError("attempts must be at least 1")
         if self.latency_trials is not None and self.latency_trials < 1:
@@ -197,8 +291,8 @@ class BenchSettings:
             raise ValueError(f"sender {self.sender!r} is not 'ours' or 'c'")
         if self.sender == "c" and self.sender_cores != 1:
             raise ValueError("--sender c runs on one core: leave --sender-cores at 1")
-        if self.sender == "c" and max(self.trial_duration_s, self.latency_s) > 30:
-            raise ValueError("--sender c runs trials of at most 30 s")
+        if self.sender == "c" and max(self.trial_duration_s, self.latency_s) > C_SENDER_MAX_TRIAL_S:
+            raise ValueError(f"--sender c runs trials of at most {C_SENDER_MAX_TRIAL_S:g} s")
         if self.profile not in PROFILES:
             raise ValueError(f"profile {self.profile!r} is not one of {', '.join(PROFILES)}")
 
@@ -225,6 +319,11 @@ class BenchSettings:
             out.append("the sizes are not RFC 2544 §9.1's Ethernet frame sizes")
         if self.wait_s is None or self.wait_s < 2:
             out.append("stragglers are awaited for less than 2 s after a trial (RFC 2544 §23)")
+        if self.medium is None:
+            out.append(
+                "no --medium: the search is not capped at a medium's theoretical maximum "
+                "frame rate (RFC 2544 Appendix A)"
+            )
         return out
 
     def record(self) -> dict[str, Any]:
@@ -235,6 +334,7 @@ class BenchSettings:
         out["latency_duration_s"] = self.latency_s
         out["latency_trials"] = self.latency_repeats
         out["rfc2544_deviations"] = self.deviations()
+        out["medium_bps"] = None if self.medium is None else MEDIA[self.medium][1]
         return out
 
     @property

@@ -10,7 +10,9 @@ They ship as source (a wheel cannot carry binaries for every machine's libc, and
 and are compiled with the system compiler (`$CC`, else cc or gcc, `-O2`) into a cache
 directory, `$XDG_CACHE_HOME/twamp/bench` (`~/.cache/twamp/bench`), under a name holding a hash
 of the source, the flags and the compiler, so an upgrade rebuilds and concurrent runs share a
-binary. The binary is written under a temporary name and renamed into place, so a half-written
+binary. The hash covers the headers the source includes (`Program.headers`: `bench_common.h`,
+the signal, clock and socket setup both programs share), so a change to a header rebuilds too.
+The binary is written under a temporary name and renamed into place, so a half-written
 file is never run. Without a compiler the error says so in one sentence and what to install.
 """
 
@@ -26,7 +28,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["PROGRAMS", "BuildError", "Program", "build", "cache_dir", "compiler", "source"]
+__all__ = [
+    "PROGRAMS",
+    "BuildError",
+    "Program",
+    "build",
+    "cache_dir",
+    "compiler",
+    "headers",
+    "source",
+]
 
 _FLAGS = ("-O2", "-Wall")
 
@@ -41,6 +52,8 @@ class Program:
     source: str
     libs: tuple[str, ...] = ()
     defines: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ("bench_common.h",)
+    """Files of csrc/ the source includes: copied beside it and hashed with it."""
 
 
 PROGRAMS = {
@@ -53,11 +66,18 @@ PROGRAMS = {
 }
 
 
+def _csrc(filename: str) -> str:
+    return resources.files("twamp.bench").joinpath("csrc").joinpath(filename).read_text()
+
+
 def source(name: str) -> str:
     """The C source text of a program, read from the installed package."""
-    return (
-        resources.files("twamp.bench").joinpath("csrc").joinpath(PROGRAMS[name].source).read_text()
-    )
+    return _csrc(PROGRAMS[name].source)
+
+
+def headers(name: str) -> dict[str, str]:
+    """The headers a program includes: file name -> text, read from the installed package."""
+    return {h: _csrc(h) for h in PROGRAMS[name].headers}
 
 
 def compiler() -> str | None:
@@ -91,8 +111,10 @@ def build(name: str) -> Path:
             "install gcc (Debian/Ubuntu: apt-get install gcc libc6-dev) or set $CC"
         )
     text = source(name)
+    included = headers(name)
     args = (*_FLAGS, *program.defines)
-    key = hashlib.sha256("\0".join((text, *args, *program.libs, _version(cc))).encode())
+    parts = (text, *(f"{h}\0{t}" for h, t in sorted(included.items())), *args, *program.libs)
+    key = hashlib.sha256("\0".join((*parts, _version(cc))).encode())
     out_dir = cache_dir()
     binary = out_dir / f"{program.name}-{key.hexdigest()[:16]}"
     if binary.is_file() and os.access(binary, os.X_OK):
@@ -104,6 +126,8 @@ def build(name: str) -> Path:
     with tempfile.TemporaryDirectory(prefix="twamp-cbuild-") as tmp:
         src = Path(tmp) / program.source
         src.write_text(text)
+        for header, header_text in included.items():
+            (Path(tmp) / header).write_text(header_text)
         tmp_bin = out_dir / f".{binary.name}.{os.getpid()}"
         cmd = [cc, *args, "-o", str(tmp_bin), str(src), *program.libs]
         try:

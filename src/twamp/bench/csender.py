@@ -17,8 +17,14 @@ records of the packets that came back carry their true T1 (echoed by the reflect
 others a T1 placed at the achieved rate, so that the achieved rate of the trial is the one
 ``c_sender`` measured.
 
-Limits (the CLI checks them before measuring): IPv4, unauthenticated TWAMP Light (14-octet
-header + padding), trials of at most 30 s (``c_sender``'s bound), one sender core.
+Limits (the CLI checks them before measuring): unauthenticated TWAMP Light (14-octet header +
+padding, not STAMP: the Python side does not pass keys), one sender core, trials of at most
+`MAX_TRIAL_S` and `MAX_PACKETS` packets. IPv4 and IPv6 both work. The trial length used to be
+bounded at 30 s because ``c_sender`` kept every reflection's record in memory until the end (at
+most 16 M records, 640 MB, beyond which records were silently dropped and would have read as
+loss); it now streams them to the file as they arrive, and its memory is one bit per planned
+packet. What stays bounded is the record file this side reads back (40 octets per reflection)
+and the run's length, an hour, as every load loop here is bounded in time.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ import numpy.typing as npt
 
 from ..metrics import RECORD_DTYPE, SENT_DTYPE
 from . import cprogs
+from .config import C_SENDER_MAX_PACKETS, C_SENDER_MAX_TRIAL_S
 
-__all__ = ["MAX_TRIAL_S", "RAW_DTYPE", "CSender", "CSenderError"]
+__all__ = ["MAX_PACKETS", "MAX_TRIAL_S", "RAW_DTYPE", "CSender", "CSenderError"]
 
-MAX_TRIAL_S = 30.0
+MAX_TRIAL_S = C_SENDER_MAX_TRIAL_S  # c_sender.c MAX_DURATION_S
+MAX_PACKETS = C_SENDER_MAX_PACKETS  # c_sender.c MAX_PACKETS: its duplicate bitmap, 25 MB
 _MAX_WAIT_MS = 10_000
 _NS = 1_000_000_000
 _SEQ_MASK = 0xFFFFFFFF
@@ -80,10 +88,11 @@ class CSender:
 
     IMPLEMENTATION = "c"
 
-    def __init__(self, peer: tuple[str, int], *, padding: int, rcvbuf: int) -> None:
+    def __init__(self, peer: tuple[str, int], *, padding: int, rcvbuf: int, dscp: int = 0) -> None:
         self.peer = peer
         self.padding = padding
         self.rcvbuf = rcvbuf
+        self.dscp = dscp
         self.binary: Path = cprogs.build("c_sender")
 
     def _argv(self, rate: float, duration_s: float, wait_ns: int, raw: Path) -> list[str]:
@@ -108,6 +117,8 @@ class CSender:
             str(self.rcvbuf),
             "-c",
             str(_own_core()),
+            "-D",
+            str(self.dscp),
             "-o",
             str(raw),
         ]
@@ -126,6 +137,8 @@ class CSender:
         duration = n / rate
         if duration > MAX_TRIAL_S:
             raise CSenderError(f"c_sender runs at most {MAX_TRIAL_S:g} s per trial")
+        if n > MAX_PACKETS:
+            raise CSenderError(f"c_sender sends at most {MAX_PACKETS:,} packets per trial")
         with tempfile.TemporaryDirectory(prefix="twamp-csender-") as tmp:
             raw = Path(tmp) / "raw"
             proc = subprocess.run(

@@ -47,13 +47,20 @@ from .. import __version__, clock, dataplane
 from ..dataplane.sockets import buffer_sizes, open_test_socket
 from .aggregate import (
     finalize_size,
-    frame_octets,
     latency_base,
     latency_trials_used,
     lost_to_a_disturbance,
 )
 from .conditions import collect_conditions, finish_conditions
-from .config import BenchSettings, PacketSize, resolve_sizes
+from .config import (
+    C_SENDER_MAX_PACKETS,
+    MEDIA,
+    BenchSettings,
+    PacketSize,
+    ethernet_max_fps,
+    frame_octets,
+    resolve_sizes,
+)
 from .fixed import run_fixed
 from .probe import ProbeResult, calibrate, wait_ready
 from .search import RateSearch
@@ -164,7 +171,8 @@ def search_run(
 ) -> dict[str, Any]:
     """One repetition of the throughput search, recorded into `size_result` as it goes.
 
-    `cap_source` is "sender" (what our sender can offer) or "max_rate" (--max-rate).
+    `cap_source` is "sender" (what our sender can offer), "max_rate" (--max-rate) or "medium"
+    (--medium's theoretical maximum frame rate for this size).
     """
     s = ctx.settings
     search = RateSearch(
@@ -208,9 +216,10 @@ def search_run(
     return run
 
 
-def _new_size(size: PacketSize, ipv6: bool) -> dict[str, Any]:
+def _new_size(size: PacketSize, ipv6: bool, medium: str | None) -> dict[str, Any]:
     l2, l1 = frame_octets(size.pattern, ipv6)
     return {
+        "medium_max_pps": None if medium is None else ethernet_max_fps(l2, MEDIA[medium][1]),
         "size": size.label,
         "pattern": [[o, n] for o, n in size.pattern],
         "mean_octets": size.mean_octets,
@@ -234,7 +243,17 @@ def _first_cap(ctx: _Context, size: PacketSize, size_result: dict[str, Any]) -> 
     cap, source = capacity * _CALIBRATION_HEADROOM, "sender"
     if s.max_rate_pps is not None and s.max_rate_pps <= cap:
         cap, source = s.max_rate_pps, "max_rate"
+    if s.sender == "c":
+        # c_sender's packet bound per trial (its duplicate bitmap): a limit of our sender.
+        most = C_SENDER_MAX_PACKETS / max(s.trial_duration_s, s.latency_s)
+        if most < cap:
+            cap, source = most, "sender"
     cap = max(cap, s.min_rate_pps)
+    medium = size_result["medium_max_pps"]
+    if medium is not None and medium <= cap:
+        # RFC 2544 Appendix A: never above the medium's theoretical maximum frame rate, not
+        # even to reach --min-rate (the search's floor follows the cap down).
+        cap, source = float(medium), "medium"
     size_result["cap_pps"] = cap
     return cap, source
 
@@ -244,7 +263,7 @@ def _measure_size(
 ) -> None:
     s = ctx.settings
     target = ctx.target
-    size_result = _new_size(size, is_ipv6(target.address[0]))
+    size_result = _new_size(size, is_ipv6(target.address[0]), s.medium)
     record["sizes"].append(size_result)
     try:
         cap, cap_source = _first_cap(ctx, size, size_result)

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .aggregate import frame_octets
-from .config import BenchSettings, resolve_sizes
+from .config import MEDIA, BenchSettings, ethernet_max_fps, frame_octets, resolve_sizes
 from .probe import wait_ready
 from .targets import BenchError, Target
 from .trial import Thresholds, latency_summary, make_schedule, send_schedule, sender_check
@@ -101,6 +100,15 @@ def run_fixed(
         (size, *_) = resolve_sizes(settings.sizes, target.fmt)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
+    if settings.medium is not None:
+        words, line_bps = MEDIA[settings.medium]
+        l2, _l1 = frame_octets(size.pattern, ":" in target.address[0])
+        top = ethernet_max_fps(l2, line_bps)
+        if rate > top:
+            raise BenchError(
+                f"--rate {rate:,.0f} pps is above the {top:,} fps {words} carries of "
+                f"size {size.label}'s {l2:.0f}-octet frames (RFC 2544 Appendix A)"
+            )
     cpus = list(sender_cpus) or [None]
     with contextlib.ExitStack() as stack:
         sessions = target.open_sessions(size, len(cpus))

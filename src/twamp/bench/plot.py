@@ -5,12 +5,14 @@ Drawn only from the JSON document, so a saved report can be drawn again. One fig
 * **Throughput against size**, twice: packets/s (log scale) and bit rates (L1 Ethernet solid,
   UDP payload dashed). A marker is the median over runs, its bar min-max. A size whose figure
   was bounded by our sender is drawn as a hollow triangle at the bound, "at least", never as a
-  measured point. Colour is the reflector.
+  measured point. Colour is the reflector. With `--medium`, its maximum frame rate per size and
+  its line rate are dotted grey lines (RFC 2544 Appendix A).
 * **RTT CDFs, one small panel per size**: colour is the load (light to dark: 10 % to 90 % of the
   rate found); with several reflectors (`compare`) colour is the reflector and only the middle
   load is drawn, so three reflectors stay three lines per panel.
 * **Over time**: every trial in the order it ran: the offered rate, coloured by what the trial
-  proved (passed, failed, unverified because our sender did not hold it), and the loss; the
+  proved (passed, failed, unverified because our sender did not hold it), and the loss (trials
+  that lost nothing on a row of their own, labelled "0 (no loss)": a log axis has no 0); the
   latency trials' median RTT. Fixed-rate mode draws its intervals: rate, loss, RTT p50 and p99.
 
 matplotlib is the optional extra ``twamp[plot]``; without it `plot_report` raises
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 from typing import Any
 
 from .aggregate import lost_to_a_disturbance
+from .config import MEDIA
 
 __all__ = ["MISSING", "PlotUnavailable", "available", "plot_report"]
 
@@ -146,6 +150,8 @@ def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str)
                 color=colour,
                 markerfacecolor="none",
                 markersize=9,
+                # the reflector still needs its legend entry when no size has a figure
+                label=None if pts or mix else target["name"],
             )
 
 
@@ -157,7 +163,7 @@ def _style_key(ax: Any, plt: Any, bits: bool) -> None:
         (line([], [], marker="*", ls="", color="grey", markersize=10), "IMIX, at its mean size"),
         (
             line([], [], marker="^", ls="", color="grey", markerfacecolor="none", markersize=8),
-            "at least: our sender's limit, not the reflector's",
+            "at least: the setup's limit (our sender, --max-rate or --medium), not the reflector's",
         ),
     ]
     if bits:
@@ -168,9 +174,33 @@ def _style_key(ax: Any, plt: Any, bits: bool) -> None:
     )
 
 
+def _medium(ax_pps: Any, ax_bits: Any, doc: dict[str, Any]) -> None:
+    """--medium: its maximum frame rate per size, and its line rate (RFC 2544 Appendix A)."""
+    medium = doc["settings"].get("medium")
+    if not medium or not _targets(doc):
+        return
+    words, line_bps = MEDIA[medium]
+    caps = sorted(
+        (_size_x(size), size["medium_max_pps"])
+        for size in _targets(doc)[0]["sizes"]
+        if size.get("medium_max_pps") and len(size["pattern"]) == 1
+    )
+    if caps:
+        ax_pps.plot(
+            [c[0] for c in caps],
+            [c[1] for c in caps],
+            ":",
+            color="grey",
+            lw=1.5,
+            label=f"{words}: maximum frame rate",
+        )
+    ax_bits.axhline(line_bps / 1e6, ls=":", color="grey", lw=1.5, label=f"{words}: line rate")
+
+
 def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> None:
     for i, target in enumerate(_targets(doc)):
         _draw_target(ax_pps, ax_bits, target, _colour(i))
+    _medium(ax_pps, ax_bits, doc)
     ax_pps.set_yscale("log")
     ax_pps.set_xlabel("UDP payload (octets)")
     ax_pps.set_ylabel("zero-loss rate (packets/s, log)")
@@ -326,15 +356,7 @@ def _timeline(ax_rate: Any, ax_loss: Any, doc: dict[str, Any]) -> None:
     ax_rate.set_title("every trial in the order it ran")
     ax_rate.legend(fontsize="small", loc="lower left")
     xs = [(t["start_ns"] - t0) / 1e9 for _, t, _ in trials]
-    ax_loss.scatter(
-        xs,
-        [max(t["loss_pct"], 1e-3) for _, t, _ in trials],
-        s=10,
-        color="#d62728",
-        label="loss % (0 drawn at 0.001)",
-    )
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("loss (%)", color="#d62728")
+    _loss_panel(ax_loss, xs, [t["loss_pct"] for _, t, _ in trials])
     ax_loss.set_xlabel("time since the first trial (s)")
     rtt_ax = ax_loss.twinx()
     rtt = [
@@ -345,9 +367,54 @@ def _timeline(ax_rate: Any, ax_loss: Any, doc: dict[str, Any]) -> None:
     if rtt:
         rtt_ax.plot([r[0] for r in rtt], [r[1] for r in rtt], "o", color="#1f77b4", ms=4)
     rtt_ax.set_ylabel("latency trial RTT p50 (µs)", color="#1f77b4")
-    ax_loss.set_title("loss of every trial, RTT of the latency trials")
+    ax_loss.set_title(
+        "loss of every trial (red; hollow green on the '0' row: lost nothing), "
+        "RTT p50 of the latency trials (blue)",
+        fontsize="medium",
+    )
     for ax in (ax_rate, ax_loss):
         ax.grid(True, alpha=0.3)
+
+
+def _loss_panel(ax: Any, xs: list[float], losses: list[float]) -> None:
+    """Loss on a log axis, with the trials that lost nothing on a row of their own.
+
+    A log axis has no 0, so zero-loss trials are drawn as hollow markers on a row one decade
+    below the smallest loss drawn (or at 0.001 % when none lost anything), a dotted line
+    separates that row, and its tick reads "0 (no loss)": the row is a label, not a value.
+    """
+    lossy = [(x, v) for x, v in zip(xs, losses, strict=True) if v > 0.0]
+    clean = [x for x, v in zip(xs, losses, strict=True) if v <= 0.0]
+    low = min((v for _, v in lossy), default=1e-2)
+    floor = 10.0 ** (math.floor(math.log10(low)) - 1)
+    high = max((v for _, v in lossy), default=floor * 10)
+    top = min(2, math.ceil(math.log10(high)))  # the decade above the highest loss, 100 % at most
+    if lossy:
+        ax.scatter(
+            [x for x, _ in lossy],
+            [v for _, v in lossy],
+            s=12,
+            color="#d62728",
+            label="trial that lost packets",
+            zorder=3,
+        )
+    if clean:
+        ax.scatter(
+            clean,
+            [floor] * len(clean),
+            s=16,
+            facecolors="none",
+            edgecolors="#2ca02c",
+            label="trial with no loss (the '0' row)",
+        )
+    ax.set_yscale("log")
+    ax.set_ylim(floor / 2.5, 10.0**top * 1.6)
+    ax.axhline(floor * 2.2, color="grey", lw=0.8, ls=":")
+    ticks = [floor, *(10.0**d for d in range(round(math.log10(floor)) + 1, top + 1))]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(["0 (no loss)", *(f"{t:g}" for t in ticks[1:])])
+    ax.minorticks_off()
+    ax.set_ylabel("loss (%)", color="#d62728")
 
 
 def _fixed(fig: Any, doc: dict[str, Any]) -> None:

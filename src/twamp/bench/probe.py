@@ -111,7 +111,7 @@ def calibrate(fmt: TestFormat, size: PacketSize, options: SessionOptions) -> flo
         fmt,
         crypto=throwaway_crypto(fmt),
         local_ip="127.0.0.1",
-        tos=options.tos,
+        dscp=options.dscp,
         batch=options.batch,
         busy_poll=options.busy_poll,
         rcvbuf=65536,

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import IO, Any
 
+from .aggregate import BOUNDED_STATUSES
+
 __all__ = [
     "CSV_HEADER",
     "compare",
@@ -41,12 +43,12 @@ CSV_HEADER = (
 """One row per figure: `figure` names it (zero_loss_rate, tolerant_rate, rtt_median, ...),
 `fraction_pct` is the load of a latency figure (empty for rates), `unit` is pps, ns or pct,
 min/median/max/n its spread over trials, `status` found/partial/none/sender_limited/
-at_max_rate/unverifiable/not_measured for rates (min/median/max are empty unless found or partial; a
-sender_limited or at_max_rate rate puts its lower bound in min) and ok for latency figures;
-`disturbed` is true when the figure or latency point was measured beside other work (the JSON
-says why), else false."""
+at_max_rate/at_medium_max/unverifiable/disturbed/not_measured for rates (min/median/max are
+empty unless found or partial; a sender_limited, at_max_rate or at_medium_max rate puts its
+lower bound in min) and ok for latency figures; `disturbed` is true when the figure or latency
+point was measured beside other work (the JSON says why), else false."""
 
-_BOUNDED = ("sender_limited", "at_max_rate")  # a rate passing at the cap: a lower bound only
+_BOUNDED = BOUNDED_STATUSES  # a rate passing at the cap: a lower bound only
 
 # (figure, metric, statistic) rows of each latency point.
 _LATENCY_ROWS = (

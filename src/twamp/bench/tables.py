@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aggregate import LOSSY_LATENCY_PCT, lost_to_a_disturbance
+from .aggregate import BOUNDED_STATUSES, LOSSY_LATENCY_PCT, lost_to_a_disturbance
+from .config import MEDIA
 
 __all__ = ["format_tables", "pps", "table"]
 
@@ -67,10 +68,18 @@ class _Notes:
         return [f"  [{i + 1}] {t}" for i, t in enumerate(self.lines)]
 
 
-def _why(fig: dict[str, Any], label: str, what: str) -> str:
+def _why(fig: dict[str, Any], label: str, what: str, medium: str = "the medium") -> str:
     """A figure that is not the reflector's, in words."""
     status, limit = fig["status"], fig.get("setup_limit_pps")
     where = f"size {label}, {what}"
+    if status == "at_medium_max":
+        # One note for both criteria when both passed at the cap.
+        fps = f"{limit:,.0f} fps" if limit else "its limit"
+        return (
+            f"size {label}: the reflector passed at the medium's maximum frame rate ({fps}, "
+            f"the most {medium} carries of these frames, RFC 2544 Appendix A): the "
+            "reflector's own limit may be higher"
+        )
     if status == "sender_limited":
         bound = fig.get("lower_bound_pps")
         passed = f"; it passed at up to {pps(bound)}" if bound else ""
@@ -97,11 +106,17 @@ def _why(fig: dict[str, Any], label: str, what: str) -> str:
     return f"{where}: not measured (the run ended first)"
 
 
-def _rate_cell(fig: dict[str, Any] | None, label: str, what: str, notes: _Notes) -> str:
+def _rate_cell(
+    fig: dict[str, Any] | None, label: str, what: str, notes: _Notes, medium: str = "the medium"
+) -> str:
     if fig is None:
         return "-"
     if fig["pps"] is None:
-        cell = f"{fig['status'].replace('_', '-')} {notes.add(_why(fig, label, what))}"
+        note = notes.add(_why(fig, label, what, medium))
+        if fig["status"] == "at_medium_max" and fig.get("lower_bound_pps"):
+            cell = f">= {pps(fig['lower_bound_pps'])}, the medium's max {note}"
+        else:
+            cell = f"{fig['status'].replace('_', '-')} {note}"
         if fig["status"] == "disturbed":
             return cell
         return cell + _disturbed_mark(fig, f"size {label}", notes)
@@ -137,6 +152,7 @@ def _bits_cell(fig: dict[str, Any] | None) -> str:
 
 def _throughput(t: dict[str, Any], settings: dict[str, Any], notes: _Notes) -> list[str]:
     tol = settings["loss_tolerance_pct"]
+    medium = MEDIA.get(settings.get("medium") or "", ("the medium", 0))[0]
     rows = []
     for size in t.get("sizes") or []:
         tp, label = size["throughput"], size["size"]
@@ -147,9 +163,9 @@ def _throughput(t: dict[str, Any], settings: dict[str, Any], notes: _Notes) -> l
                 label,
                 f"{size['mean_octets']:.0f}",
                 pps(size.get("sender_capacity_pps")),
-                _rate_cell(zero, label, "zero loss", notes),
+                _rate_cell(zero, label, "zero loss", notes, medium),
                 _bits_cell(zero),
-                _rate_cell(tolerant, label, f"<= {tol:g} % loss", notes),
+                _rate_cell(tolerant, label, f"<= {tol:g} % loss", notes, medium),
                 "-" if cpu is None else f"{cpu['median']:.2f}",
             ]
         )
@@ -330,12 +346,15 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"{s['loss_tolerance_pct']:g} %; sizes are UDP payload octets; bit rates count "
         "payload, and Ethernet frames at L2 (+ 46 octets IPv4, 66 IPv6) and L1 (+ 20 more)"
     ]
+    if s.get("medium"):
+        out.append(
+            f"each size's search is capped at the maximum frame rate of {MEDIA[s['medium']][0]} "
+            "(--medium, RFC 2544 Appendix A)"
+        )
     deviations = s.get("rfc2544_deviations") or []
     if deviations:
-        out.append(
-            "deviates from RFC 2544's trial rules (use --rfc2544 for them): "
-            + "; ".join(deviations)
-        )
+        hint = " (use --rfc2544 for them)" if s.get("profile", "quick") == "quick" else ""
+        out.append(f"deviates from RFC 2544's trial rules{hint}: " + "; ".join(deviations))
     return out
 
 
@@ -344,7 +363,7 @@ def _comparison_cell(e: dict[str, Any] | None) -> str:
         return "-"
     if e["zero_loss_pps"] is None:
         bound = e.get("zero_loss_lower_bound_pps")
-        if e["zero_loss_status"] in ("sender_limited", "at_max_rate") and bound is not None:
+        if e["zero_loss_status"] in BOUNDED_STATUSES and bound is not None:
             ratio = e.get("zero_loss_ratio")
             r = "" if ratio is None else f" (>= {ratio:.2f}x)"
             return f"> {pps(bound)}, {e['zero_loss_status'].replace('_', '-')}{r}"

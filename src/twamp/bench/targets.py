@@ -41,7 +41,7 @@ from .. import clock, dataplane
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
 from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
-from ..inet import tos_to_dscp
+from ..inet import check_dscp, dscp_to_tos
 from ..net.client import BlockingClient, ClientError, mode_name
 from ..wire.packets import TestFormat
 from . import cprogs
@@ -119,7 +119,7 @@ class TestSession:
         crypto: TestPacketCrypto | None = None,
         local_ip: str | None = None,
         sock: socket.socket | None = None,
-        tos: int = 0,
+        dscp: int = 0,
         batch: int = 32,
         busy_poll: bool = False,
         rcvbuf: int = DEFAULT_BUFFER,
@@ -130,7 +130,7 @@ class TestSession:
         self.crypto = crypto
         self.sender_kind = sender
         self.rcvbuf = rcvbuf
-        self.tos = tos
+        self.dscp = check_dscp(dscp)
         self.batch = batch
         self.busy_poll = busy_poll
         self.sock = sock or open_test_socket(
@@ -166,7 +166,7 @@ class TestSession:
                 fmt=self.fmt,
                 crypto=self.crypto,
                 padding=padding,
-                tos=self.tos,
+                tos=dscp_to_tos(self.dscp),  # the Sender sets the octet on its socket
                 batch=self.batch,
                 busy_poll=self.busy_poll,
             )
@@ -174,10 +174,10 @@ class TestSession:
         return sender
 
     def _c_sender(self, padding: int) -> Any:
-        if self.fmt.test_mode is not TestMode.OPEN or self.fmt.stamp or ":" in self.peer[0]:
-            raise BenchError("--sender c sends unauthenticated TWAMP Light over IPv4 only")
+        if self.fmt.test_mode is not TestMode.OPEN or self.fmt.stamp:
+            raise BenchError("--sender c sends unauthenticated TWAMP Light only")
         try:
-            return CSender(self.peer, padding=padding, rcvbuf=self.rcvbuf)
+            return CSender(self.peer, padding=padding, rcvbuf=self.rcvbuf, dscp=self.dscp)
         except cprogs.BuildError as exc:
             raise BenchError(f"--sender c: {exc}") from None
 
@@ -196,7 +196,8 @@ class TestSession:
 class SessionOptions:
     """How our test sessions are set up, the same for every target of a run."""
 
-    tos: int = 0
+    dscp: int = 0
+    """DSCP of the test packets (0-63); the TOS / Traffic Class octet is made at the socket."""
     batch: int = 32
     busy_poll: bool = False
     rcvbuf: int = DEFAULT_BUFFER
@@ -263,7 +264,7 @@ class Target:
                 TestSession(
                     self.address,
                     self.fmt,
-                    tos=o.tos,
+                    dscp=o.dscp,
                     batch=o.batch,
                     busy_poll=o.busy_poll,
                     rcvbuf=o.rcvbuf,
@@ -686,7 +687,7 @@ class ControlTarget(Target):
                 sender_port=int(sock.getsockname()[1]),
                 padding=max(size.octets) - self.fmt.sender_header,
                 timeout_ns=self._session_timeout_ns,
-                dscp=tos_to_dscp(o.tos),
+                dscp=o.dscp,
             )
             crypto = client.test_crypto(accept.sid)
             client.start()
@@ -703,7 +704,7 @@ class ControlTarget(Target):
             self.fmt,
             crypto=crypto,
             sock=sock,
-            tos=o.tos,
+            dscp=o.dscp,
             batch=o.batch,
             busy_poll=o.busy_poll,
         )

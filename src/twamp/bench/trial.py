@@ -77,7 +77,8 @@ from .. import clock
 from ..metrics import RECORD_DTYPE, SENT_DTYPE, summarize
 from .conditions import CpuSampler, socket_stats, udp_owner_pid
 from .config import PacketSize
-from .targets import Target, TestSession
+from .csender import CSenderError
+from .targets import BenchError, Target, TestSession
 
 __all__ = [
     "FOREIGN_CORES_LIMIT",
@@ -239,11 +240,14 @@ def _send_one(
         before_run(session)
     chunks = _chunks(size, n)
     for k, (octets, start, stop) in enumerate(chunks):
-        result = session.sender_for(octets).run(
-            schedule[start:stop],
-            first_seq=(first_seq + start) & _SEQ_MASK,
-            wait_ns=wait_ns if k == len(chunks) - 1 else 0,
-        )
+        try:
+            result = session.sender_for(octets).run(
+                schedule[start:stop],
+                first_seq=(first_seq + start) & _SEQ_MASK,
+                wait_ns=wait_ns if k == len(chunks) - 1 else 0,
+            )
+        except CSenderError as exc:  # a bound of --sender c, or it failed: one sentence
+            raise BenchError(str(exc)) from None
         sent_parts.append(result.sent)
         recv_parts.append(result.received)
         for key, value in result.counters.items():

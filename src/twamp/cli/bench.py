@@ -26,7 +26,7 @@ import click
 from .. import __version__
 from ..bench import cprogs
 from ..bench.conditions import reflector_core, sender_plan
-from ..bench.config import BenchSettings, parse_sizes, rfc2544_settings
+from ..bench.config import MEDIA, BenchSettings, parse_medium, parse_sizes, rfc2544_settings
 from ..bench.engine import new_document, run_benchmark, run_fixed_rate
 from ..bench.netns import NetnsError, clean_namespace
 from ..bench.outputs import OutputError, Outputs, check_outputs, write_files
@@ -49,7 +49,6 @@ from ..bench.targets import (
 from ..constants import TWAMP_CONTROL_PORT, TWAMP_TEST_PORT
 from ..dataplane.sockets import DEFAULT_BUFFER
 from ..hostport import parse_hostport
-from ..inet import dscp_to_tos
 from ..net.client import parse_modes
 from .common import UserError, friendly_errors, setup_logging
 from .ping import pick_key
@@ -233,6 +232,14 @@ _MEASURE_OPTIONS = [
         "the throughput rate for 120 s, 20 times (hours, not minutes).",
     ),
     click.option(
+        "--medium",
+        metavar="ETHERNET",
+        help="Cap each size's search at the theoretical maximum frame rate of this Ethernet "
+        f"({', '.join(MEDIA)}; RFC 2544 Appendix A), as --rfc2544 asks for LAN tests; a "
+        "figure at the cap is reported as the medium's, not the reflector's. Default: no "
+        "cap (loopback has no medium).",
+    ),
+    click.option(
         "--rate",
         type=click.FloatRange(1),
         help="Fixed-rate mode: offer this many packets/s (no search), with a report every "
@@ -268,7 +275,8 @@ _MEASURE_OPTIONS = [
         show_default=True,
         help="ours: twamp's Sender (the compiled fast path when built); c: the C load "
         "generator shipped with twamp (built with the system C compiler on first use; "
-        "IPv4 TWAMP Light, trials up to 30 s), to tell a sender limit from a reflector's.",
+        "unauthenticated TWAMP Light over IPv4 or IPv6, trials up to an hour), to tell a "
+        "sender limit from a reflector's.",
     ),
     click.option(
         "--json",
@@ -323,6 +331,7 @@ def _settings(p: dict[str, Any]) -> BenchSettings:
             sender_cores=p["sender_cores"],
             sender=p["sender_kind"],
             attempts=p["attempts"],
+            medium=None if p["medium"] is None else parse_medium(p["medium"]),
         )
         if p["rfc2544"]:
             sizes = settings.sizes
@@ -343,7 +352,7 @@ def _given(name: str) -> bool:
 
 def _session_options(p: dict[str, Any]) -> SessionOptions:
     return SessionOptions(
-        tos=dscp_to_tos(p["dscp"]),
+        dscp=p["dscp"],
         batch=p["batch"],
         busy_poll=p["busy_poll"],
         rcvbuf=p["rcvbuf"],

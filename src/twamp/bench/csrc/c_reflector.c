@@ -1,15 +1,15 @@
 /*
  * c_reflector: the reference TWAMP Light reflector of the benchmark (twamp.bench.cprogs).
  *
- * Minimal on purpose: stateless, unauthenticated, IPv4 on one UDP socket, as fast as the
+ * Minimal on purpose: stateless, unauthenticated, IPv4 or IPv6 on one UDP socket, as fast as the
  * kernel's UDP path allows. It is the yardstick our Reflector twins are measured against, so it
  * does everything they do per datagram and nothing more:
  *
  *   - recvmmsg, batch 64 (-B), MSG_WAITFORONE: sleep for the first datagram, then take whatever
  *     else is queued without sleeping again. With -b, MSG_DONTWAIT in a spin loop instead
  *     (busy poll: lowest latency, a whole core).
- *   - Receive Timestamp = the kernel's SO_TIMESTAMPNS stamp; Sender TTL from IP_RECVTTL
- *     (255 when absent, RFC 5357 §4.2.1).
+ *   - Receive Timestamp = the kernel's SO_TIMESTAMPNS stamp; Sender TTL from IP_RECVTTL, or
+ *     IPV6_RECVHOPLIMIT over IPv6 (255 when absent, RFC 5357 §4.2.1).
  *   - Reply in the 41-octet Session-Reflector layout (RFC 5357 §4.2.1):
  *     length max(received, 41), the sender's padding truncated from the end (RFC 5357 §4.2.1),
  *     Sequence Number copied from the sender (stateless TWAMP Light, RFC 5357 Appendix I).
@@ -23,23 +23,11 @@
  * Build: gcc -O2 -Wall -o c_reflector c_reflector.c
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/timex.h>
 #include <time.h>
-#include <unistd.h>
 
-#ifndef SO_RXQ_OVFL
-#define SO_RXQ_OVFL 40
-#endif
+#include "bench_common.h"
 
 #define MAX_BATCH 1024
 #define PKT_MAX 9000            /* larger datagrams are truncated and dropped as malformed */
@@ -48,13 +36,6 @@
 #define NTP_UNIX_DELTA 2208988800ULL
 #define CMSG_LEN_MAX 256
 
-static volatile sig_atomic_t stop_flag = 0;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_flag = 1;
-}
-
 /* RFC 5905 §6, RFC 4656 §4.1.2: fraction = ns * 2^32 / 1e9 (floored), never ns * 0xFFFFFFFF / 1e9. */
 static inline uint64_t ntp_from_timespec(const struct timespec *ts) {
     uint64_t sec = ((uint64_t)ts->tv_sec + NTP_UNIX_DELTA) & 0xFFFFFFFFULL;
@@ -62,47 +43,10 @@ static inline uint64_t ntp_from_timespec(const struct timespec *ts) {
     return (sec << 32) | frac;
 }
 
-static inline void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-/* RFC 4656 §4.1.2 (Error Estimate): the clock's own error bound, S only if the kernel says it is synchronised. */
-static uint16_t error_estimate(void) {
-    struct timex tx;
-    memset(&tx, 0, sizeof tx);
-    int state = adjtimex(&tx);
-    if (state < 0)
-        return 0x3FFF;
-    int sync = !(tx.status & STA_UNSYNC) && state != TIME_ERROR;
-    long err_us = (sync && tx.esterror > 0) ? tx.esterror : tx.maxerror;
-    if (err_us < 0)
-        err_us = 0;
-    /* units of 2^-32 s, rounded up; then the smallest scale with multiplier <= 255 */
-    unsigned __int128 units = (((unsigned __int128)err_us << 32) + 999999) / 1000000;
-    unsigned scale = 0;
-    while (scale < 63 && ((units + ((unsigned __int128)1 << scale) - 1) >> scale) > 255)
-        scale++;
-    uint64_t mult = (uint64_t)((units + ((unsigned __int128)1 << scale) - 1) >> scale);
-    if (mult > 255)
-        mult = 255;
-    if (mult == 0)
-        mult = 1;
-    return (uint16_t)((sync ? 0x8000 : 0) | (scale << 8) | mult);
-}
-
 static void usage(void) {
     fprintf(stderr,
             "usage: c_reflector [-b] [-a ADDR] [-B BATCH] [-r RCVBUF] [-m MAX_SECONDS] PORT CPU\n");
     exit(2);
-}
-
-static int set_buffer(int fd, int force_opt, int opt, int size) {
-    if (setsockopt(fd, SOL_SOCKET, force_opt, &size, sizeof size) == 0)
-        return 0;
-    return setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size);
 }
 
 int main(int argc, char **argv) {
@@ -125,53 +69,25 @@ int main(int argc, char **argv) {
     int port = atoi(argv[optind]);
     int cpu = atoi(argv[optind + 1]);
 
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0) {
-            perror("sched_setaffinity");
-            return 1;
-        }
-    }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal; /* no SA_RESTART: a blocked recvmmsg returns EINTR */
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGALRM, &sa, NULL);
+    if (pin_cpu(cpu) != 0)
+        return 1;
+    catch_stop_signals();
     alarm((unsigned)max_seconds);
 
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    if (fd < 0) {
-        perror("socket");
-        return 1;
-    }
-    int one = 1, ttl = 255;
-    set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
-    set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, rcvbuf);
-    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) ||
-        setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &one, sizeof one) ||
-        setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one) ||
-        setsockopt(fd, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl)) {
-        perror("setsockopt");
-        return 1;
-    }
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, addr, &sin.sin_addr) != 1) {
-        fprintf(stderr, "not an IPv4 address: %s\n", addr);
+    struct sockaddr_storage local;
+    socklen_t slen;
+    if (parse_addr(addr, port, &local, &slen) != 0)
         return 2;
-    }
-    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+    /* RFC 5357 §4.2.1: reflections leave with TTL (Hop Limit) 255 */
+    int fd = open_test_socket(local.ss_family, 255, 0, rcvbuf);
+    if (fd < 0)
+        return 1;
+    if (bind(fd, (struct sockaddr *)&local, slen) != 0) {
         perror("bind");
         return 1;
     }
-    socklen_t slen = sizeof sin;
-    getsockname(fd, (struct sockaddr *)&sin, &slen);
+    slen = sizeof local;
+    getsockname(fd, (struct sockaddr *)&local, &slen);
     int granted = 0;
     socklen_t glen = sizeof granted;
     getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &glen);
@@ -179,7 +95,7 @@ int main(int argc, char **argv) {
     static uint8_t rx[MAX_BATCH][PKT_MAX];
     static uint8_t tx[MAX_BATCH][PKT_MAX];
     static uint8_t ctl[MAX_BATCH][CMSG_LEN_MAX];
-    static struct sockaddr_in peers[MAX_BATCH];
+    static struct sockaddr_storage peers[MAX_BATCH];
     static struct iovec rx_iov[MAX_BATCH], tx_iov[MAX_BATCH];
     static struct mmsghdr rx_msgs[MAX_BATCH], tx_msgs[MAX_BATCH];
     for (int i = 0; i < batch; i++) {
@@ -193,7 +109,7 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &ee_at);
 
     printf("ready {\"port\": %d, \"rcvbuf\": %d, \"batch\": %d, \"busy_poll\": %s}\n",
-           ntohs(sin.sin_port), granted, batch, busy ? "true" : "false");
+           sockaddr_port(&local), granted, batch, busy ? "true" : "false");
     fflush(stdout);
 
     uint64_t received = 0, reflected = 0, malformed = 0, send_errors = 0, calls = 0;
@@ -244,10 +160,8 @@ int main(int argc, char **argv) {
                 if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
                     memcpy(&rx_ts, CMSG_DATA(c), sizeof rx_ts);
                     have_ts = 1;
-                } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) {
-                    int v;
-                    memcpy(&v, CMSG_DATA(c), sizeof v);
-                    sender_ttl = v;
+                } else if (cmsg_ttl(c) >= 0) {
+                    sender_ttl = cmsg_ttl(c);
                 } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
                     memcpy(&rx_dropped, CMSG_DATA(c), sizeof rx_dropped);
                 }

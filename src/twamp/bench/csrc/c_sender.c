@@ -30,43 +30,34 @@
  *
  * Usage: c_sender -p PORT -r RATE -d SECONDS [-a ADDR] [-P SRCPORT] [-c CPU] [-s PADDING]
  *                 [-m open|auth|enc -K AESHEX -H HMACHEX] [-B BATCH] [-w WAIT_MS] [-t TTL]
- *                 [-R RCVBUF] [-o RAWFILE]
- * Bounded: SECONDS <= 30, WAIT_MS <= 10000.
+ *                 [-R RCVBUF] [-o RAWFILE] [-D DSCP]
+ * ADDR is IPv4 or IPv6 (default 127.0.0.1). DSCP is set on the socket (TOS / Traffic Class).
+ * Bounded: SECONDS <= 3600, RATE x SECONDS <= 200 M packets, WAIT_MS <= 10000. Memory does not
+ * grow with the trial: one bit per planned packet (25 MB at most) for duplicates, and the -o
+ * records stream to the file as they arrive.
  *
  * Build: gcc -O2 -Wall -o c_sender c_sender.c            (open mode only)
  *        gcc -O2 -Wall -DHAVE_OPENSSL -o c_sender c_sender.c -lcrypto   (all modes)
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/timex.h>
 #include <time.h>
-#include <unistd.h>
+
+#include "bench_common.h"
 
 #ifdef HAVE_OPENSSL
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #endif
 
-#ifndef SO_RXQ_OVFL
-#define SO_RXQ_OVFL 40
-#endif
-
-#define MAX_DURATION_S 30.0
+#define MAX_DURATION_S 3600.0      /* a bound on the run, not on memory (see MAX_PACKETS) */
 #define MAX_WAIT_MS 10000
 #define MAX_PACKETS 200000000ULL       /* the seen-bitmap stays below 25 MB */
-#define MAX_RAW 16000000ULL            /* records kept for -o (640 MB at most) */
+#define RAW_CHUNK 8192                 /* records buffered before they are written to -o */
 #define MAX_SEND_BATCH 64
 #define RX_BATCH 64
 #define PKT_MAX 9000
@@ -97,12 +88,6 @@ static const struct layout OPEN = {14, 41, 0, 0, 4, 16, 24, 28, 40, -1, 4, -1};
 static const struct layout AUTH = {48, 112, 16, 16, 16, 32, 48, 64, 80, 96, 16, 32};
 static const struct layout ENC = {48, 112, 32, 96, 16, 32, 48, 64, 80, 96, 16, 32};
 
-static volatile sig_atomic_t stop_flag = 0;
-static void on_signal(int sig) {
-    (void)sig;
-    stop_flag = 1;
-}
-
 static inline int64_t now_ns(clockid_t id) {
     struct timespec ts;
     clock_gettime(id, &ts);
@@ -126,12 +111,6 @@ static inline int64_t ns_from_ntp(uint64_t raw) {
     return (sec - NTP_UNIX_DELTA) * NS + sub;
 }
 
-static inline void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
 static inline uint64_t get_u64(const uint8_t *p) {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
@@ -140,28 +119,6 @@ static inline uint64_t get_u64(const uint8_t *p) {
 }
 static inline uint32_t get_u32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static uint16_t error_estimate(void) {  /* RFC 4656 §4.1.2, as c_reflector.c */
-    struct timex tx;
-    memset(&tx, 0, sizeof tx);
-    int state = adjtimex(&tx);
-    if (state < 0)
-        return 0x3FFF;
-    int sync = !(tx.status & STA_UNSYNC) && state != TIME_ERROR;
-    long err_us = (sync && tx.esterror > 0) ? tx.esterror : tx.maxerror;
-    if (err_us < 0)
-        err_us = 0;
-    unsigned __int128 units = (((unsigned __int128)err_us << 32) + 999999) / 1000000;
-    unsigned scale = 0;
-    while (scale < 63 && ((units + ((unsigned __int128)1 << scale) - 1) >> scale) > 255)
-        scale++;
-    uint64_t mult = (uint64_t)((units + ((unsigned __int128)1 << scale) - 1) >> scale);
-    if (mult > 255)
-        mult = 255;
-    if (mult == 0)
-        mult = 1;
-    return (uint16_t)((sync ? 0x8000 : 0) | (scale << 8) | mult);
 }
 
 #ifdef HAVE_OPENSSL
@@ -236,7 +193,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: c_sender -p PORT -r RATE -d SECONDS [-a ADDR] [-P SRCPORT] [-c CPU]\n"
             "       [-s PADDING] [-m open|auth|enc -K AESHEX -H HMACHEX] [-B BATCH]\n"
-            "       [-w WAIT_MS] [-t TTL] [-R RCVBUF] [-o RAWFILE]\n");
+            "       [-w WAIT_MS] [-t TTL] [-R RCVBUF] [-o RAWFILE] [-D DSCP]\n");
     exit(2);
 }
 
@@ -246,10 +203,22 @@ static struct {
     uint64_t sender_ttl_mismatch, reply_ttl_not_255, no_timestamp, negative_residence;
     uint32_t rx_overflow;
     uint64_t raw_count;
+    int raw_error;             /* errno of a failed write to -o, 0 if none */
 } st;
 
 static uint8_t *seen;          /* one bit per planned packet */
-static struct record *raw;     /* NULL unless -o */
+/* -o: records stream to the file in chunks as they arrive, so memory does not grow with the
+ * trial's length (the bound used to be 30 s: 16 M records, 640 MB, held until the end). */
+static FILE *raw_f;            /* NULL unless -o */
+static struct record raw_buf[RAW_CHUNK];
+static int raw_fill;
+
+static void raw_flush(void) {
+    if (raw_fill && !st.raw_error && fwrite(raw_buf, sizeof *raw_buf, (size_t)raw_fill, raw_f) !=
+                                         (size_t)raw_fill)
+        st.raw_error = errno ? errno : EIO;
+    raw_fill = 0;
+}
 static uint64_t n_planned;
 static const struct layout *L;
 static int mode, sent_len, send_ttl;
@@ -288,8 +257,8 @@ static int drain(int fd) {
                 t4 = (int64_t)ts.tv_sec * NS + ts.tv_nsec;
             } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
                 memcpy(&st.rx_overflow, CMSG_DATA(c), sizeof st.rx_overflow);
-            } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) {
-                memcpy(&reply_ttl, CMSG_DATA(c), sizeof reply_ttl);
+            } else if (cmsg_ttl(c) >= 0) {
+                reply_ttl = cmsg_ttl(c);
             }
         }
         if (len < L->reflector_base || (h->msg_flags & MSG_TRUNC)) {
@@ -329,8 +298,8 @@ static int drain(int fd) {
         int64_t t3 = ns_from_ntp(get_u64(p + L->r_ts));
         if (t3 < t2)
             st.negative_residence++;
-        if (raw && st.raw_count < MAX_RAW) {
-            struct record *r = &raw[st.raw_count++];
+        if (raw_f) {
+            struct record *r = &raw_buf[raw_fill++];
             r->seq = seq;
             r->sender_ttl = (uint8_t)sender_ttl;
             r->reply_ttl = (uint8_t)(reply_ttl < 0 ? 0 : reply_ttl);
@@ -339,26 +308,23 @@ static int drain(int fd) {
             r->t2 = t2;
             r->t3 = t3;
             r->t4 = t4;
+            st.raw_count++;
+            if (raw_fill == RAW_CHUNK)
+                raw_flush();
         }
     }
     return n;
 }
 
-static int set_buffer(int fd, int force_opt, int opt, int size) {
-    if (setsockopt(fd, SOL_SOCKET, force_opt, &size, sizeof size) == 0)
-        return 0;
-    return setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size);
-}
-
 int main(int argc, char **argv) {
     const char *addr = "127.0.0.1", *rawfile = NULL, *aes_hex = NULL, *hmac_hex = NULL;
     const char *mode_name = "open";
-    int port = -1, src_port = 0, cpu = -1, pad = -1, batch = 8, wait_ms = 500;
+    int port = -1, src_port = 0, cpu = -1, pad = -1, batch = 8, wait_ms = 500, dscp = 0;
     int rcvbuf = 4 << 20;
     double rate = 0, duration = 0;
     send_ttl = 64;
     int opt;
-    while ((opt = getopt(argc, argv, "a:p:P:r:d:c:s:m:K:H:B:w:t:R:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "a:p:P:r:d:c:s:m:K:H:B:w:t:R:o:D:")) != -1) {
         switch (opt) {
         case 'a': addr = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -375,13 +341,14 @@ int main(int argc, char **argv) {
         case 't': send_ttl = atoi(optarg); break;
         case 'R': rcvbuf = atoi(optarg); break;
         case 'o': rawfile = optarg; break;
+        case 'D': dscp = atoi(optarg); break;
         default: usage();
         }
     }
     if (port <= 0 || port > 65535 || !(rate > 0) || !(duration > 0) ||
         duration > MAX_DURATION_S || batch < 1 || batch > MAX_SEND_BATCH || wait_ms < 0 ||
         wait_ms > MAX_WAIT_MS || send_ttl < 1 || send_ttl > 255 || src_port < 0 ||
-        src_port > 65535)
+        src_port > 65535 || dscp < 0 || dscp > 63)
         usage();
     if (strcmp(mode_name, "open") == 0) {
         mode = MODE_OPEN;
@@ -427,64 +394,38 @@ int main(int argc, char **argv) {
         return 2;
     }
     seen = calloc((size_t)(n_planned + 7) / 8, 1);
-    if (rawfile) {
-        uint64_t cap = n_planned < MAX_RAW ? n_planned : MAX_RAW;
-        raw = malloc((size_t)cap * sizeof *raw);
-        if (!raw) {
-            perror("malloc");
-            return 1;
-        }
-    }
     if (!seen) {
         perror("calloc");
         return 1;
     }
-
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0) {
-            perror("sched_setaffinity");
+    if (rawfile) {
+        raw_f = fopen(rawfile, "wb");
+        if (!raw_f) {
+            perror(rawfile);
             return 1;
         }
     }
+    if (pin_cpu(cpu) != 0)
+        return 1;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* the default 50 µs slack would blur the pacing */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    catch_stop_signals();
 
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    if (fd < 0) {
-        perror("socket");
-        return 1;
-    }
-    int one = 1;
-    set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf);
-    set_buffer(fd, SO_SNDBUFFORCE, SO_SNDBUF, rcvbuf);
-    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) ||
-        setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one) ||
-        setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &one, sizeof one) ||
-        setsockopt(fd, IPPROTO_IP, IP_TTL, &send_ttl, sizeof send_ttl)) {
-        perror("setsockopt");
-        return 1;
-    }
-    struct sockaddr_in src, dst;
-    memset(&src, 0, sizeof src);
-    memset(&dst, 0, sizeof dst);
-    src.sin_family = dst.sin_family = AF_INET;
-    src.sin_port = htons((uint16_t)src_port);
-    dst.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, addr, &dst.sin_addr) != 1) {
-        fprintf(stderr, "not an IPv4 address: %s\n", addr);
+    struct sockaddr_storage src, dst;
+    socklen_t dlen;
+    if (parse_addr(addr, port, &dst, &dlen) != 0)
         return 2;
-    }
-    src.sin_addr = dst.sin_addr;
-    /* connected: only the reflector's datagrams reach this socket */
-    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
-        connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0) {
+    int fd = open_test_socket(dst.ss_family, send_ttl, dscp, rcvbuf);
+    if (fd < 0)
+        return 1;
+    /* bound to the peer's own address (loopback talks to loopback), connected: only the
+     * reflector's datagrams reach this socket */
+    memcpy(&src, &dst, sizeof src);
+    if (src.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&src)->sin6_port = htons((uint16_t)src_port);
+    else
+        ((struct sockaddr_in *)&src)->sin_port = htons((uint16_t)src_port);
+    if (bind(fd, (struct sockaddr *)&src, dlen) != 0 ||
+        connect(fd, (struct sockaddr *)&dst, dlen) != 0) {
         perror("bind/connect");
         return 1;
     }
@@ -617,13 +558,14 @@ int main(int argc, char **argv) {
         ppoll(&pfd, 1, &to, NULL);
     }
 
-    if (rawfile) {
-        FILE *f = fopen(rawfile, "wb");
-        if (!f || fwrite(raw, sizeof *raw, (size_t)st.raw_count, f) != st.raw_count) {
-            perror(rawfile);
+    if (raw_f) {
+        raw_flush();
+        if (fclose(raw_f) != 0 && !st.raw_error)
+            st.raw_error = errno ? errno : EIO;
+        if (st.raw_error) {
+            fprintf(stderr, "%s: %s\n", rawfile, strerror(st.raw_error));
             return 1;
         }
-        fclose(f);
     }
     double elapsed = (double)(last_send - first_send) / 1e9;
     /* sent - 1 intervals elapse between the first and the last send */
@@ -651,7 +593,7 @@ int main(int argc, char **argv) {
            (unsigned long long)late_100us, (unsigned long long)late_1ms,
            (unsigned long long)max_backlog, (unsigned long long)send_calls,
            (unsigned long long)sleeps, st.rx_overflow, granted, batch, sent_len,
-           ntohs(src.sin_port), (unsigned long long)st.raw_count,
+           sockaddr_port(&src), (unsigned long long)st.raw_count,
            stop_flag ? "true" : "false");
     fflush(stdout);
     close(fd);
