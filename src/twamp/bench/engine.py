@@ -13,9 +13,10 @@ Per target, in this order (RFC 2544 §26, RFC 8219 §7-8 in spirit):
    waits for stragglers. Loss counts every packet whose reflection did not come back within the
    loss threshold (RFC 7680 §2.4: loss is "not received within Tmax"): short trials would
    otherwise hide an overloaded reflector whose backlog still sits in its socket buffer when
-   the trial ends. A trial our sender could not hold is repeated and never moves the search
-   (`search` module docstring); the first repetition searches from the cap down, the later ones
-   start from the previous answer.
+   the trial ends. A trial our sender could not hold, or that lost packets because other work
+   had the CPU (`trial`: "A busy machine"), is repeated and never moves the search (`search`
+   module docstring); the first repetition searches from the cap down, the later ones start
+   from the previous answer.
 4. **Latency, per size,** at fixed fractions of the zero-loss rate found (or the tolerant one),
    `trials` times: RTT, one-way delays (valid only when both clocks report synchronisation, the
    S bits), reflector residence (T3 - T2), RFC 5481 IPDV, loss, reordering and duplicates, via
