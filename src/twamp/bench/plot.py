@@ -89,7 +89,7 @@ def _size_points(
             (mix if len(size["pattern"]) > 1 else pts).append((x, fig))
         elif fig.get("lower_bound_pps"):
             l1 = fig["lower_bound_pps"] * size["l1_octets"] * 8 / 1e6
-            bounds.append((x, fig["lower_bound_pps"], l1))
+            bounds.append((x, fig["lower_bound_pps"], l1, bool(fig.get("disturbed"))))
     return sorted(pts, key=lambda p: p[0]), mix, sorted(bounds)
 
 
@@ -130,17 +130,18 @@ def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str)
             alpha=0.45,
             markersize=size,
         )
-    for x, fig in (*pts, *mix):
-        if fig.get("disturbed"):
-            ax_pps.annotate(
-                "*",
-                (x, fig["pps"]["median"]),
-                textcoords="offset points",
-                xytext=(5, 2),
-                color=colour,
-                fontsize="large",
-                fontweight="bold",
-            )
+    marked = [(x, fig["pps"]["median"]) for x, fig in (*pts, *mix) if fig.get("disturbed")]
+    marked += [(b[0], b[1]) for b in bounds if b[3]]  # a lower bound beside other work too
+    for x, y in marked:
+        ax_pps.annotate(
+            "*",
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, 2),
+            color=colour,
+            fontsize="large",
+            fontweight="bold",
+        )
     for ax, k in ((ax_pps, 1), (ax_bits, 2)):
         if bounds:
             ax.plot(
