@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -409,3 +410,38 @@ def _csv(doc: dict[str, Any]) -> str:
     buf = io.StringIO()
     write_csv(doc, buf)
     return buf.getvalue()
+
+
+_NEW_FIELDS = {
+    "figure": ("disturbance", "disturbed_trials"),
+    "run": ("zero_loss_disturbed_pps", "tolerant_disturbed_pps"),
+    "trial": ("reflector_wait_pct", "sender_wait_pct", "disturbed", "disturbance", "lost_at_end"),
+    "point": ("disturbed", "disturbance"),
+}
+
+
+def test_a_report_from_before_disturbances_still_validates_and_reads(
+    slow_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`twamp-bench plot OLD.json` keeps working: the fields added here are optional."""
+    old = json.loads(json.dumps(_run(slow_port, 0.8, monkeypatch)))
+    for size in old["targets"][0]["sizes"]:
+        tp = size["throughput"]
+        for key in ("zero_loss", "tolerant"):
+            for name in _NEW_FIELDS["figure"]:
+                del tp[key][name]
+        for run in tp["runs"]:
+            for name in _NEW_FIELDS["run"]:
+                del run[name]
+            for t in run["trials"]:
+                for name in _NEW_FIELDS["trial"]:
+                    del t[name]
+        for point in size["latency"]:
+            for name in _NEW_FIELDS["point"]:
+                del point[name]
+            for t in point["trials"]:
+                for name in _NEW_FIELDS["trial"]:
+                    t.pop(name, None)  # lost_at_end: throughput trials only
+    validate(old)
+    assert "ran beside other work" not in format_tables(old)  # no trial says it was disturbed
+    assert all(row[-1] in ("true", "false") for row in csv_rows(old))
