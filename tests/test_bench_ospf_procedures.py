@@ -30,6 +30,7 @@ from twamp.bench.ospf.procedures.synth import (
     trial_link_down,
 )
 from twamp.bench.ospf.procedures.trials import LogIndex
+from twamp.bench.ospf.report import format_report
 from twamp.ospf.eventlog import read_events
 
 S = 1_000_000_000
@@ -231,6 +232,47 @@ def test_5_3_known_answer_and_pitfalls() -> None:
     assert _one(s).shared_ack
 
 
+def test_5_3_white_box_known_answer() -> None:
+    """FRR's own SPF duration, read after each trial, beside the black-box figure; only when an
+    SPF run started after the trigger, and the report says what it is and its precision."""
+    s = _log()
+    t = s.t + S
+    t = trial_5_3(s, 0, t, dup_ns=200 * US, total_ns=3 * MS, spf=(41, 7, 8)) + S
+    t = trial_5_3(s, 1, t, dup_ns=200 * US, total_ns=3 * MS, spf=(33, 8, 10)) + S
+    t = trial_5_3(s, 2, t, dup_ns=200 * US, total_ns=3 * MS, spf=(96, 10, 11)) + S
+    # no SPF since the reading before the trigger: an older run's duration, not counted
+    t = trial_5_3(s, 3, t, dup_ns=200 * US, total_ns=3 * MS, spf=(5000, 11, 11)) + S
+    # the last run started 20 ms before the trigger: not the trigger's SPF
+    trial_5_3(s, 4, t, dup_ns=200 * US, total_ns=3 * MS, spf=(7000, 11, 12), spf_after_ns=-20 * MS)
+    results = [evaluate(tr) for tr in LogIndex(s.events).trials]
+    assert [r.proxies.get("spf_whitebox") for r in results] == [41_000, 33_000, 96_000, None, None]
+    assert [r.counts.get("spf_runs") for r in results][:3] == [1, 2, 1]
+    assert all(r.valid and r.value_ns == 3 * MS - 200 * US for r in results)
+    doc = analyse(s.events)
+    e = _entry(doc, "5.3")
+    assert e["proxies_ms"]["spf_whitebox"]["median"] == pytest.approx(0.041)
+    assert e["proxies_ms"]["spf_whitebox"]["n"] == 3
+    assert "median 41 µs (min 33, max 96, n 3)" in e["whitebox_note"]
+    assert "1 µs steps" in e["whitebox_note"] and "up to 2 SPF runs" in e["whitebox_note"]
+    text = format_report(doc)
+    assert "spf whitebox 0.041" in text and "white-box SPF time" in text
+
+
+def test_5_3_white_box_absent_says_why() -> None:
+    for kind, words in (
+        ("bird", "BIRD 2 exposes no SPF duration"),
+        ("external", "no access to an external router's CLI"),
+        ("frr", "none of the valid trials had an FRR SPF run"),
+    ):
+        s = SynthLog()
+        s.write("lab", "log-start", s.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+        s.dut_config(s.t, kind=kind)
+        trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=3 * MS)
+        e = _entry(analyse(s.events), "5.3")
+        assert "spf_whitebox" not in e["proxies_ms"]
+        assert words in e["whitebox_note"], (kind, e["whitebox_note"])
+
+
 # -- §6.1-6.3 ----------------------------------------------------------------------------------
 
 
@@ -331,6 +373,12 @@ def test_6_8_includes_dead_interval_and_checks_the_stop() -> None:
     trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4000 * MS, hellos_after=True)
     r = _one(s)
     assert not r.valid and r.reason is not None and "kept sending Hellos" in r.reason
+    # a router-LSA 1.45 s after our last Hello cannot be the dead interval's (4 s) work: an
+    # earlier change the DUT held back (BIRD's MinLSInterval after the previous trial)
+    s = _log()
+    trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=1450 * MS)
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "before its dead interval (4 s)" in r.reason
 
 
 def test_old_router_lsa_does_not_end_6_7() -> None:
@@ -418,3 +466,43 @@ def test_6_8_needs_full_on_link_1_and_an_end_before_the_restore() -> None:
     trial_link_down(s, "6.8", 0, t, lsa_ns=4000 * MS)
     r = _one(s)
     assert not r.valid and r.reason is not None and "after link 1 was restored" in r.reason
+
+
+def test_timer_origins_in_words_and_external_deviations() -> None:
+    """The header says where each timer came from; on an external router a profile value is
+    an assumption, and the procedures driven from our side state their deviation."""
+    s = SynthLog()
+    s.write("lab", "log-start", s.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+    s.dut_config(s.t, kind="external")
+    t = trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4 * S + 3 * MS)
+    doc = analyse(s.events)
+    text = format_report(doc)
+    assert "dead 4 s (observed in the DUT's Hellos)" in text, text
+    assert "assumed: not observable on an external router" in text
+    assert "collector (its port is link 2)" in _entry(doc, "6.8")["deviation"]
+    assert "may still dominate" not in _entry(doc, "6.8")["verdict"]["text"]  # incl. timer
+    s2 = SynthLog()
+    s2.write("lab", "log-start", s2.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+    s2.dut_config(s2.t, kind="external")
+    trial_5_3(s2, 0, s2.t + S, dup_ns=200 * US, total_ns=3 * MS)
+    v = _entry(analyse(s2.events), "5.3")["verdict"]
+    assert v["kind"] == "measured" and "may still dominate" in v["text"]
+    assert t > 0
+    s = _log()
+    trial_link_down(s, "6.8", 0, s.t + S, lsa_ns=4 * S + 3 * MS)
+    doc = analyse(s.events)
+    assert "deviation" not in _entry(doc, "6.8")
+    assert "assumed" not in format_report(doc)
+
+
+def test_plot_labels_the_white_box_figure(tmp_path: Path) -> None:
+    """The white-box SPF duration is drawn with its own legend entry, not as an ack's time."""
+    pytest.importorskip("matplotlib")
+    from twamp.bench.ospf.plot import _proxy_style, plot_report
+
+    assert "white-box" in _proxy_style("spf_whitebox")[2]
+    s = _log()
+    trial_5_3(s, 0, s.t + S, dup_ns=200 * US, total_ns=3 * MS, spf=(41, 7, 8))
+    out = tmp_path / "p.png"
+    plot_report(analyse(s.events), str(out))
+    assert out.stat().st_size > 1000

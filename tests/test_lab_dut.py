@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from twamp.lab.dut import (
     DutPort,
     FrrDut,
     external_dut,
+    parse_bird_version,
+    parse_frr_spf,
+    parse_frr_timeval,
+    parse_frr_version,
 )
 from twamp.lab.errors import LabError, check_root, need_program
 
@@ -123,3 +128,53 @@ def test_not_root_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(LabError, match="needs root"):
         check_root()
+
+
+def test_version_parsers_on_what_the_daemons_print() -> None:
+    # FRR 8.4.4 `vtysh -c 'show version'` and `ospfd --version`; BIRD 2.0.12 `birdc show
+    # status` and `bird --version` (the Debian 12 packages' exact first lines)
+    show = "FRRouting 8.4.4 (vm) on Linux(6.1.0-13-amd64).\nCopyright 1996-2005 Kunihiro Ishiguro"
+    assert parse_frr_version(show) == "frr 8.4.4"
+    assert parse_frr_version("ospfd version 8.4.4\nCopyright 1996-2005") == "frr 8.4.4"
+    assert parse_frr_version("FRRouting 10.1-dev-my (h) on Linux") == "frr 10.1-dev-my"
+    assert parse_frr_version("vtysh: unrecognized option '--version'") is None
+    status = "BIRD 2.0.12\nRouter ID is 192.0.2.129\nCurrent server time is 2026-12-07"
+    assert parse_bird_version(status) == "bird 2.0.12"
+    assert parse_bird_version("BIRD version 2.0.12\n") == "bird 2.0.12"
+    assert parse_bird_version("Unable to connect to server control socket") is None
+
+
+def test_version_of_an_installed_daemon_not_running(tmp_path: Path) -> None:
+    """Without a running daemon the binary's own --version answers (never "unknown")."""
+    assert re.fullmatch(r"frr \d+\.\d+\S*", _frr("tuned", tmp_path).version())
+    assert re.fullmatch(r"bird \d+\.\d+\S*", _bird("tuned", tmp_path).version())
+
+
+FRR_SHOW_IP_OSPF = """\
+ OSPF Routing Process, Router ID: 192.0.2.129
+ Initial SPF scheduling delay 0 millisec(s)
+ Minimum hold time between consecutive SPFs 50 millisec(s)
+ SPF algorithm last executed 2.161s ago
+ Last SPF duration 33 usecs
+ SPF timer is inactive
+ Area ID: 0.0.0.0 (Backbone)
+   SPF algorithm executed 7 times
+ Area ID: 0.0.0.1
+   SPF algorithm executed 2 times
+"""
+
+
+def test_frr_spf_report_parser() -> None:
+    """FRR 8.4.4's `show ip ospf` text (its JSON rounds the duration down to whole ms)."""
+    r = parse_frr_spf(FRR_SHOW_IP_OSPF)
+    assert r is not None
+    assert (r["duration_us"], r["precision_us"], r["text"]) == (33, 1, "33 usecs")
+    assert (r["ago_us"], r["ago_precision_us"], r["runs"]) == (2_161_000, 1_000, 9)
+    longer = FRR_SHOW_IP_OSPF.replace("33 usecs", "1.250s").replace("2.161s ago", "1m05s ago")
+    r = parse_frr_spf(longer)
+    assert r is not None
+    assert (r["duration_us"], r["precision_us"]) == (1_250_000, 1_000)
+    assert (r["ago_us"], r["ago_precision_us"]) == (65_000_000, 1_000_000)
+    assert parse_frr_timeval("2h03m04s") == (7_384_000_000, 1_000_000)
+    assert parse_frr_timeval("1d02h03m") is None  # beyond what a §5.3 reading needs
+    assert parse_frr_spf(" SPF algorithm has not been run\n") is None

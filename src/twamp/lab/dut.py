@@ -193,6 +193,12 @@ class Dut(ABC):
     @abstractmethod
     def version(self) -> str: ...
 
+    def spf_report(self) -> dict[str, Any] | None:
+        """The daemon's own account of its last SPF run (RFC 4061 §5.3's white-box variant):
+        ``duration_us``, ``precision_us``, ``runs`` (SPF runs so far), ``ago_us`` (since the
+        last one started), or None when the daemon exposes no SPF duration."""
+        return None
+
     @property
     @abstractmethod
     def log_path(self) -> Path | None: ...
@@ -305,6 +311,69 @@ class Dut(ABC):
     def _networks(self) -> list[str]:
         nets = [str(IPv4Interface(p.addr).network) for p in self.ports]
         return nets + [str(IPv4Network(s)) for s in self.stubs]
+
+
+_FRR_VERSION = re.compile(r"\b(?:FRRouting|zebra|ospfd) (?:version )?(\d+\.\d+[\w.+~-]*)")
+_BIRD_VERSION = re.compile(r"\bBIRD (?:version )?(\d+\.\d+[\w.+~-]*)")
+
+
+def parse_frr_version(text: str) -> str | None:
+    """ "frr 8.4.4" from ``show version`` ("FRRouting 8.4.4 (host) on Linux(...)") or from a
+    daemon's ``--version`` ("ospfd version 8.4.4"); None if neither is there."""
+    m = _FRR_VERSION.search(text)
+    return f"frr {m.group(1)}" if m else None
+
+
+def parse_bird_version(text: str) -> str | None:
+    """ "bird 2.0.12" from ``birdc show status`` ("BIRD 2.0.12") or ``bird --version``
+    ("BIRD version 2.0.12"); None if neither is there."""
+    m = _BIRD_VERSION.search(text)
+    return f"bird {m.group(1)}" if m else None
+
+
+# FRR's `ospf_timeval_dump` (ospfd/ospf_dump.c): "N usecs" below 1 ms, "S.MMMs" below a minute,
+# then "MmSSs", "HhMMmSSs", "DdHHhMMm", "WwDdHHh": the precision drops with the magnitude.
+_FRR_TIMEVAL = (
+    (re.compile(r"^(\d+) usecs$"), (1,), 1),
+    (re.compile(r"^(\d+)\.(\d{3})s$"), (1_000_000, 1_000), 1_000),
+    (re.compile(r"^(\d+)m(\d+)s$"), (60_000_000, 1_000_000), 1_000_000),
+    (re.compile(r"^(\d+)h(\d+)m(\d+)s$"), (3_600_000_000, 60_000_000, 1_000_000), 1_000_000),
+)
+
+
+def parse_frr_timeval(text: str) -> tuple[int, int] | None:
+    """FRR's printed duration as (microseconds, precision in microseconds), or None."""
+    for pattern, scale, precision in _FRR_TIMEVAL:
+        m = pattern.match(text.strip())
+        if m:
+            return sum(int(g) * k for g, k in zip(m.groups(), scale, strict=True)), precision
+    return None
+
+
+_FRR_SPF_AGO = re.compile(r"SPF algorithm last executed (.+?) ago")
+_FRR_SPF_DURATION = re.compile(r"Last SPF duration (.+)")
+_FRR_SPF_RUNS = re.compile(r"SPF algorithm executed (\d+) times")
+
+
+def parse_frr_spf(text: str) -> dict[str, Any] | None:
+    """FRR's ``show ip ospf``: the last SPF run's duration (µs when under 1 ms, as FRR prints
+    it), how long ago it started, and the SPF runs so far (summed over the areas); None when
+    SPF has not run or the text has no such lines."""
+    dur = _FRR_SPF_DURATION.search(text)
+    ago = _FRR_SPF_AGO.search(text)
+    parsed = parse_frr_timeval(dur.group(1)) if dur else None
+    if dur is None or parsed is None:
+        return None
+    since = parse_frr_timeval(ago.group(1)) if ago else None
+    return {
+        "duration_us": parsed[0],
+        "precision_us": parsed[1],
+        "text": dur.group(1).strip(),
+        "ago_us": since[0] if since else None,
+        "ago_precision_us": since[1] if since else None,
+        "runs": sum(int(n) for n in _FRR_SPF_RUNS.findall(text)),
+        "read_from": "vtysh show ip ospf: Last SPF duration",
+    }
 
 
 def _frr_state(raw: str) -> str:
@@ -469,10 +538,27 @@ class FrrDut(Dut):
         return self.vtysh_json(cmds[what])
 
     def version(self) -> str:
+        """The running daemon's ``show version``, else the ospfd binary's ``--version``.
+
+        (FRR 8.4's vtysh has no ``--version``; the running daemon is the one measured.)
+        """
         with contextlib.suppress(LabError):
-            first = self._run(["vtysh", "--version"]).splitlines()[0]
-            return first.strip()
+            found = parse_frr_version(self.vtysh("show version", timeout=5.0))
+            if found:
+                return found
+        with contextlib.suppress(LabError):
+            found = parse_frr_version(self._run([str(FRR_BIN / "ospfd"), "--version"], 5.0))
+            if found:
+                return found
         return "frr (unknown version)"
+
+    def spf_report(self) -> dict[str, Any] | None:
+        """``show ip ospf`` (text: its JSON has the duration in whole ms only, 0 for a run of
+        tens of µs), parsed by `parse_frr_spf`; None when ospfd does not answer."""
+        try:
+            return parse_frr_spf(self.vtysh("show ip ospf", timeout=5.0))
+        except LabError:
+            return None
 
     def quirks(self) -> list[Quirk]:
         p = self.profile
@@ -615,11 +701,18 @@ class BirdDut(Dut):
         return self.birdc(cmds[what])
 
     def version(self) -> str:
-        with contextlib.suppress(LabError, IndexError):
+        """The running daemon's ``birdc show status``, else the binary's ``bird --version``."""
+        with contextlib.suppress(LabError):
+            found = parse_bird_version(self.birdc("show status"))
+            if found:
+                return found
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
             proc = subprocess.run(
-                ["bird", "--version"], capture_output=True, text=True, check=False
+                ["bird", "--version"], capture_output=True, text=True, check=False, timeout=5
             )
-            return (proc.stdout + proc.stderr).strip().splitlines()[0]
+            found = parse_bird_version(proc.stdout + proc.stderr)
+            if found:
+                return found
         return "bird (unknown version)"
 
     def quirks(self) -> list[Quirk]:
@@ -683,7 +776,7 @@ class ExternalDut(Dut):
         return None
 
     def version(self) -> str:
-        return "external"
+        return "external (version not readable: no access to the router's CLI)"
 
     def quirks(self) -> list[Quirk]:
         return [

@@ -115,6 +115,96 @@ _NAMES = {
 _T = TypeVar("_T")
 
 
+def _state_name(state: NeighborState) -> str:
+    return _NAMES.get(state, str(state))
+
+
+def _lsa_list(ev: LsaOriginated | LsaFlushed) -> dict[str, object]:
+    return {"lsas": [{"key": str(ev.key), "seq": ev.seq}], "why": ev.reason}
+
+
+# The event log's vocabulary for the router's events (`twamp.ospf.eventlog`): event class ->
+# (event name, the fields after ``t_ns``). The field order is the log's order, which the
+# eventlog tests pin; `MalformedPacket` has no entry because `_receive` logs it itself, with
+# the packet's head and the per-socket count the router does not know.
+_EVENT_LOG: dict[type[Event], tuple[str, Callable[[Any], dict[str, object]]]] = {
+    NeighborStateChange: (
+        "nbr",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "nbr": str(ev.neighbor_id),
+            "addr": str(ev.address),
+            "old": _state_name(ev.old),
+            "new": _state_name(ev.new),
+            "why": ev.cause,
+        },
+    ),
+    InterfaceStateChange: (
+        "ifstate",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "old": ev.old.name,
+            "new": ev.new.name,
+            "dr": str(ev.dr),
+            "bdr": str(ev.bdr),
+        },
+    ),
+    LsaOriginated: ("originate", _lsa_list),
+    LsaFlushed: ("flush", _lsa_list),
+    LsaReceived: (
+        "lsa-in",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "nbr": str(ev.neighbor_id),
+            "key": str(ev.key),
+            "seq": ev.seq,
+            "age": ev.age,
+            "status": ev.status.value,
+            "implied_ack": ev.implied_ack,
+        },
+    ),
+    LsaAckReceived: (
+        "ack-in",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "nbr": str(ev.neighbor_id),
+            "cleared": [str(k) for k in ev.cleared],
+        },
+    ),
+    AdjacencyProblem: (
+        "exstart-stuck",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "nbr": str(ev.neighbor_id),
+            "state": _state_name(ev.state),
+            "cause": ev.likely_cause,
+            "hint": ev.detail,
+        },
+    ),
+    DrChange: (
+        "dr-change",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "nbr": str(ev.neighbor_id),
+            "dr": str(ev.dr),
+            "bdr": str(ev.bdr),
+        },
+    ),
+    PacketRejected: (
+        "rejected",
+        lambda ev: {
+            "ifname": ev.ifname,
+            "src": str(ev.source),
+            "rid": str(ev.router_id),
+            "type": ev.packet_type.name.lower(),
+            "reason": ev.reason.value,
+            "detail": ev.detail,
+        },
+    ),
+}
+_LOGGED_ELSEWHERE: frozenset[type[Event]] = frozenset({MalformedPacket})
+
+
 def _flag_names(flags: DbdFlags) -> list[str]:
     return [n for n, f in (("I", DbdFlags.I), ("M", DbdFlags.M), ("MS", DbdFlags.MS)) if flags & f]
 
@@ -647,105 +737,14 @@ class Speaker:
 
     # ---- router events -------------------------------------------------------------------
     def _log_events(self, name: str, events: Sequence[Event]) -> None:
-        w = self.log.write
         for ev in events:
-            if isinstance(ev, NeighborStateChange):
-                w(
-                    name,
-                    "nbr",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    nbr=str(ev.neighbor_id),
-                    addr=str(ev.address),
-                    old=_NAMES.get(ev.old, str(ev.old)),
-                    new=_NAMES.get(ev.new, str(ev.new)),
-                    why=ev.cause,
-                )
-            elif isinstance(ev, InterfaceStateChange):
-                w(
-                    name,
-                    "ifstate",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    old=ev.old.name,
-                    new=ev.new.name,
-                    dr=str(ev.dr),
-                    bdr=str(ev.bdr),
-                )
+            entry = _EVENT_LOG.get(type(ev))
+            if entry is None:  # `_LOGGED_ELSEWHERE`
+                continue
+            event_name, fields = entry
+            self.log.write(name, event_name, t_ns=ev.t_ns, **fields(ev))
+            if isinstance(ev, InterfaceStateChange):
                 self._dr_membership(name, ev)
-            elif isinstance(ev, LsaOriginated):
-                w(
-                    name,
-                    "originate",
-                    t_ns=ev.t_ns,
-                    lsas=[{"key": str(ev.key), "seq": ev.seq}],
-                    why=ev.reason,
-                )
-            elif isinstance(ev, LsaFlushed):
-                w(
-                    name,
-                    "flush",
-                    t_ns=ev.t_ns,
-                    lsas=[{"key": str(ev.key), "seq": ev.seq}],
-                    why=ev.reason,
-                )
-            elif isinstance(ev, LsaReceived):
-                w(
-                    name,
-                    "lsa-in",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    nbr=str(ev.neighbor_id),
-                    key=str(ev.key),
-                    seq=ev.seq,
-                    age=ev.age,
-                    status=ev.status.value,
-                    implied_ack=ev.implied_ack,
-                )
-            elif isinstance(ev, LsaAckReceived):
-                w(
-                    name,
-                    "ack-in",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    nbr=str(ev.neighbor_id),
-                    cleared=[str(k) for k in ev.cleared],
-                )
-            elif isinstance(ev, AdjacencyProblem):
-                w(
-                    name,
-                    "exstart-stuck",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    nbr=str(ev.neighbor_id),
-                    state=_NAMES.get(ev.state, str(ev.state)),
-                    cause=ev.likely_cause,
-                    hint=ev.detail,
-                )
-            elif isinstance(ev, DrChange):
-                w(
-                    name,
-                    "dr-change",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    nbr=str(ev.neighbor_id),
-                    dr=str(ev.dr),
-                    bdr=str(ev.bdr),
-                )
-            elif isinstance(ev, PacketRejected):
-                w(
-                    name,
-                    "rejected",
-                    t_ns=ev.t_ns,
-                    ifname=ev.ifname,
-                    src=str(ev.source),
-                    rid=str(ev.router_id),
-                    type=ev.packet_type.name.lower(),
-                    reason=ev.reason.value,
-                    detail=ev.detail,
-                )
-            elif isinstance(ev, MalformedPacket):
-                pass  # logged by `_receive` with the packet's head and the per-socket count
 
     def _dr_membership(self, name: str, ev: InterfaceStateChange) -> None:
         """Join AllDRouters as DR or BDR, leave it otherwise (RFC 2328 §A.1)."""
@@ -756,3 +755,45 @@ class Speaker:
         if want != port.joined_dr:
             port._membership(ALL_DR, want)
             port.joined_dr = want
+
+
+def listen_hello(
+    ifname: str, local: str, timeout: float, ns: str | None = None
+) -> tuple[int, dict[str, Any]] | None:
+    """The first OSPF Hello heard on `ifname` within `timeout` seconds, as (kernel receive
+    stamp, `packet_summary`), without sending anything: how a tester learns a real router's
+    HelloInterval and RouterDeadInterval (RFC 2328 §A.3.2) before it speaks, so its own
+    Hellos match them (§10.5 drops a neighbour whose intervals differ)."""
+    sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_RAW, OSPF_PROTO)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        if ns is None:
+            ifindex = socket.if_nametoindex(ifname)
+        else:
+            with netns.entered(ns):
+                ifindex = socket.if_nametoindex(ifname)
+        mreq = _MREQN.pack(socket.inet_aton(ALL_SPF), socket.inet_aton(local), ifindex)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(65535, _ANC)
+            except TimeoutError:
+                return None
+            t_rx = time.time_ns()
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack_from(cdata)
+                    t_rx = sec * 1_000_000_000 + nsec
+            ihl = (data[0] & 0x0F) * 4 if data else 0
+            try:
+                pkt = decode_packet(data[ihl:])
+            except OspfDecodeError:
+                continue
+            if isinstance(pkt.body, Hello):
+                return t_rx, packet_summary(pkt)
+        return None
+    finally:
+        sock.close()

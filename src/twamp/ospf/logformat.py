@@ -130,6 +130,13 @@ DUT (source ``dut``; stamp ``"user"``)
     ``died``: ``kind``, ``log_tail``.
     ``state``: ``what`` (``"neighbors" | "database" | "routes" | "spf"``), ``data`` (the
         daemon's answer as parsed JSON or raw text).
+    ``spf``: ``proc``, ``trial``, ``runs_before`` (the daemon's SPF count before the trial),
+        ``runs``, ``duration_us`` and ``precision_us`` (its last SPF run's duration, as the
+        daemon prints it), ``ago_us`` / ``ago_precision_us`` (since that run started; ``t_ns``
+        is when it was read), ``text``, ``read_from``: RFC 4061 §5.3's white-box figure.
+    ``hello-heard``: ``ifname``, ``heard``, and when heard ``rid``, ``hello_s``, ``dead_s``,
+        ``mask``, ``priority`` (an external router's Hello, heard before our routers speak;
+        ``t_ns`` its kernel receive stamp), else ``wait_s``.
 
 DUT log (source ``dut-log``; stamp ``"dut-log"``)
     ``line``: ``text``.
@@ -194,7 +201,7 @@ VOCABULARY: Mapping[str, frozenset[str]] = {
     "link": frozenset({"down", "up"}),
     "fib": frozenset({"route-add", "route-del", "watch-start", "watch-stop", "overrun"}),
     "probe": frozenset({"start", "sent", "rcvd", "lost", "restored", "stop"}),
-    "dut": frozenset({"config", "start", "ready", "stop", "died", "state"}),
+    "dut": frozenset({"config", "start", "ready", "stop", "died", "state", "spf", "hello-heard"}),
     "dut-log": frozenset({"line"}),
     "lab": frozenset({"log-start", "topology", "error", "teardown", "mark"}),
 }

@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -38,7 +38,7 @@ from ...lab.observers import FibWatcher, Probe
 from ...lab.topology import PROBE_TARGET, Lab
 from ...ospf.eventlog import EventLog, lsa_key
 from ...ospf.events import InterfaceConfig, LsaSpec, NeighborState, NetworkType
-from ...ospf.io import Attachment, RouterHandle, Speaker
+from ...ospf.io import Attachment, RouterHandle, Speaker, listen_hello
 from ...ospf.router import EmulatedRouter
 from ...ospf.wire import (
     ALL_SPF_ROUTERS,
@@ -187,6 +187,9 @@ class Session:
         # The devices our generator and collector speak on (the lab's, or the user's, external)
         self.gen_if = "eth-dut"
         self.col_if = "eth-dut"
+        # Where §6.7/§6.8 watch for the DUT's new router-LSA: the generator's second link to
+        # the DUT in T4; the collector's port on an external router (one link per role).
+        self.link2 = ("gen", "eth-dut2")
 
     # ---- set-up ------------------------------------------------------------------------------
     def open(self) -> Session:
@@ -291,6 +294,10 @@ def _spacing(profile: TimerProfile, dut: Dut | None = None) -> float:
     for q in dut.quirks() if dut is not None else ():
         if q.name == "min-ls-interval" and q.value_ms:
             own = q.value_ms / 1e3 + 0.5
+    if dut is not None and dut.kind == "external":
+        # An external router's LSA throttle is unknown: assume RFC 2328 Appendix B's
+        # MinLSInterval (5 s), or a trial may end on the previous trial's held-back LSA.
+        own = max(own, 5.5)
     return max(1.2, 2 * hold, arrival + 0.2, own)
 
 
@@ -587,8 +594,11 @@ def _drive_5_3(s: Session) -> None:
     gen = s.routers["gen"]
     par = {"5.3": {"observer": "gen", "ifname": s.gen_if}}
     gen_key = lsa_key(1, GEN_RID, GEN_RID)
+    dut = s.dut
+    assert dut is not None
 
     def trial(i: int) -> None:
+        before = dut.spf_report()  # white-box: the DUT's SPF count before the trigger
         s.marker.step("5.3", i, "dup0", key=_key(_A), seq=_seq(gen, _A))
         gen.call(lambda r, now: _dups(r, [_A.key], now))
         time.sleep(0.1)
@@ -605,6 +615,9 @@ def _drive_5_3(s: Session) -> None:
         s.marker.step("5.3", i, "trigger", key=gen_key, seq=seq, prefix=f"{SPF_STUB}/24")
         s.marker.step("5.3", i, "dup", key=_key(_C), seq=_seq(gen, _C))
         _settle(gen, 3.0)
+        after = dut.spf_report()
+        if before is not None and after is not None:
+            s.log.write("dut", "spf", proc="5.3", trial=i, runs_before=before["runs"], **after)
 
     _trials(s, ["5.3"], 1, trial, par)
 
@@ -655,7 +668,7 @@ def _adjacency_trials(
         specs = [_ext(100_000 + i) for i in range(n)]
         _originate(gen, specs)
         _settle(gen, 10.0 + n / 500)
-        par = {proc: {"observer": "gen", "ifname": "eth-dut", "collector": "col", **extra}}
+        par = {proc: {"observer": "gen", "ifname": s.gen_if, "collector": "col", **extra}}
 
         def trial(i: int, specs: list[LsaSpec] = specs, n: int = n) -> None:
             down()
@@ -665,7 +678,7 @@ def _adjacency_trials(
             up(i)
             s.wait_full("gen", s.lab.dut_rid)
             _settle(gen, 10.0 + n / 200)
-            _wait_acked(s, "gen", "eth-dut", mark, 10.0 + n / 200)
+            _wait_acked(s, "gen", s.gen_if, mark, 10.0 + n / 200)
 
         _trials(s, [proc], n, trial, par)
         _flush(gen, specs)
@@ -676,13 +689,13 @@ def _drive_6_1(s: Session) -> None:
     gen = s.routers["gen"]
 
     def down() -> None:
-        gen.interface_down("eth-dut")
+        gen.interface_down(s.gen_if)
         s.lab.link_down("gen", "gen")
         time.sleep(0.2)
 
     def up(i: int) -> None:
         s.lab.link_up("gen", "gen")
-        gen.interface_up("eth-dut")
+        gen.interface_up(s.gen_if)
 
     _adjacency_trials(s, "6.1", down, up, {})
 
@@ -690,6 +703,9 @@ def _drive_6_1(s: Session) -> None:
 def _drive_6_2(s: Session) -> None:
     dut = s.dut
     gen = s.routers["gen"]
+    if s.settings.dut == "external":
+        _drive_6_2_external(s)
+        return
     if dut is None or s.settings.dut not in ("frr", "bird"):
         raise TrialFailed("OSPF cannot be disabled on this DUT's interface from here")
 
@@ -711,6 +727,24 @@ def _drive_6_2(s: Session) -> None:
     def up(i: int) -> None:
         s.marker.step("6.2", i, "ospf-enable")
         ospf(True)
+
+    _adjacency_trials(s, "6.2", down, up, {})
+
+
+def _drive_6_2_external(s: Session) -> None:
+    """§6.2 against a router that already runs OSPF on the link, from our side: our generator
+    goes silent on it until the router's dead interval has dropped us, then starts its Hellos
+    again (step "ospf-enable"); the start event stays the RFC's, the router's first Hello
+    after that. The deviation (OSPF was enabled on *our* end, not the DUT's) is in the report."""
+    gen = s.routers["gen"]
+
+    def down() -> None:
+        gen.interface_down(s.gen_if)
+        time.sleep(s.dead_s + 1.0)  # the router's RouterDeadInterval (heard in its Hellos)
+
+    def up(i: int) -> None:
+        s.marker.step("6.2", i, "ospf-enable", side="tester")
+        gen.interface_up(s.gen_if)
 
     _adjacency_trials(s, "6.2", down, up, {})
 
@@ -903,12 +937,14 @@ def _start_probe(
 def _link_down_trials(
     s: Session, proc: str, fail: Callable[[int], None], heal: Callable[[], None]
 ) -> None:
-    gen = s.routers["gen"]
+    observer, link2 = s.link2
+    watch = s.routers[observer]
     par = {
         proc: {
-            "observer": "gen",
-            "link1": "eth-dut",
-            "link2": "eth-dut2",
+            "observer": observer,
+            "link1_router": "gen",
+            "link1": s.gen_if,
+            "link2": link2,
             "prefix": "198.18.255.1/32",
         }
     }
@@ -916,7 +952,7 @@ def _link_down_trials(
 
     def newest() -> int:
         return int(
-            gen.call(
+            watch.call(
                 lambda r, now: max(
                     (
                         e.lsa.header.seq
@@ -941,7 +977,7 @@ def _link_down_trials(
         # Our side may still hold the old adjacency as Full until the DUT's next Hello says
         # otherwise (6.8: the DUT dropped us, we never dropped it): wait a Hello out first.
         time.sleep(s.hello_s + 0.5)
-        s.wait_full_on("gen", "eth-dut", s.lab.dut_rid)
+        s.wait_full_on("gen", s.gen_if, s.lab.dut_rid)
         time.sleep(1.0)
 
     _trials(s, [proc], 0, trial, par)
@@ -952,11 +988,11 @@ def _drive_6_7(s: Session) -> None:
 
     def fail(i: int) -> None:
         s.lab.link_down("gen", "gen")
-        gen.interface_down("eth-dut")
+        gen.interface_down(s.gen_if)
 
     def heal() -> None:
         s.lab.link_up("gen", "gen")
-        gen.interface_up("eth-dut")
+        gen.interface_up(s.gen_if)
         with contextlib.suppress(Exception):
             s.lab.ipr("gen").route(
                 "replace", dst="203.0.113.0/24", gateway="192.0.2.5", priority=200
@@ -969,10 +1005,10 @@ def _drive_6_8(s: Session) -> None:
     gen = s.routers["gen"]
 
     def fail(i: int) -> None:
-        gen.stop_hellos("eth-dut")  # the speaker logs `link down how=hellos` at the call
+        gen.stop_hellos(s.gen_if)  # the speaker logs `link down how=hellos` at the call
 
     def heal() -> None:
-        gen.start_hellos("eth-dut")
+        gen.start_hellos(s.gen_if)
 
     _link_down_trials(s, "6.8", fail, heal)
 
@@ -983,20 +1019,19 @@ def _drive_6_8(s: Session) -> None:
 # interfaces and changes nothing on them or on the router; it only speaks OSPF and sends test
 # traffic there (issue 8 item 5).
 EXTERNAL_NOT_RUN: dict[str, str] = {
-    "6.1": "not run on --dut external: it takes the carrier of your interface down and up, "
-    "which this mode never does",
-    "6.2": "not run on --dut external: it disables and re-enables OSPF on the router's "
-    "interface, which only the router's operator can do",
     "6.3": "not run on --dut external: it needs topology T2 (a generator-collector link "
-    "beside the router), which named interfaces cannot give",
-    "6.4": "not run on --dut external: it needs a broadcast LAN of two emulated routers and a "
-    "restart of the router",
-    "6.5": "not run on --dut external: it restarts the router on a broadcast LAN",
-    "6.6": "not run on --dut external: it restarts the router on a broadcast LAN",
-    "6.7": "not run on --dut external: it needs two links to the router and a carrier loss on "
-    "one of your interfaces",
-    "6.8": "not run on --dut external: it needs two links from the generator to the router",
+    "beside the router, the generator's LSAs reaching the router through the collector while "
+    "its own link is down), which two ports towards the router cannot give",
+    "6.4": "not run on --dut external: it needs two emulated routers and the router on one "
+    "broadcast LAN, and the DR's disappearance; two point-to-point ports are not that LAN",
+    "6.5": "not run on --dut external: it restarts the router on a broadcast LAN, which only "
+    "the router's operator can do",
+    "6.6": "not run on --dut external: it restarts the router on a broadcast LAN, which only "
+    "the router's operator can do",
 }
+# Run against an external router only with the collector: the DUT's new router-LSA is watched
+# for there (the generator's only link is the one that failed).
+EXTERNAL_NEED_COLLECTOR = ("5.2", "6.7", "6.8")
 NO_COLLECTOR = "not run on --dut external with one --interface: it needs the collector (name a "
 NO_COLLECTOR += "second --interface, towards the router)"
 
@@ -1007,9 +1042,11 @@ class ExternalLab:
 
     topology = "external"
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, ports: Mapping[str, str] | None = None) -> None:
         self.log = log
         self.dut_rid = "0.0.0.0"
+        self.ports = dict(ports or {})  # link name ("gen") -> the user's interface
+        self._taken_down: set[str] = set()
 
     def ns(self, role: str) -> None:
         return None
@@ -1017,8 +1054,36 @@ class ExternalLab:
     def up(self) -> None:
         return None
 
+    def set_link(self, link: str, role: str, up: bool) -> int:
+        """Carrier of the user's port down/up (§6.1, §6.7: admin state of *our* end, which a
+        real router sees as carrier loss); logged as `Lab.set_link` logs it. `down` puts back
+        every port this took down."""
+        from pyroute2 import IPRoute  # why: only a real run needs netlink (see cli)
+
+        ifname = self.ports[link]
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            t0 = time.time_ns()
+            ipr.link("set", index=idx, state="up" if up else "down")
+            t1 = time.time_ns()
+        (self._taken_down.discard if up else self._taken_down.add)(ifname)
+        self.log.write(
+            "link", "up" if up else "down", t_ns=t0, ns=None, ifname=ifname, link=link,
+            how="carrier", t_done_ns=t1,
+        )  # fmt: skip
+        return t0
+
+    def link_down(self, link: str, role: str = "gen") -> int:
+        return self.set_link(link, role, False)
+
+    def link_up(self, link: str, role: str = "gen") -> int:
+        return self.set_link(link, role, True)
+
     def down(self) -> None:
-        return None
+        for link, ifname in self.ports.items():
+            if ifname in self._taken_down:
+                with contextlib.suppress(Exception):
+                    self.set_link(link, "gen", True)
 
 
 def _check_external(interfaces: Sequence[str]) -> None:
@@ -1056,10 +1121,12 @@ def _external(
     profile: TimerProfile,
     progress: Progress,
 ) -> None:
-    """5.1 and 5.3 (and 5.2 with a collector) against the router on the named interfaces; the
-    rest are marked not run, each with its reason."""
+    """Every procedure the tester can drive from its own side of the user's ports: 5.1, 5.3,
+    6.1 (carrier of our port), 6.2 (our Hellos start), and with the collector 5.2, 6.7, 6.8;
+    the rest are marked not run, each with its reason. Our routers use the Hello and dead
+    intervals the router announces (heard before we speak), so `--timers` need not match."""
     ifs = settings.interfaces
-    runnable = ["5.1", "5.3", *(["5.2"] if len(ifs) > 1 else [])]
+    runnable = ["5.1", "5.3", "6.1", "6.2", *(EXTERNAL_NEED_COLLECTOR if len(ifs) > 1 else ())]
     for p in settings.tests:
         if p not in runnable:
             marker.failed(p, EXTERNAL_NOT_RUN.get(p, NO_COLLECTOR))
@@ -1067,19 +1134,27 @@ def _external(
     if not wanted:
         return
     s = Session("T1", settings, log, marker, profile, progress)
-    s.lab = ExternalLab(log)  # type: ignore[assignment]
+    s.lab = ExternalLab(log, {"gen": ifs[0]})  # type: ignore[assignment]
     s.gen_if = ifs[0]
     s.col_if = ifs[-1]
+    s.link2 = ("col", ifs[-1])
     ports = [DutPort(i, _ipv4_of(i)) for i in ifs]
-    s.dut = ExternalDut(
-        router_id="0.0.0.0", ports=ports, profile=profile, ns=None, state_dir=Path("."), log=log
-    )
     try:
+        progress(f"listening for the router's Hellos on {ifs[0]}")
+        _adopt_router_timers(s, ports[0])
+        s.dut = ExternalDut(
+            router_id="0.0.0.0",
+            ports=ports,
+            profile=profile.replace(hello_s=s.hello_s, dead_s=s.dead_s),
+            ns=None,
+            state_dir=Path("."),
+            log=log,
+        )
         s.dut.start()  # records the config event; starts nothing
         s.speaker = Speaker(log, router_factory=BenchRouter).start()
         progress(f"waiting for the router on {', '.join(ifs)}")
-        gen = s.add("gen", GEN_RID, [("gen", ifs[0], _ipv4_of(ifs[0]))])
-        col = s.add("col", COL_RID, [("col", ifs[1], _ipv4_of(ifs[1]))]) if len(ifs) > 1 else None
+        gen = s.add("gen", GEN_RID, [("gen", ifs[0], ports[0].addr)])
+        col = s.add("col", COL_RID, [("col", ifs[1], ports[1].addr)]) if len(ifs) > 1 else None
         try:
             s.lab.dut_rid = _wait_external_full(s, gen, ifs[0])
             if col is not None:
@@ -1098,8 +1173,27 @@ def _external(
             except (TrialFailed, TimeoutError) as exc:
                 marker.failed(proc, str(exc) or "our speaker timed out", lsas=s.current_lsas)
     finally:
-        progress("closing our sockets (nothing else to tear down)")
+        progress("closing our sockets, putting our ports back up")
         s.close()
+
+
+def _adopt_router_timers(s: Session, port: DutPort) -> None:
+    """Hear one of the router's Hellos before we speak and take its HelloInterval and
+    RouterDeadInterval for our routers (RFC 2328 §10.5: a mismatch stops the adjacency); the
+    log's `dut`/`hello-heard` event and every later Hello say where the report's hello and
+    dead lines come from. Without one within two default Hello intervals, the `--timers`
+    profile's stay (and the report says so)."""
+    local = str(IPv4Interface(port.addr).ip)
+    heard = listen_hello(port.ifname, local, 2 * 10 + 2)
+    if heard is None:
+        s.log.write("dut", "hello-heard", ifname=port.ifname, heard=False, wait_s=22)
+        return
+    t_rx, hello = heard
+    s.hello_s, s.dead_s = int(hello["hello_s"]), int(hello["dead_s"])
+    s.log.write(
+        "dut", "hello-heard", t_ns=t_rx, ifname=port.ifname, heard=True, rid=hello["rid"],
+        hello_s=s.hello_s, dead_s=s.dead_s, mask=hello["mask"], priority=hello["priority"],
+    )  # fmt: skip
 
 
 def _wait_external_full(s: Session, gen: RouterHandle, ifname: str) -> str:

@@ -38,6 +38,7 @@ _PROXY_GROUPS: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
     (("fib", "fib_last"), "s", "#e08214", "proxy: FIB change (netlink)"),
     (("full_at_generator",), "v", "#35978f", "proxy: our neighbour Full"),
     (("minus_dead_interval",), "o", "#762a83", "proxy: figure minus the dead interval"),
+    (("spf_whitebox",), "*", "#b2182b", "white-box: the DUT's own SPF duration"),
 )
 _OTHER_PROXY = ("D", "#878787", "proxy: an ack's own time (see the table)")
 

@@ -41,7 +41,7 @@ __all__ = ["BEST_PROXIES", "CSV_HEADER", "format_report", "write_csv"]
 BEST_PROXIES: Mapping[str, tuple[str, ...]] = {
     "5.1": ("flood_to_collector", "fib", "dup_ack"),
     "5.2": ("fib_last",),
-    "5.3": ("fib", "dup_ack"),
+    "5.3": ("spf_whitebox", "fib", "dup_ack"),
     "6.1": ("full_at_generator", "dut_router_lsa_at_collector", "fib_last"),
     "6.2": ("full_at_generator", "dut_router_lsa_at_collector", "fib_last"),
     "6.3": ("full_at_generator", "dut_router_lsa_at_collector", "fib_last"),
@@ -186,10 +186,27 @@ def _header(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             "timers: "
             + ", ".join(
-                f"{t['name']} {t['seconds']:g} s ({t['origin']})" for t in doc["timers"].values()
+                f"{t['name']} {t['seconds']:g} s ({timer_origin(t['origin'], kind)})"
+                for t in doc["timers"].values()
             )
         )
     return lines
+
+
+def timer_origin(origin: str, kind: str) -> str:
+    """Where a timer's value came from, in words: heard in the DUT's Hellos, the `--timers`
+    profile (for an external router an assumption: the tool cannot read its configuration),
+    or the adapter's record of a daemon's fixed behaviour."""
+    if origin == "hello":
+        return "observed in the DUT's Hellos"
+    if origin.startswith("profile:"):
+        key = origin.removeprefix("profile:")
+        if kind == "external":
+            return f"--timers profile {key}, assumed: not observable on an external router"
+        return f"--timers profile {key}"
+    if origin.startswith("quirk:"):
+        return f"{kind} behaviour {origin.removeprefix('quirk:')}"
+    return origin or "unknown"
 
 
 def _notes(doc: Mapping[str, Any]) -> list[str]:
@@ -214,6 +231,10 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                 f"    data plane: traffic restored {fmt_ms(st['median'])} ms after the start "
                 f"event (median), {dp.get('rate_pps') or '?'} pps offered"
             )
+        if e.get("deviation"):
+            out.append(f"    deviation: {e['deviation']}.")
+        if e.get("whitebox_note"):
+            out.append(f"    {e['whitebox_note']}.")
         if e.get("dataplane_note"):
             out.append(f"    data plane: {e['dataplane_note']}")
         reasons = sorted({i["reason"] for i in e["invalid"]})

@@ -278,7 +278,21 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
         _entry(p, n, groups[(p, n)], timers, failed(p, n), nproc)
         for p, n in sorted(groups, key=lambda k: (order.index(k[0]), k[1]))
     ]
-    if (conditions.get("dut") or {}).get("kind") == "external":
+    kind = str((conditions.get("dut") or {}).get("kind") or "")
+    for e in entries:
+        if e["id"] == "5.3":
+            e["whitebox_note"] = _whitebox_note(e, kind)
+    if kind == "external":
+        for e in entries:
+            if e["id"] in EXTERNAL_DEVIATIONS:
+                e["deviation"] = EXTERNAL_DEVIATIONS[e["id"]]
+            if e["verdict"]["kind"] == "measured":
+                # "No configured timer explains it" is weaker here: only the Hello and dead
+                # intervals are observable; a delayed-ack or SPF timer may still dominate.
+                e["verdict"]["text"] += (
+                    " (of this router's timers only the Hello and dead intervals are known, "
+                    "from its Hellos: a delayed-ack or SPF timer of its own may still dominate)"
+                )
         # No probe against an external router: the tool sends its stream only where it built
         # both ends' routes, and on the user's ports it changes no route (issue 8 item 5).
         for e in entries:
@@ -291,3 +305,51 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
         "scaling": _scaling(entries),
         "unknown_procedures": sorted({t.proc for t in index.trials} - set(PROCEDURES)),
     }
+
+
+# What an external router's run does differently from the RFC's method, in words.
+EXTERNAL_DEVIATIONS: dict[str, str] = {
+    "6.1": "the carrier change is our port's admin state (down, then up); the router sees it "
+    "as carrier loss and return on its own port",
+    "6.2": "RFC 4061 enables OSPF on the DUT's interface; on an external router the tool can "
+    "only start OSPF on its own end: our Hellos stop until the router's dead interval drops "
+    "us, then start again, and the start event is the router's first Hello after that",
+    "6.7": "the carrier loss is our port's admin state; the new router-LSA is watched for at "
+    "the collector (its port is link 2)",
+    "6.8": "the new router-LSA is watched for at the collector (its port is link 2)",
+}
+
+
+def _whitebox_note(entry: Mapping[str, Any], kind: str) -> str:
+    """RFC 4061 §5.3 allows a white-box SPF figure within one implementation: what this DUT
+    gave, or why there is none, in words."""
+    st = (entry.get("proxies_ms") or {}).get("spf_whitebox")
+    if st:
+        prec = ((entry.get("counts") or {}).get("spf_precision_us") or {}).get("max")
+        runs = ((entry.get("counts") or {}).get("spf_runs") or {}).get("max")
+        return (
+            f"white-box SPF time (the DUT's own figure, RFC 4061 §5.3's white-box variant): "
+            f"median {st['median'] * 1e3:.0f} µs (min {st['min'] * 1e3:.0f}, max "
+            f"{st['max'] * 1e3:.0f}, n {st['n']}), as the daemon reports it"
+            + (f" in {prec:g} µs steps" if prec else "")
+            + "; it times the SPF calculation alone, not the route install"
+            + (
+                f"; up to {runs:g} SPF runs in one trial (the last one's is shown)"
+                if runs and runs > 1
+                else ""
+            )
+        )
+    if kind == "bird":
+        return (
+            "white-box SPF time: not available: BIRD 2 exposes no SPF duration (no birdc "
+            "command reports one, and its 'debug events' trace logs only the start of a "
+            "routing table calculation)"
+        )
+    if kind == "external":
+        return "white-box SPF time: not read (the tool has no access to an external router's CLI)"
+    if kind == "frr":
+        return (
+            "white-box SPF time: none of the valid trials had an FRR SPF run that started "
+            "after the trigger (or ospfd did not answer 'show ip ospf')"
+        )
+    return "white-box SPF time: this DUT exposes none"

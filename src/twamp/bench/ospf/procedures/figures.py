@@ -408,6 +408,10 @@ def fig_5_3(trial: Trial) -> TrialResult:
     fib = _fib_after(trial, t_trig, trig.get("prefix"))
     if fib is not None:
         proxies["fib"] = fib.t_ns - t_trig
+    counts: dict[str, float] = {}
+    white = _spf_whitebox(trial, t_trig)
+    if white is not None:
+        proxies["spf_whitebox"], counts["spf_runs"], counts["spf_precision_us"] = white
     return _result(
         trial,
         total - dup_ns,
@@ -415,7 +419,30 @@ def fig_5_3(trial: Trial) -> TrialResult:
         parts={"totalSPFtime": total, "dupLSAprocTime": dup_ns, "gap": gap},
         proxies=proxies,
         shared_ack=trig_ack is ack,
+        counts=counts,
     )
+
+
+def _spf_whitebox(trial: Trial, t_trig: int) -> tuple[int, int, int] | None:
+    """RFC 4061 §5.3's white-box variant: the DUT's own "last SPF duration", read after the
+    trial (``dut``/``spf``), when it belongs to this trial's trigger: at least one SPF ran
+    since the reading before the trigger (``runs_before``), and the last one started after the
+    trigger was sent (its start is the reading's time minus FRR's "executed ... ago", within
+    that value's printed precision). Returns (duration ns, SPF runs in the trial, precision
+    µs), or None (no reading: a DUT that exposes none, or an SPF not caused by the trigger)."""
+    readings = trial.events("dut", "spf")
+    if not readings:
+        return None
+    ev = readings[-1]
+    dur, runs, before = ev.get("duration_us"), ev.get("runs"), ev.get("runs_before")
+    if not isinstance(dur, int) or not isinstance(runs, int) or not isinstance(before, int):
+        return None
+    if runs <= before:
+        return None  # no SPF ran in the trial: the duration is an older run's
+    ago, slack = ev.get("ago_us"), ev.get("ago_precision_us") or 0
+    if isinstance(ago, int) and ev.t_ns - (ago + slack) * 1000 < t_trig:
+        return None  # the last run started before our trigger: not its SPF
+    return dur * 1000, runs - before, int(ev.get("precision_us") or 0)
 
 
 # -- §6.1-6.3 Adjacency -------------------------------------------------------------------------
@@ -633,7 +660,9 @@ def _link1_ready(trial: Trial, gen: str, t_start: int) -> None:
     link1 = trial.param("link1")
     states = [
         e
-        for e in trial.index.between(0, t_start, source=gen, event="nbr")
+        for e in trial.index.between(
+            0, t_start, source=trial.param("link1_router", gen), event="nbr"
+        )
         if e.get("ifname") == link1
     ]
     if states and states[-1].get("new") != "Full":
@@ -680,7 +709,7 @@ def fig_6_7(trial: Trial) -> TrialResult:
 def fig_6_8(trial: Trial) -> TrialResult:
     """The generator's last Hello on link 1 (it stops OSPF there, carrier kept) → the DUT's new
     router-LSA over link 2. Includes the DUT's RouterDeadInterval by definition."""
-    gen = trial.param("observer", "gen")
+    gen = trial.param("link1_router") or trial.param("observer", "gen")
     stop = _link_event(trial, "down", "hellos")
     link1 = trial.param("link1")
     hellos = _hellos_before(trial, gen, link1, stop.t_ns + LAG_NS)
@@ -697,6 +726,15 @@ def fig_6_8(trial: Trial) -> TrialResult:
         raise Invalid("the generator kept sending Hellos on link 1 after the stop")
     t_start = _stamped(hellos[-1], "the generator's last Hello on link 1")
     t_end, proxies = _new_router_lsa(trial, t_start)
+    dead = _dead_ns(trial, gen)
+    if dead is not None and t_end - t_start < dead - LAG_NS:
+        # The DUT cannot declare us down before its RouterDeadInterval has run from our last
+        # Hello (RFC 2328 §10.2 InactivityTimer): an earlier router-LSA announces something
+        # else, e.g. the previous trial's restoration held back by its MinLSInterval.
+        raise Invalid(
+            f"the DUT's new router-LSA came {(t_end - t_start) / 1e6:.0f} ms after our last "
+            f"Hello, before its dead interval ({dead / 1e9:g} s): it announces another change"
+        )
     res = _with_dead(trial, gen, t_end - t_start, t_start)
     res.proxies.update(proxies)
     return res
@@ -757,6 +795,8 @@ PROCEDURES: Mapping[str, Procedure] = {
             ("delayed-ack", "spf-delay", "spf-hold", "tick"),
             None,
             {
+                "spf_whitebox": "the DUT's own last SPF duration (white-box, RFC 4061 §5.3: "
+                "FRR's 'Last SPF duration', in 1 µs steps below 1 ms, 1 ms steps above)",
                 "fib": "route changed (netlink)",
                 "trigger_ack": "trigger LSA's own ack",
                 "dup_ack": "duplicate-ack round trip",

@@ -366,8 +366,14 @@ def trial_5_3(
     shared: bool = False,
     same_lsu: bool = False,
     trig_ack_ns: int = 700 * MS,
+    spf: tuple[int, int, int] | None = None,
+    spf_after_ns: int = 200 * US,
 ) -> int:
-    """totalSPFtime = total_ns, dupLSAprocTime = dup_ns: the figure is total_ns − dup_ns."""
+    """totalSPFtime = total_ns, dupLSAprocTime = dup_ns: the figure is total_ns − dup_ns.
+
+    `spf` = (duration µs, runs before, runs after): FRR's white-box reading at the trial's
+    end, its last run started `spf_after_ns` after the trigger's send (negative: before it);
+    "executed ... ago" in FRR's ms steps, as it prints durations of 1 ms and more."""
     s.mark.start("5.3", trial, t, lsas=1, dut_rid=DUT, observer="gen", ifname="veth-gen")
     dup0, trig, dup = (_ext(1), -2147483640), (f"1/{GEN}/{GEN}", s.seq()), (_ext(3), -2147483630)
     s.mark.step("5.3", trial, "dup0", t + 1 * MS, key=dup0[0], seq=dup0[1])
@@ -388,6 +394,13 @@ def trial_5_3(
         s.ack("gen", t2 + trig_ack_ns, [trig])
     s.fib(t2 + 900 * US, "203.0.113.0/24")
     end = t2 + max(total_ns, trig_ack_ns) + 50 * MS
+    if spf is not None:
+        t_read = end - 10 * MS
+        ago_us = (t_read - (t2 + spf_after_ns)) // 1000 // 1000 * 1000
+        how = "vtysh show ip ospf: Last SPF duration"
+        s.write("dut", "spf", t_read, proc="5.3", trial=trial, runs_before=spf[1], runs=spf[2],
+                duration_us=spf[0], precision_us=1, text=f"{spf[0]} usecs", ago_us=ago_us,
+                ago_precision_us=1000, read_from=how)  # fmt: skip
     s.mark.end("5.3", trial, end)
     return end
 
