@@ -104,6 +104,8 @@ def test_compiled_constants_match_the_shared_module() -> None:
     for name in (
         "MAX_DATAGRAM",
         "SEND_BATCH",
+        "REFLECTOR_SEND_BATCH",
+        "BUF_STRIDE",
         "SPIN_NS",
         "MAX_SLEEP_NS",
         "BEHIND_NS",

@@ -32,7 +32,7 @@ from twamp.constants import TestMode
 from twamp.crypto import TestPacketCrypto, derive_test_keys
 from twamp.dataplane import Twin
 from twamp.dataplane.sockets import open_test_socket
-from twamp.dataplane.types import SEND_BATCH
+from twamp.dataplane.types import REFLECTOR_SEND_BATCH
 from twamp.timestamps import ns_from_ntp
 from twamp.wire.packets import TestFormat, build_sender
 
@@ -628,7 +628,7 @@ def test_compiled_send_batch_and_busy_poll(compiled: Twin, loopback: Callable[..
     fmt = TestFormat(TestMode.OPEN)
     sock, peer = loopback("socket"), loopback("peer")
     refl = compiled.Reflector(sock, batch=4, busy_poll=True)
-    assert refl.send_batch == SEND_BATCH
+    assert refl.send_batch == REFLECTOR_SEND_BATCH
     refl.send_batch = 3
     refl.add_session(compiled.SessionSpec(peer.addr, fmt))
     for i in range(40):

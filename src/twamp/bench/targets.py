@@ -5,8 +5,8 @@ UDP socket of ours with one `dataplane.Sender` per packet size, and the sequence
 continue from. Kinds of target:
 
 * `LocalReflector`: our reflector (`fast`: what `twamp.dataplane` selects, `pure`: the Python
-  twin) started as ``python -m twamp.bench.reflector_proc`` in its own process, pinned to a core
-  apart from the sender's, and stopped by its PID.
+  twin) started as ``python -m twamp.bench.reflector_proc`` in its own process, its loop thread
+  (only it) pinned to a core apart from the sender's, and stopped by its PID.
 * `CReflector`: the C reference reflector `csrc/c_reflector.c`, shipped in the package and
   built with the system compiler on first use (`cprogs`).
 * `CommandReflector`: any command line with ``{port}`` in it, started with a free port.

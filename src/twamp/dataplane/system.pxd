@@ -313,6 +313,7 @@ cdef extern from *:
        every buffer's first line to one L1 and one L2 set). */
     #define TWAMP_BUF_STRIDE (65536 + 64)
     #define TWAMP_SEND_BATCH 8
+    #define TWAMP_REFLECTOR_SEND_BATCH 4
     #define TWAMP_SPIN_NS 200000LL
     #define TWAMP_MAX_SLEEP_NS 20000000LL
     #define TWAMP_BEHIND_NS 1000000LL
@@ -329,6 +330,7 @@ cdef extern from *:
     const int MAX_DATAGRAM "TWAMP_MAX_DATAGRAM"
     const int BUF_STRIDE "TWAMP_BUF_STRIDE"
     const int SEND_BATCH "TWAMP_SEND_BATCH"
+    const int REFLECTOR_SEND_BATCH "TWAMP_REFLECTOR_SEND_BATCH"
     const int64_t SPIN_NS "TWAMP_SPIN_NS"
     const int64_t MAX_SLEEP_NS "TWAMP_MAX_SLEEP_NS"
     const int64_t BEHIND_NS "TWAMP_BEHIND_NS"

@@ -24,11 +24,13 @@ from ..wire.packets import TestFormat
 
 __all__ = [
     "BEHIND_NS",
+    "BUF_STRIDE",
     "LIGHT_IDLE_NS",
     "MAX_DATAGRAM",
     "MAX_SLEEP_NS",
     "NEVER",
     "REFLECTOR_COUNTERS",
+    "REFLECTOR_SEND_BATCH",
     "RESIDENCE_BOUNDS_NS",
     "RESIDENCE_KEYS",
     "SENDER_COUNTERS",
@@ -42,6 +44,8 @@ __all__ = [
     "SenderResult",
     "SessionSpec",
     "StopFlag",
+    "check_buf_stride",
+    "check_send_batch",
     "diag_summary",
     "normalize_ip",
     "residence_bucket",
@@ -55,6 +59,16 @@ MAX_DATAGRAM = 65536
 # datagram of a call is stamped about k x 1.3 µs before the kernel sends it
 # (measured on a 2-vCPU VM), so the batch grows with the backlog, never beyond this.
 SEND_BATCH = 8
+# The reflector's default cap (Reflector(send_batch=...)): under a backlog 4 per sendmmsg
+# halved the T3 error of 8 at no measurable CPU cost; 2 and 1 cost 10-30 % more CPU per
+# datagram (benchmarks/t3_backlog.py, docs/performance.md).
+REFLECTOR_SEND_BATCH = 4
+# The compiled reflector loop's receive buffers are this far apart: one cache line more than a
+# datagram, so that the headers of a batch do not all fall into the same cache sets (a 64 KiB
+# stride maps every buffer's first line to one L1 and one L2 set). ReflectorLoop(buf_stride=)
+# overrides it for measurement; a stride below MAX_DATAGRAM truncates longer datagrams.
+BUF_STRIDE = 65536 + 64
+MIN_BUF_STRIDE = 128  # room for the largest reflector header (112, RFC 5357 §4.2.1 mode 4)
 SEQ_MASK = 0xFFFFFFFF
 NEVER = (1 << 63) - 1
 # Sender pacing: sleep until SPIN_NS before a send time, then spin on the clock (poll and
@@ -118,6 +132,30 @@ SENDER_COUNTERS = (
     "max_lag_ns",
     "reflector_unsynced",
 )
+
+
+def check_send_batch(value: int | None) -> int:
+    """Reflector(send_batch=): None is REFLECTOR_SEND_BATCH; else an int of at least 1."""
+    if value is None:
+        return REFLECTOR_SEND_BATCH
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"send_batch must be an integer of at least 1, not {value!r}")
+    return value
+
+
+def check_buf_stride(value: int | None) -> int:
+    """ReflectorLoop(buf_stride=): None is BUF_STRIDE; else MIN_BUF_STRIDE to 1 MiB."""
+    if value is None:
+        return BUF_STRIDE
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (MIN_BUF_STRIDE <= value <= 1 << 20)
+    ):
+        raise ValueError(
+            f"buf_stride must be an integer from {MIN_BUF_STRIDE} to 1 MiB, not {value!r}"
+        )
+    return value
 
 
 def diag_summary(

@@ -47,12 +47,16 @@ cdef struct Member:
 
 cdef class Reflector
 
+cdef enum:
+    GRP_BUCKETS = 65
+
 
 cdef class ReflectorLoop:
     cdef int _epfd
     cdef int _wake_fd
     cdef int _batch
     cdef int _busy_poll
+    cdef int _stride  # bytes between receive buffers (BUF_STRIDE unless measured otherwise)
     cdef int _stopping
     cdef int _waiting  # Python threads waiting for _mutex (a busy loop yields to them)
     cdef pthread_mutex_t _mutex  # held by the loop for each round of dispatches
@@ -105,6 +109,9 @@ cdef class Reflector:
     # sum in ns; written by the loop with the table mutex held, copied out under it
     cdef uint64_t _res_hist[RES_BUCKETS]
     cdef uint64_t _res_sum_ns
+    # sendmmsg calls by datagrams sent per call (index GRP_BUCKETS - 1: that many or more),
+    # written by the loop with the table mutex held, copied out under it (send_groups())
+    cdef uint64_t _grp_hist[GRP_BUCKETS]
 
     # session table (every write holds _mutex)
     cdef Session **_slots
@@ -194,6 +201,9 @@ cdef class Reflector:
     cdef void _take_tx(self) noexcept nogil
     cdef int _batch_once(self, int flags) noexcept nogil
     cdef void _send_ready(self, int n) noexcept nogil
+    cdef int _chunk(self, int n) noexcept nogil
+    cdef int _pend(self, int i, int pending, int chunk) noexcept nogil
+    cdef void _emit(self, int count) noexcept nogil
     cdef void _queue(self, int i, int k) noexcept nogil
     cdef void _flush(self, int count) noexcept nogil
     cdef void _count_residence(self, int64_t residence_ns) noexcept nogil

@@ -38,10 +38,16 @@ reply would be early by about k x 1.3 µs (measured on a 2-vCPU VM). Here the cl
 (`clock_gettime(CLOCK_REALTIME)`, about 35 ns) is read per datagram just before its `mmsghdr` is
 built, and the choice of how many go into one `sendmmsg` follows the queue: a batch shorter than
 `batch` means the loop keeps up, and every reply goes out in its own call, right after its
-stamp; a longer queue means a backlog, and replies go out up to `SEND_BATCH` (8) per call, the
-number growing with the backlog (1 + n x 7 / batch for n queued), which saves system calls when
-they matter and bounds the earliness to 7 sends, small beside the queueing delay such a backlog
-adds anyway (figures in docs/performance.md); `send_batch` tunes it per Reflector.
+stamp; a longer queue means a backlog, and replies go out up to `send_batch` per call
+(`REFLECTOR_SEND_BATCH`, 4), the number growing with the backlog (1 + n x 3 / batch for n
+queued), which saves system calls when they matter and bounds the earliness to 3 sends. On
+loopback each send inside one `sendmmsg` costs about 4 µs of kernel time (the receiver's side
+runs in the same call), so a cap of 8 left the Timestamps of a backlog early by 14-19 µs on
+average; 4 halves that at no measurable CPU cost, 2 or 1 cost 10-30 % more CPU per datagram
+(benchmarks/t3_backlog.py, figures in docs/performance.md). `send_batch` tunes it per
+Reflector (`Reflector(send_batch=N)`). Classification streams into the send groups: a group
+is stamped and sent as soon as it is complete, so the first replies of a large receive batch
+do not wait for the classification of the rest (before, all n were classified first).
 
 Authenticated and encrypted sessions (modes 2 and 4). With `CRYPTO_BACKEND == "libcrypto"` the
 loop protects test packets in C without the GIL, with OpenSSL's libcrypto loaded at run time
@@ -59,7 +65,7 @@ If libcrypto or a symbol is missing, or TWAMP_NO_LIBCRYPTO=1 at import, `CRYPTO_
 "python": the datagrams of a batch that need crypto are set aside, and the loop takes the GIL
 once per batch: per session one `TestPacketCrypto.unprotect_sender_batch`, the C rewrite, and
 `protect_reflector_batch` (in mode 2 for the whole batch, the Timestamp written afterwards; in
-mode 4 stamped, protected and sent in groups of one, of `SEND_BATCH` when behind, still within
+mode 4 stamped, protected and sent in groups of one, of `send_batch` when behind, still within
 the batch's one GIL section, since stamping a whole batch and then protecting it made Timestamps
 early by the batch's encryption time, p50 0.3-0.5 ms for 64).
 
@@ -87,7 +93,10 @@ import threading
 from twamp import clock
 from twamp.constants import TestMode
 from twamp.dataplane.sockets import enable_tx_timestamps, set_send_ttl
-from twamp.dataplane.types import RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS, diag_summary, normalize_ip
+from twamp.dataplane.types import (
+    RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS, check_buf_stride, check_send_batch, diag_summary,
+    normalize_ip,
+)
 
 assert len(RESIDENCE_BOUNDS_NS) + 1 == RES_BUCKETS
 from twamp.inet import dscp_to_tos
@@ -122,6 +131,8 @@ cdef enum:
 C_CONSTANTS = {
     "MAX_DATAGRAM": MAX_DATAGRAM,
     "SEND_BATCH": SEND_BATCH,
+    "REFLECTOR_SEND_BATCH": REFLECTOR_SEND_BATCH,
+    "BUF_STRIDE": BUF_STRIDE,
     "SPIN_NS": SPIN_NS,
     "MAX_SLEEP_NS": MAX_SLEEP_NS,
     "BEHIND_NS": BEHIND_NS,
@@ -230,8 +241,9 @@ cdef class Reflector:
     """Reflects TWAMP-Test datagrams arriving on `sock` for the sessions added to it.
 
     The compiled twin of `reflector/pure.py`: same arguments, methods and counters.
-    `send_batch` (default `SEND_BATCH`) caps the datagrams per `sendmmsg`; the batch grows with
-    the backlog from one datagram per call (the loop keeps up) to `send_batch` (a full batch).
+    `send_batch` (default `REFLECTOR_SEND_BATCH`; also a writable attribute) caps the datagrams per
+    `sendmmsg`; the number grows with the backlog from one datagram per call (the loop keeps
+    up) to `send_batch` (a full batch). `send_groups()` counts the calls by datagrams sent.
     """
 
     IMPLEMENTATION = IMPLEMENTATION
@@ -245,7 +257,8 @@ cdef class Reflector:
             raise MemoryError()
 
     def __init__(self, sock, *, batch=None, busy_poll=None, light=None, loop=None,
-                 tx_timestamps=False):
+                 tx_timestamps=False, send_batch=None):
+        send_batch = check_send_batch(send_batch)
         if batch is None:
             batch = 64 if loop is None else loop.batch
         if busy_poll is None:
@@ -261,7 +274,7 @@ cdef class Reflector:
         self._v6 = sock.family == socket.AF_INET6
         self._batch = batch
         self._busy_poll = bool(busy_poll)
-        self.send_batch = SEND_BATCH
+        self.send_batch = send_batch
         self._light = light
         self._cryptos = {}
         self._given_loop = loop
@@ -324,6 +337,17 @@ cdef class Reflector:
         self._unlock()
         return dict(zip(RESIDENCE_KEYS, [hist[i] for i in range(RES_BUCKETS)] + [total],
                         strict=True))
+
+    def send_groups(self):
+        """{datagrams per sendmmsg call: calls} since the start (only sizes that occurred;
+        the last size, GRP_BUCKETS - 1, counts that many or more). Copied under the table
+        mutex, Python objects after."""
+        cdef uint64_t hist[GRP_BUCKETS]
+        cdef int i
+        self._lock()
+        memcpy(hist, self._grp_hist, sizeof(hist))
+        self._unlock()
+        return {i: hist[i] for i in range(1, GRP_BUCKETS) if hist[i]}
 
     cdef int _init_light(self, light) except -1:
         fill_fmt(&self._light_fmt, light.fmt)
@@ -1089,6 +1113,8 @@ cdef class Reflector:
         cdef int n
         cdef int i
         cdef int n_crypto = 0
+        cdef int pending = 0
+        cdef int chunk
         cdef Pkt *p
         cdef msghdr *msg
         if self._diag:
@@ -1103,16 +1129,24 @@ cdef class Reflector:
             self._ee = twamp_error_estimate()
             self._ee_due = monotonic_ns() + EE_REFRESH_NS
         pthread_mutex_lock(&self._mutex)
+        # Streamed: each send group goes out as soon as it is complete, so the first replies
+        # of a large batch do not wait for the classification of the rest (residence).
+        chunk = self._chunk(n)
         for i in range(n):
             p = &self._pkts[i]
             msg = &self._rx[i].msg_hdr
             # RFC 5357 §4.2.1: Sender TTL 255 when the TTL cannot be read.
             parse_received(p, msg, self._rx[i].msg_len, 255)
             peer_key(p, &self._names[i], msg.msg_namelen)
-            n_crypto += self._classify(p)
+            if self._classify(p):
+                n_crypto += 1  # the "python" crypto backend: after the batch, with the GIL
+            else:
+                pending = self._pend(i, pending, chunk)
+        if pending:
+            self._emit(pending)
         if n_crypto:
             self._crypto_phase(self._pkts, n, 1)
-        self._send_ready(n)
+            self._send_ready(n)
         if self._graves != NULL:
             self._free_graves()
         pthread_mutex_unlock(&self._mutex)
@@ -1124,24 +1158,42 @@ cdef class Reflector:
             msg.msg_flags = 0
         return n
 
-    cdef void _send_ready(self, int n) noexcept nogil:
-        """Stamp each reply just before queueing it; send one by one, or in chunks if behind.
+    cdef int _chunk(self, int n) noexcept nogil:
+        """Replies per sendmmsg for a receive batch of n: graded with the backlog.
 
         A short batch means the loop keeps up: one datagram per call, so each Timestamp is
-        read right before its own send. A full batch means a backlog: chunks of send_batch
+        read right before its own send. A full batch means a backlog: groups of send_batch
         spare system calls, at the price of a Timestamp early by up to send_batch - 1 sends.
         """
-        cdef int i
-        cdef int k = 0
         cdef int chunk = 1
-        cdef Pkt *p
         if self.send_batch > 1 and n > 1:
-            # Graded: one per call while the loop keeps up, growing with the backlog to
-            # send_batch for a full batch (k-th of a call is stamped k sends early).
             chunk = 1 + (n * (self.send_batch - 1)) // self._batch
             if chunk > self.send_batch:
                 chunk = self.send_batch
-        for i in range(n):
+        return chunk
+
+    cdef int _pend(self, int i, int pending, int chunk) noexcept nogil:
+        """Add pkts[i] to the next send group if it has a reply; send the group once it holds
+        `chunk`. Returns the new number pending (in _tx_idx)."""
+        cdef int state = self._pkts[i].state
+        if state != ST_READY and state != ST_SEAL and state != ST_STAMPED:
+            return pending
+        self._tx_idx[pending] = i
+        pending += 1
+        if pending < chunk:
+            return pending
+        self._emit(pending)
+        return 0
+
+    cdef void _emit(self, int count) noexcept nogil:
+        """Stamp the pending group one by one (mode 4: stamp, then protect), then one sendmmsg:
+        the Timestamps are read after the group's classification, right before the call."""
+        cdef int j
+        cdef int i
+        cdef int k = 0
+        cdef Pkt *p
+        for j in range(count):
+            i = self._tx_idx[j]
             p = &self._pkts[i]
             if p.state == ST_READY:
                 stamp(p, self._ee)
@@ -1150,15 +1202,20 @@ cdef class Reflector:
                 stamp(p, self._ee)
                 if not self._seal(p):
                     continue
-            elif p.state != ST_STAMPED:
-                continue
-            self._queue(i, k)
+            self._queue(i, k)  # sets _tx_idx[k] = i; k <= j, so nothing unread is overwritten
             k += 1
-            if k == chunk:
-                self._flush(k)
-                k = 0
         if k:
             self._flush(k)
+
+    cdef void _send_ready(self, int n) noexcept nogil:
+        """Send every reply of pkts[0:n] still waiting (after the "python" crypto phase)."""
+        cdef int i
+        cdef int pending = 0
+        cdef int chunk = self._chunk(n)
+        for i in range(n):
+            pending = self._pend(i, pending, chunk)
+        if pending:
+            self._emit(pending)
 
     cdef void _queue(self, int i, int k) noexcept nogil:
         """Reply pkts[i] as the k-th datagram of the next sendmmsg."""
@@ -1204,6 +1261,7 @@ cdef class Reflector:
                 twamp_inc(&s.errors)
                 done += 1
                 continue
+            self._grp_hist[r if r < GRP_BUCKETS else GRP_BUCKETS - 1] += 1
             for j in range(done, done + r):
                 s = self._pkts[self._tx_idx[j]].sess
                 twamp_inc(&self._c.reflected)
@@ -1330,11 +1388,12 @@ cdef class ReflectorLoop:
         self._epfd = -1
         self._wake_fd = -1
 
-    def __init__(self, *, batch=64, busy_poll=False):
+    def __init__(self, *, batch=64, busy_poll=False, buf_stride=None):
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self._batch = batch
         self._busy_poll = bool(busy_poll)
+        self._stride = check_buf_stride(buf_stride)
         self._refs = {}
         self._thread = None
 
@@ -1356,6 +1415,11 @@ cdef class ReflectorLoop:
         return bool(self._busy_poll)
 
     @property
+    def buf_stride(self):
+        """Bytes between two receive buffers (a datagram longer than this is truncated)."""
+        return self._stride
+
+    @property
     def running(self):
         return self._thread is not None and self._thread.is_alive()
 
@@ -1370,9 +1434,11 @@ cdef class ReflectorLoop:
     cdef int _alloc(self) except -1:
         cdef int i
         cdef int b = self._batch
+        cdef size_t stride = <size_t>self._stride
+        cdef size_t room = stride if stride < <size_t>MAX_DATAGRAM else <size_t>MAX_DATAGRAM
         if self._pkts != NULL:
             return 0
-        self._bufs = <uint8_t *>malloc(<size_t>b * BUF_STRIDE)
+        self._bufs = <uint8_t *>malloc(<size_t>b * stride)
         self._rx = <mmsghdr *>calloc(b, sizeof(mmsghdr))
         self._rx_iov = <iovec *>calloc(b, sizeof(iovec))
         self._names = <sockaddr_storage *>calloc(b, sizeof(sockaddr_storage))
@@ -1389,8 +1455,8 @@ cdef class ReflectorLoop:
             self._free()
             raise MemoryError()
         for i in range(b):
-            self._rx_iov[i].iov_base = self._bufs + <size_t>i * BUF_STRIDE
-            self._rx_iov[i].iov_len = MAX_DATAGRAM
+            self._rx_iov[i].iov_base = self._bufs + <size_t>i * stride
+            self._rx_iov[i].iov_len = room
             self._rx[i].msg_hdr.msg_iov = &self._rx_iov[i]
             self._rx[i].msg_hdr.msg_iovlen = 1
             self._rx[i].msg_hdr.msg_name = &self._names[i]
@@ -1400,7 +1466,7 @@ cdef class ReflectorLoop:
             self._tx[i].msg_hdr.msg_iov = &self._tx_iov[i]
             self._tx[i].msg_hdr.msg_iovlen = 1
             self._tx[i].msg_hdr.msg_control = self._tx_ctrl + <size_t>i * TX_CTRL
-            self._pkts[i].buf = self._bufs + <size_t>i * BUF_STRIDE
+            self._pkts[i].buf = self._bufs + <size_t>i * stride
         return 0
 
     cdef void _free(self) noexcept:

@@ -40,7 +40,8 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
     LightPolicy(fmt: TestFormat, stateful: bool, allow: tuple[IPv4Network | IPv6Network, ...] = (),
                 dscp: int | None = None, max_peers: int = 4096)
     Reflector(sock, *, batch: int | None = None, busy_poll: bool | None = None,
-              light: LightPolicy | None = None, loop: ReflectorLoop | None = None)
+              light: LightPolicy | None = None, loop: ReflectorLoop | None = None,
+              tx_timestamps: bool = False, send_batch: int | None = None)
         IMPLEMENTATION                      # "python" here, "cython" compiled
         add_session(spec) -> int            # slot: lowest free; ValueError if the peer is taken
         stop_session(slot, deadline_ns)     # realtime ns; KeyError for a free slot
@@ -50,9 +51,12 @@ API (both twins; the compiled one accepts these same SessionSpec/LightPolicy obj
                                             # auth_failed late send_errors light_evicted
                                             # rate_limited
         residence() -> dict                 # RESIDENCE_KEYS: T3 - T2 histogram and sum
+        send_groups() -> dict[int, int]     # datagrams per send call -> calls
+        send_batch                          # cap of datagrams per send call (attribute)
         process(data, peer, rx_ns, ttl, tos) -> tuple[bytes, int] | None
         start() / stop() / context manager / running / loop / socket / socket_failed
-    ReflectorLoop(*, batch: int = 64, busy_poll: bool = False)   # one thread, many Reflectors
+    ReflectorLoop(*, batch: int = 64, busy_poll: bool = False,   # one thread, many Reflectors
+                  buf_stride: int | None = None)  # compiled: bytes between receive buffers
         close() / running / thread / len()  # start() of a Reflector joins, stop() leaves
     default_loop(batch=64) -> ReflectorLoop # the process's shared loop (per pid and batch)
 
@@ -97,6 +101,8 @@ from ..types import (
     SEQ_MASK,
     LightPolicy,
     SessionSpec,
+    check_buf_stride,
+    check_send_batch,
     diag_summary,
     normalize_ip,
     residence_bucket,
@@ -206,6 +212,12 @@ class Reflector:
     also admit unknown peers as TWAMP Light / STAMP. The socket stays the caller's: the reflector
     sets its unicast TTL to 255 and otherwise only reads and writes it.
 
+    `send_batch` (default `REFLECTOR_SEND_BATCH`, validated as the compiled twin does) caps the
+    replies per send system call. This twin has no `sendmmsg`: every reply goes out in its own
+    `sendmsg` right after its Timestamp, which is what the compiled twin does while it keeps up
+    (one per call) and the limit of every cap; `send_groups()` reports the calls by datagrams
+    sent (here always 1), as the compiled twin does.
+
     Session counters: `received` datagrams from the session's peer, `reflected`, `dropped` (late,
     malformed or failing authentication), `errors` (send failures), `last_rx_ns` (receive time of
     the last datagram that passed authentication, 0 if none: the server's REFWAIT clock).
@@ -222,7 +234,9 @@ class Reflector:
         light: LightPolicy | None = None,
         loop: ReflectorLoop | None = None,
         tx_timestamps: bool = False,
+        send_batch: int | None = None,
     ) -> None:
+        send_batch = check_send_batch(send_batch)
         if batch is None:
             batch = 64 if loop is None else loop.batch
         if busy_poll is None:
@@ -239,6 +253,8 @@ class Reflector:
         self._v6 = sock.family == socket.AF_INET6
         self._batch = batch
         self._busy_poll = busy_poll
+        self.send_batch = send_batch
+        self._send_calls = 0  # sendmsg calls that sent a reply (one each)
         self._light = light
         set_send_ttl(sock)
         self._lock = threading.Lock()
@@ -329,6 +345,10 @@ class Reflector:
         """The residence histogram (T3 - T2 of every reflected datagram, `types.RESIDENCE_KEYS`):
         counts per bucket, not cumulative, the last one +Inf, then `residence_sum_ns`."""
         return dict(zip(RESIDENCE_KEYS, list(self._residence), strict=True))
+
+    def send_groups(self) -> dict[int, int]:
+        """{datagrams per send call: calls}: here every reply has a call of its own."""
+        return {1: self._send_calls} if self._send_calls else {}
 
     def _count_residence(self, residence_ns: int) -> None:
         # types.RESIDENCE_BOUNDS_NS: a negative residence (clock stepped) in the first bucket.
@@ -596,6 +616,7 @@ class Reflector:
                 sess.errors += 1
             else:
                 self._reflected += 1
+                self._send_calls += 1
                 sess.reflected += 1
                 self._count_residence(t3 - sess.last_rx_ns)
                 if self._diag is not None:
@@ -700,11 +721,16 @@ class ReflectorLoop:
     over the members with non-blocking receives instead. `close()` stops the thread.
     """
 
-    def __init__(self, *, batch: int = 64, busy_poll: bool = False) -> None:
+    def __init__(
+        self, *, batch: int = 64, busy_poll: bool = False, buf_stride: int | None = None
+    ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self._batch = batch
         self._busy_poll = busy_poll
+        # The compiled loop's receive-buffer layout; here one buffer of MAX_DATAGRAM serves
+        # every datagram, so only the truncation limit follows the stride.
+        self._stride = check_buf_stride(buf_stride)
         self._lock = threading.Lock()
         self._members: dict[int, Reflector] = {}  # id() -> Reflector
         self._selector = selectors.DefaultSelector()
@@ -721,6 +747,11 @@ class ReflectorLoop:
     @property
     def busy_poll(self) -> bool:
         return self._busy_poll
+
+    @property
+    def buf_stride(self) -> int:
+        """Bytes between two receive buffers (a datagram longer than this is truncated)."""
+        return self._stride
 
     @property
     def running(self) -> bool:
@@ -775,7 +806,7 @@ class ReflectorLoop:
         self._thread = None
 
     def _run(self) -> None:
-        view = memoryview(bytearray(MAX_DATAGRAM))
+        view = memoryview(bytearray(min(MAX_DATAGRAM, self._stride)))
         while not self._stopping:
             if self._busy_poll:
                 with self._lock:
