@@ -32,7 +32,9 @@ from twamp.bench.targets import CReflector, LightTarget, LocalReflector, Session
 from twamp.cli import bench as cli
 
 # The header documented in the README and in report.CSV_HEADER, written out independently.
-DOCUMENTED_CSV_HEADER = "target,size,mean_octets,figure,fraction_pct,unit,min,median,max,n,status"
+DOCUMENTED_CSV_HEADER = (
+    "target,size,mean_octets,figure,fraction_pct,unit,min,median,max,n,status,disturbed"
+)
 
 TINY = [
     "--sizes",
@@ -314,7 +316,7 @@ def test_real_run_csv_has_the_documented_header(real_run: tuple[Result, Path, Pa
     assert text.splitlines()[0] == DOCUMENTED_CSV_HEADER
     assert ",".join(CSV_HEADER) == DOCUMENTED_CSV_HEADER
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert rows and all(len(r) == 11 for r in rows)
+    assert rows and all(len(r) == 12 for r in rows)
     figures = {r["figure"] for r in rows}
     assert {"zero_loss_rate", "tolerant_rate"} <= figures
     doc = json.loads(json_path.read_text())

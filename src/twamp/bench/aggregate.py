@@ -3,16 +3,26 @@
 A size's throughput is searched `trials` times (runs); each run ends with, per criterion, the
 highest rate that passed verification and what bounds it from above (`search.SearchResult`).
 The figure of the size is the spread (min / median / max) over the runs whose answer is
-bracketed by a real failure of the reflector. Runs whose answer is bounded only by the test
-setup (our sender's ceiling, or `--max-rate`) give no figure, only a lower bound, and a size
-where every run is so bounded says so in its status; the table words it (`tables`).
+bracketed by a real failure of the reflector, or by a disturbed bound (`search`) that no other
+run contradicts by passing higher at the setup's limit. Runs whose answer is bounded only by
+the test setup (our sender's ceiling, or `--max-rate`) give no figure, only a lower bound, and a
+size where every run is so bounded says so in its status; the table words it (`tables`).
 
 Statuses: `found` (every run bracketed), `partial` (some), `sender_limited` (the reflector lost
 nothing at the most our sender could hold), `at_max_rate` (nothing lost up to --max-rate),
 `at_medium_max` (nothing lost up to the medium's theoretical maximum frame rate, `--medium`:
 the reflector's own limit may be higher),
 `none` (even the lowest rate lost packets), `unverifiable` (not one trial could be verified:
-the sender never held even the lowest rate), `not_measured`.
+the sender never held even the lowest rate), `disturbed` (packets were lost down to the lowest
+rate, but only while other work had the CPU), `not_measured`.
+
+**Disturbed figures.** Every trial says whether other work had the CPU meanwhile
+(`trial.disturbance`). A figure is marked `disturbed`, with the reason in words, when a trial
+that decided it in any run was disturbed (the highest pass reported, or the failing or disturbed
+trial just above it: a hog that halved the reflector's core halves the figure through exactly
+these trials), or when at least `DISTURBED_SHARE` of the size's throughput trials were. A
+latency point is marked when a trial it summarises was disturbed; its trials are chosen
+undisturbed first (`latency_trials_used`).
 
 Bit rates: `mbps` counts UDP payload; `l2_mbps` Ethernet frames (payload + 8 UDP + 20 IPv4 or
 40 IPv6 + 14 header + 4 FCS, at least 64 octets); `l1_mbps` adds the 8-octet preamble and
@@ -22,6 +32,7 @@ there is no Ethernet: these say what the same packet rate would take on a wire.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -31,40 +42,88 @@ from .stats import spread, spread_of_summaries
 
 __all__ = [
     "BOUNDED_STATUSES",
-    "DISTURBED_CORES",
+    "DISTURBED_SHARE",
     "ETHERNET_L1_EXTRA",
     "ETHERNET_L2_EXTRA",
     "LOSSY_LATENCY_PCT",
     "finalize_size",
     "frame_octets",
     "latency_base",
+    "latency_trials_used",
+    "lost_to_a_disturbance",
 ]
 
-DISTURBED_CORES = 0.3
-"""Other processes took more than this many cores (median over a figure's trials): the figure
-is marked as measured beside other work."""
+DISTURBED_SHARE = 0.25
+"""At least this share of a size's throughput trials disturbed: its figures are marked as
+measured beside other work even if the trials that decided them were not."""
 BOUNDED_STATUSES = ("sender_limited", "at_max_rate", "at_medium_max")
 """Nothing lost at the highest rate searched: the figure is a lower bound set by the setup."""
 LOSSY_LATENCY_PCT = 1.0
 """A latency point losing more than this is flagged: its delays describe an overloaded path."""
 
 
-def _foreign(runs: list[dict[str, Any]]) -> float | None:
-    values = [
-        t["foreign_cpu_cores"]
-        for r in runs
-        for t in r["trials"]
-        if t.get("foreign_cpu_cores") is not None
-    ]
+def lost_to_a_disturbance(trial: dict[str, Any]) -> bool:
+    """Did this trial lose packets because other work had the CPU (`trial` module docstring)?
+
+    Disturbed, and the loss looks like a backlog, as a reflector that fell behind leaves: a
+    quarter of the lost packets came back late or were dropped by the reflector's socket; or
+    the lost packets are the tail of the schedule (`lost_at_end`) well beyond what losses
+    spread over the trial would put there (lost/sent of them: a policer's or a dropper's).
+    """
+    if not trial.get("disturbed"):
+        return False
+    lost = int(trial.get("lost") or 0)
+    sent = int(trial.get("sent") or 0)
+    if lost <= 0 or sent <= 0:
+        return False
+    backlog = int(trial.get("late") or 0) + max(0, int(trial.get("reflector_drops") or 0))
+    if backlog >= 0.25 * lost:
+        return True
+    spread_out = lost / sent  # the share of the tail a spread-out loss would hit
+    return int(trial.get("lost_at_end") or 0) >= lost * (1 + spread_out) / 2
+
+
+def _foreign(trials: list[dict[str, Any]]) -> float | None:
+    values = [t["foreign_cpu_cores"] for t in trials if t.get("foreign_cpu_cores") is not None]
     return float(np.median(values)) if values else None
+
+
+def _deciding(run: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The trials that decided a run's answer: at its highest pass, and at the lowest failing
+    or disturbed rate (the bound just above it)."""
+    uppers = [run.get(f"{key}_fail_pps"), run.get(f"{key}_disturbed_pps")]
+    rates = [run[f"{key}_pps"], min((u for u in uppers if u is not None), default=None)]
+    wanted = [r for r in rates if r is not None]
+    return [t for t in run["trials"] if any(math.isclose(t["offered_pps"], r) for r in wanted)]
+
+
+def _disturbance(done: list[dict[str, Any]], key: str) -> tuple[str | None, int]:
+    """(why a figure is marked disturbed in words, or None; disturbed trials of the size)."""
+    trials = [t for r in done for t in r["trials"]]
+    disturbed = [t for t in trials if t.get("disturbed")]
+    deciding = [t for r in done for t in _deciding(r, key) if t.get("disturbed")]
+    if deciding:
+        t = deciding[0]
+        return (
+            f"a trial that decided it ({t['offered_pps']:,.0f} pps) ran beside other work: "
+            f"{t.get('disturbance') or 'other processes had the CPU'}",
+            len(disturbed),
+        )
+    if disturbed and len(disturbed) >= DISTURBED_SHARE * len(trials):
+        return (
+            f"{len(disturbed)} of its {len(trials)} trials ran beside other work (e.g. "
+            f"{disturbed[0].get('disturbance') or 'other processes had the CPU'})",
+            len(disturbed),
+        )
+    return None, len(disturbed)
 
 
 def _bits(found: list[float], octets: float) -> dict[str, Any] | None:
     return spread(p * octets * 8 / 1e6 for p in found)
 
 
-def _empty(done: list[dict[str, Any]]) -> dict[str, Any]:
-    foreign = _foreign(done)
+def _empty(done: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    why, n_disturbed = _disturbance(done, key)
     return {
         "status": "not_measured",
         "pps": None,
@@ -75,8 +134,10 @@ def _empty(done: list[dict[str, Any]]) -> dict[str, Any]:
         "setup_limit_pps": None,
         "runs": len(done),
         "runs_found": 0,
-        "foreign_cpu_cores": foreign,
-        "disturbed": foreign is not None and foreign > DISTURBED_CORES,
+        "foreign_cpu_cores": _foreign([t for r in done for t in r["trials"]]),
+        "disturbed": why is not None,
+        "disturbance": why,
+        "disturbed_trials": n_disturbed,
     }
 
 
@@ -85,13 +146,20 @@ def rate_figure(
 ) -> dict[str, Any]:
     """One criterion's figure over the runs of a size (statuses: the module docstring)."""
     done = [r for r in runs if r.get("complete")]
-    figure = _empty(done)
+    figure = _empty(done, key)
     if not done:
         return figure
-    found = [
-        r[f"{key}_pps"] for r in done if r[f"{key}_pps"] is not None and not r[f"{key}_at_cap"]
-    ]
     bounded = [r for r in done if r[f"{key}_at_cap"]]
+    # A run bounded only by a disturbed rate is contradicted by a run that lost nothing up to
+    # a higher rate the setup allowed: a pass is a pass, the disturbance was the limit.
+    proven = max((r[f"{key}_pps"] for r in bounded), default=0.0)
+    found = [
+        r[f"{key}_pps"]
+        for r in done
+        if r[f"{key}_pps"] is not None
+        and not r[f"{key}_at_cap"]
+        and not (r[f"{key}_bound"] == "disturbed" and r[f"{key}_pps"] < proven)
+    ]
     figure["runs_found"] = len(found)
     if bounded:
         # The highest rate that passed verification in any run bounded by the setup.
@@ -116,19 +184,45 @@ def rate_figure(
             figure["status"] = "at_max_rate"
     elif any(r[f"{key}_fail_pps"] is not None for r in done):
         figure["status"] = "none"
+    elif any(r.get(f"{key}_disturbed_pps") is not None for r in done):
+        figure["status"] = "disturbed"
+        figure["setup_limit_pps"] = min(
+            r[f"{key}_disturbed_pps"] for r in done if r.get(f"{key}_disturbed_pps") is not None
+        )
     elif any(r.get(f"{key}_ceiling_pps") is not None for r in done):
         figure["status"] = "unverifiable"
         figure["setup_limit_pps"] = min(r[f"{key}_ceiling_pps"] or 0.0 for r in done)
     return figure
 
 
+def latency_trials_used(trials: list[dict[str, Any]]) -> list[int]:
+    """Which of a latency point's trials to summarise (indexes), best first available:
+    those our sender held cleanly on an undisturbed machine; else those it held cleanly (the
+    point is marked disturbed); else (a busy machine) those that at least offered the load
+    (`sender_clean` false: their delays include our sender's catch-up bursts)."""
+    for keep in (
+        lambda t: not t["sender_limited"] and not t.get("disturbed"),
+        lambda t: not t["sender_limited"],
+        lambda t: t["offered"],
+    ):
+        used = [i for i, t in enumerate(trials) if keep(t)]
+        if used:
+            return used
+    return []
+
+
 def _latency_point(point: dict[str, Any]) -> None:
-    good = [t for t in point["trials"] if not t["sender_limited"]]
-    # With no clean trial (a busy machine), the trials that at least offered the load are
-    # used, and the point says so: their delays include our sender's catch-up bursts.
-    point["sender_clean"] = bool(good) or not point["trials"]
-    if not good:
-        good = [t for t in point["trials"] if t["offered"]]
+    trials = point["trials"]
+    good = [trials[i] for i in latency_trials_used(trials)]
+    point["sender_clean"] = any(not t["sender_limited"] for t in trials) or not trials
+    disturbed = [t for t in good if t.get("disturbed")]
+    point["disturbed"] = bool(disturbed)
+    point["disturbance"] = (
+        f"{len(disturbed)} of the {len(good)} trials summarised ran beside other work "
+        f"(e.g. {disturbed[0].get('disturbance') or 'other processes had the CPU'})"
+        if disturbed
+        else None
+    )
     point["summary"] = spread_of_summaries(good)
     point["loss_pct"] = spread(t["loss_pct"] for t in good)
     point["reordered"] = spread(t["reordered"] for t in good)

@@ -18,12 +18,14 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import clock
 
 __all__ = [
+    "CpuSample",
     "CpuSampler",
     "SocketStats",
     "collect_conditions",
@@ -33,8 +35,10 @@ __all__ = [
     "package_versions",
     "process_cpu_s",
     "reflector_core",
+    "run_queue_wait_ns",
     "sender_plan",
     "socket_stats",
+    "udp_owner_pid",
 ]
 
 _PACKAGES = ("twamp", "numpy", "cryptography", "click", "Cython", "matplotlib")
@@ -241,6 +245,42 @@ def socket_stats(*, inode: int | None = None, port: int | None = None) -> Socket
     return None
 
 
+def udp_owner_pid(port: int) -> int | None:
+    """The process that owns the UDP socket bound to local `port`, None if not found.
+
+    A reflector on this host that we did not start (`--target 127.0.0.1:PORT`) is still the
+    reflector, not other work: its CPU must not count as foreign, and its run-queue wait is as
+    telling as our own reflector's. Found through the socket's inode in /proc/net/udp[6] and
+    the `socket:[inode]` links in /proc/PID/fd (only processes we may inspect: as root, all).
+    """
+    inodes = set()
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in (_read(name) or "").splitlines()[1:]:
+            fields = line.split()
+            try:
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{int(fields[9])}]")
+            except (ValueError, IndexError):
+                continue
+    if not inodes:
+        return None
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -263,8 +303,8 @@ def process_cpu_s(pid: int, *, children: bool = False) -> float | None:
         return None
 
 
-def _busy_cpu_s() -> float | None:
-    """CPU seconds all processes of the host spent in user, system and steal time.
+def _busy_cpu_s(cores: frozenset[int] | None = None) -> float | None:
+    """CPU seconds spent in user, system and steal time: on `cores`, or on the whole host.
 
     Interrupt and softirq time are left out: on loopback they mostly carry our own packets.
     Steal is in: a hypervisor that takes the core from us disturbs a trial as much as a process.
@@ -272,60 +312,206 @@ def _busy_cpu_s() -> float | None:
     text = _read("/proc/stat")
     if not text:
         return None
-    fields = text.splitlines()[0].split()
-    try:
-        user, nice, system = (int(x) for x in fields[1:4])
-        steal = int(fields[8]) if len(fields) > 8 else 0
-    except ValueError:
+    total = 0
+    seen = 0
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            break
+        fields = line.split()
+        name = fields[0][3:]
+        if cores is None:
+            if name:
+                continue
+        elif not name.isdigit() or int(name) not in cores:
+            continue
+        try:
+            user, nice, system = (int(x) for x in fields[1:4])
+            steal = int(fields[8]) if len(fields) > 8 else 0
+        except ValueError:
+            return None
+        total += user + nice + system + steal
+        seen += 1
+    if not seen or (cores is not None and seen != len(cores)):
         return None
-    return (user + nice + system + steal) / _CLK_TCK
+    return total / _CLK_TCK
+
+
+def _ksoftirqd_pids() -> dict[int, int]:
+    """The softirq kernel thread of each core: {core: pid of `ksoftirqd/core`}."""
+    pids: dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return {}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        comm = _read(f"/proc/{entry}/comm")
+        if not comm or not comm.startswith("ksoftirqd/"):
+            continue
+        core = comm.strip().partition("/")[2]
+        if core.isdigit():
+            pids[int(core)] = int(entry)
+    return pids
+
+
+def _run_ns(pid: int | None) -> int | None:
+    """Nanoseconds thread `pid` has run (the first field of its schedstat)."""
+    if pid is None:
+        return None
+    try:
+        return int((_read(f"/proc/{pid}/schedstat") or "").split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def run_queue_wait_ns(pid: int) -> dict[str, int] | None:
+    """Per thread of process `pid`: nanoseconds it spent runnable but waiting for a core.
+
+    The second field of /proc/PID/task/TID/schedstat (CONFIG_SCHED_INFO): time on a run queue,
+    not running. For a thread pinned to one core it is exactly the time someone else had that
+    core while this thread had work to do, whoever it was (a process, a kernel thread),
+    measured by the scheduler in nanoseconds, not sampled at the clock tick. None if the
+    process is gone or the kernel does not keep it.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    waits: dict[str, int] = {}
+    for tid in tids:
+        text = _read(f"/proc/{pid}/task/{tid}/schedstat")
+        try:
+            waits[tid] = int((text or "").split()[1])
+        except (IndexError, ValueError):
+            continue
+    return waits or None
+
+
+def _max_wait_s(after: dict[str, int] | None, before: dict[str, int] | None) -> float | None:
+    """The longest run-queue wait of one thread between two `run_queue_wait_ns` readings.
+
+    The longest, not the sum: the reflector's or sender's thread that does the work is the one
+    that matters, and its wait is then a share of the wall time (at most 1.0).
+    """
+    if after is None or before is None:
+        return None
+    deltas = [after[t] - before[t] for t in after if t in before]
+    return max(deltas) / 1e9 if deltas else None
+
+
+def _delta(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    """What `CpuSampler` saw over one trial (None: unknown here).
+
+    `foreign_cores`: CPU other processes took on the cores of the trial, in cores (1.0: one
+    core kept busy). `reflector_cpu_s`: the reflector's CPU time. `reflector_wait`,
+    `sender_wait`: the share of the trial's wall time (0 to 1) the reflector's thread, and ours
+    (the sender's), spent runnable but waiting for their core (`run_queue_wait_ns`; the
+    thread that waited longest).
+    """
+
+    foreign_cores: float | None
+    reflector_cpu_s: float | None
+    reflector_wait: float | None = None
+    sender_wait: float | None = None
 
 
 class CpuSampler:
     """How much CPU other processes took during a trial, and what the reflector used.
 
-    `start()` and `stop()` bracket a trial. `foreign_cores`: CPU seconds spent by every process
-    but ours (this one and `reflector_pid`) per second of wall time, so 1.0 is one core kept
-    busy by someone else. It is what a busy machine costs a trial that is pinned to two cores,
-    and it is how a figure measured beside other work is marked (`twamp-bench` reports it per
-    trial). Kernel threads that deliver our packets (ksoftirqd) count as foreign, so a value of
-    0.1-0.2 is normal under heavy load. `reflector_cpu_s`: the reflector process's CPU time.
+    `start()` and `stop()` bracket a trial. Two views of a busy machine (`CpuSample`):
+
+    * **foreign cores**: CPU time the kernel accounted (/proc/stat, user + nice + system +
+      steal) on the trial's `cores` (the reflector's and the senders' when they are pinned;
+      the whole host when not), minus what this process, the reflector process and the
+      softirq threads of those cores (ksoftirqd/N: on loopback they carry our own packets)
+      used, per second of wall time. It is counted at the clock tick (CLK_TCK, usually 100 Hz),
+      so over a 0.2 s trial on two cores its resolution is about 0.05 cores.
+    * **run-queue wait** of the reflector's threads and ours (`run_queue_wait_ns`): in
+      nanoseconds, and exactly what matters: a hog on the reflector's core shows as the
+      reflector waiting for it, whatever the hog is. The time the softirq thread of the
+      reflector's core (`reflector_core`, when pinned) ran is taken off the reflector's wait:
+      on loopback that thread delivers the reflector's own replies.
+
+    `reflector_cpu_s`: the reflector process's CPU time, for its cost per packet.
     """
 
-    __slots__ = ("_busy", "_ours", "_refl", "_t0", "reflector_pid")
+    __slots__ = (
+        "_before",
+        "_cores",
+        "_refl_softirqd",
+        "_softirqd",
+        "_t0",
+        "_waits",
+        "reflector_pid",
+    )
 
-    def __init__(self, reflector_pid: int | None) -> None:
+    def __init__(
+        self,
+        reflector_pid: int | None,
+        cores: frozenset[int] | None = None,
+        reflector_core: int | None = None,
+    ) -> None:
         self.reflector_pid = reflector_pid
-        self._busy: float | None = None
-        self._ours: float | None = None
-        self._refl: float | None = None
+        self._cores = cores
+        pids = _softirqd_cached()
+        self._softirqd = [pid for core, pid in pids.items() if cores is None or core in cores]
+        self._refl_softirqd = None if reflector_core is None else pids.get(reflector_core)
+        self._before: tuple[float | None, ...] = ()
+        self._waits: tuple[dict[str, int] | None, ...] = ()
         self._t0 = 0.0
 
-    def _own(self) -> tuple[float | None, float | None]:
+    def _read(self) -> tuple[tuple[float | None, ...], tuple[dict[str, int] | None, ...]]:
         me = process_cpu_s(os.getpid(), children=True)
         refl = None if self.reflector_pid is None else process_cpu_s(self.reflector_pid)
-        return me, refl
+        soft = [process_cpu_s(pid) for pid in self._softirqd]
+        softirqd = sum(x for x in soft if x is not None)
+        refl_wait = None if self.reflector_pid is None else run_queue_wait_ns(self.reflector_pid)
+        soft_run = _run_ns(self._refl_softirqd)
+        return (
+            (_busy_cpu_s(self._cores), me, refl, softirqd, soft_run),
+            (refl_wait, run_queue_wait_ns(os.getpid())),
+        )
 
     def start(self) -> None:
         self._t0 = _monotonic_s()
-        self._busy = _busy_cpu_s()
-        self._ours, self._refl = self._own()
+        self._before, self._waits = self._read()
 
-    def stop(self) -> tuple[float | None, float | None]:
-        """(foreign cores, reflector CPU seconds) since `start`; None where unknown."""
+    def stop(self) -> CpuSample:
+        """What happened since `start` (see `CpuSample`)."""
         wall = _monotonic_s() - self._t0
-        busy = _busy_cpu_s()
-        me, refl = self._own()
+        after, waits = self._read()
+        busy, me, refl, soft, soft_run = (
+            _delta(a, b) for a, b in zip(after, self._before, strict=True)
+        )
+        refl_wait, own_wait = (_max_wait_s(a, b) for a, b in zip(waits, self._waits, strict=True))
+        if refl_wait is not None and soft_run is not None:
+            refl_wait -= soft_run / 1e9
         foreign = None
-        if None not in (busy, self._busy, me, self._ours) and wall > 0:
-            assert busy is not None and self._busy is not None
-            assert me is not None and self._ours is not None
-            used = (busy - self._busy) - (me - self._ours)
-            if refl is not None and self._refl is not None:
-                used -= refl - self._refl
+        if busy is not None and me is not None and wall > 0:
+            used = busy - me - (refl or 0.0) - (soft or 0.0)
             foreign = max(0.0, used / wall)
-        refl_s = None if refl is None or self._refl is None else refl - self._refl
-        return foreign, refl_s
+
+        def share(x: float | None) -> float | None:
+            # Clamped: the scheduler books a wait when it ends, so one that began just before
+            # `start` can show a little over the wall time.
+            return None if x is None or wall <= 0 else min(1.0, max(0.0, x / wall))
+
+        return CpuSample(foreign, refl, share(refl_wait), share(own_wait))
+
+
+_SOFTIRQD: dict[int, int] = {}
+
+
+def _softirqd_cached() -> dict[int, int]:
+    if not _SOFTIRQD:
+        _SOFTIRQD.update(_ksoftirqd_pids())
+    return _SOFTIRQD
 
 
 def _monotonic_s() -> float:

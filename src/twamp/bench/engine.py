@@ -13,15 +13,17 @@ Per target, in this order (RFC 2544 §26, RFC 8219 §7-8 in spirit):
    waits for stragglers. Loss counts every packet whose reflection did not come back within the
    loss threshold (RFC 7680 §2.4: loss is "not received within Tmax"): short trials would
    otherwise hide an overloaded reflector whose backlog still sits in its socket buffer when
-   the trial ends. A trial our sender could not hold is repeated and never moves the search
-   (`search` module docstring); the first repetition searches from the cap down, the later ones
-   start from the previous answer.
+   the trial ends. A trial our sender could not hold, or that lost packets because other work
+   had the CPU (`trial`: "A busy machine"), is repeated and never moves the search (`search`
+   module docstring); the first repetition searches from the cap down, the later ones start
+   from the previous answer.
 4. **Latency, per size,** at fixed fractions of the zero-loss rate found (or the tolerant one),
    `trials` times: RTT, one-way delays (valid only when both clocks report synchronisation, the
    S bits), reflector residence (T3 - T2), RFC 5481 IPDV, loss, reordering and duplicates, via
    `metrics.summarize`; the spread of every statistic over the trials is reported. A trial the
-   sender did not hold cleanly is run once more (a catch-up burst queues in the reflector and
-   inflates its delays).
+   sender did not hold cleanly, or that ran beside other work (`trial.disturbance`), is run
+   once more (a catch-up burst queues in the reflector and inflates its delays; so does a
+   reflector waiting for its core).
 
 IMIX is sent as consecutive runs of one size (7k small, 4k medium, k large, k = 8) in a fixed
 cycle, each run by its own Sender on one socket and one sequence space; the mix holds over every
@@ -44,7 +46,12 @@ import numpy.typing as npt
 
 from .. import __version__, clock, dataplane
 from ..dataplane.sockets import buffer_sizes, open_test_socket
-from .aggregate import finalize_size, latency_base
+from .aggregate import (
+    finalize_size,
+    latency_base,
+    latency_trials_used,
+    lost_to_a_disturbance,
+)
 from .conditions import collect_conditions, finish_conditions
 from .config import (
     C_SENDER_MAX_PACKETS,
@@ -147,6 +154,7 @@ def _new_run(cap: float, cap_source: str) -> dict[str, Any]:
                 f"{key}_at_cap": False,
                 f"{key}_bound": None,
                 f"{key}_ceiling_pps": None,
+                f"{key}_disturbed_pps": None,
             }
         )
     run["unverified_trials"] = 0
@@ -187,7 +195,11 @@ def search_run(
         trial = ctx.trial(size, rate, s.trial_duration_s)
         run["trials"].append(trial)
         search.record(
-            rate, trial["loss_pct"], offered=trial["offered"], clean=not trial["sender_limited"]
+            rate,
+            trial["loss_pct"],
+            offered=trial["offered"],
+            clean=not trial["sender_limited"],
+            disturbed=lost_to_a_disturbance(trial),
         )
     for key, res in zip(("zero_loss", "tolerant"), search.result(), strict=True):
         run.update(
@@ -197,6 +209,7 @@ def search_run(
                 f"{key}_at_cap": res.at_cap,
                 f"{key}_bound": res.bound,
                 f"{key}_ceiling_pps": res.ceiling_pps,
+                f"{key}_disturbed_pps": res.disturbed_pps,
             }
         )
     run["unverified_trials"] = search.unverified
@@ -280,8 +293,7 @@ def _latency_point(
 ) -> None:
     s = ctx.settings
     rate = point["offered_pps"]
-    clean: list[npt.NDArray[np.int64]] = []
-    offered: list[npt.NDArray[np.int64]] = []
+    samples: list[npt.NDArray[np.int64]] = []  # one per trial in point["trials"]
     for i in range(s.latency_repeats):
         for _ in range(_LATENCY_ATTEMPTS):
             ctx.progress(
@@ -300,16 +312,13 @@ def _latency_point(
                     ctx.cpus,
                 )
             point["trials"].append(trial)
-            if trial["offered"]:
-                offered.append(rtt)
-            if not trial["sender_limited"]:
-                clean.append(rtt)
+            samples.append(rtt)
+            if not trial["sender_limited"] and not trial["disturbed"]:
                 break
-        # The CDF of the clean trials; without any (a busy machine), of those that offered the
-        # load, which `aggregate` marks as not clean (sender_clean false).
-        samples = clean or offered
-        if samples:
-            point["rtt_quantiles_ns"] = quantiles(np.concatenate(samples))
+    # The CDF of the same trials `aggregate` summarises (undisturbed clean ones first).
+    used = [samples[k] for k in latency_trials_used(point["trials"])]
+    if used:
+        point["rtt_quantiles_ns"] = quantiles(np.concatenate(used))
 
 
 def _measure_latency(

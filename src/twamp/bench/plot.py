@@ -26,6 +26,7 @@ import importlib.util
 import math
 from typing import Any
 
+from .aggregate import lost_to_a_disturbance
 from .config import MEDIA
 
 __all__ = ["MISSING", "PlotUnavailable", "available", "plot_report"]
@@ -36,7 +37,12 @@ MISSING = (
 )
 
 _TARGET_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-_VERDICT_COLOURS = {"pass": "#2ca02c", "fail": "#d62728", "unverified": "#999999"}
+_VERDICT_COLOURS = {
+    "pass": "#2ca02c",
+    "fail": "#d62728",
+    "disturbed": "#ff7f0e",
+    "unverified": "#999999",
+}
 
 
 class PlotUnavailable(RuntimeError):
@@ -83,7 +89,7 @@ def _size_points(
             (mix if len(size["pattern"]) > 1 else pts).append((x, fig))
         elif fig.get("lower_bound_pps"):
             l1 = fig["lower_bound_pps"] * size["l1_octets"] * 8 / 1e6
-            bounds.append((x, fig["lower_bound_pps"], l1))
+            bounds.append((x, fig["lower_bound_pps"], l1, bool(fig.get("disturbed"))))
     return sorted(pts, key=lambda p: p[0]), mix, sorted(bounds)
 
 
@@ -124,17 +130,18 @@ def _draw_target(ax_pps: Any, ax_bits: Any, target: dict[str, Any], colour: str)
             alpha=0.45,
             markersize=size,
         )
-    for x, fig in (*pts, *mix):
-        if fig.get("disturbed"):
-            ax_pps.annotate(
-                "*",
-                (x, fig["pps"]["median"]),
-                textcoords="offset points",
-                xytext=(5, 2),
-                color=colour,
-                fontsize="large",
-                fontweight="bold",
-            )
+    marked = [(x, fig["pps"]["median"]) for x, fig in (*pts, *mix) if fig.get("disturbed")]
+    marked += [(b[0], b[1]) for b in bounds if b[3]]  # a lower bound beside other work too
+    for x, y in marked:
+        ax_pps.annotate(
+            "*",
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, 2),
+            color=colour,
+            fontsize="large",
+            fontweight="bold",
+        )
     for ax, k in ((ax_pps, 1), (ax_bits, 2)):
         if bounds:
             ax.plot(
@@ -203,7 +210,7 @@ def _throughput(ax_pps: Any, ax_bits: Any, doc: dict[str, Any], plt: Any) -> Non
         for t in _targets(doc)
         for size in t["sizes"]
     )
-    note = "\n* measured while other processes took over 0.3 cores: may be low" if disturbed else ""
+    note = "\n* measured beside other work (see the report): may be low" if disturbed else ""
     ax_pps.set_title("throughput: median, bars min-max over runs" + note)
     ax_bits.set_xlabel("UDP payload (octets)")
     ax_bits.set_ylabel("Mbit/s at the zero-loss rate")
@@ -299,7 +306,7 @@ def _verdict(t: dict[str, Any]) -> str:
     if t["offered"] and t["loss_pct"] <= 0.0:
         return "pass"
     if not t["sender_limited"] and t["loss_pct"] > 0.0:
-        return "fail"
+        return "disturbed" if lost_to_a_disturbance(t) else "fail"
     return "unverified"
 
 

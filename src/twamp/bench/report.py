@@ -38,13 +38,15 @@ CSV_HEADER = (
     "max",
     "n",
     "status",
+    "disturbed",
 )
 """One row per figure: `figure` names it (zero_loss_rate, tolerant_rate, rtt_median, ...),
 `fraction_pct` is the load of a latency figure (empty for rates), `unit` is pps, ns or pct,
 min/median/max/n its spread over trials, `status` found/partial/none/sender_limited/
-at_max_rate/at_medium_max/unverifiable/not_measured for rates (min/median/max are empty unless
-found or partial; a sender_limited, at_max_rate or at_medium_max rate puts its lower bound in
-min) and ok for latency figures."""
+at_max_rate/at_medium_max/unverifiable/disturbed/not_measured for rates (min/median/max are
+empty unless found or partial; a sender_limited, at_max_rate or at_medium_max rate puts its
+lower bound in min) and ok for latency figures; `disturbed` is true when the figure or latency
+point was measured beside other work (the JSON says why), else false."""
 
 _BOUNDED = BOUNDED_STATUSES  # a rate passing at the cap: a lower bound only
 
@@ -90,6 +92,10 @@ def _spread_cells(s: dict[str, Any] | None) -> list[Any]:
     return [s["min"], s["median"], s["max"], s["n"]]
 
 
+def _flag(part: dict[str, Any]) -> str:
+    return "true" if part.get("disturbed") else "false"
+
+
 def csv_rows(document: dict[str, Any]) -> Iterable[list[Any]]:
     """The rows after `CSV_HEADER`."""
     for target in document["targets"]:
@@ -104,7 +110,12 @@ def csv_rows(document: dict[str, Any]) -> Iterable[list[Any]]:
                 cells = _spread_cells(fig["pps"])
                 if fig["status"] in _BOUNDED and fig["lower_bound_pps"] is not None:
                     cells = [fig["lower_bound_pps"], "", "", fig["runs"]]
-                yield [name, label, mean, figure, "", "pps", *cells, fig["status"]]
+                yield [
+                    *(name, label, mean, figure, "", "pps"),
+                    *cells,
+                    fig["status"],
+                    _flag(fig),
+                ]
             for point in size["latency"]:
                 summary = point.get("summary") or {}
                 frac = point["fraction_pct"]
@@ -113,10 +124,11 @@ def csv_rows(document: dict[str, Any]) -> Iterable[list[Any]]:
                     if not dist:
                         continue
                     cells = _spread_cells(dist.get(stat))
-                    yield [name, label, mean, figure, frac, "ns", *cells, "ok"]
+                    yield [name, label, mean, figure, frac, "ns", *cells, "ok", _flag(point)]
                 loss = point.get("loss_pct")
                 if loss is not None:
-                    yield [name, label, mean, "loss", frac, "pct", *_spread_cells(loss), "ok"]
+                    cells = _spread_cells(loss)
+                    yield [name, label, mean, "loss", frac, "pct", *cells, "ok", _flag(point)]
 
 
 def write_csv(document: dict[str, Any], out: IO[str]) -> None:

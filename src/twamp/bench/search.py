@@ -20,14 +20,26 @@ For each criterion a trial is one of three things (`Verdict`):
   job harder, not easier, so lateness does not spoil a pass.
 * **fail**: the loss is over the criterion and the sender was `clean`: it offered the rate on
   its schedule and none of the replies was lost in our own receive buffer.
+* **disturbed**: the loss is over the criterion and the sender was clean, but other work on
+  the machine had the CPU meanwhile and the reflector lost packets the way one short of CPU
+  does (`disturbed`: `aggregate.lost_to_a_disturbance`, e.g. a process on the reflector's
+  core). A reflector that got half its core loses packets at half its rate; that is not a
+  failure of the reflector, so such a trial is repeated like an unverified one.
 * **unverified**: neither. Such a trial proves nothing either way, so it never moves the search:
   the same rate is tried again, up to `attempts` times. Only a rate that stays unverified every
   time (our sender cannot hold it, not once) becomes that criterion's *ceiling*: no rate at or
   above it is tried again, and a figure bounded by it is a lower bound set by the test setup,
   never the reflector's figure.
 
+A rate that failed every attempt and at least once with a clean sender on a disturbed machine
+(the disturbance lasted through the attempts) bounds the search like a failure, as the
+*disturbed bound*: the figure is then the highest rate that passed below it, and the run says
+that a disturbed trial decided it (`SearchResult.bound == "disturbed"`), which the report marks.
+A pass is a pass, disturbed or not: the reflector kept up with less CPU than it could have had.
+
 This is what makes the search survive a busy machine: one stall of the sender (another process
-took its core for 12 ms) costs one repeated trial, not a step down of the search.
+took its core for 12 ms) costs one repeated trial, not a step down of the search, and a burst
+of other work beside the reflector costs repeated trials, not half the figure.
 
 Each criterion keeps the highest passing rate below its lowest failing rate (results are noisy:
 a pass above a failure does not count). The steps:
@@ -36,7 +48,7 @@ a pass above a failure does not count). The steps:
    `hint` (the answer of a previous repetition) the first trials bracket the hint and widen
    geometrically until one passes and one fails.
 2. Then bisection: the geometric mean of the bracket, until `upper / pass <= 1 + resolution`,
-   where `upper` is the lowest failure or the ceiling, whichever is lower.
+   where `upper` is the lowest failure, disturbed bound or ceiling, whichever is lowest.
 3. A criterion with no passing rate tries the floor; if the floor fails its result is "none"
    (no rate passes); if the floor cannot be verified the result says so (`unverifiable`).
 
@@ -60,15 +72,23 @@ _SAME = 1e-9  # relative: two rates this close are the same rate
 class Verdict(enum.Enum):
     PASS = "pass"
     FAIL = "fail"
+    DISTURBED = "disturbed"
     UNVERIFIED = "unverified"
 
 
-def verdict(loss_pct: float, threshold_pct: float, *, offered: bool, clean: bool) -> Verdict:
+def verdict(
+    loss_pct: float,
+    threshold_pct: float,
+    *,
+    offered: bool,
+    clean: bool,
+    disturbed: bool = False,
+) -> Verdict:
     """One trial against one loss criterion (see the module docstring)."""
     if loss_pct <= threshold_pct and offered:
         return Verdict.PASS
     if loss_pct > threshold_pct and clean:
-        return Verdict.FAIL
+        return Verdict.DISTURBED if disturbed else Verdict.FAIL
     return Verdict.UNVERIFIED
 
 
@@ -80,8 +100,10 @@ class SearchResult:
     failed (None: none did), so the figure lies in [pps, fail_pps). `at_cap`: it passed at the
     highest rate the search could try (the cap, or the ceiling: the lowest rate our sender
     could never hold), with no failure in between, so the true figure may be higher; `bound`
-    says which ("cap" or "ceiling", None when not at_cap). `ceiling_pps`: that lowest
-    unverifiable rate (None: every rate tried was verified). `trials`: trials recorded.
+    says which ("cap" or "ceiling"; "disturbed" when the tightest bound above the figure is a
+    disturbed bound, at_cap then False: a figure, marked). `ceiling_pps`: that lowest
+    unverifiable rate (None: every rate tried was verified). `disturbed_pps`: the lowest
+    disturbed bound (None: none). `trials`: trials recorded.
     """
 
     pps: float | None
@@ -90,23 +112,41 @@ class SearchResult:
     trials: int
     bound: str | None = None
     ceiling_pps: float | None = None
+    disturbed_pps: float | None = None
 
     @property
     def unverifiable(self) -> bool:
         """Nothing passed and nothing failed: not one trial could be verified."""
-        return self.pps is None and self.fail_pps is None and self.ceiling_pps is not None
+        return (
+            self.pps is None
+            and self.fail_pps is None
+            and self.disturbed_pps is None
+            and self.ceiling_pps is not None
+        )
 
 
 class Criterion:
     """One loss criterion: the highest passing rate, the lowest failing one, the ceiling."""
 
-    __slots__ = ("attempts", "ceiling", "failing", "passes", "retry", "threshold_pct", "widen")
+    __slots__ = (
+        "attempts",
+        "ceiling",
+        "disturbed",
+        "disturbed_at",
+        "failing",
+        "passes",
+        "retry",
+        "threshold_pct",
+        "widen",
+    )
 
     def __init__(self, threshold_pct: float) -> None:
         self.threshold_pct = threshold_pct
         self.passes: list[float] = []
         self.failing: float | None = None
         self.ceiling: float | None = None
+        self.disturbed: float | None = None  # the lowest disturbed bound
+        self.disturbed_at: set[float] = set()  # rates with a disturbed failure
         self.retry: float | None = None  # an unverified rate to try again
         self.attempts: dict[float, int] = {}
         self.widen = 0  # how often a one-sided bracket has been widened
@@ -120,19 +160,25 @@ class Criterion:
                 self.failing = rate
             self.retry = None
         else:
+            if v is Verdict.DISTURBED:
+                self.disturbed_at.add(rate)
             n = self.attempts.get(rate, 0) + 1
             self.attempts[rate] = n
             if n < max_attempts:
                 self.retry = rate
-            else:
-                self.retry = None
-                if self.ceiling is None or rate < self.ceiling:
-                    self.ceiling = rate
+                return
+            self.retry = None
+            if rate in self.disturbed_at:
+                # The reflector lost packets with our sender clean, each time beside other work.
+                if self.disturbed is None or rate < self.disturbed:
+                    self.disturbed = rate
+            elif self.ceiling is None or rate < self.ceiling:
+                self.ceiling = rate
 
     @property
     def upper(self) -> float | None:
-        """The lowest rate known not to pass: a failure, or the ceiling."""
-        bounds = [b for b in (self.failing, self.ceiling) if b is not None]
+        """The lowest rate known not to pass: a failure, a disturbed bound, or the ceiling."""
+        bounds = [b for b in (self.failing, self.disturbed, self.ceiling) if b is not None]
         return min(bounds) if bounds else None
 
     @property
@@ -177,16 +223,24 @@ class RateSearch:
         self.unverified = 0
 
     def record(
-        self, rate: float, loss_pct: float, *, offered: bool = True, clean: bool = True
+        self,
+        rate: float,
+        loss_pct: float,
+        *,
+        offered: bool = True,
+        clean: bool = True,
+        disturbed: bool = False,
     ) -> None:
-        """The outcome of one trial at `rate` (see `verdict` for `offered` and `clean`)."""
+        """The outcome of one trial at `rate` (see `verdict` for the flags)."""
         self.trials += 1
         verdicts = []
         for c in (self.zero, self.tolerant):
-            v = verdict(loss_pct, c.threshold_pct, offered=offered, clean=clean)
+            v = verdict(
+                loss_pct, c.threshold_pct, offered=offered, clean=clean, disturbed=disturbed
+            )
             c.record(rate, v, self.attempts)
             verdicts.append(v)
-        if Verdict.UNVERIFIED in verdicts:
+        if Verdict.UNVERIFIED in verdicts or Verdict.DISTURBED in verdicts:
             self.unverified += 1
 
     def _top(self, c: Criterion) -> float:
@@ -244,16 +298,20 @@ class RateSearch:
 
     def _result(self, c: Criterion) -> SearchResult:
         passing = c.passing
-        ceiling = c.ceiling
+        ceiling, disturbed = c.ceiling, c.disturbed
         if passing is None:
-            return SearchResult(None, c.failing, False, self.trials, None, ceiling)
+            return SearchResult(None, c.failing, False, self.trials, None, ceiling, disturbed)
         bound: str | None = None
-        if passing >= self.cap * (1 - _SAME) and c.failing is None:
+        failing = [b for b in (c.failing, disturbed) if b is not None]
+        if passing >= self.cap * (1 - _SAME) and not failing:
             bound = "cap"
-        elif ceiling is not None and (c.failing is None or ceiling < c.failing):
+        elif ceiling is not None and (not failing or ceiling < min(failing)):
             # The tightest upper bound is a rate our sender could not hold, not a failure.
             bound = "ceiling"
-        return SearchResult(passing, c.failing, bound is not None, self.trials, bound, ceiling)
+        at_cap = bound is not None
+        if not at_cap and disturbed is not None and (c.failing is None or disturbed < c.failing):
+            bound = "disturbed"  # a figure all the same, decided beside other work
+        return SearchResult(passing, c.failing, at_cap, self.trials, bound, ceiling, disturbed)
 
     def result(self) -> tuple[SearchResult, SearchResult]:
         """(zero loss, loss-tolerant) as far as the trials so far prove."""

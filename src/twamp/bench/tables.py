@@ -6,15 +6,16 @@ layer 2 (frames: + 8 UDP + 20 IPv4 or 40 IPv6 + 18 Ethernet header and FCS, 64 a
 layer 1 (+ 20 octets of preamble and inter-frame gap), so that a figure can be set against a
 link's line rate. A figure that is not the reflector's (our sender could not offer more, or
 nothing could be verified) is never printed as a number in its cell: the cell says what
-happened and a note under the table says it in words. Figures measured while other processes
-took a noticeable share of the CPU are marked (`*`), latency points that lost heavily too (`!`).
+happened and a note under the table says it in words. Figures and latency points measured
+beside other work (`aggregate`: "Disturbed figures") are marked `*` with the reason in a note,
+latency points that lost heavily `!`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .aggregate import BOUNDED_STATUSES, DISTURBED_CORES, LOSSY_LATENCY_PCT
+from .aggregate import BOUNDED_STATUSES, LOSSY_LATENCY_PCT, lost_to_a_disturbance
 from .config import MEDIA
 
 __all__ = ["format_tables", "pps", "table"]
@@ -92,6 +93,11 @@ def _why(fig: dict[str, Any], label: str, what: str, medium: str = "the medium")
         return f"{where}: nothing lost up to --max-rate; the reflector's limit is higher"
     if status == "none":
         return f"{where}: packets were lost even at the lowest rate searched (--min-rate)"
+    if status == "disturbed":
+        return (
+            f"{where}: packets were lost down to {pps(limit)}, but only while other work had "
+            "the CPU (see --raw for each trial's reason): run it again on a quiet machine"
+        )
     if status == "unverifiable":
         return (
             f"{where}: no trial could be verified: our sender could not hold even "
@@ -108,19 +114,32 @@ def _rate_cell(
     if fig["pps"] is None:
         note = notes.add(_why(fig, label, what, medium))
         if fig["status"] == "at_medium_max" and fig.get("lower_bound_pps"):
-            return f">= {pps(fig['lower_bound_pps'])}, the medium's max {note}"
-        return f"{fig['status'].replace('_', '-')} {note}"
+            cell = f">= {pps(fig['lower_bound_pps'])}, the medium's max {note}"
+        else:
+            cell = f"{fig['status'].replace('_', '-')} {note}"
+        if fig["status"] == "disturbed":
+            return cell
+        return cell + _disturbed_mark(fig, f"size {label}", notes)
     s = fig["pps"]
     cell = f"{pps(s['median'])} ({pps(s['min'])}-{pps(s['max'])})"
     if fig["status"] == "partial":
         cell += f", {fig['runs_found']} of {fig['runs']} runs"
-    if fig.get("disturbed"):
-        cores = fig.get("foreign_cpu_cores") or 0.0
-        cell += " " + notes.add(
-            f"* measured while other processes took {cores:.2f} cores (over "
-            f"{DISTURBED_CORES:g}): this figure may be low"
+    return cell + _disturbed_mark(fig, f"size {label}", notes)
+
+
+def _disturbed_mark(part: dict[str, Any], where: str | None, notes: _Notes) -> str:
+    """`` *[n]`` when a figure (`where` says which, with the reason) or a latency point (one
+    note for all) was measured beside other work, else nothing."""
+    if not part.get("disturbed"):
+        return ""
+    if where is None:
+        return " *" + notes.add(
+            "* latency measured beside other work (a trial summarised ran while other "
+            "processes had our cores, or while the reflector waited for its core): "
+            "its delays may include those waits; the JSON's latency[].disturbance says why"
         )
-    return cell
+    why = part.get("disturbance") or "other processes had the CPU"
+    return " *" + notes.add(f"* {where}: measured beside other work, may be low: {why}")
 
 
 def _bits_cell(fig: dict[str, Any] | None) -> str:
@@ -179,7 +198,7 @@ def _latency_row(size: dict[str, Any], point: dict[str, Any], notes: _Notes) -> 
             "overloaded path, not the reflector's latency"
         )
     fwd, bwd = _stat(summary, "forward", "median"), _stat(summary, "backward", "median")
-    used = str(point.get("trials_used", 0))
+    used = str(point.get("trials_used", 0)) + _disturbed_mark(point, None, notes)
     if not point.get("sender_clean", True):
         used += " " + notes.add(
             "no trial at this load was held cleanly by our sender (late packets, stalls): "
@@ -320,14 +339,25 @@ def _sender_note(t: dict[str, Any]) -> list[str]:
         for run in size["throughput"]["runs"]
         for trial in run["trials"]
     ]
+    out = []
     limited = sum(1 for tr in trials if tr["sender_limited"])
-    if not limited:
-        return []
-    return [
-        f"  {limited} of {len(trials)} throughput trials were not held cleanly by our sender "
-        "(stalls, late packets, own drops); those were repeated and never counted as the "
-        "reflector's failures (--raw shows each reason)"
-    ]
+    if limited:
+        out.append(
+            f"  {limited} of {len(trials)} throughput trials were not held cleanly by our "
+            "sender (stalls, late packets, own drops); those were repeated and never counted "
+            "as the reflector's failures (--raw shows each reason)"
+        )
+    disturbed = [tr for tr in trials if tr.get("disturbed")]
+    if disturbed:
+        lossy = sum(1 for tr in disturbed if lost_to_a_disturbance(tr) and tr["offered"])
+        out.append(
+            f"  {len(disturbed)} of {len(trials)} throughput trials ran beside other work "
+            f"(other processes on our cores, or the reflector waiting for its core); {lossy} "
+            "of them lost packets the way a reflector short of CPU does (late, dropped in its "
+            "socket buffer, or the schedule's tail unanswered): those were repeated and never "
+            "counted as the reflector's failures"
+        )
+    return out
 
 
 def _target(t: dict[str, Any], doc: dict[str, Any]) -> list[str]:
