@@ -90,6 +90,15 @@ SLOW: dict[str, frozenset[str]] = {
             "test_a_limit_hit_shows_in_the_metrics",
         }
     ),
+    "test_kernel_stamps.py": frozenset(
+        {
+            "test_reflect_t3_diagnostic_end_to_end",
+            "test_reflect_t3_diagnostic_with_workers",
+            "test_reflect_without_the_diagnostic_says_nothing_of_t3",
+            "test_server_t3_diagnostic_end_to_end",
+            "test_bench_report_has_kernel_stamps_and_old_reports_validate",
+        }
+    ),
     "test_ping.py": frozenset({"test_ping_every_mode"}),
     "test_ping_continuous.py": frozenset({"*"}),
     "test_ping_operator.py": frozenset(

@@ -45,7 +45,7 @@ def _median(doc: dict[str, Any], proc: str) -> float:
     return float(e["figure_ms"]["median"])
 
 
-def _run(kind: str, tmp_path: Path) -> dict[str, Any]:
+def _run(kind: str, tmp_path: Path) -> tuple[dict[str, Any], list[Any]]:
     require(os.geteuid() == 0, "needs root (network namespaces, raw OSPF sockets)")
     if kind == "frr":
         require(Path("/usr/lib/frr/ospfd").exists(), "FRR is not installed (apt-get install frr)")
@@ -57,7 +57,53 @@ def _run(kind: str, tmp_path: Path) -> dict[str, Any]:
     run(settings, log, Progress(enabled=False))
     leftovers = lab_objects(tag)
     assert not any(leftovers.values()), f"the lab left {leftovers}"
-    return analyse(read_events(log))
+    events = list(read_events(log))
+    return analyse(events), events
+
+
+def _trial_windows(events: list[Any], proc: str) -> list[tuple[int, int]]:
+    marks = [
+        e
+        for e in events
+        if e.source == "lab" and e.event == "mark" and e.get("proc") == proc
+        and e.get("phase") in ("start", "end")
+    ]  # fmt: skip
+    starts = [m.t_ns for m in marks if m.get("phase") == "start"]
+    ends = [m.t_ns for m in marks if m.get("phase") == "end"]
+    return list(zip(starts, ends, strict=True))
+
+
+def _dataplane_checks(doc: dict[str, Any], events: list[Any]) -> None:
+    """What issue 9's closing note found untrustworthy, checked end to end."""
+    # §5.2 in T2: the RFC's reference (the generator-collector link) was used, and the
+    # collector flooded none of the burst to the DUT ("floods nothing to the DUT").
+    valid52 = [t for t in _entry(doc, "5.2")["trials"] if t["valid"]]
+    assert valid52 and all(t["parts_ns"]["method"] == 1 for t in valid52), valid52
+    for t0, t1 in _trial_windows(events, "5.2"):
+        to_dut = [
+            lsa["key"]
+            for e in events
+            if e.source == "col" and e.event == "tx" and e.get("type") == "lsu"
+            and e.get("ifname") == "eth-dut" and t0 <= e.t_ns <= t1
+            for lsa in e.get("lsas", ())
+            if lsa["key"].startswith("5/")
+        ]  # fmt: skip
+        assert not to_dut, f"the collector flooded {len(to_dut)} burst LSAs to the DUT"
+    # §6.1/6.2: every trial's stream flows again within the trial (after the procedure's end
+    # at the latest, within the bounded wait); none "not restored".
+    for proc in ("6.1", "6.2"):
+        dp = _entry(doc, proc)["dataplane"]
+        assert dp is not None and dp["not_restored"] == 0, (proc, dp)
+    # §6.7/6.8: the probe's path was link 1 before the failure and link 2 after (costs).
+    for proc in ("6.7", "6.8"):
+        dp = _entry(doc, proc)["dataplane"]
+        assert dp is not None and dp["paths"] == ["eth-gen -> eth-gen2"], (proc, dp)
+        assert dp["not_restored"] == 0, (proc, dp)
+    # §6.8: link 1 black-holed beyond layer 2: the stream is lost until the DUT's dead
+    # interval expires, i.e. for between the dead interval less one Hello and a bit more
+    # (BIRD: plus its 1 s tick)
+    w68 = _entry(doc, "6.8")["dataplane"]["window_ms"]
+    assert w68 is not None and DEAD_MS - 1500.0 <= w68["median"] <= DEAD_MS + 2500.0, w68
 
 
 def _common_checks(doc: dict[str, Any]) -> None:
@@ -86,8 +132,17 @@ def _common_checks(doc: dict[str, Any]) -> None:
 
 @pytest.mark.timeout(900)
 def test_all_procedures_against_frr(tmp_path: Path) -> None:
-    doc = _run("frr", tmp_path)
+    doc, events = _run("frr", tmp_path)
     _common_checks(doc)
+    _dataplane_checks(doc, events)
+    # §6.7: the DUT reroutes within milliseconds of its kernel's carrier-loss notice (which
+    # Linux may hold up to a second, machine-wide): a loss window, if any packet fell into it
+    # at 1,000 pps, far below the dead interval; the proxy from the notice is the DUT's part
+    e67 = _entry(doc, "6.7")
+    w67 = e67["dataplane"]["window_ms"]
+    assert w67 is None or w67["max"] < 2000.0, w67
+    assert e67["parts_ms"]["kernel_notice"]["max"] <= 1500.0, e67["parts_ms"]
+    assert e67["proxies_ms"]["after_kernel_notice"]["median"] < 500.0, e67["proxies_ms"]
     # FRR acks new LSAs from a 1 s timer: the adjacency figures sit at about a second or more.
     for proc in ("6.1", "6.2", "6.3"):
         assert _entry(doc, proc)["verdict"]["kind"] == "timer-dominated", proc
@@ -107,8 +162,14 @@ def test_all_procedures_against_frr(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(900)
 def test_all_procedures_against_bird(tmp_path: Path) -> None:
-    doc = _run("bird", tmp_path)
+    doc, events = _run("bird", tmp_path)
     _common_checks(doc)
+    _dataplane_checks(doc, events)
+    # §6.7: BIRD recomputes routes on its tick: the carrier loss costs the stream a loss
+    # window (non-empty), shorter than the dead interval it did not have to wait for
+    dp67 = _entry(doc, "6.7")["dataplane"]
+    assert dp67["lost_packets"]["max"] > 0 and dp67["window_ms"]["max"] > 0, dp67
+    assert dp67["window_ms"]["median"] < DEAD_MS, dp67
     assert "BIRD 2 exposes no SPF duration" in _entry(doc, "5.3")["whitebox_note"]
     assert "spf_whitebox" not in _entry(doc, "5.3")["proxies_ms"]
     timers = doc["timers"]

@@ -17,6 +17,7 @@ import pytest
 from twamp.bench.ospf import analyse
 from twamp.bench.ospf.procedures import LAG_NS, PROCEDURES, evaluate
 from twamp.bench.ospf.procedures.synth import (
+    FRR_QUIRKS,
     MS,
     US,
     SynthLog,
@@ -187,6 +188,27 @@ def test_5_2_with_the_direct_link_is_the_rfc_method() -> None:
     assert r.value_ns == 3 * MS
 
 
+def test_5_2_direct_reference_corrected_for_our_send_order() -> None:
+    """Our generator sends the burst towards the DUT first, then on the direct link (400 µs
+    later here): the direct copy arrives that much later, and uncorrected the figure would be
+    short by the skew (negative for a fast DUT). The reference is taken back by the skew
+    measured from our own two kernel send stamps."""
+    s = _log()
+    trial_5_2(
+        s, 0, s.t + S, n=80, flood_last_ns=300 * US, direct_last_ns=200 * US,
+        direct_skew_ns=400 * US,
+    )  # fmt: skip
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.parts["method"] == 1
+    assert r.parts["send_skew"] == 400 * US
+    assert r.parts["rfc_uncorrected"] == -100 * US
+    assert r.value_ns == 300 * US
+    assert "taken back by our own send skew between the two links (median 0.4" in format_report(
+        analyse(s.events)
+    )
+
+
 def test_5_2_lsa_lost_on_the_way_is_invalid() -> None:
     s = _log()
     trial_5_2(s, 0, s.t + S, n=80, flood_last_ns=3 * MS)
@@ -291,6 +313,120 @@ def test_adjacency_known_answer(proc: str) -> None:
         assert r.parts["last_dut_dbd"] == 2 * MS
 
 
+def _late_restoration_log(*, restored: bool) -> SynthLog:
+    """A 6.1 trial as FRR's LSR stall makes it: the generator is Full and everything it sent is
+    acked (the RFC's end event), but the DUT's own adjacency is still Loading; it fetches the
+    rest 5 s later, installs the probe's route and the stream flows again, after the
+    procedure's end, within the driver's bounded wait."""
+    s = _log(quirks=[*FRR_QUIRKS, {"name": "lsr-stall", "value_ms": 5000.0}])
+    t = s.t + S
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="g")
+    s.write(
+        "dut-log",
+        "line",
+        t + 10 * MS,
+        text="OSPF: AdjChg: Nbr 192.0.2.2, NbrIP 192.0.2.2 (default) on eth-gen:192.0.2.1: "
+        "Exchange -> Loading (ExchangeDone)",
+    )
+    s.probe_loss(t - 500 * MS, 2000, 1000.0, restored=False)  # from the carrier loss on
+    end = trial_adjacency(
+        s, "6.1", 0, t, n=100, hello_ns=300 * MS, ack_ns=1200 * MS, full_ns=4 * MS,
+        dataplane_wait_ns=6 * S,
+    )  # fmt: skip
+    t_end = end - 6 * S  # the procedure-end step
+    s.write(
+        "dut-log",
+        "line",
+        t_end + 3800 * MS,
+        text="OSPF: AdjChg: Nbr 192.0.2.2, NbrIP 192.0.2.2 (default) on eth-gen:192.0.2.1: "
+        "Loading -> Full (LoadingDone)",
+    )
+    s.fib(t_end + 3850 * MS, "198.18.255.1/32")
+    if restored:
+        first = t - 500 * MS
+        lost_until = t_end + 3851 * MS
+        s.probe_loss(first + 2000 * MS, (lost_until - first - 2000 * MS) // MS, 1000.0)
+    return s
+
+
+def test_restoration_after_the_procedures_end_is_measured_with_its_evidence() -> None:
+    s = _late_restoration_log(restored=True)
+    r = _one(s)
+    assert r.valid, r.reason
+    dp = r.dataplane
+    assert dp is not None and dp["restored"] is True
+    t_end = dp["procedure_end_after_ns"]
+    assert t_end == 1200 * MS + 50 * MS  # the ack (the RFC's end) came 1.2 s after carrier up
+    assert dp["restored_after_end_ns"] == 3851 * MS
+    assert dp["route_installed_after_ns"] == t_end + 3850 * MS
+    assert dp["dut_adjacency_at_end"] == {"192.0.2.2": "Loading"}
+    assert dp["dut_full_after_ns"] == {"192.0.2.2": t_end + 3800 * MS}
+    doc = analyse(s.events)
+    e = _entry(doc, "6.1")
+    assert e["dataplane"]["late"] == 1 and e["dataplane"]["not_restored"] == 0
+    words = e["dataplane"]["evidence"][0]
+    assert words.startswith("restored 3851.0 ms after the procedure's end")
+    assert "was Loading at the procedure's end" in words and "198.18.255.1/32" in words
+    table = format_report(doc)
+    assert "1 restored after the procedure's end" in table and "was Loading" in table
+    assert "holds for its retransmit interval (5 s, the LSR stall)" in table
+
+
+def test_no_restoration_within_the_wait_says_so_with_the_dut_state() -> None:
+    s = _late_restoration_log(restored=False)
+    r = _one(s)
+    dp = r.dataplane
+    assert dp is not None and dp["restored"] is False
+    assert "restored_after_end_ns" not in dp
+    assert dp["dut_adjacency_at_end"] == {"192.0.2.2": "Loading"}
+    e = _entry(analyse(s.events), "6.1")
+    assert e["dataplane"]["not_restored"] == 1 and e["dataplane"]["late"] == 0
+    assert e["dataplane"]["evidence"][0].startswith(
+        "not restored within 11 s after the procedure's end"
+    )
+
+
+def test_restored_before_the_procedures_end_needs_no_evidence() -> None:
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="g")
+    t = s.t + S
+    s.probe_loss(t + 2 * MS, 100, 1000.0)
+    trial_adjacency(
+        s, "6.1", 0, t, n=10, hello_ns=300 * MS, ack_ns=1200 * MS, full_ns=4 * MS,
+        dataplane_wait_ns=0,
+    )  # fmt: skip
+    dp = _one(s).dataplane
+    assert dp is not None and dp["restored"] is True and dp["lost"] == 100
+    assert "restored_after_end_ns" not in dp and "dut_adjacency_at_end" not in dp
+    assert analyse(s.events)["procedures"][0]["dataplane"]["evidence"] == []
+
+
+@pytest.mark.parametrize("flagged", [False, True])
+def test_adjacency_resend_on_the_duts_request_is_its_figure(flagged: bool) -> None:
+    """A DUT that ignores our LSU and asks again (BIRD, its LS-request timer) makes us send the
+    last LSA twice: the ack ends the figure all the same (the DUT's doing). Only our own
+    retransmission (flagged in the log) makes the ack ambiguous, and the trial invalid."""
+    s = _log()
+    t = s.t + S
+    s.mark.start("6.1", 0, t, lsas=1, dut_rid="192.0.2.129", observer="gen", ifname="veth-gen")
+    s.link(t + MS, "up", "carrier")
+    key = ("5/198.18.0.200/192.0.2.2", s.seq())
+    s.lsu("gen", t + 10 * MS, [key])
+    again = s.lsu("gen", t + 5010 * MS, [key])
+    if flagged:
+        fields = again.fields  # the synthetic log's own dict: marked after the fact
+        assert isinstance(fields, dict)
+        fields["retransmission"] = True
+    s.ack("gen", t + 6000 * MS, [key])
+    s.mark.end("6.1", 0, t + 6100 * MS)
+    r = _one(s)
+    if flagged:
+        assert not r.valid and "retransmitted" in (r.reason or "")
+    else:
+        assert r.valid, r.reason
+        assert r.value_ns == 5999 * MS
+
+
 # -- §6.4-6.6 ----------------------------------------------------------------------------------
 
 
@@ -345,6 +481,62 @@ def test_6_7_with_data_plane() -> None:
         "restored": True,
         "restored_after_ns": 80 * MS,
     }
+
+
+def test_6_7_path_and_a_reroute_faster_than_the_probe_interval() -> None:
+    """The DUT's next hop to the probe's source, logged before the trigger and after the
+    reroute, is the path of the loss window; a trial whose path moved without one packet lost
+    rerouted within the probe's interval, and the table says so (not "no loss")."""
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="y")
+    for i, loss in enumerate(((0, 3), None)):
+        t = s.t + (i + 1) * 10 * S
+        s.write("lab", "route-get", t - 5 * MS, dst="198.18.255.1", dev="eth-gen")
+        s.write("lab", "route-get", t + 100 * MS, dst="198.18.255.1", dev="eth-gen2")
+        s.write("probe", "rcvd", t + 50 * MS, seq=5000 + i, tx_ns=t + 50 * MS)
+        trial_link_down(s, "6.7", i, t, lsa_ns=900 * US, loss=loss)
+    results = [evaluate(t) for t in LogIndex(s.events).trials]
+    assert [r.dataplane["path"] for r in results if r.dataplane] == [["eth-gen", "eth-gen2"]] * 2
+    assert [r.dataplane["lost"] for r in results if r.dataplane] == [3, 0]
+    doc = analyse(s.events)
+    dp = _entry(doc, "6.7")["dataplane"]
+    assert dp["rerouted_without_loss"] == 1 and dp["paths"] == ["eth-gen -> eth-gen2"]
+    table = format_report(doc)
+    assert "1 rerouted within 1 ms (no packet lost)" in table
+    assert "probe's source eth-gen -> eth-gen2" in table
+
+
+def test_6_7_kernel_carrier_notice_is_split_off() -> None:
+    """The DUT hears of the carrier loss when its kernel's linkwatch reports it (here 300 ms
+    late): the RFC figure keeps it, the proxy from that notice is the DUT's own part."""
+    s = _log()
+    t = s.t + S
+    s.write("fib", "carrier", t + 300 * MS, ns="d", ifname="eth-gen", up=False, stamp="user")
+    trial_link_down(s, "6.7", 0, t, lsa_ns=301 * MS)
+    r = _one(s)
+    assert r.valid, r.reason
+    assert r.value_ns == 301 * MS
+    assert r.parts["kernel_notice"] == 300 * MS
+    assert r.proxies["after_kernel_notice"] == 1 * MS
+    table = format_report(analyse(s.events))
+    assert "kernel reported the carrier loss a median 300" in table
+
+
+def test_6_7_loss_after_the_heal_is_not_the_failures_window() -> None:
+    """Packets lost after we healed link 1 (the DUT moving back to it) are another event: the
+    failure's loss window ends at the heal, and they are counted apart."""
+    s = _log()
+    s.write("probe", "start", s.t, rate_pps=1000.0, dst="203.0.113.77", src="198.18.255.1", ns="y")
+    t = s.t + S
+    s.link(t + 100 * MS, "up", "carrier")  # the heal, after the DUT's router-LSA
+    s.probe_loss(t + 150 * MS, 5, 1000.0)  # a second burst, after the heal
+    trial_link_down(s, "6.7", 0, t, lsa_ns=900 * US, loss=(0, 20))
+    r = _one(s)
+    assert r.valid, r.reason
+    dp = r.dataplane
+    assert dp is not None
+    assert dp["lost"] == 20 and dp["lost_after_heal"] == 5
+    assert dp["window_ns"] == 20 * MS and dp["restored"] is True
 
 
 def test_6_7_not_restored() -> None:

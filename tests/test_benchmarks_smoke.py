@@ -48,3 +48,25 @@ def test_table_output(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     lines = capsys.readouterr().out.splitlines()
     assert lines and all(line.rstrip().endswith(" ns") for line in lines)
     assert len(json.loads(out.read_text())) == len(lines)
+
+
+def test_kernel_stamps_harness_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """benchmarks/kernel_stamps.py: both twins' send-time and T3 errors, one short run."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_stamps.py"
+    spec = importlib.util.spec_from_file_location("twamp_kernel_stamps", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "ks.json"
+    assert module.main(["--runs", "1", "--count", "100", "--rate", "2000", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    for name in ("python", "cython"):
+        if name not in data:
+            continue
+        assert f"{name} Sender:    send error p50 " in text
+        (send,) = data[name]["send"]
+        assert send["stamped"] + send["missing"] == 100 and send["send_error"]["min"] >= 0
+        (t3,) = data[name]["t3"]
+        assert 0 < t3["samples"] <= 100 and t3["min_ns"] >= 0

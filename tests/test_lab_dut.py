@@ -130,6 +130,26 @@ def test_not_root_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
         check_root()
 
 
+def test_interface_cost_renders_for_both_daemons(tmp_path: Path) -> None:
+    """T4's link 2 is the backup (`DUT_COSTS`): FRR and BIRD both get its cost."""
+    ports = [DutPort("eth-gen", "192.0.2.1/30"), DutPort("eth-gen2", "192.0.2.5/30", cost=100)]
+    frr = FrrDut(
+        router_id="192.0.2.129", ports=ports, profile=PROFILES["tuned"], ns="twol-unit-dut",
+        state_dir=tmp_path,
+    )  # fmt: skip
+    lines = frr.render().splitlines()
+    at = lines.index("interface eth-gen2")
+    assert " ip ospf cost 100" in lines[at : at + 8]
+    assert sum(" ip ospf cost" in ln for ln in lines) == 1
+    bird = BirdDut(
+        router_id="192.0.2.129", ports=ports, profile=PROFILES["tuned"], ns="twol-unit-dut",
+        state_dir=tmp_path,
+    )  # fmt: skip
+    text = bird.render()
+    assert 'interface "eth-gen2" { type ptp; hello 1; dead 4; retransmit 5; cost 100; };' in text
+    assert 'interface "eth-gen" { type ptp; hello 1; dead 4; retransmit 5; };' in text
+
+
 def test_version_parsers_on_what_the_daemons_print() -> None:
     # FRR 8.4.4 `vtysh -c 'show version'` and `ospfd --version`; BIRD 2.0.12 `birdc show
     # status` and `bird --version` (the Debian 12 packages' exact first lines)

@@ -151,3 +151,44 @@ def test_building_and_tearing_down_never_forks(monkeypatch: pytest.MonkeyPatch) 
         lab.link_up("lan-r1", "r1")
     assert forks == []
     assert os.readlink("/proc/thread-self/ns/net") == before  # we never left our namespace
+
+
+def test_blackhole_route_get_carrier_and_flowing() -> None:
+    """§6.8's failure beyond layer 2: with link 1 black-holed the DUT's unicast to the
+    generator goes nowhere (probe lost, carrier up); undone, it flows again. `route_get`
+    names the device, `Probe.flowing` follows the stream, and the FIB watcher logs a carrier
+    loss in the DUT's namespace (the kernel's notice, 6.7)."""
+    log = EventLog.memory()
+    with Lab("T4", tag=TAG, log=log) as lab:
+        dut = lab.ipr("dut")
+        dut.route("add", dst="198.18.255.1/32", gateway="192.0.2.2")
+        dut.route("add", dst="203.0.113.77/32", gateway="198.51.100.2")  # OSPF's, in the bench
+        gen = lab.ipr("gen")
+        gen.addr("add", index=lab.ifindex("gen", "lo"), address="198.18.255.1", prefixlen=32)
+        lab.ipr("col").route("replace", dst="198.18.255.0/24", gateway="198.51.100.1")
+        assert lab.route_get("dut", "198.18.255.1")["dev"] == "eth-gen"
+        with (
+            FibWatcher(lab.ns("dut"), log),
+            Probe(log, src_ns=lab.ns("gen"), src="198.18.255.1", dst_ns=lab.ns("col"),
+                  dst="203.0.113.77", rate_pps=500, loss_timeout_ns=100_000_000) as probe,
+        ):  # fmt: skip
+            deadline = time.monotonic() + 5
+            while not probe.flowing() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert probe.flowing()
+            lab.blackhole("gen", True)
+            time.sleep(0.5)
+            assert not probe.flowing()
+            assert lab.ipr("dut").get_links(lab.ifindex("dut", "eth-gen"))[0]["flags"] & 0x10000
+            lab.blackhole("gen", False)
+            deadline = time.monotonic() + 5
+            while not probe.flowing() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert probe.flowing()
+            lab.link_down("gen", "gen")
+            time.sleep(1.5)  # linkwatch may hold the carrier change up to a second
+        probe.stop()
+    assert [e["on"] for e in log.select("lab", "blackhole")] == [True, False]
+    assert log.select("probe", "lost") and log.select("probe", "restored")
+    carrier = [e for e in log.select("fib", "carrier") if e["ifname"] == "eth-gen"]
+    assert carrier and carrier[0]["up"] is False

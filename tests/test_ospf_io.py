@@ -199,3 +199,47 @@ def test_packet_summary_shapes() -> None:
     }  # fmt: skip
     ev = Event(1, "gen", "rx", s)
     assert ev["neighbors"] == ["192.0.2.1"]
+
+
+def test_close_waits_for_a_busy_loop_and_never_closes_its_sockets_under_it(lab: Lab) -> None:
+    """An overloaded loop (a long call) outlasting close()'s join: the sockets must stay open
+    until the loop is done with them (it sends Hellos after the call), then be closed by it.
+    The old close() joined for 5 s and then closed them under the running loop: EBADF."""
+    import threading
+
+    log = lab.log
+    assert log is not None
+    crashed: list[BaseException] = []
+    old_hook = threading.excepthook
+    threading.excepthook = lambda args: crashed.append(args.exc_value)  # type: ignore[arg-type]
+    gate = threading.Event()
+    try:
+        sp = Speaker(log, router_factory=HELLO_ONLY)
+        sp.close_timeout = 0.3
+        sp.start()
+        sp.add_router(
+            "a", "192.0.2.2", [Attachment(lab.ns("gen"), _cfg("eth-dut", "192.0.2.2/30"))]
+        )
+        port = sp.ports[("a", "eth-dut")]
+        # The loop blocks in this call until the gate opens (bounded: 8 s), like a big burst.
+        busy = threading.Thread(target=lambda: sp.call("a", lambda r, now: gate.wait(8.0)))
+        busy.start()
+        time.sleep(0.1)
+        closer = threading.Thread(target=sp.close)
+        closer.start()
+        closer.join(6.5)  # the old code returned after its 5 s join, sockets closed
+        assert port.sock.fileno() != -1, "close() closed the sockets under the running loop"
+        gate.set()
+        busy.join(5)
+        closer.join(5)
+        thread = sp._thread
+        assert thread is None or _wait(lambda: not thread.is_alive(), 5)
+        assert port.sock.fileno() == -1  # the loop closed them on its way out
+        with pytest.raises(RuntimeError):
+            sp.call("a", lambda r, now: None)
+    finally:
+        gate.set()
+        threading.excepthook = old_hook
+    assert not crashed, f"the loop thread died: {crashed!r}"
+    bad = [e for e in log.events if e.event in ("tx-error", "rx-error") and e["errno"] == "EBADF"]
+    assert not bad and sp.errors == 0

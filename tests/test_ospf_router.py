@@ -541,6 +541,38 @@ def test_three_routers_flood_through_the_middle() -> None:
     assert_synchronised(a, c)
 
 
+def test_set_flooding_off_floods_nothing_out_of_that_interface() -> None:
+    """RFC 4061 §5.2's collector: it learns the generator's LSAs but floods nothing to the DUT
+    (here c learns a's LSA over a direct link and must not pass it on to m); back on, it
+    floods again. Acks are unchanged: m's own flood to c is still acknowledged."""
+    net = Net()
+    a = EmulatedRouter("10.0.0.1", [cfg("d", "192.0.2.9/30")], now_ns=0)
+    m = EmulatedRouter("10.0.0.2", [cfg("y", "198.51.100.1/30")], now_ns=0)
+    c = EmulatedRouter(
+        "10.0.0.3", [cfg("d", "192.0.2.10/30"), cfg("y", "198.51.100.2/30")], now_ns=0
+    )
+    net.attach("ac", a, "d")
+    net.attach("ac", c, "d")
+    net.attach("cm", c, "y")
+    net.attach("cm", m, "y")
+    net.run(4 * NS)
+    c.set_flooding("y", False, net.now)
+    before = len(net.packets(c, PacketType.LINK_STATE_UPDATE))
+    spec = external(A("10.0.0.1"), 7)
+    a.originate([spec], net.now)
+    net.run(net.now + 2 * NS)
+    assert spec.key in c.lsdb and spec.key not in m.lsdb
+    assert len(net.packets(c, PacketType.LINK_STATE_UPDATE)) == before and c.retransmit_count() == 0
+    m.originate([external(A("10.0.0.2"), 8)], net.now)  # m's flood to c: acked as ever
+    net.run(net.now + 3 * NS)
+    assert m.retransmit_count() == 0 and external(A("10.0.0.2"), 8).key in c.lsdb
+    c.set_flooding("y", True, net.now)
+    spec2 = external(A("10.0.0.1"), 9)
+    a.originate([spec2], net.now)
+    net.run(net.now + 2 * NS)
+    assert spec2.key in m.lsdb
+
+
 # --- interface events ---------------------------------------------------------------------------
 
 

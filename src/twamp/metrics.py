@@ -29,6 +29,7 @@ __all__ = [
     "RECORD_DTYPE",
     "SENT_DTYPE",
     "Records",
+    "kernel_stamps",
     "summarize",
 ]
 
@@ -363,6 +364,75 @@ def summarize(
         **_hops_and_tos(by_seq, sent_ttl),
         "anomalies": _anomalies_of(by_seq, clocks_synced),
         "reflector_error_estimate": _reflector_error(by_seq),
+    }
+
+
+def kernel_stamps(
+    sent: RecordArray,
+    received: RecordArray,
+    tx_kernel: Int64Array,
+    *,
+    source: str = "software",
+) -> dict[str, Any]:
+    """Send-time error and RTT from the kernel's clock at both ends; validates against the
+    ``kernel_stamps`` object of ``schemas/ping.schema.json``.
+
+    `tx_kernel` holds, per row of `sent`, the kernel's transmit stamp of that packet
+    (``SenderResult.tx_kernel_ns``, SO_TIMESTAMPING), 0 where the kernel reported none (its
+    error queue overflowed, the socket closed first, or the NIC gave no hardware stamp).
+
+    * ``send_error`` = kernel transmit stamp − T1 written in the packet, over the stamped
+      packets: how much earlier than the packet's departure its Timestamp was taken (the
+      sender's part of the error of every delay). It includes the kernel's own path down to
+      where it stamps (before the qdisc for software stamps, RFC 5357 §4.1.2 asks for "as
+      close as possible" to the wire).
+    * ``rtt_kernel`` = (T4 − kernel T1) − (T3 − T2) over the first copy of each answered packet
+      that has a kernel stamp, and ``rtt_written`` the usual (T4 − T1) − (T3 − T2) over the
+      same packets, so the two are comparable; T4 is the kernel's receive stamp
+      (SO_TIMESTAMPNS) already.
+    * A packet without a kernel stamp is counted in ``missing`` and left out; nothing is
+      invented for it. ``missing_note`` says it in words (None when every packet was stamped).
+    """
+    _require_fields(sent, SENT_DTYPE, "sent")
+    _require_fields(received, RECORD_DTYPE, "received")
+    if tx_kernel.shape != sent.shape:
+        raise ValueError(f"tx_kernel has {tx_kernel.size} rows, sent {sent.size}")
+    tx = tx_kernel.astype(np.int64)
+    stamped = tx != 0
+    t1 = sent["t1"].astype(np.int64)
+    seqs = sent["seq"].astype(np.int64)
+    missing = int(np.count_nonzero(~stamped))
+    recs = received[np.argsort(received["t4"], kind="stable")]
+    first = recs[_first_of_each(recs["sender_seq"].astype(np.int64))]  # sender_seq order
+    # The kernel stamp of each answered packet, by its sequence number (first copy sent).
+    order = np.argsort(seqs, kind="stable")
+    pos = np.searchsorted(seqs[order], first["sender_seq"].astype(np.int64))
+    pos = np.minimum(pos, max(seqs.size - 1, 0))
+    if seqs.size:
+        rows = order[pos]
+        hit = (seqs[rows] == first["sender_seq"].astype(np.int64)) & stamped[rows]
+    else:
+        rows = np.zeros(0, np.intp)
+        hit = np.zeros(first.size, np.bool_)
+    r = first[hit]
+    back = r["t4"].astype(np.int64)
+    residence = r["t3"].astype(np.int64) - r["t2"].astype(np.int64)
+    note = None
+    if missing:
+        note = (
+            f"the kernel reported no {source} transmit stamp for {missing} of {sent.size} "
+            "packets (error queue overflow, socket closed before the report, or no stamp of "
+            "this kind); they are left out of send_error and rtt_kernel"
+        )
+    return {
+        "source": source,
+        "sent": int(sent.size),
+        "stamped": int(sent.size) - missing,
+        "missing": missing,
+        "missing_note": note,
+        "send_error": _distribution(tx[stamped] - t1[stamped]),
+        "rtt_kernel": _distribution((back - tx[rows[hit]]) - residence),
+        "rtt_written": _distribution((back - r["t1"].astype(np.int64)) - residence),
     }
 
 

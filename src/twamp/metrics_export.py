@@ -35,7 +35,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .dataplane.types import RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS
+from .dataplane.types import RESIDENCE_BOUNDS_NS, RESIDENCE_KEYS, T3_BOUNDS_NS
 from .hostport import parse_hostport
 
 __all__ = [
@@ -178,7 +178,30 @@ class ReflectorCollector(Collector):
         )
         info.add_metric([self._implementation], 1)
         yield info
-        yield from _reflector_families(self._counters(), "twamp_reflector")
+        counters = self._counters()
+        yield from _reflector_families(counters, "twamp_reflector")
+        if "t3_samples" in counters:
+            yield from _t3_families(counters, "twamp_reflector")
+
+
+def _t3_families(counts: Mapping[str, int], prefix: str) -> Iterator[Any]:
+    """`twamp reflect --t3-diagnostic`: how early the transmit Timestamp (T3) written into each
+    reply was against the kernel's transmit stamp of it, from the cumulative `t3_le_<bound>_ns`
+    counts (`dataplane.types.T3_BOUNDS_NS`, powers of two of ns)."""
+    buckets = [(repr(bound / 1e9), counts.get(f"t3_le_{bound}_ns", 0)) for bound in T3_BOUNDS_NS]
+    buckets.append(("+Inf", counts.get("t3_samples", 0)))
+    family = HistogramMetricFamily(
+        f"{prefix}_t3_error_seconds",
+        "Kernel transmit stamp minus the transmit Timestamp (T3) written into the reply, of "
+        "every reply the kernel reported (reflect --t3-diagnostic).",
+    )
+    family.add_metric([], buckets, sum_value=counts.get("t3_sum_ns", 0) / 1e9)
+    yield family
+    yield GaugeMetricFamily(
+        f"{prefix}_t3_error_max_seconds",
+        "The largest T3 error seen (reflect --t3-diagnostic).",
+        value=counts.get("t3_max_ns", 0) / 1e9,
+    )
 
 
 class ServerCollector(Collector):
@@ -229,6 +252,8 @@ class ServerCollector(Collector):
         yield limits
         reflector = {**stats.get("reflector", {}), **stats.get("residence", {})}
         yield from _reflector_families(reflector, "twamp_reflector")
+        if stats.get("t3"):
+            yield from _t3_families(stats["t3"], "twamp_reflector")
 
 
 class DelayHistogram:

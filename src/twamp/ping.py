@@ -44,10 +44,11 @@ from .constants import (
     TestMode,
 )
 from .dataplane import Sender, SenderResult, StopFlag
+from .dataplane.hwstamp import choose_tx_stamps
 from .dataplane.sockets import open_test_socket
 from .hostport import parse_hostport
 from .inet import check_dscp, dscp_to_tos
-from .metrics import RECORD_DTYPE, SENT_DTYPE, summarize
+from .metrics import RECORD_DTYPE, SENT_DTYPE, kernel_stamps, summarize
 from .net.client import (
     BlockingClient,
     ClientError,
@@ -237,6 +238,13 @@ class PingOptions:
     slice_seconds: float = 0.1
     stateful: bool | None = None
     """Light only: whether the reflector counts its own sequence numbers; None infers it."""
+    kernel_stamps: bool = True
+    """Ask the kernel for the transmit stamp of every packet (SO_TIMESTAMPING, software) and
+    report the send-time error and the RTT from kernel stamps at both ends (`PingResult`).
+    One error-queue report per packet: cheap at ping rates, so on by default."""
+    hw_timestamps: str | None = None
+    """Use the NIC's raw hardware transmit stamps of this interface when it offers them
+    (`dataplane.hwstamp.choose_tx_stamps`); software ones, with a sentence, otherwise."""
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -304,6 +312,10 @@ class PingResult:
     """The server closed the control connection during the test; sending stopped then."""
     error_estimate_ns: int | None = None
     """Our clock's Error Estimate (RFC 4656 §4.1.2) in ns; None when the clock gives none."""
+    kernel_stamps: dict[str, Any] | None = None
+    """`metrics.kernel_stamps`: send-time error and RTT from kernel stamps; None when off or
+    refused (`kernel_stamps_note` says which)."""
+    kernel_stamps_note: str | None = None
 
     def delays(self) -> dict[str, npt.NDArray[np.int64]]:
         """Per answered packet (first copy, by sequence number): rtt, residence, forward,
@@ -333,6 +345,8 @@ class PingResult:
             "schedule": self.schedule,
             "sender": self.counters,
             "error_estimate_ns": self.error_estimate_ns,
+            "kernel_stamps": self.kernel_stamps,
+            "kernel_stamps_note": self.kernel_stamps_note,
         }
 
 
@@ -340,6 +354,9 @@ class PingResult:
 class _Exchange:
     sent: list[npt.NDArray[np.void]] = field(default_factory=list)
     received: list[npt.NDArray[np.void]] = field(default_factory=list)
+    tx_kernel: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    """Per slice, the kernel transmit stamps of `sent`'s rows (with `Sender(tx_timestamps)`)."""
+    has_tx: bool = True
     counters: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     control_closed: bool = False
@@ -347,6 +364,10 @@ class _Exchange:
     def add(self, result: SenderResult) -> None:
         self.sent.append(result.sent)
         self.received.append(result.received)
+        if result.tx_kernel_ns is None:
+            self.has_tx = False
+        else:
+            self.tx_kernel.append(result.tx_kernel_ns)
         for key, value in result.counters.items():
             if key == "max_lag_ns":
                 self.counters[key] = max(self.counters.get(key, 0), value)
@@ -360,6 +381,14 @@ class _Exchange:
         self.sent = [sent]
         self.received = [received]
         return sent, received
+
+    def tx_stamps(self) -> npt.NDArray[np.int64] | None:
+        """The kernel transmit stamps of every sent row, in `arrays()` order, or None."""
+        if not self.has_tx:
+            return None
+        tx = np.concatenate(self.tx_kernel) if self.tx_kernel else np.zeros(0, np.int64)
+        self.tx_kernel = [tx]
+        return tx
 
 
 class _RawWriter:
@@ -666,13 +695,13 @@ def run_ping(
                 dscp=opts.dscp,
                 timeout_ns=int(opts.wait * NS),
             )
-            sender = Sender(
+            sender, stamps_note = _make_sender(
                 sock,
                 (client.peer_address[0], accept.port),
+                opts,
                 fmt=TestFormat(test_mode),
                 crypto=client.test_crypto(accept.sid),
                 padding=padding,
-                tos=dscp_to_tos(opts.dscp),
             )
             client.start()
             try:
@@ -690,6 +719,8 @@ def run_ping(
         sender.IMPLEMENTATION,
         out,
         stateful=True,
+        stamps_note=stamps_note,
+        hardware_stamps=sender.hw_timestamps,
     )
 
 
@@ -704,8 +735,13 @@ def _result(
     out: _Exchange,
     *,
     stateful: bool | None,
+    stamps_note: str | None = None,
+    hardware_stamps: bool = False,
 ) -> PingResult:
     sent, received = out.arrays()
+    tx = out.tx_stamps()
+    source = "hardware" if hardware_stamps else "software"
+    stamps = None if tx is None else kernel_stamps(sent, received, tx, source=source)
     if stateful is None:
         stateful = bool(np.any(received["reflector_seq"] != received["sender_seq"]))
     summary = summarize(
@@ -724,7 +760,37 @@ def _result(
         received=received,
         control_closed=out.control_closed,
         error_estimate_ns=our_error_estimate_ns(),
+        kernel_stamps=stamps,
+        kernel_stamps_note=stamps_note,
     )
+
+
+def _make_sender(
+    sock: Any,
+    peer: tuple[str, int],
+    opts: PingOptions,
+    *,
+    fmt: TestFormat,
+    padding: int,
+    crypto: Any = None,
+) -> tuple[Sender, str | None]:
+    """The session's Sender, with kernel transmit stamps when asked for and the kernel agrees;
+    else without them, and the sentence that says why (`PingResult.kernel_stamps_note`)."""
+    kwargs: dict[str, Any] = {
+        "fmt": fmt,
+        "crypto": crypto,
+        "padding": padding,
+        "tos": dscp_to_tos(opts.dscp),
+    }
+    if not opts.kernel_stamps:
+        return Sender(sock, peer, **kwargs), "kernel transmit stamps not asked for"
+    hardware, note = choose_tx_stamps(opts.hw_timestamps)
+    try:
+        return Sender(sock, peer, tx_timestamps=True, hw_timestamps=hardware, **kwargs), note
+    except OSError as exc:
+        note = f"the kernel refused transmit stamps (SO_TIMESTAMPING: {exc.strerror or exc})"
+        log.warning("%s; reporting RTT from the written Timestamps only", note)
+        return Sender(sock, peer, **kwargs), note
 
 
 def run_light_ping(
@@ -753,12 +819,8 @@ def run_light_ping(
         sock = _open_sender_socket(local, opts.local_ports)
         with contextlib.closing(sock):
             sender_port = int(sock.getsockname()[1])
-            sender = Sender(
-                sock,
-                (ip, port),
-                fmt=TestFormat(TestMode.OPEN),
-                padding=padding,
-                tos=dscp_to_tos(opts.dscp),
+            sender, stamps_note = _make_sender(
+                sock, (ip, port), opts, fmt=TestFormat(TestMode.OPEN), padding=padding
             )
             out = _exchange(sender, opts, raw, stop, on_slice)
     return _result(
@@ -771,6 +833,8 @@ def run_light_ping(
         sender.IMPLEMENTATION,
         out,
         stateful=opts.stateful,
+        stamps_note=stamps_note,
+        hardware_stamps=sender.hw_timestamps,
     )
 
 
@@ -802,6 +866,7 @@ class IntervalReport:
                 interrupted=r.interrupted,
                 summary=r.summary,
                 sender=r.counters,
+                kernel_stamps=r.kernel_stamps,
             )
         return out
 

@@ -80,7 +80,7 @@ __all__ = [
     "search_run",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _NS = 1_000_000_000
 _CALIBRATION_HEADROOM = 0.9  # the cap: this share of what the sender reaches into a sink

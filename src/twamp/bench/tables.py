@@ -251,6 +251,67 @@ def _latency(t: dict[str, Any], notes: _Notes) -> list[str]:
     ]
 
 
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _kernel_stamps(t: dict[str, Any]) -> list[str]:
+    """Per latency point, the send-time error and the RTT from the kernel's transmit stamps
+    (medians over its trials; `metrics.kernel_stamps`), or why there are none, in words."""
+    rows: list[list[str]] = []
+    why: set[str] = set()
+    for size in t.get("sizes") or []:
+        for point in size["latency"]:
+            stamps = [tr["kernel_stamps"] for tr in point["trials"] if tr.get("kernel_stamps")]
+            why.update(
+                tr["kernel_stamps_note"] for tr in point["trials"] if tr.get("kernel_stamps_note")
+            )
+            stamps = [k for k in stamps if k["send_error"] is not None]
+            if not stamps:
+                continue
+
+            def med(key: str, stat: str, ks: list[dict[str, Any]] = stamps) -> str:
+                return _us(_median([k[key][stat] for k in ks if k[key] is not None]))
+
+            rows.append(
+                [
+                    size["size"],
+                    f"{point['fraction_pct']:g} %",
+                    med("send_error", "median"),
+                    med("send_error", "p99"),
+                    _us(max(k["send_error"]["max"] for k in stamps)),
+                    med("rtt_kernel", "median"),
+                    med("rtt_written", "median"),
+                    f"{sum(k['stamped'] for k in stamps):,} / {sum(k['sent'] for k in stamps):,}",
+                ]
+            )
+            why.update(k["missing_note"] for k in stamps if k["missing_note"])
+    out: list[str] = []
+    if rows:
+        headers = [
+            "size",
+            "load",
+            "send err p50 µs",
+            "send err p99 µs",
+            "send err max µs",
+            "kernel RTT p50 µs",
+            "written RTT p50 µs",
+            "stamped / sent",
+        ]
+        out += [
+            "",
+            "send-time error (kernel transmit stamp − T1 written) and RTT from kernel stamps at "
+            "both ends, medians over trials:",
+            table(headers, rows),
+        ]
+    out += [f"   kernel stamps: {reason}" for reason in sorted(why)]
+    return out
+
+
 def _target_header(t: dict[str, Any], doc: dict[str, Any]) -> str:
     refl = t.get("reflector") or {}
     sender = (doc.get("conditions") or {}).get("sender") or {}
@@ -310,6 +371,7 @@ def _target(t: dict[str, Any], doc: dict[str, Any]) -> list[str]:
     notes = _Notes()
     out += _throughput(t, doc["settings"], notes)
     out += _latency(t, notes)
+    out += _kernel_stamps(t)
     out += notes.render()
     out += _sender_note(t)
     return out

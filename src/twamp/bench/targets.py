@@ -32,7 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,13 @@ from typing import Any
 from .. import clock, dataplane
 from ..constants import TWAMP_TEST_PORT, Mode, TestMode
 from ..crypto import TestKeys, TestPacketCrypto
-from ..dataplane.sockets import DEFAULT_BUFFER, buffer_sizes, open_test_socket
+from ..dataplane.sockets import (
+    DEFAULT_BUFFER,
+    SO_TIMESTAMPING,
+    buffer_sizes,
+    open_test_socket,
+    read_tx_timestamps,
+)
 from ..inet import check_dscp, dscp_to_tos
 from ..net.client import BlockingClient, ClientError, mode_name
 from ..wire.packets import TestFormat
@@ -139,6 +145,7 @@ class TestSession:
         self.inode = os.fstat(self.sock.fileno()).st_ino
         self.next_seq = 0
         self._senders: dict[int, Any] = {}
+        self._stamped: Any = None  # inside tx_stamps(): the one Sender with kernel stamps
 
     @property
     def local_port(self) -> int:
@@ -151,27 +158,71 @@ class TestSession:
         """The Sender for payloads of `octets` (header + padding), made on first use."""
         sender = self._senders.get(octets)
         if sender is None:
-            padding = octets - self.fmt.sender_header
-            if padding < 0:
-                raise ValueError(
-                    f"{octets} octets is shorter than the {self.fmt.sender_header}-octet header"
-                )
             if self.sender_kind == "c":
+                padding = octets - self.fmt.sender_header
+                if padding < 0:
+                    raise ValueError(
+                        f"{octets} octets is shorter than the {self.fmt.sender_header}-octet header"
+                    )
                 sender = self._c_sender(padding)
-                self._senders[octets] = sender
-                return sender
-            sender = dataplane.Sender(
-                self.sock,
-                self.peer,
-                fmt=self.fmt,
-                crypto=self.crypto,
-                padding=padding,
-                tos=dscp_to_tos(self.dscp),  # the Sender sets the octet on its socket
-                batch=self.batch,
-                busy_poll=self.busy_poll,
-            )
+            else:
+                sender = self._new_sender(octets)
             self._senders[octets] = sender
         return sender
+
+    @contextlib.contextmanager
+    def tx_stamps(self, octets: Sequence[int]) -> Iterator[str | None]:
+        """Kernel transmit stamps of what `stamped_sender` sends inside (a latency trial);
+        yields None when they are on, else why not in words.
+
+        SO_TIMESTAMPING numbers every datagram of the socket from the moment it is switched
+        on (OPT_ID), and a Sender counts its own: so one Sender, made here, sends everything
+        while they are on, and they are switched off again afterwards (an error queue nobody
+        reads would fill the receive buffer during the throughput trials).
+        """
+        if self.sender_kind == "c":
+            yield "the C sender records no kernel transmit stamps"
+            return
+        if len(set(octets)) != 1:
+            yield "kernel transmit stamps need one packet size per trial (not with a mix)"
+            return
+        try:
+            self._stamped = self._new_sender(octets[0], tx_timestamps=True)
+        except OSError as exc:
+            yield f"the kernel refused transmit stamps (SO_TIMESTAMPING: {exc.strerror or exc})"
+            return
+        try:
+            yield None
+        finally:
+            self._stamped = None
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 0)
+                read_tx_timestamps(self.sock)  # what is left on the error queue
+
+    def stamped_sender(self, octets: int) -> Any:
+        """The Sender of `octets` inside `tx_stamps()` (the one with kernel stamps), else
+        `sender_for(octets)`."""
+        if self._stamped is not None:
+            return self._stamped
+        return self.sender_for(octets)
+
+    def _new_sender(self, octets: int, *, tx_timestamps: bool = False) -> Any:
+        padding = octets - self.fmt.sender_header
+        if padding < 0:
+            raise ValueError(
+                f"{octets} octets is shorter than the {self.fmt.sender_header}-octet header"
+            )
+        return dataplane.Sender(
+            self.sock,
+            self.peer,
+            fmt=self.fmt,
+            crypto=self.crypto,
+            padding=padding,
+            tos=dscp_to_tos(self.dscp),  # the Sender sets the octet on its socket
+            batch=self.batch,
+            busy_poll=self.busy_poll,
+            tx_timestamps=tx_timestamps,
+        )
 
     def _c_sender(self, padding: int) -> Any:
         if self.fmt.test_mode is not TestMode.OPEN or self.fmt.stamp:

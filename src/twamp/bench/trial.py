@@ -74,7 +74,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import clock
-from ..metrics import RECORD_DTYPE, SENT_DTYPE, summarize
+from ..metrics import RECORD_DTYPE, SENT_DTYPE, kernel_stamps, summarize
 from .conditions import CpuSampler, socket_stats, udp_owner_pid
 from .config import PacketSize
 from .csender import CSenderError
@@ -163,6 +163,10 @@ class TrialData:
     reflector_cpu_s: float | None = None
     reflector_wait: float | None = None
     sender_wait: float | None = None
+    tx_kernel: npt.NDArray[np.int64] | None = None
+    """With `send_schedule(tx_stamps=True)`: the kernel transmit stamp of each `sent` row
+    (0: none reported), else None and `tx_note` says why."""
+    tx_note: str | None = None
 
     @property
     def achieved_pps(self) -> float | None:
@@ -227,21 +231,37 @@ def match(
 
 
 def _send_one(
-    session: TestSession, size: PacketSize, schedule: npt.NDArray[np.int64], wait_ns: int
+    session: TestSession,
+    size: PacketSize,
+    schedule: npt.NDArray[np.int64],
+    wait_ns: int,
+    tx_stamps: bool = False,
 ) -> TrialData:
     """One session's share of a schedule, in the calling thread."""
+    if not tx_stamps:
+        return _send_chunks(session, size, schedule, wait_ns)
+    with session.tx_stamps(size.octets) as note:
+        data = _send_chunks(session, size, schedule, wait_ns)
+    data.tx_note = note
+    return data
+
+
+def _send_chunks(
+    session: TestSession, size: PacketSize, schedule: npt.NDArray[np.int64], wait_ns: int
+) -> TrialData:
     n = int(schedule.size)
     first_seq = session.advance(n)
     before = socket_stats(inode=session.inode)
     sent_parts: list[npt.NDArray[np.void]] = []
     recv_parts: list[npt.NDArray[np.void]] = []
+    tx_parts: list[npt.NDArray[np.int64]] | None = []
     totals = dict.fromkeys(_COUNTERS, 0)
     if before_run is not None:
         before_run(session)
     chunks = _chunks(size, n)
     for k, (octets, start, stop) in enumerate(chunks):
         try:
-            result = session.sender_for(octets).run(
+            result = session.stamped_sender(octets).run(
                 schedule[start:stop],
                 first_seq=(first_seq + start) & _SEQ_MASK,
                 wait_ns=wait_ns if k == len(chunks) - 1 else 0,
@@ -250,6 +270,11 @@ def _send_one(
             raise BenchError(str(exc)) from None
         sent_parts.append(result.sent)
         recv_parts.append(result.received)
+        tx = getattr(result, "tx_kernel_ns", None)  # the C sender's result has none
+        if tx is None or tx_parts is None:
+            tx_parts = None
+        else:
+            tx_parts.append(tx)
         for key, value in result.counters.items():
             if key == "max_lag_ns":
                 totals[key] = max(totals[key], int(value))
@@ -264,7 +289,10 @@ def _send_one(
     drops = None if before is None or after is None else after.drops - before.drops
     if totals["own_drops"]:
         drops = (drops or 0) + totals["own_drops"]
-    return TrialData(sent, valid, foreign, totals, drops, None)
+    data = TrialData(sent, valid, foreign, totals, drops, None)
+    if tx_parts:
+        data.tx_kernel = np.concatenate(tx_parts)
+    return data
 
 
 def _merge(parts: list[TrialData]) -> TrialData:
@@ -273,6 +301,7 @@ def _merge(parts: list[TrialData]) -> TrialData:
         return parts[0]
     n = len(parts)
     sent, received = [], []
+    txs = [p.tx_kernel for p in parts]
     totals = dict.fromkeys(_COUNTERS, 0)
     drops: int | None = 0
     for k, part in enumerate(parts):
@@ -286,9 +315,14 @@ def _merge(parts: list[TrialData]) -> TrialData:
             totals[key] = max(totals[key], value) if key == "max_lag_ns" else totals[key] + value
         drops = None if drops is None or part.sender_drops is None else drops + part.sender_drops
     all_sent = np.concatenate(sent)
-    all_sent = all_sent[np.argsort(all_sent["seq"], kind="stable")]
+    order = np.argsort(all_sent["seq"], kind="stable")
+    all_sent = all_sent[order]
     foreign = sum(p.foreign for p in parts)
-    return TrialData(all_sent, np.concatenate(received), foreign, totals, drops, None)
+    data = TrialData(all_sent, np.concatenate(received), foreign, totals, drops, None)
+    if all(tx is not None for tx in txs):
+        data.tx_kernel = np.concatenate([tx for tx in txs if tx is not None])[order]
+    data.tx_note = next((p.tx_note for p in parts if p.tx_note), None)
+    return data
 
 
 def send_schedule(
@@ -299,6 +333,7 @@ def send_schedule(
     wait_ns: int,
     target: Target | None = None,
     cpus: Sequence[int | None] = (),
+    tx_stamps: bool = False,
 ) -> TrialData:
     """Send one packet per scheduled time and collect the reflections (see the docstring).
 
@@ -312,9 +347,9 @@ def send_schedule(
     sampler.start()
     n = len(sessions)
     if n == 1:
-        parts = [_send_one(sessions[0], size, schedule, wait_ns)]
+        parts = [_send_one(sessions[0], size, schedule, wait_ns, tx_stamps)]
     else:
-        parts = _send_threads(sessions, size, schedule, wait_ns, cpus)
+        parts = _send_threads(sessions, size, schedule, wait_ns, cpus, tx_stamps)
     cpu = sampler.stop()
     data = _merge(parts)
     refl_after = None if target is None else target.reflector_drops()
@@ -371,6 +406,7 @@ def _send_threads(
     schedule: npt.NDArray[np.int64],
     wait_ns: int,
     cpus: Sequence[int | None],
+    tx_stamps: bool = False,
 ) -> list[TrialData]:
     n = len(sessions)
     results: list[TrialData | BaseException | None] = [None] * n
@@ -379,7 +415,7 @@ def _send_threads(
         cpu = cpus[k] if k < len(cpus) else None
         try:
             with pinned(cpu):
-                results[k] = _send_one(sessions[k], size, schedule[k::n], wait_ns)
+                results[k] = _send_one(sessions[k], size, schedule[k::n], wait_ns, tx_stamps)
         except BaseException as exc:  # re-raised in the calling thread below
             results[k] = exc
 
@@ -552,7 +588,13 @@ def latency_summary(
         "backward": _dist(delay["backward"]),
         "residence": _dist(delay["residence"]),
         "ipdv": _dist(summary["ipdv"]["rtt"]),
+        "kernel_stamps": None,
+        "kernel_stamps_note": data.tx_note,
     }
+    if data.tx_kernel is not None:
+        fields["kernel_stamps"] = kernel_stamps(data.sent, data.received, data.tx_kernel)
+    elif data.tx_note is None:
+        fields["kernel_stamps_note"] = "kernel transmit stamps not asked for"
     return fields, (t4 - t1) - (t3 - t2)
 
 
@@ -575,6 +617,7 @@ def latency_trial(
         wait_ns=thresholds.wait_ns,
         target=target,
         cpus=cpus,
+        tx_stamps=True,
     )
     record = _common(data, rate, count)
     fields, rtt = latency_summary(data, our_synced)

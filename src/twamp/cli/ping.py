@@ -216,6 +216,19 @@ class _TwpingCommand(click.Command):
 )
 @click.option("--light", is_flag=True, help="No control: a TWAMP Light/STAMP reflector (UDP 862).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--kernel-stamps/--no-kernel-stamps",
+    default=True,
+    show_default=True,
+    help="Ask the kernel for every packet's transmit stamp (SO_TIMESTAMPING) and report the "
+    "send-time error and the RTT from kernel stamps at both ends.",
+)
+@click.option(
+    "--hw-timestamps",
+    metavar="IFACE",
+    help="Use the NIC's hardware transmit stamps of IFACE where it offers them (needs root to "
+    "switch them on; else software stamps, said in one sentence).",
+)
 @click.option("--raw", metavar="FILE", help="Write one JSON line per packet to FILE.")
 @click.option(
     "-F", "raw_text", metavar="FILE", help="Write twping's -R lines (one per packet) to FILE."
@@ -341,6 +354,8 @@ def _options(p: dict[str, Any]) -> tuple[PingOptions, bool]:
         timeout=p["timeout"],
         wait=p["wait"] + max(p["end_delay"], 0.0),
         raw=p["raw"],
+        kernel_stamps=p["kernel_stamps"],
+        hw_timestamps=p["hw_timestamps"],
     )
     return options, light
 
@@ -394,6 +409,14 @@ def _interval_line(report: IntervalReport) -> str:
         tail += " (interrupted)"
     bad = result.counters.get("malformed", 0)
     unparsable = f", {bad} unparsable" if bad else ""
+    stamps = result.kernel_stamps
+    if stamps is not None and stamps["send_error"] is not None:
+        err = stamps["send_error"]
+        missing = f", {stamps['missing']} unstamped" if stamps["missing"] else ""
+        delays += (
+            f"; send error median {err['median'] / 1e3:.1f} / p99 {err['p99'] / 1e3:.1f} us"
+            f"{missing}"
+        )
     return f"{head} {c['sent']} sent, {c['lost']} lost ({loss}){unparsable}, {delays}{tail}"
 
 

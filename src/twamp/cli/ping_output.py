@@ -261,6 +261,7 @@ def format_report(
         )
     lines.extend(_packet_lines(result))
     lines.extend(_delay_lines(result, fmt))
+    lines.extend(kernel_stamp_lines(result.kernel_stamps, result.kernel_stamps_note))
     extra = _extra_percentiles(result, percentiles, fmt)
     if extra:
         lines.append(extra)
@@ -287,6 +288,50 @@ def format_report(
         lines.append(f"reply TOS   {shown}")
     lines.extend(f"warning     {a['message']}" for a in s.get("anomalies", ()))
     return "\n".join(lines)
+
+
+def _us(ns: int) -> str:
+    return f"{ns / 1e3:.1f}"
+
+
+def kernel_stamp_lines(
+    stamps: Mapping[str, Any] | None, note: str | None, *, indent: str = "            "
+) -> Iterator[str]:
+    """The send-time error and the RTT from kernel stamps (`metrics.kernel_stamps`), in µs.
+
+    Shared by `twamp ping` and `twamp-bench`; a missing stamp is said in words, never shown as
+    a number.
+    """
+    if stamps is None:
+        if note:
+            yield f"kernel tx   none: {note}"
+        return
+    if note:
+        yield f"kernel tx   {note}"
+    err = stamps["send_error"]
+    source = stamps["source"]
+    if err is None:
+        yield f"kernel tx   no {source} transmit stamp came back from the kernel"
+    else:
+        yield (
+            f"send error  kernel {source} TX stamp − T1 written: median {_us(err['median'])} / "
+            f"p99 {_us(err['p99'])} / max {_us(err['max'])} us "
+            f"({stamps['stamped']} of {stamps['sent']} packets stamped)"
+        )
+    rk, rw = stamps["rtt_kernel"], stamps["rtt_written"]
+    if rk is not None and rw is not None:
+        yield (
+            f"kernel RTT  median {_us(rk['median'])} / p99 {_us(rk['p99'])} us from kernel "
+            f"stamps at both ends; written Timestamps: median {_us(rw['median'])} / "
+            f"p99 {_us(rw['p99'])} us"
+        )
+    if source == "hardware" and err is not None:
+        yield (
+            f"{indent}hardware stamps are on the NIC's clock (PHC): the send error and the "
+            "kernel RTT hold only while it is synchronised to the system clock (phc2sys)"
+        )
+    if stamps["missing_note"]:
+        yield f"{indent}{stamps['missing_note']}"
 
 
 # -- per packet ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import click
 from .. import dataplane
 from ..constants import TWAMP_TEST_PORT, TestMode
 from ..dataplane.sockets import open_test_socket
+from ..dataplane.types import T3_BOUNDS_NS, add_counts, t3_counts
 from ..hostport import parse_hostport
 from ..inet import check_dscp
 from ..metrics_export import (
@@ -106,6 +107,9 @@ class ReflectConfig:
     """Privileges to drop to once the sockets are bound (each worker drops its own)."""
     rate_pps: int = 0
     burst: int = 16
+    t3_diagnostic: bool = False
+    """Measure the T3 error: each reply's transmit Timestamp against the kernel's transmit
+    stamp of the same reply (`Reflector(tx_timestamps=True).t3_error()`)."""
 
 
 def _open(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -127,9 +131,30 @@ def _counters_text(counters: Mapping[str, int]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {counters.get(name, 0)}" for name in _COUNTER_ORDER)
 
 
-def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
-    for key, value in more.items():
-        total[key] = total.get(key, 0) + value
+_add = add_counts
+_t3_counts = t3_counts
+
+
+def t3_text(counters: Mapping[str, int]) -> str | None:
+    """The T3 diagnostic in one line, µs; None without it. Percentiles are upper bounds (the
+    histogram's power-of-two buckets)."""
+    if "t3_samples" not in counters:
+        return None
+    n = counters["t3_samples"]
+    if n == 0:
+        return "T3 error: no transmit stamp from the kernel yet (no reply sent, or none reported)"
+
+    def bound(q: float) -> str:
+        for b in T3_BOUNDS_NS:
+            if counters[f"t3_le_{b}_ns"] >= q * n:
+                return f"<= {min(b, counters['t3_max_ns']) / 1e3:.1f}"
+        return f"> {T3_BOUNDS_NS[-1] / 1e3:.1f}"
+
+    return (
+        f"T3 error (kernel transmit stamp - T3 written): {n} replies, "
+        f"mean {counters['t3_sum_ns'] / n / 1e3:.1f} us, p50 {bound(0.5)} us, "
+        f"p99 {bound(0.99)} us, max {counters['t3_max_ns'] / 1e3:.1f} us"
+    )
 
 
 class SignalStop:
@@ -245,7 +270,11 @@ def serve(
                     f"cannot listen on UDP {shown}: {exc.strerror or exc}; {hint}"
                 ) from None
         for sock in socks:
-            reflectors.append(dataplane.Reflector(sock, loop=loop, light=policy))
+            reflectors.append(
+                dataplane.Reflector(
+                    sock, loop=loop, light=policy, tx_timestamps=config.t3_diagnostic
+                )
+            )
         for reflector in reflectors:
             reflector.start()
 
@@ -254,6 +283,7 @@ def serve(
             for reflector in reflectors:
                 _add(total, reflector.counters())
                 _add(total, reflector.residence())
+                _add(total, _t3_counts(reflector.t3_error()))
             return total
 
         if config.metrics is not None:
@@ -268,7 +298,11 @@ def serve(
             total: dict[str, int] = {}
             for reflector in reflectors:
                 _add(total, reflector.counters())
+                _add(total, _t3_counts(reflector.t3_error()))
             echo(f"pid {os.getpid()}: {_counters_text(total)}")
+            t3 = t3_text(total)
+            if t3 is not None:
+                echo(f"pid {os.getpid()}: {t3}")
 
         evicted = [0]
 
@@ -307,6 +341,7 @@ def serve(
     total: dict[str, int] = {}
     for reflector in reflectors:
         _add(total, reflector.counters())
+        _add(total, _t3_counts(reflector.t3_error()))
     return total
 
 
@@ -414,6 +449,9 @@ def _run_workers(
                 message = _recv(receiver, _WORKER_STOP_S)
             if message is not None and message[0] == "counters":
                 click.echo(f"worker {proc.pid}: {_counters_text(message[1])}")
+                t3 = t3_text(message[1])
+                if t3 is not None:
+                    click.echo(f"worker {proc.pid}: {t3}")
                 _add(total, message[1])
             proc.join(_WORKER_STOP_S)
             if proc.is_alive():
@@ -468,6 +506,12 @@ def _run_workers(
     "--stats-interval", type=float, default=0.0, help="Print counters every N seconds (0: off)."
 )
 @click.option(
+    "--t3-diagnostic",
+    is_flag=True,
+    help="Measure how early each reply's transmit Timestamp (T3) is against the kernel's "
+    "transmit stamp of it (SO_TIMESTAMPING): in the statistics and the metrics.",
+)
+@click.option(
     "--metrics",
     metavar="HOST:PORT",
     help="Serve Prometheus metrics on http://HOST:PORT/metrics (e.g. :9863; with --workers the "
@@ -492,6 +536,7 @@ def reflect(
     batch: int,
     busy_poll: bool,
     stats_interval: float,
+    t3_diagnostic: bool,
     metrics: str | None,
     verbose: int,
     quiet: bool,
@@ -547,6 +592,7 @@ def reflect(
         group=daemon.group,
         rate_pps=rate_pps,
         burst=burst,
+        t3_diagnostic=t3_diagnostic,
     )
     kind = "stateful" if stateful else "stateless"
     reply = "STAMP" if stamp else "TWAMP"
@@ -570,6 +616,9 @@ def reflect(
                     ready=lambda where: click.echo(f"{header} on {', '.join(where)}"),
                 )
             click.echo(f"twamp reflect: stopped; {_counters_text(total)}")
+            t3 = t3_text(total)
+            if t3 is not None:
+                click.echo(f"twamp reflect: {t3}")
     finally:
         if pid_file is not None:
             pid_file.remove()

@@ -37,6 +37,7 @@ from ..timestamps import NS
 from .common import UserError, friendly_errors, setup_logging
 from .config import config_options, dump_config, dump_requested
 from .daemon import DaemonSettings, apply_log_format, daemon_options, daemon_settings
+from .reflect import t3_text
 
 __all__ = ["parse_listen", "parse_modes", "parse_port_range", "server"]
 
@@ -254,6 +255,12 @@ def _seconds(value: float, option: str) -> int | None:
     help="Reflector threads spin instead of sleeping (lower latency, a core per test port).",
 )
 @click.option(
+    "--t3-diagnostic",
+    is_flag=True,
+    help="Measure how early each reply's transmit Timestamp (T3) is against the kernel's "
+    "transmit stamp of it (SO_TIMESTAMPING): in the exit statistics and the metrics.",
+)
+@click.option(
     "--metrics",
     metavar="HOST:PORT",
     callback=_callback(parse_metrics_address),
@@ -284,6 +291,7 @@ def server(
     allow: tuple[IPv4Network | IPv6Network, ...],
     batch: int,
     busy_poll: bool,
+    t3_diagnostic: bool,
     metrics: tuple[str, int] | None,
     verbose: int,
     quiet: bool,
@@ -327,6 +335,7 @@ def server(
         allow=allow,
         batch=batch,
         busy_poll=busy_poll,
+        t3_diagnostic=t3_diagnostic,
     )
     asyncio.run(_serve(config, metrics, daemon))
 
@@ -417,6 +426,9 @@ async def _serve(
             sessions["timeouts_capped"],
             stats["reflector"],
         )
+        t3 = t3_text(stats["t3"] or {"t3_samples": 0}) if config.t3_diagnostic else None
+        if t3 is not None:
+            log.info("%s", t3)
 
 
 def _show(host: str, port: int) -> str:

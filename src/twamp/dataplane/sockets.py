@@ -32,6 +32,8 @@ __all__ = [
     "SO_RCVBUFFORCE",
     "SO_SNDBUFFORCE",
     "SO_TIMESTAMPNS",
+    "TS_SLOT_HARDWARE",
+    "TS_SLOT_SOFTWARE",
     "buffer_sizes",
     "enable_receive_options",
     "enable_tx_timestamps",
@@ -62,8 +64,12 @@ SO_EE_ORIGIN_TIMESTAMPING = 4
 # <linux/net_tstamp.h>: software transmit stamps, reported, each with the datagram's number
 # (OPT_ID) and without a copy of the datagram (OPT_TSONLY); OPT_RX_FILTER keeps received
 # datagrams free of an SCM_TIMESTAMPING message (SO_TIMESTAMPNS already stamps them).
+SOF_TIMESTAMPING_TX_HARDWARE = 1 << 0
 SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_RX_HARDWARE = 1 << 2
+SOF_TIMESTAMPING_RX_SOFTWARE = 1 << 3
 SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_RAW_HARDWARE = 1 << 6
 SOF_TIMESTAMPING_OPT_ID = 1 << 7
 SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11
 SOF_TIMESTAMPING_OPT_RX_FILTER = 1 << 17
@@ -160,11 +166,14 @@ def enable_receive_options(sock: socket.socket) -> None:
         sock.setsockopt(_SOL_IP, IP_RECVTOS, 1)
 
 
-def enable_tx_timestamps(sock: socket.socket) -> None:
+def enable_tx_timestamps(sock: socket.socket, *, hardware: bool = False) -> None:
     """Have the kernel report the software transmit time of every datagram `sock` sends.
 
     The reports arrive on the socket's error queue (`read_tx_timestamps`), numbered from 0 in
     send order from now on (`SO_TIMESTAMPING` with OPT_ID). OSError if the kernel refuses.
+    `hardware` also asks for the NIC's raw transmit stamp (TX_HARDWARE, RAW_HARDWARE; the
+    device must have it switched on, `dataplane.hwstamp`); it lands in the report's
+    `TS_SLOT_HARDWARE` slot, and a packet the NIC did not stamp gets a software-only report.
     """
     flags = (
         SOF_TIMESTAMPING_TX_SOFTWARE
@@ -172,6 +181,8 @@ def enable_tx_timestamps(sock: socket.socket) -> None:
         | SOF_TIMESTAMPING_OPT_ID
         | SOF_TIMESTAMPING_OPT_TSONLY
     )
+    if hardware:
+        flags |= SOF_TIMESTAMPING_TX_HARDWARE | SOF_TIMESTAMPING_RAW_HARDWARE
     # OPT_RX_FILTER (Linux 6.2) keeps received datagrams' control messages as they were.
     if not _try_setsockopt(
         sock, socket.SOL_SOCKET, SO_TIMESTAMPING, flags | SOF_TIMESTAMPING_OPT_RX_FILTER
@@ -179,19 +190,29 @@ def enable_tx_timestamps(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
 
 
+TS_SLOT_SOFTWARE = 0  # struct scm_timestamping: ts[0] software, ts[1] unused, ts[2] raw hardware
+TS_SLOT_HARDWARE = 2
 _SCM_TIMESTAMPING = struct.Struct("@llllll")  # struct scm_timestamping: three timespecs
 _EXTENDED_ERR = struct.Struct("@IBBBBII")  # struct sock_extended_err
 _RECVERR = ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR))
 
 
-def parse_tx_timestamp(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int] | None:
-    """An error-queue message -> (datagram number, kernel transmit time in Unix ns), or None."""
+def parse_tx_timestamp(
+    ancdata: list[tuple[int, int, bytes]], slot: int = TS_SLOT_SOFTWARE
+) -> tuple[int, int] | None:
+    """An error-queue message -> (datagram number, transmit time in ns), or None.
+
+    `slot` picks the stamp of struct scm_timestamping: `TS_SLOT_SOFTWARE` (the kernel's, Unix
+    ns) or `TS_SLOT_HARDWARE` (the NIC's raw one, on its clock). A zero stamp in that slot is
+    the kernel saying "none of this kind": None, never a time (as `wire.pxd`'s
+    parse_tx_report in the compiled twins).
+    """
     stamp: int | None = None
     key: int | None = None
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
             if len(data) >= _SCM_TIMESTAMPING.size:
-                sec, nsec = _SCM_TIMESTAMPING.unpack_from(data)[:2]
+                sec, nsec = _SCM_TIMESTAMPING.unpack_from(data)[2 * slot : 2 * slot + 2]
                 stamp = sec * 1_000_000_000 + nsec
         elif (level, kind) in _RECVERR and len(data) >= _EXTENDED_ERR.size:
             _, origin, _, _, _, _, data_field = _EXTENDED_ERR.unpack_from(data)
@@ -202,7 +223,9 @@ def parse_tx_timestamp(ancdata: list[tuple[int, int, bytes]]) -> tuple[int, int]
     return key, stamp
 
 
-def read_tx_timestamps(sock: socket.socket, limit: int = 1 << 16) -> list[tuple[int, int]]:
+def read_tx_timestamps(
+    sock: socket.socket, limit: int = 1 << 16, slot: int = TS_SLOT_SOFTWARE
+) -> list[tuple[int, int]]:
     """Take up to `limit` transmit reports off `sock`'s error queue, without blocking."""
     out: list[tuple[int, int]] = []
     for _ in range(limit):
@@ -212,7 +235,7 @@ def read_tx_timestamps(sock: socket.socket, limit: int = 1 << 16) -> list[tuple[
             break
         except OSError:
             break
-        report = parse_tx_timestamp(anc)
+        report = parse_tx_timestamp(anc, slot)
         if report is not None:
             out.append(report)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Protocol
@@ -39,16 +40,19 @@ __all__ = [
     "SESSION_COUNTERS",
     "SPIN_NS",
     "S_BIT",
+    "T3_BOUNDS_NS",
     "Z_BIT",
     "LightPolicy",
     "SenderResult",
     "SessionSpec",
     "StopFlag",
+    "add_counts",
     "check_buf_stride",
     "check_send_batch",
     "diag_summary",
     "normalize_ip",
     "residence_bucket",
+    "t3_counts",
 ]
 
 # Every receive buffer holds the largest UDP payload, so no datagram is ever cut short; a
@@ -134,6 +138,30 @@ SENDER_COUNTERS = (
 )
 
 
+# The T3 diagnostic's cumulative counts in `diag_summary` ("le_<bound>_ns"): every power of
+# two from 256 ns to 67 ms, exact bucket bounds of its histogram, so that the counts of several
+# reflectors (and --workers processes) add up and make one Prometheus histogram.
+T3_BOUNDS_NS = tuple(1 << k for k in range(8, 27))
+
+
+def t3_counts(t3: Mapping[str, int] | None) -> dict[str, int]:
+    """A reflector's `t3_error()` as counts that `add_counts` adds up over reflectors and
+    processes ("t3_samples", "t3_sum_ns", "t3_max_ns", "t3_le_<bound>_ns"); {} without it."""
+    if t3 is None:
+        return {}
+    keys = ("samples", "sum_ns", "max_ns", *(f"le_{b}_ns" for b in T3_BOUNDS_NS))
+    return {f"t3_{key}": int(t3[key]) for key in keys}
+
+
+def add_counts(total: dict[str, int], more: Mapping[str, int]) -> None:
+    """Add counters up; the one maximum among them (`t3_max_ns`) is taken, not added."""
+    for key, value in more.items():
+        if key == "t3_max_ns":
+            total[key] = max(total.get(key, 0), value)
+        else:
+            total[key] = total.get(key, 0) + value
+
+
 def check_send_batch(value: int | None) -> int:
     """Reflector(send_batch=): None is REFLECTOR_SEND_BATCH; else an int of at least 1."""
     if value is None:
@@ -165,7 +193,8 @@ def diag_summary(
 
     `histogram[k]`: replies whose Timestamp was at most 2^k ns (and more than 2^(k-1)) before
     the kernel's software transmit time. p50_ns and p99_ns are the bucket bounds, so upper
-    bounds within a factor of two.
+    bounds within a factor of two. `sum_ns` and the cumulative `le_<bound>_ns` counts
+    (`T3_BOUNDS_NS`) are there to be added up over reflectors.
     """
 
     def quantile(q: float) -> int:
@@ -176,8 +205,12 @@ def diag_summary(
                 return 1 << k
         return 0
 
+    cumulative = {}
+    for bound in T3_BOUNDS_NS:
+        cumulative[f"le_{bound}_ns"] = sum(histogram[: bound.bit_length()])  # bound = 2^k
     if not samples:
-        return {"samples": 0, "min_ns": 0, "mean_ns": 0, "max_ns": 0, "p50_ns": 0, "p99_ns": 0}
+        zero = {"samples": 0, "min_ns": 0, "mean_ns": 0, "max_ns": 0, "p50_ns": 0, "p99_ns": 0}
+        return {**zero, "sum_ns": 0, **cumulative}
     return {
         "samples": samples,
         "min_ns": min_ns,
@@ -185,6 +218,8 @@ def diag_summary(
         "max_ns": max_ns,
         "p50_ns": quantile(0.5),
         "p99_ns": quantile(0.99),
+        "sum_ns": total_ns,
+        **cumulative,
     }
 
 

@@ -23,6 +23,12 @@ cdef enum:
     CRYPTO_AUTH = 1  # the Timestamp lies outside what protection covers: stamp after it
     CRYPTO_ENC = 2  # the Timestamp is covered: stamp, then protect
 
+    # The error queue of SO_TIMESTAMPING transmit reports (read_tx_reports)
+    EQ_BATCH = 32  # transmit reports taken off the error queue per recvmmsg
+    EQ_CTRL = 128  # an scm_timestamping (48 octets) and a sock_extended_err, with room
+    TS_SLOT_SOFTWARE = 0  # scm_timestamping.ts[0]: the software stamp
+    TS_SLOT_HARDWARE = 2  # scm_timestamping.ts[2]: the raw hardware stamp (ts[1] is unused)
+
 
 cdef struct Fmt:
     # A TestFormat reduced to the offsets the rewrite needs (wire/packets.py; RFC 5357 §4.1.2/§4.2.1, RFC 8762 §4.2/§4.3).
@@ -61,6 +67,13 @@ cdef struct Session:
     Session *lru_prev  # towards the most recently used
     Session *lru_next  # towards the least recently used (also the graveyard's link)
 
+
+
+cdef struct TxReport:
+    # One SO_TIMESTAMPING transmit report: the datagram's number (OPT_ID, modulo 2^32) and the
+    # kernel's (or the NIC's) transmit time in Unix ns.
+    uint32_t key
+    int64_t stamp_ns
 
 
 cdef struct Pkt:
@@ -235,6 +248,58 @@ cdef inline void parse_received(Pkt *p, msghdr *msg, unsigned int size,
         p.rx_ns = realtime_ns()
     # A datagram cut short by the buffer cannot be reflected faithfully: malformed.
     p.size = 0 if msg.msg_flags & MSG_TRUNC else size
+
+
+cdef inline int parse_tx_report(msghdr *msg, int slot, TxReport *out) noexcept nogil:
+    # dataplane.sockets.parse_tx_timestamp: one error-queue message -> 1 and `out` when it holds
+    # both the datagram number (sock_extended_err.ee_data, origin SO_EE_ORIGIN_TIMESTAMPING,
+    # <linux/errqueue.h>) and a non-zero stamp in scm_timestamping.ts[slot]; else 0. A zero stamp
+    # is the kernel saying "no stamp of this kind" (a hardware slot without hardware stamping),
+    # so it is never taken for a time.
+    cdef cmsghdr *cm = CMSG_FIRSTHDR(msg)
+    cdef timespec ts
+    cdef int have_key = 0
+    cdef int64_t stamp_ns = 0
+    while cm != NULL:
+        if (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == TWAMP_SCM_TIMESTAMPING
+                and cm.cmsg_len >= CMSG_LEN(<size_t>(slot + 1) * sizeof(timespec))):
+            memcpy(&ts, CMSG_DATA(cm) + <size_t>slot * sizeof(timespec), sizeof(timespec))
+            stamp_ns = <int64_t>ts.tv_sec * NS + ts.tv_nsec
+        elif (((cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == TWAMP_IP_RECVERR)
+                or (cm.cmsg_level == IPPROTO_IPV6 and cm.cmsg_type == TWAMP_IPV6_RECVERR))
+                and cm.cmsg_len >= CMSG_LEN(16)
+                and CMSG_DATA(cm)[4] == TWAMP_SO_EE_ORIGIN_TIMESTAMPING):
+            memcpy(&out.key, CMSG_DATA(cm) + 12, 4)
+            have_key = 1
+        cm = CMSG_NXTHDR(msg, cm)
+    out.stamp_ns = stamp_ns
+    return 1 if have_key and stamp_ns != 0 else 0
+
+
+cdef inline int read_tx_reports(int fd, mmsghdr *eq, uint8_t *eq_ctrl, int slot,
+                                TxReport *out, int *n_out) noexcept nogil:
+    # The one MSG_ERRQUEUE reader of both compiled twins: one recvmmsg of up to EQ_BATCH
+    # transmit reports off `fd`'s error queue (SO_TIMESTAMPING with OPT_ID and OPT_TSONLY),
+    # never blocking. The usable ones go to out[0 .. *n_out); returns what recvmmsg returned,
+    # so a caller loops while it is EQ_BATCH. `eq` has EQ_BATCH entries whose msg_iov are set
+    # up, `eq_ctrl` EQ_BATCH * EQ_CTRL octets. Left on the queue, reports would fill the
+    # receive buffer and keep epoll/ppoll awake (EPOLLERR/POLLERR).
+    cdef int r
+    cdef int i
+    cdef msghdr *msg
+    n_out[0] = 0
+    for i in range(EQ_BATCH):
+        msg = &eq[i].msg_hdr
+        msg.msg_name = NULL
+        msg.msg_namelen = 0
+        msg.msg_control = eq_ctrl + <size_t>i * EQ_CTRL
+        msg.msg_controllen = EQ_CTRL
+        msg.msg_flags = 0
+    r = recvmmsg(fd, eq, EQ_BATCH, MSG_ERRQUEUE | MSG_DONTWAIT, NULL)
+    for i in range(r if r > 0 else 0):
+        if parse_tx_report(&eq[i].msg_hdr, slot, &out[n_out[0]]):
+            n_out[0] += 1
+    return r
 
 
 # -- set-up helpers (Python objects; never per packet) ----------------------------------------

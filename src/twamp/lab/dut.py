@@ -47,7 +47,7 @@ from typing import Any
 
 from ..ospf.eventlog import EventLog
 from .errors import LabError, need_program
-from .topology import FRR_ETC, FRR_RUN, Lab, Port, _pid_alive, _read_pid, kill_pidfile
+from .topology import DUT_COSTS, FRR_ETC, FRR_RUN, Lab, Port, _pid_alive, _read_pid, kill_pidfile
 
 __all__ = [
     "PROFILES",
@@ -140,6 +140,7 @@ class DutPort:
     ifname: str
     addr: str
     network: str = "point-to-point"  # or "broadcast"
+    cost: int | None = None  # OSPF interface cost; None: the daemon's default (10)
 
 
 class Dut(ABC):
@@ -425,6 +426,8 @@ class FrrDut(Dut):
             ):
                 if val is not None:
                     out.append(f" ip ospf {key} {val}")
+            if port.cost is not None:
+                out.append(f" ip ospf cost {port.cost}")
         # the DUT's own view of every neighbour state change, µs-stamped, into dut-log lines
         out += ["router ospf", f" ospf router-id {self.router_id}", " log-adjacency-changes detail"]
         out += [f" network {n} area 0" for n in self._networks()]
@@ -636,6 +639,8 @@ class BirdDut(Dut):
             ):
                 if val is not None:
                     opts.append(f"{key} {val}")
+            if port.cost is not None:
+                opts.append(f"cost {port.cost}")
             ifaces.append(f'    interface "{port.ifname}" {{ {"; ".join(opts)}; }};')
         tick = f"  tick {p.bird_tick_s};\n" if p.bird_tick_s is not None else ""
         return (
@@ -800,7 +805,12 @@ def make_dut(
 ) -> Dut:
     """An FRR or BIRD DUT for ``lab``'s DUT namespace, its ports and loopback; registers stop."""
     ports = [
-        DutPort(p.ifname, _addr(p), network if p.ifname != "eth-lan" else "broadcast")
+        DutPort(
+            p.ifname,
+            _addr(p),
+            network if p.ifname != "eth-lan" else "broadcast",
+            DUT_COSTS.get(p.ifname),
+        )
         for p in lab.dut_ports()
     ]
     kw: dict[str, Any] = {

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
+from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from .. import dataplane
@@ -39,7 +40,10 @@ from . import netns
 
 __all__ = ["FibWatcher", "Probe"]
 
+RTMGRP_LINK = 0x1
 RTMGRP_IPV4_ROUTE = 0x40
+RTM_NEWLINK = 16
+IFF_LOWER_UP = 0x10000
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
 RT_TABLE_LOCAL = 255
@@ -58,11 +62,18 @@ class FibWatcher:
         self.installed: set[str] = set()
         self._sock = netns.socket_in(ns, socket.AF_NETLINK, socket.SOCK_RAW, 0)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self._sock.bind((0, RTMGRP_IPV4_ROUTE))
+        self._sock.bind((0, RTMGRP_IPV4_ROUTE | RTMGRP_LINK))
         self._names = self._ifnames()
+        self._carrier = self._carriers()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"fib-{ns}", daemon=True)
+
+    def _carriers(self) -> dict[int, bool]:
+        """Every device's carrier now, so the first change after the start is seen as one."""
+        sock = netns.socket_in(self.ns, socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+        with IPRoute(use_socket=sock) as ipr:
+            return {int(m["index"]): bool(m["flags"] & IFF_LOWER_UP) for m in ipr.get_links()}
 
     def _ifnames(self) -> dict[int, str]:
         with netns.entered(self.ns):
@@ -108,8 +119,27 @@ class FibWatcher:
             for msg in marshal.parse(data):
                 self._one(msg, t_ns)
 
+    def _carrier_change(self, msg: Any, t_ns: int) -> None:
+        """``fib carrier`` when a device's carrier (IFF_LOWER_UP) changes: when the DUT's
+        kernel, and so the DUT, learned of it. Linux passes carrier changes through its
+        linkwatch, which batches them at most once a second *machine-wide*: on a busy host the
+        DUT hears of a carrier loss up to a second after the cable was pulled (RFC 4061 §6.7's
+        start), through no fault of its own."""
+        idx = int(msg["index"])
+        up = bool(msg["flags"] & IFF_LOWER_UP)
+        if self._carrier.get(idx) == up:
+            return
+        self._carrier[idx] = up
+        name = msg.get_attr("IFLA_IFNAME") or self._names.get(idx, idx)
+        self.log.write(
+            self.source, "carrier", t_ns=t_ns, ns=self.ns, ifname=name, up=up, stamp="user"
+        )
+
     def _one(self, msg: Any, t_ns: int) -> None:
         kind = msg["header"]["type"]
+        if kind == RTM_NEWLINK:
+            self._carrier_change(msg, t_ns)
+            return
         if kind not in (RTM_NEWROUTE, RTM_DELROUTE):
             return
         table = msg.get_attr("RTA_TABLE") or msg["table"]
@@ -189,6 +219,7 @@ class Probe:
         self._next_final = 0
         self._loss_run = 0
         self._first_lost = -1
+        self.last_reply_ns = 0  # t4 of the newest reply received (the probe thread writes it)
 
     def start(self) -> Probe:
         if self._reflector is not None:
@@ -220,6 +251,14 @@ class Probe:
                         s.close()
             self.log.write("probe", "stop", sent=self.sent, rcvd=self.rcvd, lost=self.lost)
         return {"sent": self.sent, "rcvd": self.rcvd, "lost": self.lost}
+
+    def flowing(self, now_ns: int | None = None) -> bool:
+        """The stream gets through now: a reply within the last three send periods (50 ms at
+        least) and no loss run left open (its `restored` event is logged). Read from another
+        thread: two plain attribute reads, each atomic; a stale answer only costs one poll."""
+        now = time.time_ns() if now_ns is None else now_ns
+        recent = max(50_000_000, 3 * 1_000_000_000 // self.rate_pps)
+        return self._loss_run == 0 and now - self.last_reply_ns < recent
 
     def __enter__(self) -> Probe:
         return self.start()
@@ -270,6 +309,7 @@ class Probe:
             if s not in self._open:
                 continue  # a duplicate, or a reply after we declared the packet lost
             t1, t4 = self._open.pop(s), int(row["t4"])
+            self.last_reply_ns = max(self.last_reply_ns, t4)
             self._done[s] = (t1, t4)
             self.rcvd += 1
             rtt = (t4 - t1) - (int(row["t3"]) - int(row["t2"]))

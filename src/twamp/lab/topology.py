@@ -17,7 +17,7 @@ Addressing (documentation ranges only, RFC 5737; DUT router ID 192.0.2.129 on it
     link        DUT side          far side          topologies
     gen         192.0.2.1/30      192.0.2.2/30      T1 T2 T4 (T4: link 1)
     col         198.51.100.1/30   198.51.100.2/30   T2 (and T1 with collector=True)
-    gen2        192.0.2.5/30      192.0.2.6/30      T4 (link 2)
+    gen2        192.0.2.5/30      192.0.2.6/30      T4 (link 2; DUT cost 100, `DUT_COSTS`)
     gencol      (gen) 192.0.2.9/30 (col) 192.0.2.10/30   T2 (collector - generator)
     lan         192.0.2.65/27 DUT, .66 r1, .67 r2 on bridge ``br0`` in ``<prefix>-sw``   T3
 
@@ -52,6 +52,7 @@ from . import netns
 from .errors import LabError, check_root
 
 __all__ = [
+    "DUT_COSTS",
     "DUT_RID",
     "PROBE_TARGET",
     "STATE_ROOT",
@@ -64,6 +65,11 @@ __all__ = [
 ]
 
 DUT_RID = "192.0.2.129"
+BLACKHOLE_MAC = "02:00:5e:10:00:01"  # locally administered, on no lab device
+#: OSPF costs of the DUT's interfaces where not the default (10). T4's link 2 is the backup:
+#: the DUT reaches the generator (the probe's source) over link 1 until it fails, so 6.7/6.8's
+#: loss window measures the reroute (with equal costs ECMP could carry the probe on link 2).
+DUT_COSTS: dict[str, int] = {"eth-gen2": 100}
 NETLINK_ROUTE = 0
 _LAB_SEQ = itertools.count(1)
 PROBE_TARGET = "203.0.113.77"
@@ -443,6 +449,54 @@ class Lab:
 
     def link_down(self, link: str, role: str = "gen") -> int:
         return self.set_link(link, role, False)
+
+    def route_get(self, role: str, dst: str) -> dict[str, Any]:
+        """``ip route get dst`` in ``role``'s namespace, logged (``lab route-get``): the device
+        and gateway the kernel would use now, or the error (no route)."""
+        ipr = self.ipr(role)
+        out: dict[str, Any] = {"ns": self.ns(role), "dst": dst}
+        try:
+            msg = ipr.route("get", dst=dst)[0]
+            oif = msg.get_attr("RTA_OIF")
+            links = ipr.get_links(oif) if oif else []
+            out["dev"] = links[0].get_attr("IFLA_IFNAME") if links else None
+            out["gw"] = msg.get_attr("RTA_GATEWAY")
+        except Exception as exc:  # ENETUNREACH and the like: the answer, not a failure
+            out["error"] = str(exc)
+        if self.log is not None:
+            self.log.write("lab", "route-get", **out)
+        return out
+
+    def blackhole(self, link: str, on: bool) -> int:
+        """Link ``link`` stops carrying the DUT's packets to the far side, carrier kept up: a
+        failure beyond a switch, which only OSPF's dead interval detects (RFC 4061 §6.8).
+
+        The DUT's neighbour entry for the far side is pinned to an unused, locally administered
+        MAC: unicast frames (the data plane) reach no one, multicast (OSPF) still flows, so
+        the generator's own Hello stop is what OSPF sees. Our side withdraws its static probe
+        route over the link (as a carrier loss would, research §4.1 item 6), so the loss window
+        is the DUT's reroute alone. ``on=False`` undoes both. Logged as ``lab blackhole``."""
+        lk = self.link(link)
+        dut, far = (lk.a, lk.b) if lk.a.role == "dut" else (lk.b, lk.a)
+        idx = self.ifindex("dut", dut.ifname)
+        t0 = time.time_ns()
+        if on:
+            self.ipr("dut").neigh(
+                "replace", dst=far.ip, lladdr=BLACKHOLE_MAC, ifindex=idx, state=0x80
+            )  # NUD_PERMANENT
+            with contextlib.suppress(Exception):
+                self.ipr(far.role).route("del", dst="203.0.113.0/24", gateway=dut.ip)
+        else:
+            with contextlib.suppress(Exception):
+                self.ipr("dut").neigh("del", dst=far.ip, ifindex=idx)
+            if self.probe_routes and "col" in self.roles:
+                self._static_routes(far.role)
+        if self.log is not None:
+            self.log.write(
+                "lab", "blackhole", t_ns=t0, link=link, on=on, ns=self.ns("dut"),
+                ifname=dut.ifname, neighbour=far.ip,
+            )  # fmt: skip
+        return t0
 
     def link_up(self, link: str, role: str = "gen") -> int:
         return self.set_link(link, role, True)

@@ -74,6 +74,7 @@ from ..control import (
 )
 from ..crypto import TestPacketCrypto, derive_key
 from ..dataplane.sockets import open_test_socket
+from ..dataplane.types import add_counts, t3_counts
 from ..inet import normalize_ip
 from ..sessions import (
     DEFAULT_PORT_RANGE,
@@ -166,6 +167,9 @@ class ServerConfig:
     batch: int = 64
     busy_poll: bool = False
     """Reflector options (`dataplane.Reflector`); busy polling spins one core per test port."""
+    t3_diagnostic: bool = False
+    """Measure the T3 error of every reflector (`Reflector(tx_timestamps=True).t3_error()`):
+    `stats()["t3"]`."""
     linger_ns: int = NS
     """How long a stopped session is kept after its Timeout, counting late packets."""
     sid_address: IPv4Address | None = None
@@ -309,6 +313,7 @@ class TwampServer:
         self._start_time_ns = clock.realtime_ns()
         self._closed_counters: Counter[str] = Counter()
         self._closed_residence: Counter[str] = Counter()
+        self._closed_t3: dict[str, int] = {}
         self._running = False
 
     # -- public ---------------------------------------------------------------------------------
@@ -395,9 +400,11 @@ class TwampServer:
         totals = self.table.counters
         reflector = Counter(self._closed_counters)
         residence = Counter(self._closed_residence)
+        t3 = dict(self._closed_t3)
         for tp in self._ports.values():
             reflector.update(tp.reflector.counters())
             residence.update(tp.reflector.residence())
+            add_counts(t3, t3_counts(tp.reflector.t3_error()))
         return {
             "connections": {
                 "open": self.table.connections,
@@ -423,6 +430,8 @@ class TwampServer:
             "reflector": dict(reflector),
             # dataplane.types.RESIDENCE_KEYS, summed over the test ports (closed ones included)
             "residence": dict(residence),
+            # --t3-diagnostic: dataplane.types.t3_counts, added up likewise; else {}
+            "t3": t3,
             "implementation": dataplane.IMPLEMENTATION,
         }
 
@@ -575,7 +584,10 @@ class TwampServer:
             return BindResult.BUSY
         try:
             reflector = dataplane.Reflector(
-                sock, batch=self.config.batch, busy_poll=self.config.busy_poll
+                sock,
+                batch=self.config.batch,
+                busy_poll=self.config.busy_poll,
+                tx_timestamps=self.config.t3_diagnostic,
             )
             reflector.start()
         except BaseException:
@@ -592,6 +604,7 @@ class TwampServer:
             tp.reflector.stop()
             self._closed_counters.update(tp.reflector.counters())
             self._closed_residence.update(tp.reflector.residence())
+            add_counts(self._closed_t3, t3_counts(tp.reflector.t3_error()))
         finally:
             tp.sock.close()
 

@@ -66,6 +66,7 @@ class Interface:
     dr: IPv4Address = NO_ROUTER
     bdr: IPv4Address = NO_ROUTER
     silent: bool = False  # stop_hellos(): neither sends nor listens, carrier up
+    flood: bool = True  # set_flooding(): False floods nothing out of it (RFC 4061 §5.2)
     hello_deadline: int | None = None
     wait_deadline: int | None = None
     neighbors: dict[IPv4Address, Neighbor] = field(default_factory=dict)

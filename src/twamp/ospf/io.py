@@ -441,32 +441,60 @@ class Speaker:
         self._calls_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._release_lock = threading.Lock()
+        self._released = False
         self._buf = bytearray(65535)
+
+    close_timeout: float = 30.0
+    """Seconds `close` waits for the loop to finish its current work (see `close`)."""
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> Speaker:
+        if self._stop.is_set():
+            raise RuntimeError("the speaker is closed")
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ospf-speaker", daemon=True)
             self._thread.start()
         return self
 
     def close(self) -> None:
-        """Stop the loop, log still-unstamped sends, close every socket (idempotent)."""
+        """Stop the loop, log still-unstamped sends, close every socket (idempotent).
+
+        The loop thread owns the sockets while it runs: a call it is inside (thousands of LSAs
+        originated on a loaded machine) can outlast any join timeout, and closing the sockets
+        under it made its next send or select fail with EBADF in the thread. So the sockets
+        are closed by whichever side is last: the loop itself on its way out (`_run`), or
+        here when no loop ever ran. A loop still busy after `close_timeout` is left to finish
+        its call and close them itself (it is a daemon thread; nothing is queued to it any
+        more, `_on_loop` refuses new calls once stopping)."""
         self._stop.set()
-        if self._thread is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"x")
-            self._thread.join(timeout=5)
+        thread = self._thread
+        if thread is None:
+            self._release()
+            return
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if thread is not threading.current_thread():
+            thread.join(timeout=self.close_timeout)
+        if not thread.is_alive():
             self._thread = None
-        for port in self.ports.values():
-            self._expire(port, force=True)
-            port.close()
-        self.ports.clear()
-        for s in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                s.close()
-        with contextlib.suppress(Exception):
-            self._sel.close()
+            self._release()  # the loop released already; idempotent
+
+    def _release(self) -> None:
+        """Log unstamped sends, close sockets and selector: once, from one thread at a time."""
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+            for port in self.ports.values():
+                self._expire(port, force=True)
+                port.close()
+            self.ports.clear()
+            for s in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    s.close()
+            with contextlib.suppress(Exception):
+                self._sel.close()
 
     def __enter__(self) -> Speaker:
         return self.start()
@@ -529,7 +557,11 @@ class Speaker:
 
     def _on_loop(self, fn: Callable[[], _T], timeout: float) -> _T:
         if self._thread is None or threading.current_thread() is self._thread:
+            if self._released:
+                raise RuntimeError("the speaker is closed")
             return fn()
+        if self._stop.is_set():
+            raise RuntimeError("the speaker is closing: no more calls to its loop")
         fut: Future[_T] = Future()
         with self._calls_lock:
             self._calls.append((fn, fut))
@@ -538,6 +570,17 @@ class Speaker:
 
     # ---- the loop ------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._stop.is_set():
+                with self._calls_lock:
+                    orphans, self._calls = self._calls, []
+                for _fn, fut in orphans:  # queued as close() began: answered, never left hanging
+                    fut.set_exception(RuntimeError("the speaker closed before this call ran"))
+                self._release()  # see `close`: the loop closes the sockets it used
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             now = time.time_ns()
             deadlines = [d for r in self.routers.values() if (d := r.next_deadline()) is not None]

@@ -53,6 +53,8 @@ Acting on it:
         expires. `start_hellos` sends a Hello at once; the DUT, having dropped us, restarts the
         exchange (it reaches Full again one RxmtInterval later, see the tests).
     ``set_cost(ifname, cost, now_ns)``  change an interface cost; router-LSA re-originated.
+    ``set_flooding(ifname, enabled, now_ns)``  flood out of `ifname` or not (RFC 4061 §5.2:
+        the collector "floods nothing to the DUT"); acks and requests are unchanged.
     ``set_extra_links(links, now_ns)``  replace `extra_links`; router-LSA re-originated.
 
 Reading it:
@@ -368,6 +370,15 @@ class EmulatedRouter:
                 for nbr in iface.neighbors.values():
                     nbr.inactivity_deadline = now_ns + dead
                 self._interface_timers(iface, now_ns)
+        return self._finish(now_ns)
+
+    def set_flooding(self, ifname: str, enabled: bool, now_ns: int) -> list[Event]:
+        """Flood (RFC 2328 §13.3) out of `ifname`, or not: RFC 4061 §5.2's collector learns
+        the generator's LSAs over its direct link and "floods nothing to the DUT", else the
+        DUT could get them from the collector first and never flood them to it (§13.3 (2)).
+        Off, LSAs skip the interface's neighbours (no flood, no retransmission list); acks,
+        LS requests and their answers go on as before. Not part of RFC 2328: a tester's knob."""
+        self._iface(ifname).flood = enabled
         return self._finish(now_ns)
 
     def set_cost(self, ifname: str, cost: int, now_ns: int) -> list[Event]:
@@ -1194,7 +1205,7 @@ class EmulatedRouter:
         header = entry.lsa.header
         back = False
         for iface in self._ifaces.values():
-            if iface.state is InterfaceState.DOWN:
+            if iface.state is InterfaceState.DOWN or not iface.flood:
                 continue
             added = False
             for nbr in iface.neighbors.values():

@@ -4,12 +4,18 @@ Every procedure runs in a *session*: a lab topology (`twamp.lab.Lab`), the DUT s
 (`twamp.lab.dut`), our emulated routers on raw sockets (`twamp.ospf.io.Speaker`), the FIB
 watcher and, where routes to the probe's target change, the TWAMP data-plane probe. Sessions:
 
-* T1 (generator and collector, no link between them): 5.1, 5.2, 5.3, 6.1, 6.2, with the probe
-  (6.1/6.2 remove and reinstall its route; 5.x change routes off its path);
-* T2 (the collector also linked to the generator, and flooding): 6.3 (no probe:
-  `analysis.DATAPLANE_NOTES` says why);
+* T1 (generator and collector, no link between them): 5.1, 5.3, 6.1, 6.2, with the probe
+  (6.1/6.2 remove and reinstall its route; 5.1/5.3 change routes off its path);
+* T2 (the collector also linked to the generator): 5.2 (the direct link is the RFC's reference;
+  the collector floods nothing to the DUT meanwhile), then 6.3 (the collector floods again);
+  no probe (`analysis.DATAPLANE_NOTES` says why);
 * T3 (DUT, R1, R2 on one bridge, broadcast): 6.4, 6.5 and 6.6 (one trial gives both; no probe);
-* T4 (two links DUT–generator, and the collector): 6.7, 6.8, with the probe.
+* T4 (two links DUT–generator, link 2 the costlier, and the collector): 6.7, 6.8, with the
+  probe over link 1 until it fails (6.8: black-holed beyond layer 2, `Lab.blackhole`).
+
+Where the probe runs, every attempt ends with a `procedure-end` step (the RFC's procedure is
+over) and then waits, bounded (`dataplane_wait_s`), until the stream flows again, so a DUT that
+forwards only after the RFC's end event shows "restored after the procedure's end".
 
 A driver only *acts* and writes marks (`trials.Marker`); it never times anything. After each
 attempt the analysis of the log so far decides whether the attempt is valid; invalid ones are
@@ -26,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -60,8 +66,8 @@ R1_LAN = "192.0.2.66"
 NS = 1_000_000_000
 
 SESSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("T1", ("5.1", "5.2", "5.3", "6.1", "6.2")),
-    ("T2", ("6.3",)),
+    ("T1", ("5.1", "5.3", "6.1", "6.2")),
+    ("T2", ("5.2", "6.3")),
     ("T3", ("6.4", "6.5")),
     ("T4", ("6.7", "6.8")),
 )
@@ -333,6 +339,7 @@ def _trials(
                 ctx.marker.invalid(p, attempt, "the trial was abandoned (see failure)")
                 ctx.marker.end(p, attempt)
             raise
+        _await_dataplane(ctx, procs, attempt)
         for p in procs:
             ctx.marker.end(p, attempt)
         index = LogIndex(ctx.log.events)
@@ -346,6 +353,44 @@ def _trials(
             valid += 1
         attempt += 1
         time.sleep(_spacing(ctx.profile, ctx.dut))
+
+
+def dataplane_wait_s(profile: TimerProfile) -> float:
+    """The longest a trial waits, after the RFC's procedure ended, for the probe stream.
+
+    The RFC's end event (an ack, a router-LSA) can come before the DUT forwards again: FRR
+    acks our last LSA while its own adjacency is still Loading, its next LS request held for
+    the retransmit interval (the LSR stall), and installs the route only after that. Two
+    retransmit intervals or one dead interval, whichever is longer, plus a second: a DUT that
+    forwards again within that shows "restored after the procedure's end", one that does not
+    is "not restored" and the trial still ends (bounded)."""
+    rxmt = float(profile.retransmit_s or 5)
+    dead = float(profile.dead_s or 40)
+    return max(2 * rxmt, dead) + 1.0
+
+
+def _await_flowing(s: Session) -> bool:
+    """Until the probe's stream flows (bounded by `dataplane_wait_s`); True if it does."""
+    if s.probe is None:
+        return False
+    deadline = time.monotonic() + dataplane_wait_s(s.profile)
+    while not s.probe.flowing() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return s.probe.flowing()
+
+
+def _await_dataplane(ctx: Session, procs: Sequence[str], attempt: int) -> None:
+    """Mark where the RFC's procedure ended, then keep the trial open (bounded) until the
+    probe's stream flows again, so a late restoration is measured, not cut off."""
+    probe = getattr(ctx, "probe", None)
+    if probe is None:
+        return
+    limit = dataplane_wait_s(ctx.profile)
+    for p in procs:
+        ctx.marker.step(p, attempt, "procedure-end", dataplane_wait_s=limit)
+    if not probe.flowing():
+        ctx.progress(f"§{'/'.join(procs)}: waiting up to {limit:.0f} s for the data plane")
+        _await_flowing(ctx)
 
 
 def run(settings: RunSettings, log_path: str | Path, progress: Progress) -> None:
@@ -564,10 +609,33 @@ def _drive_5_1(s: Session) -> None:
 def _drive_5_2(s: Session) -> None:
     """Bursts of N new AS-external-LSAs. Every trial floods prefixes the DUT does not have (the
     previous burst is flushed first and the prefix block rotates over three), so every trial
-    also installs N routes: the FIB proxy and the install rate of the scaling rows."""
+    also installs N routes: the FIB proxy and the install rate of the scaling rows.
+
+    In T2 (the lab) the collector also hears the generator over their direct link, the RFC's
+    reference, and floods nothing to the DUT meanwhile (RFC 4061 §5.2): were it to pass the
+    burst on, the DUT could get an LSA from the collector first and never flood it back (RFC
+    2328 §13.3), and the end event would never come. Flooding resumes after 5.2 (6.3 needs
+    it). Without the direct link (`--dut external`) the reference is our last send stamp."""
     gen = s.routers["gen"]
-    par = {"5.2": {"observer": "col", "generator": "gen", "ifname": s.gen_if,
-                   "col_ifname": s.col_if}}  # fmt: skip
+    col = s.routers.get("col")
+    direct = s.topology == "T2" and col is not None
+    par: dict[str, Any] = {"observer": "col", "generator": "gen", "ifname": s.gen_if,
+                           "col_ifname": s.col_if}  # fmt: skip
+    if direct:
+        par.update(
+            direct_ifname="eth-gen", generator_rid=GEN_RID, generator_direct_ifname="eth-col"
+        )
+        assert col is not None
+        col.call(lambda r, now: r.set_flooding(s.col_if, False, now))
+    try:
+        _bursts_5_2(s, gen, {"5.2": par})
+    finally:
+        if direct:
+            assert col is not None
+            col.call(lambda r, now: r.set_flooding(s.col_if, True, now))
+
+
+def _bursts_5_2(s: Session, gen: RouterHandle, par: dict[str, Any]) -> None:
     for n in s.settings.lsas:
         previous: list[LsaSpec] = []
 
@@ -578,9 +646,16 @@ def _drive_5_2(s: Session) -> None:
                 time.sleep(1.5 + n / 5_000)  # FRR deletes externals on its 1 s ASE timer
             specs = [_ext(1000 + (i % 3) * n + j) for j in range(n)]
             s.marker.step("5.2", i, "burst", lsas=n)
+            mark = len(s.log.events)
             _originate(gen, specs)
             _settle(gen, 10.0 + n / 500)
-            time.sleep(0.5 + n / 5_000)  # the last floods and FIB installs
+            # The last floods and FIB installs: until every prefix of the burst is in the FIB
+            # (netlink), bounded. FRR installs new externals at once in T1 but on its 1 s ASE
+            # timer in T2: a fixed sleep cut the FIB proxy and the install rate off there.
+            if s.fib is not None:
+                _wait_fib(s, mark, {f"{sp.link_state_id}/32" for sp in specs}, 2.5 + n / 1_000)
+            else:  # --dut external: no FIB to watch
+                time.sleep(0.5 + n / 5_000)
             previous[:] = specs
 
         _trials(s, ["5.2"], n, trial, par)
@@ -588,6 +663,21 @@ def _drive_5_2(s: Session) -> None:
             _flush(gen, previous)
             _settle(gen, 10.0 + n / 500)
             time.sleep(1.5 + n / 5_000)
+
+
+def _wait_fib(s: Session, since: int, prefixes: set[str], timeout: float) -> None:
+    """Until the FIB watcher logged a route-add for each of `prefixes` after event `since`."""
+    deadline = time.monotonic() + timeout
+    missing = set(prefixes)
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.05)
+        events = s.log.events
+        end = len(events)
+        for e in events[since:end]:
+            if e.source == "fib" and e.event == "route-add":
+                missing.discard(str(e.get("prefix")))
+        since = end
+    time.sleep(0.2)
 
 
 def _drive_5_3(s: Session) -> None:
@@ -629,11 +719,23 @@ def _router_key(r: EmulatedRouter) -> Any:
     raise TrialFailed("our router-LSA is not in our own database")
 
 
-def _wait_acked(s: Session, router: str, ifname: str, since: int, timeout: float) -> None:
+def _wait_acked(
+    s: Session,
+    router: str,
+    ifname: str,
+    since: int,
+    timeout: float,
+    expect: Collection[str] = (),
+) -> None:
     """Keep the trial open until the DUT acknowledged (explicitly or by flooding it back) every
     LSA instance `router` sent on `ifname` since event number `since`: LSUs answering the DUT's
     requests are on no retransmission list, so an empty list does not mean "all acked", and
-    BIRD's acks come seconds later."""
+    BIRD's acks come seconds later.
+
+    `expect`: keys the DUT must have fetched too. FRR requests a large database in several LSRs
+    and may hold the next one for its retransmit interval (the LSR stall): our Full and an ack
+    for everything sent *so far* then come seconds before the DUT asked for the rest, and the
+    RFC's end event (the ack for the generator's last LSA) is still to come."""
     deadline = time.monotonic() + timeout
     dut = s.lab.dut_rid
     while time.monotonic() < deadline:
@@ -650,7 +752,11 @@ def _wait_acked(s: Session, router: str, ifname: str, since: int, timeout: float
             ):
                 for lsa in e.get("acked", ()) or e.get("lsas", ()):
                     acked[lsa["key"]] = max(acked.get(lsa["key"], lsa["seq"]), lsa["seq"])
-        if sent and all(acked.get(k, seq - 1) >= seq for k, seq in sent.items()):
+        if (
+            sent
+            and all(k in sent for k in expect)
+            and all(acked.get(k, seq - 1) >= seq for k, seq in sent.items())
+        ):
             time.sleep(0.2)
             return
         time.sleep(0.1)
@@ -662,7 +768,11 @@ def _adjacency_trials(
     down: Callable[[], None],
     up: Callable[[int], None],
     extra: dict[str, Any],
+    *,
+    fetch_all: bool = True,
 ) -> None:
+    """`fetch_all`: the DUT must fetch every LSA of the burst from the generator (6.1, 6.2); in
+    6.3 it has them already, through the collector."""
     gen = s.routers["gen"]
     for n in s.settings.lsas:
         specs = [_ext(100_000 + i) for i in range(n)]
@@ -678,7 +788,9 @@ def _adjacency_trials(
             up(i)
             s.wait_full("gen", s.lab.dut_rid)
             _settle(gen, 10.0 + n / 200)
-            _wait_acked(s, "gen", s.gen_if, mark, 10.0 + n / 200)
+            wait = 10.0 + n / 200 + 2 * (s.profile.retransmit_s or 5)
+            expect = {_key(sp) for sp in specs} if fetch_all else set()
+            _wait_acked(s, "gen", s.gen_if, mark, wait, expect=expect)
 
         _trials(s, [proc], n, trial, par)
         _flush(gen, specs)
@@ -773,7 +885,7 @@ def _drive_6_3(s: Session) -> None:
         s.lab.link_up("gen", "gen")
         gen.interface_up("eth-dut")
 
-    _adjacency_trials(s, "6.3", down, up, {})
+    _adjacency_trials(s, "6.3", down, up, {}, fetch_all=False)
 
 
 def _setup_t3(s: Session) -> None:
@@ -932,6 +1044,14 @@ def _start_probe(
         dst=PROBE_TARGET,
         rate_pps=int(s.settings.rate_pps),
     ).start()
+    # The first trial starts from a stream that flows: BIRD originates its router-LSA (and so
+    # has a route to the probe's source) up to its MinLSInterval after Full.
+    _await_flowing(s)
+
+
+def _in_lab(s: Session) -> bool:
+    """Our own T4 lab (not --dut external): the black hole and `route_get` are ours to use."""
+    return getattr(s.lab, "topology", None) == "T4"
 
 
 def _link_down_trials(
@@ -939,12 +1059,15 @@ def _link_down_trials(
 ) -> None:
     observer, link2 = s.link2
     watch = s.routers[observer]
+    in_lab = _in_lab(s)
     par = {
         proc: {
             "observer": observer,
             "link1_router": "gen",
             "link1": s.gen_if,
             "link2": link2,
+            # the DUT's side of link 1, whose carrier notice 6.7 splits off (the lab's only)
+            "dut_link1": "eth-gen" if in_lab else None,
             "prefix": "198.18.255.1/32",
         }
     }
@@ -967,12 +1090,23 @@ def _link_down_trials(
 
     def trial(i: int) -> None:
         before = newest()
+        _await_flowing(s)  # the loss window starts from a stream that flows (BIRD: its
+        # router-LSA, and so its route to the probe's source, can come seconds after Full)
+        # Where the DUT sends the probe's replies now (link 1, the cheaper: `DUT_COSTS`) and,
+        # after the reroute, then: logged, so a report shows the path the loss window is of.
+        if in_lab:
+            s.lab.route_get("dut", PROBE_SRC)
         time.sleep(0.3)
         fail(i)
         limit = time.monotonic() + s.dead_s + 6
         while newest() == before and time.monotonic() < limit:
             time.sleep(0.05)
         time.sleep(0.5)
+        # Link 1 stays failed until the stream flows again over link 2 (bounded): a DUT that
+        # reroutes after its router-LSA (BIRD on its tick) must not be "restored" by our heal.
+        _await_flowing(s)
+        if in_lab:
+            s.lab.route_get("dut", PROBE_SRC)
         heal()
         # Our side may still hold the old adjacency as Full until the DUT's next Hello says
         # otherwise (6.8: the DUT dropped us, we never dropped it): wait a Hello out first.
@@ -1003,11 +1137,19 @@ def _drive_6_7(s: Session) -> None:
 
 def _drive_6_8(s: Session) -> None:
     gen = s.routers["gen"]
+    in_lab = _in_lab(s)
 
     def fail(i: int) -> None:
+        # The link fails beyond layer 2: carrier up, nothing the DUT sends over it arrives (the
+        # data plane too, `Lab.blackhole`; in the lab only), and our Hellos stop. Only the dead
+        # interval tells.
+        if in_lab:
+            s.lab.blackhole("gen", True)
         gen.stop_hellos(s.gen_if)  # the speaker logs `link down how=hellos` at the call
 
     def heal() -> None:
+        if in_lab:
+            s.lab.blackhole("gen", False)
         gen.start_hellos(s.gen_if)
 
     _link_down_trials(s, "6.8", fail, heal)

@@ -18,7 +18,12 @@ JSON document (``--json``; schema ``twamp-bench-ospf/1``)
     proxy is), ``counts`` (LSAs, LSUs, octets, rates: ``{min, median, max}``),
     ``dataplane_note`` (why the probe shows no loss or did not run, in words),
     ``dataplane`` (``window_ms``, ``loss_time_ms``, ``restored_after_ms`` statistics,
-    ``lost_packets``, ``not_restored``, ``rate_pps``; null without a probe),
+    ``lost_packets``, ``not_restored``, ``rate_pps``; ``late`` trials restored only after the
+    RFC's procedure had ended, ``restored_after_end_ms`` how long after, ``evidence`` one
+    sentence per late or unrestored trial: route install, the DUT's adjacency state;
+    ``paths`` the DUT's next hop to the probe's source before -> after (6.7/6.8);
+    ``rerouted_without_loss`` trials whose path moved with no packet lost; null without a
+    probe),
     ``verdict`` (``{kind, text, timer}``; kind one of ``measured``, ``timer-dominated``,
     ``includes-timer``, ``meaningless``, ``below-precision``, ``failed``),
     ``precision`` (in words), ``trials`` (every attempt: ``value_ns``, ``parts_ns``,
@@ -48,7 +53,7 @@ BEST_PROXIES: Mapping[str, tuple[str, ...]] = {
     "6.4": ("minus_dead_interval",),
     "6.5": ("minus_dead_interval",),
     "6.6": (),
-    "6.7": ("fib",),
+    "6.7": ("after_kernel_notice", "fib"),
     "6.8": ("minus_dead_interval", "fib"),
 }
 """The proxy shown in the table beside each figure, best first (all are in the notes)."""
@@ -106,12 +111,26 @@ def _dp_cell(entry: Mapping[str, Any]) -> str:
         return "no probe (see notes)" if entry.get("dataplane_note") else "no probe data"
     w = dp.get("window_ms")
     lost = dp.get("lost_packets") or {}
+    rate = dp.get("rate_pps") or 0
+    quick = ""
+    if dp.get("rerouted_without_loss"):
+        interval = f"{1e3 / rate:g} ms" if rate else "one probe interval"
+        quick = f"{dp['rerouted_without_loss']} rerouted within {interval} (no packet lost)"
     if not lost.get("max"):
+        if quick:
+            return quick
         return "no loss (off path)" if entry.get("dataplane_note") else "no loss"
     text = f"{fmt_ms(w['median'])} (max {fmt_ms(w['max'])})" if w else "?"
     text += f", {lost['median']:g}-{lost['max']:g} pkts"
+    if dp.get("late"):
+        late = dp.get("restored_after_end_ms") or {}
+        text += f", {dp['late']} restored after the procedure's end"
+        if late.get("max") is not None:
+            text += f" (+{fmt_ms(late['max'])} ms max)"
     if dp.get("not_restored"):
         text += f", {dp['not_restored']} not restored"
+    if quick:
+        text += f", {quick}"
     return text
 
 
@@ -224,6 +243,22 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
                     f"    proxy {what}: median {fmt_ms(st['median'])} ms "
                     f"(min {fmt_ms(st['min'])}, max {fmt_ms(st['max'])}, n {st['n']})"
                 )
+        parts = e.get("parts_ms") or {}
+        if parts.get("kernel_notice"):
+            out.append(
+                "    the DUT's kernel reported the carrier loss a median "
+                f"{fmt_ms(parts['kernel_notice']['median'])} ms (max "
+                f"{fmt_ms(parts['kernel_notice']['max'])}) after it (Linux batches carrier "
+                "changes machine-wide, at most once a second): the figure and the loss window "
+                "include that wait, the proxy 'from the DUT kernel's carrier-loss notice' does not"
+            )
+        if parts.get("send_skew") and parts.get("rfc_uncorrected"):
+            out.append(
+                "    reference: the last LSA at the collector straight from the generator (RFC), "
+                f"taken back by our own send skew between the two links (median "
+                f"{fmt_ms(parts['send_skew']['median'])} ms); uncorrected figure median "
+                f"{fmt_ms(parts['rfc_uncorrected']['median'])} ms"
+            )
         dp = e.get("dataplane")
         if dp and dp.get("restored_after_ms"):
             st = dp["restored_after_ms"]
@@ -237,6 +272,21 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
             out.append(f"    {e['whitebox_note']}.")
         if e.get("dataplane_note"):
             out.append(f"    data plane: {e['dataplane_note']}")
+        for path in (dp or {}).get("paths") or ():
+            out.append(
+                f"    data plane path: the DUT's next hop to the probe's source {path} "
+                "(before the trigger -> after the reroute, `ip route get`)"
+            )
+        evidence = (dp or {}).get("evidence") or ()
+        for words in evidence:
+            out.append(f"    data plane, one trial: {words}")
+        stall = (doc.get("timers") or {}).get("retransmit") or {}
+        if any("was Loading" in w for w in evidence) and "lsr-stall" in str(stall.get("origin")):
+            out.append(
+                "    data plane: a DUT adjacency left in Loading waits for its next LS request, "
+                f"which this DUT holds for its retransmit interval ({stall.get('seconds'):g} s, "
+                "the LSR stall): the DUT's timer, not the probe path"
+            )
         reasons = sorted({i["reason"] for i in e["invalid"]})
         if reasons:
             out.append(f"    {len(e['invalid'])} invalid trial(s), repeated: " + "; ".join(reasons))

@@ -153,6 +153,7 @@ cdef class Reflector:
     # kernel's datagram number (SO_TIMESTAMPING OPT_ID) modulo DIAG_RING, and the histogram
     # of (kernel transmit time - Timestamp) in powers of two of ns
     cdef int _diag
+    cdef int _ts_slot  # which stamp of scm_timestamping: software (0) or raw hardware (2)
     cdef uint64_t _diag_next
     cdef int64_t *_diag_ring
     cdef uint64_t _diag_hist[64]

@@ -114,8 +114,6 @@ CRYPTO_BACKEND = "libcrypto" if USE_LIBCRYPTO else "python"
 cdef enum:
     SEND_RETRIES = 3
     DIAG_RING = 4096  # replies whose Timestamps the T3 diagnostic remembers (a power of two)
-    EQ_BATCH = 32  # transmit reports taken off the error queue per recvmmsg
-    EQ_CTRL = 128  # an scm_timestamping (48 octets) and a sock_extended_err, with room
 
     # Pkt.state
     ST_DROP = 0
@@ -1047,52 +1045,23 @@ cdef class Reflector:
         """T3 diagnostic: match the kernel's transmit reports with the Timestamps written.
 
         Only in the diagnostic mode; the reports (SO_TIMESTAMPING, OPT_ID) carry the
-        datagram's number (sock_extended_err.ee_data) and the software transmit time.
+        datagram's number and the transmit time (wire.read_tx_reports).
         """
+        cdef TxReport reports[EQ_BATCH]
+        cdef int n
         cdef int r
         cdef int i
-        cdef msghdr *msg
-        cdef cmsghdr *cm
-        cdef timespec ts
         cdef uint32_t key
-        cdef int have_key
-        cdef int64_t stamp_ns
         cdef int64_t early
         cdef int bucket
         while True:
-            for i in range(EQ_BATCH):
-                msg = &self._eq[i].msg_hdr
-                msg.msg_name = NULL
-                msg.msg_namelen = 0
-                msg.msg_control = self._eq_ctrl + <size_t>i * EQ_CTRL
-                msg.msg_controllen = EQ_CTRL
-                msg.msg_flags = 0
-            r = recvmmsg(self._fd, self._eq, EQ_BATCH, MSG_ERRQUEUE | MSG_DONTWAIT, NULL)
-            if r <= 0:
-                return
-            for i in range(r):
-                msg = &self._eq[i].msg_hdr
-                stamp_ns = 0
-                have_key = 0
-                cm = CMSG_FIRSTHDR(msg)
-                while cm != NULL:
-                    if (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == TWAMP_SCM_TIMESTAMPING
-                            and cm.cmsg_len >= CMSG_LEN(sizeof(timespec))):
-                        memcpy(&ts, CMSG_DATA(cm), sizeof(timespec))
-                        stamp_ns = <int64_t>ts.tv_sec * NS + ts.tv_nsec
-                    elif (((cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == TWAMP_IP_RECVERR)
-                            or (cm.cmsg_level == IPPROTO_IPV6
-                                and cm.cmsg_type == TWAMP_IPV6_RECVERR))
-                            and cm.cmsg_len >= CMSG_LEN(16)
-                            and CMSG_DATA(cm)[4] == TWAMP_SO_EE_ORIGIN_TIMESTAMPING):
-                        memcpy(&key, CMSG_DATA(cm) + 12, 4)
-                        have_key = 1
-                    cm = CMSG_NXTHDR(msg, cm)
+            r = read_tx_reports(self._fd, self._eq, self._eq_ctrl, self._ts_slot, reports, &n)
+            for i in range(n):
+                key = reports[i].key
                 # Only reports of the last DIAG_RING replies can be matched.
-                if (stamp_ns == 0 or not have_key
-                        or <uint32_t>(<uint32_t>self._diag_next - key) - 1 >= DIAG_RING):
+                if <uint32_t>(<uint32_t>self._diag_next - key) - 1 >= DIAG_RING:
                     continue
-                early = stamp_ns - self._diag_ring[key & (DIAG_RING - 1)]
+                early = reports[i].stamp_ns - self._diag_ring[key & (DIAG_RING - 1)]
                 if early < 0:
                     early = 0
                 bucket = 0

@@ -99,6 +99,7 @@ cdef class Sender:
     # Sender(tx_timestamps=True): the kernel numbers sent datagrams from 0 (SO_TIMESTAMPING,
     # OPT_ID); _tx_next counts them, _tx_base is this run's first, _tx_kernel its rows' times.
     cdef int _tx_ts
+    cdef int _ts_slot  # which stamp of scm_timestamping: software (0) or raw hardware (2)
     cdef uint64_t _tx_next
     cdef uint64_t _tx_base
     cdef int64_t *_tx_kernel

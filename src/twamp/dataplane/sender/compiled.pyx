@@ -45,8 +45,6 @@ cdef enum:
     ST_READY = 3  # a reply to record
 
 cdef enum:
-    EQ_BATCH = 32  # transmit reports taken off the error queue per recvmmsg
-    EQ_CTRL = 128  # an scm_timestamping (48 octets) and a sock_extended_err, with room
     SEND_RING = 64  # packets built ahead (mode 2: protected ahead)
     PREPARE_FEW = 8  # at least SEND_BATCH
 
@@ -60,6 +58,21 @@ cdef int64_t TICK_NS = 10_000_000
 cdef int64_t PREPARE_NS = 1_000_000
 cdef int64_t PREPARE_PACKET_NS = 4_000
 cdef int64_t PREPARE_MARGIN_NS = 15_000
+
+
+def parse_tx_report_bytes(control, int slot=TS_SLOT_SOFTWARE):
+    """wire.parse_tx_report over the raw control octets of one error-queue message ->
+    (datagram number, stamp in ns) or None; for the tests of the cmsg parsing (the pure
+    twin has the same function), never per packet."""
+    cdef bytes data = bytes(control)
+    cdef msghdr msg
+    cdef TxReport report
+    memset(&msg, 0, sizeof(msghdr))
+    msg.msg_control = <void *><const char *>data
+    msg.msg_controllen = len(data)
+    if not parse_tx_report(&msg, slot, &report):
+        return None
+    return report.key, report.stamp_ns
 
 
 cdef uint8_t *buffer_of(arr) except NULL:
@@ -115,7 +128,7 @@ cdef class Sender:
     IMPLEMENTATION = IMPLEMENTATION
 
     def __init__(self, sock, peer, *, fmt, crypto=None, padding=0, tos=0, batch=32,
-                 busy_poll=False, tx_timestamps=False):
+                 busy_poll=False, tx_timestamps=False, hw_timestamps=False):
         if (fmt.test_mode is TestMode.OPEN) != (crypto is None):
             raise ValueError("crypto is required in authenticated/encrypted mode, and only there")
         if not 0 <= padding <= MAX_DATAGRAM - fmt.reflector_header:
@@ -165,10 +178,18 @@ cdef class Sender:
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         enable_receive_options(sock)
         set_send_ttl(sock)
-        self._tx_ts = bool(tx_timestamps)
+        # hw_timestamps: the NIC's raw transmit stamps instead (the device must have them on,
+        # dataplane.hwstamp); a packet it did not stamp has none (a zero in that slot).
+        self._tx_ts = bool(tx_timestamps or hw_timestamps)
+        self._ts_slot = TS_SLOT_HARDWARE if hw_timestamps else TS_SLOT_SOFTWARE
         self._tx_next = 0
         if self._tx_ts:
-            enable_tx_timestamps(sock)
+            enable_tx_timestamps(sock, hardware=bool(hw_timestamps))
+
+    @property
+    def hw_timestamps(self):
+        """The transmit stamps recorded are the NIC's raw hardware ones (`tx_kernel_ns`)."""
+        return self._ts_slot == TS_SLOT_HARDWARE
 
     def _set_dest(self, family):
         cdef sockaddr_in *a4 = <sockaddr_in *>&self._dest_sa
@@ -646,56 +667,24 @@ cdef class Sender:
         """Move the kernel's transmit reports off the error queue into this run's rows.
 
         Each report (SO_TIMESTAMPING with OPT_ID and OPT_TSONLY) carries the datagram's number
-        in sock_extended_err.ee_data and the software transmit time in scm_timestamping.ts[0].
-        Left there, they would fill the receive buffer and keep ppoll(2) awake (POLLERR).
+        and the transmit time (wire.read_tx_reports); a row no report reached keeps 0, which
+        the callers report as a missing stamp, never as a time.
         """
+        cdef TxReport reports[EQ_BATCH]
+        cdef int n
         cdef int r
         cdef int i
-        cdef msghdr *msg
-        cdef cmsghdr *cm
-        cdef timespec ts
-        cdef uint32_t data_field
-        cdef uint8_t origin
-        cdef int64_t stamp
-        cdef int64_t key
         cdef uint64_t row
         if not self._tx_ts:
             return
         while True:
-            for i in range(EQ_BATCH):
-                msg = &self._eq[i].msg_hdr
-                msg.msg_name = NULL
-                msg.msg_namelen = 0
-                msg.msg_control = self._eq_ctrl + <size_t>i * EQ_CTRL
-                msg.msg_controllen = EQ_CTRL
-                msg.msg_flags = 0
-            r = recvmmsg(self._fd, self._eq, EQ_BATCH, MSG_ERRQUEUE | MSG_DONTWAIT, NULL)
-            if r <= 0:
-                return
-            for i in range(r):
-                msg = &self._eq[i].msg_hdr
-                stamp = 0
-                key = -1
-                cm = CMSG_FIRSTHDR(msg)
-                while cm != NULL:
-                    if (cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == TWAMP_SCM_TIMESTAMPING
-                            and cm.cmsg_len >= CMSG_LEN(sizeof(timespec))):
-                        memcpy(&ts, CMSG_DATA(cm), sizeof(timespec))
-                        stamp = <int64_t>ts.tv_sec * NS + ts.tv_nsec
-                    elif ((cm.cmsg_level == IPPROTO_IP and cm.cmsg_type == TWAMP_IP_RECVERR)
-                            or (cm.cmsg_level == IPPROTO_IPV6
-                                and cm.cmsg_type == TWAMP_IPV6_RECVERR)):
-                        if cm.cmsg_len >= CMSG_LEN(16):
-                            origin = CMSG_DATA(cm)[4]  # sock_extended_err.ee_origin
-                            memcpy(&data_field, CMSG_DATA(cm) + 12, 4)  # .ee_data
-                            if origin == TWAMP_SO_EE_ORIGIN_TIMESTAMPING:
-                                key = data_field
-                    cm = CMSG_NXTHDR(msg, cm)
-                if stamp != 0 and key >= 0 and self._tx_kernel != NULL:
+            r = read_tx_reports(self._fd, self._eq, self._eq_ctrl, self._ts_slot, reports, &n)
+            if self._tx_kernel != NULL:
+                for i in range(n):
                     # ee_data is 32 bits: the datagram number modulo 2^32.
-                    row = <uint32_t>(<uint64_t>key - self._tx_base)
+                    row = <uint32_t>(<uint64_t>reports[i].key - self._tx_base)
                     if row < <uint64_t>self._c.sent:
-                        self._tx_kernel[row] = stamp
+                        self._tx_kernel[row] = reports[i].stamp_ns
             if r < EQ_BATCH:
                 return
 

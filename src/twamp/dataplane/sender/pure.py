@@ -6,6 +6,7 @@ import ipaddress
 import os
 import select
 import socket
+import struct
 import time
 
 import numpy as np
@@ -21,9 +22,12 @@ from ...wire.packets import TestFormat, build_sender, parse_reflection, write_tr
 from ..sockets import (
     ANCBUF_SIZE,
     SO_TIMESTAMPNS,
+    TS_SLOT_HARDWARE,
+    TS_SLOT_SOFTWARE,
     enable_receive_options,
     enable_tx_timestamps,
     parse_ancillary,
+    parse_tx_timestamp,
     read_tx_timestamps,
     set_send_ttl,
     tos_ancillary,
@@ -41,9 +45,27 @@ from ..types import (
     normalize_ip,
 )
 
-__all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Sender"]
+__all__ = ["CRYPTO_BACKEND", "IMPLEMENTATION", "Sender", "parse_tx_report_bytes"]
 
 IMPLEMENTATION = "python"
+_CMSGHDR = struct.Struct("@Nii")  # struct cmsghdr: cmsg_len, cmsg_level, cmsg_type
+_CMSG_ALIGN = struct.calcsize("@N")
+
+
+def parse_tx_report_bytes(control: bytes, slot: int = TS_SLOT_SOFTWARE) -> tuple[int, int] | None:
+    """`sockets.parse_tx_timestamp` over the raw control octets of one error-queue message,
+    walked as CMSG_FIRSTHDR/CMSG_NXTHDR do; the twin of the compiled one, for the tests."""
+    ancdata: list[tuple[int, int, bytes]] = []
+    off = 0
+    while off + _CMSGHDR.size <= len(control):
+        length, level, kind = _CMSGHDR.unpack_from(control, off)
+        if length < _CMSGHDR.size or off + length > len(control):
+            break
+        ancdata.append((level, kind, bytes(control[off + _CMSGHDR.size : off + length])))
+        off += -(-length // _CMSG_ALIGN) * _CMSG_ALIGN
+    return parse_tx_timestamp(ancdata, slot)
+
+
 CRYPTO_BACKEND = "python"
 
 _NS_PER_MS = 1_000_000
@@ -111,6 +133,7 @@ class Sender:
         batch: int = 32,
         busy_poll: bool = False,
         tx_timestamps: bool = False,
+        hw_timestamps: bool = False,
     ) -> None:
         if (fmt.test_mode is TestMode.OPEN) != (crypto is None):
             raise ValueError("crypto is required in authenticated/encrypted mode, and only there")
@@ -146,14 +169,22 @@ class Sender:
         enable_receive_options(sock)
         set_send_ttl(sock)
         # SO_TIMESTAMPING numbers datagrams from 0 when enabled: _tx_next counts them.
-        self._tx_timestamps = tx_timestamps
+        # hw_timestamps: the NIC's raw transmit stamps instead (the device must have them on,
+        # dataplane.hwstamp); a packet it did not stamp has none (a zero in that slot).
+        self._tx_timestamps = tx_timestamps or hw_timestamps
+        self._ts_slot = TS_SLOT_HARDWARE if hw_timestamps else TS_SLOT_SOFTWARE
         self._tx_next = 0
-        if tx_timestamps:
-            enable_tx_timestamps(sock)
+        if self._tx_timestamps:
+            enable_tx_timestamps(sock, hardware=hw_timestamps)
 
     @property
     def peer(self) -> tuple[str, int]:
         return self._peer
+
+    @property
+    def hw_timestamps(self) -> bool:
+        """The transmit stamps recorded are the NIC's raw hardware ones (`tx_kernel_ns`)."""
+        return self._ts_slot == TS_SLOT_HARDWARE
 
     def run(
         self,
@@ -332,7 +363,7 @@ class _SenderRun:
         tx = self.tx_kernel
         if tx is None:
             return
-        for key, stamp in read_tx_timestamps(self.sender._sock):
+        for key, stamp in read_tx_timestamps(self.sender._sock, slot=self.sender._ts_slot):
             row = key - self.tx_base
             if 0 <= row < tx.size:
                 tx[row] = stamp

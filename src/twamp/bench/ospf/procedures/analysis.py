@@ -124,8 +124,49 @@ def _dataplane(results: Sequence[TrialResult]) -> dict[str, Any] | None:
         if not lost
         else {"min": min(lost), "median": float(sorted(lost)[len(lost) // 2]), "max": max(lost)},
         "not_restored": sum(1 for d in dps if not d.get("restored")),
+        "restored_after_end_ms": stats(col("restored_after_end_ns")),
+        "late": sum(1 for d in dps if d.get("restored_after_end_ns") is not None),
+        # the DUT moved the probe's path (route-get before/after) and not one packet was lost:
+        # its reroute took less than one probe interval, not "no effect"
+        "rerouted_without_loss": sum(
+            1 for d in dps if not d.get("lost") and len(set(d.get("path") or ())) > 1
+        ),
+        "evidence": [_dp_words(d) for d in dps if _dp_words(d)],
+        "paths": sorted({" -> ".join(d["path"]) for d in dps if d.get("path")}),
         "rate_pps": dps[0].get("rate_pps"),
     }
+
+
+def _dp_words(d: Mapping[str, Any]) -> str | None:
+    """One trial's late or missing restoration in words, with the evidence from the log."""
+    if d.get("restored_after_end_ns") is None and d.get("restored", True):
+        return None
+    parts = []
+    if d.get("restored_after_end_ns") is not None:
+        parts.append(
+            f"restored {d['restored_after_end_ns'] / 1e6:.1f} ms after the procedure's end"
+        )
+    else:
+        wait = d.get("wait_s")
+        parts.append(
+            "not restored"
+            + (f" within {wait:g} s after the procedure's end" if wait is not None else "")
+        )
+    stuck = d.get("dut_adjacency_at_end") or {}
+    for nbr, state in sorted(stuck.items()):
+        text = f"the DUT's adjacency with {nbr} was {state} at the procedure's end"
+        full = (d.get("dut_full_after_ns") or {}).get(nbr)
+        if full is not None:
+            text += f" (Full at +{full / 1e6:.0f} ms, its own log)"
+        parts.append(text)
+    if d.get("route_installed_after_ns") is not None:
+        parts.append(
+            f"the DUT installed its route to {d.get('route_installed_prefix')} at "
+            f"+{d['route_installed_after_ns'] / 1e6:.0f} ms (netlink)"
+        )
+    else:
+        parts.append("the DUT installed no route to the probe's ends within the trial (netlink)")
+    return "; ".join(parts)
 
 
 def _counts(results: Sequence[TrialResult]) -> dict[str, dict[str, float] | None]:
@@ -198,8 +239,10 @@ def _entry(
 DATAPLANE_NOTES: dict[str, str] = {
     "5.1": "the new AS-external-LSA is a 198.18.0.x/32 off the probe path: the stream through "
     "the DUT must not (and should not) notice it",
-    "5.2": "the burst of AS-external-LSAs covers 198.18.3.x-121.x, not the probe's /32s: the "
-    "stream shows whether installing them disturbs forwarding",
+    "5.2": "no probe: 5.2 runs in T2 for the RFC's generator-collector link, where the DUT's "
+    "route to the generator may go through the collector, an emulated router whose namespace "
+    "does not forward; the burst's AS-external-LSAs (198.18.3.x-121.x) are off the probe's "
+    "/32s in any case",
     "5.3": "the SPF trigger changes the cost of 198.18.254.0/24, not the probe path: the stream "
     "shows whether the SPF run disturbs forwarding",
     "6.3": "no probe: in T2 the DUT's route to the generator goes through the collector, an "

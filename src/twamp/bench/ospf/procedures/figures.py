@@ -22,6 +22,7 @@ cross-check only). All are CLOCK_REALTIME, so they subtract directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -146,8 +147,21 @@ def _single_send(trial: Trial, router: str, step: Event, what: str) -> tuple[Eve
     return sends[0], _stamped(sends[0], f"the {what}")
 
 
-def _acked(trial: Trial, router: str, step: Event, sent: Event, what: str) -> tuple[Event, int]:
-    """The DUT's first ack of the step's LSA after `sent`; invalid if we retransmitted first."""
+def _acked(
+    trial: Trial,
+    router: str,
+    step: Event,
+    sent: Event,
+    what: str,
+    *,
+    requested_ok: bool = False,
+) -> tuple[Event, int]:
+    """The DUT's first ack of the step's LSA after `sent`; invalid if we retransmitted first.
+
+    `requested_ok` (the adjacency procedures, whose end event is "the ack for the last LSA",
+    whichever copy it answers): a resend that answers the DUT's own LS request again (it
+    dropped or ignored our LSU, and its request timer ran) is the DUT's doing and part of its
+    figure; only our retransmission (RxmtInterval, flagged in the log) invalidates."""
     key, seq = step["key"], step.get("seq")
     ack = _require(trial.first_ack(router, key, seq, after=sent.t_ns), f"ack for the {what}")
     # Only a resend to the same neighbour counts: the same instance flooded on our other
@@ -155,7 +169,9 @@ def _acked(trial: Trial, router: str, step: Event, sent: Event, what: str) -> tu
     resent = [
         e
         for e in trial.lsa_sends(router, key, seq)
-        if sent.t_ns < e.t_ns < ack.t_ns and e.get("ifname") == sent.get("ifname")
+        if sent.t_ns < e.t_ns < ack.t_ns
+        and e.get("ifname") == sent.get("ifname")
+        and (not requested_ok or e.get("retransmission"))
     ]
     if resent:
         raise Invalid(f"{router} retransmitted the {what} before the DUT acked it")
@@ -173,13 +189,24 @@ def _fib_after(
     return None
 
 
-def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
+def _healed(trial: Trial, t_start: int) -> int | None:
+    """When link 1 came back in a 6.7/6.8 trial (the first `link up` after the start)."""
+    ups = [e.t_ns for e in trial.events(source="link", event="up") if e.t_ns > t_start]
+    return ups[0] if ups else None
+
+
+def dataplane(trial: Trial, t_start: int, until: int | None = None) -> dict[str, Any] | None:
     """Loss window of the TWAMP stream through the DUT in this trial, from the probe's events.
 
     ``window_ns``: first packet lost to the first one answered after the last run of losses
     (both the sender's transmit times); ``lost``: packets lost; ``loss_time_ns``: lost / offered
     rate, the loss in time; ``restored_after_ns``: first restored packet's send time minus the
     trial's start event (the data-plane convergence time); None when the probe did not run.
+
+    The driver marks where the RFC's procedure ended (step ``procedure-end``) and keeps the
+    trial open, bounded, until the stream flows again: ``restored_after_end_ns`` is then how
+    long after the procedure's end the DUT forwarded again (the RFC's end event came first),
+    and `_dp_evidence` says from the log why (route install, the DUT's adjacency state).
     """
     probe = trial.index.between(
         trial.index.times[0] if trial.index.times else 0, trial.t1, source="probe", event="start"
@@ -189,8 +216,25 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
         return None
     rate = float(probe[-1].get("rate_pps") or 0.0)
     lost = [e for e in in_trial if e.event == "lost" and e.t_ns >= t_start]
+    if until is not None:
+        # 6.7/6.8: the failure's loss window ends where we heal link 1; packets lost after that
+        # (the DUT moving back to link 1) are another event, counted apart
+        after = [e for e in lost if e.t_ns >= until]
+        lost = [e for e in lost if e.t_ns < until]
     restored = [e for e in in_trial if e.event == "restored" and e.t_ns >= t_start]
     out: dict[str, Any] = {"rate_pps": rate, "lost": len(lost)}
+    if until is not None:
+        out["lost_after_heal"] = len(after)
+    # The DUT's next hop towards the probe's source, asked before the trigger and after the
+    # reroute (`lab route-get`, 6.7/6.8): the path whose loss window this is.
+    path = [e.get("dev") or "none" for e in trial.events(source="lab", event="route-get")]
+    if path:
+        out["path"] = path
+    end = trial.step("procedure-end")
+    if end is not None:
+        out["procedure_end_after_ns"] = end.t_ns - t_start
+        if end.get("dataplane_wait_s") is not None:
+            out["wait_s"] = float(end["dataplane_wait_s"])
     if not lost:
         out.update(window_ns=0, loss_time_ns=0, restored=True, restored_after_ns=None)
         return out
@@ -198,18 +242,77 @@ def dataplane(trial: Trial, t_start: int) -> dict[str, Any] | None:
     after_last = [e for e in restored if e.t_ns > last]
     out["first_lost_after_ns"] = first - t_start
     out["loss_time_ns"] = round(len(lost) / rate * 1e9) if rate > 0 else None
-    if after_last:
-        out.update(
-            window_ns=after_last[0].t_ns - first,
-            restored=True,
-            restored_after_ns=after_last[0].t_ns - t_start,
-        )
+    t_back = after_last[0].t_ns if after_last else None
+    if t_back is not None:
+        out.update(window_ns=t_back - first, restored=True, restored_after_ns=t_back - t_start)
     else:
         out.update(window_ns=None, restored=False, restored_after_ns=None)
+    if end is not None and (t_back is None or t_back > end.t_ns):
+        if t_back is not None:
+            out["restored_after_end_ns"] = t_back - end.t_ns
+        out.update(_dp_evidence(trial, probe[-1], t_start, first, end.t_ns, t_back))
+    elif end is None and t_back is None:
+        # A log from before the procedure-end step: the trial's end mark was the procedure's
+        # end, and the evidence is read as of then.
+        out.update(_dp_evidence(trial, probe[-1], t_start, first, trial.t1, None))
     return out
 
 
-def _result(trial: Trial, value: int, t_start: int, **kw: Any) -> TrialResult:
+_ADJ_FRR = re.compile(r"AdjChg: Nbr ([\d.]+).*?(?:: (\w+) -> (\w+)| from (\w+) to (\w+))")
+_ADJ_BIRD = re.compile(r"[Nn]eighbor ([\d.]+) .*changed state from (\w+) to (\w+)")
+
+
+def _adj_change(text: str) -> tuple[str, str] | None:
+    """(neighbour, new state) from an FRR `AdjChg` or a BIRD state-change log line."""
+    m = _ADJ_FRR.search(text)
+    if m:
+        return m.group(1), m.group(3) or m.group(5)
+    m = _ADJ_BIRD.search(text)
+    return (m.group(1), m.group(3)) if m else None
+
+
+def _dp_evidence(
+    trial: Trial, probe: Event, t_start: int, t_lost: int, t_end: int, t_back: int | None
+) -> dict[str, Any]:
+    """Why the stream was still broken when the RFC's procedure ended, from the log alone: when
+    the DUT installed its route to either end of the probe (netlink), and which of the DUT's
+    adjacencies were not Full at the procedure's end (the DUT's own log), and when they were.
+    """
+    ends = {f"{probe.get('src')}/32", f"{probe.get('dst')}/32"}
+    out: dict[str, Any] = {}
+    adds = [
+        e
+        for e in trial.events(source="fib")
+        if e.event == "route-add" and e.get("prefix") in ends and e.t_ns >= t_lost
+    ]
+    if adds:
+        out["route_installed_after_ns"] = adds[0].t_ns - t_start
+        out["route_installed_prefix"] = adds[0].get("prefix")
+    state: dict[str, tuple[str, int]] = {}
+    later_full: dict[str, int] = {}
+    for e in trial.events(source="dut-log"):
+        if e.t_ns < t_start:
+            continue
+        change = _adj_change(str(e.get("text", "")))
+        if change is None:
+            continue
+        nbr, new = change
+        if e.t_ns <= t_end:
+            state[nbr] = (new, e.t_ns)
+        elif new == "Full" and nbr not in later_full:
+            later_full[nbr] = e.t_ns - t_start
+    stuck = {n: st for n, (st, _) in state.items() if st != "Full"}
+    if stuck:
+        out["dut_adjacency_at_end"] = stuck
+        full = {n: later_full[n] for n in stuck if n in later_full}
+        if full:
+            out["dut_full_after_ns"] = full
+    return out
+
+
+def _result(
+    trial: Trial, value: int, t_start: int, *, dp_until: int | None = None, **kw: Any
+) -> TrialResult:
     return TrialResult(
         proc=trial.proc,
         trial=trial.trial,
@@ -217,7 +320,7 @@ def _result(trial: Trial, value: int, t_start: int, **kw: Any) -> TrialResult:
         valid=True,
         value_ns=value,
         t_start_ns=t_start,
-        dataplane=dataplane(trial, t_start),
+        dataplane=dataplane(trial, t_start, dp_until),
         **kw,
     )
 
@@ -299,7 +402,16 @@ def fig_5_2(trial: Trial) -> TrialResult:
     dut, gen_if = trial.param("dut_rid"), trial.param("ifname")
     direct_if, col_if = trial.param("direct_ifname"), trial.param("col_ifname")
     burst = _step(trial, "burst")
-    sends = trial.packets(gen, "tx", "lsu", ifname=gen_if, after=burst.t_ns)
+
+    def of_burst(e: Event) -> list[Mapping[str, Any]]:
+        # The burst is AS-external-LSAs: our router-LSA (its E bit set by the first burst) and
+        # LSAs we pass on from the collector (T2) are no part of it, and the latter never go
+        # back over the direct link, whose copy of every burst LSA the RFC's reference needs.
+        return [lsa for lsa in e.get("lsas", ()) if lsa_type(str(lsa.get("key", ""))) == 5]
+
+    sends = [
+        e for e in trial.packets(gen, "tx", "lsu", ifname=gen_if, after=burst.t_ns) if of_burst(e)
+    ]
     if not sends:
         raise Invalid("the generator sent no LSU after the burst step")
     # Only the last LSU of the burst sets the RFC figure's reference: it needs its kernel
@@ -311,7 +423,7 @@ def fig_5_2(trial: Trial) -> TrialResult:
     for e in sends:
         t = e.t_ns
         octets += int(e.get("len", 0))
-        for lsa in e.get("lsas", ()):
+        for lsa in of_burst(e):
             first_tx.setdefault(lsa["key"], (t, int(lsa["seq"])))
     n = len(first_tx)
     t_first = min(t for t, _ in first_tx.values())
@@ -323,16 +435,25 @@ def fig_5_2(trial: Trial) -> TrialResult:
         raise Invalid(f"{n - len(via_dut)} of {n} LSAs never reached the collector via the DUT")
     t_last_dut = max(via_dut.values())
     # A key sent twice before the last flood arrived: our retransmission, not the DUT's pace.
-    early = sum(len(e.get("lsas", ())) for e in sends if e.t_ns < t_last_dut)
+    early = sum(len(of_burst(e)) for e in sends if e.t_ns < t_last_dut)
     if early > n:
         raise Invalid("the generator retransmitted LSAs of the burst before it was flooded")
     method, ref = 0, t_last_tx
+    parts: dict[str, int] = {}
     if direct_if:
         direct = _last_arrivals(
             trial, col, first_tx, rid=trial.param("generator_rid"), ifname=direct_if, after=t_first
         )
         if len(direct) == n:
             method, ref = 1, max(direct.values())
+            parts["rfc_uncorrected"] = t_last_dut - ref
+            skew = _send_skew(trial, gen, first_tx, t_last_tx)
+            if skew is not None:
+                # Our generator sends the burst on its two links one after the other, not "at
+                # once": the direct copy of the last LSA left `skew` later than the copy to the
+                # DUT. The reference is when it would have arrived had both left together.
+                ref -= skew
+                parts["send_skew"] = skew
     value = t_last_dut - ref
     proxies: dict[str, int] = {"first_at_collector": min(via_dut.values()) - t_first}
     fibs = [e for e in trial.events(source="fib") if e.event == "route-add" and e.t_ns >= t_first]
@@ -352,14 +473,36 @@ def fig_5_2(trial: Trial) -> TrialResult:
     counts["span_ns"] = span
     counts["per_lsa_ns"] = span / n
     counts["sender_bound"] = 1 if span > 0 and (t_last_dut - t_last_tx) < 0.1 * span else 0
+    parts.update(method=method, last_sent_to_last_flooded=t_last_dut - t_last_tx)
     return _result(
         trial,
         value,
         t_first,
-        parts={"method": method, "last_sent_to_last_flooded": t_last_dut - t_last_tx},
+        parts=parts,
         proxies=proxies,
         counts=counts,
     )
+
+
+def _send_skew(
+    trial: Trial, gen: str, wanted: Mapping[str, tuple[int, int]], t_last_tx: int
+) -> int | None:
+    """Our send of the burst's last LSA on the generator-collector link minus our send of it
+    towards the DUT (both kernel stamps), or None when that link's sends are not in the log."""
+    gen_direct_if = trial.param("generator_direct_ifname")
+    if not gen_direct_if:
+        return None
+    last = None
+    seen: set[str] = set()
+    for e in trial.packets(gen, "tx", "lsu", ifname=gen_direct_if, after=trial.t0):
+        for lsa in e.get("lsas", ()):
+            k = lsa.get("key")
+            if k in wanted and k not in seen and lsa.get("seq", 0) >= wanted[k][1]:
+                seen.add(k)
+                last = e
+    if last is None or len(seen) < len(wanted):
+        return None
+    return _stamped(last, "the burst's last LSU on the direct link") - t_last_tx
 
 
 def _last_arrivals(
@@ -483,7 +626,7 @@ def _adjacency(trial: Trial, t_start: int, start_what: str) -> TrialResult:
     last_ev, last_seq = first[last_key]
     _stamped(last_ev, "the generator's last LSA")
     step = Event(last_ev.t_ns, "lab", "mark", {"key": last_key, "seq": last_seq})
-    _, t_end = _acked(trial, gen, step, last_ev, "generator's last LSA")
+    _, t_end = _acked(trial, gen, step, last_ev, "generator's last LSA", requested_ok=True)
     acks = [trial.first_ack(gen, k, s, after=ev.t_ns) for k, (ev, s) in first.items()]
     proxies: dict[str, int] = {}
     if all(a is not None for a in acks):
@@ -607,11 +750,13 @@ def fig_6_4(trial: Trial) -> TrialResult:
     return _with_dead(trial, r2, t_end - t_start, t_start)
 
 
-def _with_dead(trial: Trial, router: str, value: int, t_start: int) -> TrialResult:
+def _with_dead(
+    trial: Trial, router: str, value: int, t_start: int, dp_until: int | None = None
+) -> TrialResult:
     dead = _dead_ns(trial, router)
     proxies = {} if dead is None else {"minus_dead_interval": value - dead}
     parts = {} if dead is None else {"dead_interval": dead}
-    return _result(trial, value, t_start, parts=parts, proxies=proxies)
+    return _result(trial, value, t_start, parts=parts, proxies=proxies, dp_until=dp_until)
 
 
 def _r1_up(trial: Trial) -> int:
@@ -699,11 +844,35 @@ def _new_router_lsa(trial: Trial, t_start: int) -> tuple[int, dict[str, int]]:
 
 
 def fig_6_7(trial: Trial) -> TrialResult:
-    """Link 1 fails (carrier down, the OS sees it at once) → the DUT's new router-LSA over
-    link 2. The start is the netlink request's user stamp (`link` events)."""
+    """Link 1 fails (carrier down) → the DUT's new router-LSA over link 2. The start is the
+    netlink request's user stamp (`link` events).
+
+    The DUT learns of the carrier loss only when its kernel tells it, and Linux batches carrier
+    changes (linkwatch) at most once a second machine-wide: on a busy host up to a second
+    passes first. The FIB watcher's ``fib carrier`` event in the DUT's namespace is when that
+    happened: ``parts['kernel_notice']``, and the proxy ``after_kernel_notice`` is the DUT's
+    own part (the figure from there)."""
     down = _link_event(trial, "down", "carrier")
     t_end, proxies = _new_router_lsa(trial, down.t_ns)
-    return _result(trial, t_end - down.t_ns, down.t_ns, proxies=proxies)
+    parts: dict[str, int] = {}
+    dut_if = trial.param("dut_link1")
+    for e in trial.events(source="fib", event="carrier"):
+        if (
+            e.t_ns >= down.t_ns
+            and not e.get("up")
+            and (dut_if is None or e.get("ifname") == dut_if)
+        ):
+            parts["kernel_notice"] = e.t_ns - down.t_ns
+            proxies["after_kernel_notice"] = t_end - e.t_ns
+            break
+    return _result(
+        trial,
+        t_end - down.t_ns,
+        down.t_ns,
+        parts=parts,
+        proxies=proxies,
+        dp_until=_healed(trial, down.t_ns),
+    )
 
 
 def fig_6_8(trial: Trial) -> TrialResult:
@@ -735,7 +904,7 @@ def fig_6_8(trial: Trial) -> TrialResult:
             f"the DUT's new router-LSA came {(t_end - t_start) / 1e6:.0f} ms after our last "
             f"Hello, before its dead interval ({dead / 1e9:g} s): it announces another change"
         )
-    res = _with_dead(trial, gen, t_end - t_start, t_start)
+    res = _with_dead(trial, gen, t_end - t_start, t_start, dp_until=_healed(trial, t_start))
     res.proxies.update(proxies)
     return res
 
@@ -887,7 +1056,10 @@ PROCEDURES: Mapping[str, Procedure] = {
             "the generator",
             ("min-ls-interval", "tick", "spf-hold"),
             None,
-            {"fib": "route changed (netlink)"},
+            {
+                "fib": "route changed (netlink)",
+                "after_kernel_notice": "from the DUT kernel's carrier-loss notice (linkwatch)",
+            },
             fig_6_7,
         ),
         Procedure(

@@ -303,12 +303,18 @@ def trial_5_2(
     direct_last_ns: int | None = None,
     per_lsu: int = 40,
     fib_last_ns: int | None = None,
+    direct_skew_ns: int | None = None,
 ) -> int:
     """n LSAs in LSUs of per_lsu, sent 10 µs apart; the last reaches the collector via the DUT
-    at t_last_send + flood_last_ns (or direct_last + flood_last_ns when the direct link runs)."""
+    at t_last_send + flood_last_ns (or direct_last + flood_last_ns when the direct link runs).
+    `direct_skew_ns`: the generator's sends on the direct link are logged, that much later
+    than towards the DUT, and the direct arrivals are later by as much."""
     params: dict[str, Any] = (
         {"direct_ifname": "veth-col-g", "generator_rid": GEN} if direct_last_ns is not None else {}
     )
+    if direct_skew_ns is not None:
+        params["generator_direct_ifname"] = "veth-gen-c"
+    skew = direct_skew_ns or 0
     s.mark.start(
         "5.2",
         trial,
@@ -332,9 +338,11 @@ def trial_5_2(
     ref = t_last
     if direct_last_ns is not None:
         for j, chunk in enumerate(chunks):
+            if direct_skew_ns is not None:
+                s.lsu("gen", t_send + j * 10 * US + skew, chunk, ifname="veth-gen-c")
             s.lsu(
                 "col",
-                t_send + j * 10 * US + direct_last_ns - (len(chunks) - 1 - j) * 0,
+                t_send + j * 10 * US + direct_last_ns + skew,
                 chunk,
                 direction="rx",
                 ifname="veth-col-g",
@@ -406,10 +414,20 @@ def trial_5_3(
 
 
 def trial_adjacency(
-    s: SynthLog, proc: str, trial: int, t: int, *, n: int, hello_ns: int, ack_ns: int, full_ns: int
+    s: SynthLog,
+    proc: str,
+    trial: int,
+    t: int,
+    *,
+    n: int,
+    hello_ns: int,
+    ack_ns: int,
+    full_ns: int,
+    dataplane_wait_ns: int | None = None,
 ) -> int:
     """6.1/6.2/6.3: start (carrier up; or the DUT's first Hello hello_ns after the enable/up)
-    → ack of the generator's last LSA at start + ack_ns."""
+    → ack of the generator's last LSA at start + ack_ns. `dataplane_wait_ns`: the driver marks
+    the procedure's end there and keeps the trial open that much longer for the probe."""
     s.mark.start(
         proc, trial, t, lsas=n, dut_rid=DUT, observer="gen", ifname="veth-gen", collector="col"
     )
@@ -436,6 +454,9 @@ def trial_adjacency(
     s.ack("gen", t_start + ack_ns, keys)
     s.fib(t_start + full_ns + 2 * MS, "198.18.1.0/32")
     end = t_start + ack_ns + 50 * MS
+    if dataplane_wait_ns is not None:
+        s.mark.step(proc, trial, "procedure-end", end, dataplane_wait_s=11.0)
+        end += dataplane_wait_ns
     s.mark.end(proc, trial, end)
     return end
 
