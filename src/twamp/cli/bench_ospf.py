@@ -124,8 +124,9 @@ def _outputs(func: Any) -> Any:
     default="frr",
     show_default=True,
     help="The device under test: FRR or BIRD started in the lab's "
-    "namespace, or an external router on --interface (external: 5.1 and 5.3, and 5.2 with a "
-    "second --interface; the other procedures are reported as not run, with the reason).",
+    "namespace, or an external router on --interface (external: 5.1, 5.3, 6.1 and 6.2, and "
+    "with a second --interface 5.2, 6.7 and 6.8; 6.3-6.6 are reported as not run, with the "
+    "reason).",
 )
 @click.option(
     "--interface",
@@ -134,8 +135,9 @@ def _outputs(func: Any) -> Any:
     multiple=True,
     help="--dut external: our port towards the router, in this namespace, with its IPv4 "
     "address already on it (the generator); repeat once for the collector's port. The tool "
-    "creates and changes nothing there: it only speaks OSPF (area 0, point-to-point, the "
-    "--timers profile's hello/dead, which the router must match) and sends test packets.",
+    "speaks OSPF there (area 0, point-to-point, with the hello and dead intervals heard in the "
+    "router's own Hellos), sends test packets, and for 6.1 and 6.7 sets its own port down and "
+    "up again; every port is left as it was found.",
 )
 @click.option(
     "--tests",
