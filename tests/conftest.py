@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
+
+# A shell that starts a command in the background without job control (`cmd &` in a script,
+# nohup) leaves SIGINT ignored, and an ignored signal stays ignored across exec: the Ctrl-C
+# tests (ours, and the subprocesses they start) would then test that environment, not the code.
+# Python's own default is what an interactive user has.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The perfSONAR captures ship with the tests (tests/vectors/README.md says where they come from).
 VECTORS = Path(__file__).resolve().parent / "vectors"
