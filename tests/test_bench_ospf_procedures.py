@@ -573,6 +573,35 @@ def test_6_8_includes_dead_interval_and_checks_the_stop() -> None:
     assert not r.valid and r.reason is not None and "before its dead interval (4 s)" in r.reason
 
 
+@pytest.mark.parametrize("proc", ["6.7", "6.8"])
+def test_6_7_6_8_start_from_the_probe_on_link_1(proc: str) -> None:
+    """In our lab the DUT's route to the probe's source, read before the trigger, must be link
+    1: a DUT with no route yet (BIRD seconds after Full, seen in CI) or already on link 2 has
+    not converged on the starting topology, and the trial is invalid with the answer named."""
+    lsa_ns = 900 * US if proc == "6.7" else 4000 * MS + 700 * US
+    answers: list[tuple[dict[str, Any], str | None]] = [
+        ({"dev": "eth-gen", "gw": "192.0.2.2"}, None),
+        ({"dev": "eth-gen2", "gw": "192.0.2.6"}, "routed the probe's source over eth-gen2"),
+        ({"error": "(101, 'Network is unreachable')"}, "nowhere ((101, 'Network is unreachable'))"),
+    ]
+    for answer, why in answers:
+        s = _log()
+        trial_link_down(s, proc, 0, s.t + S, lsa_ns=lsa_ns, route_before=answer)
+        r = _one(s)
+        if why is None:
+            assert r.valid, r.reason
+        else:
+            assert not r.valid and r.reason is not None and why in r.reason, r.reason
+            assert "not over link 1 (eth-gen)" in r.reason
+    # the answer read before the trigger decides, not a later one (the reroute's own read)
+    s = _log()
+    t = s.t + S
+    s.write("lab", "route-get", t + 50 * MS, dst="198.18.255.1", dev="eth-gen")
+    trial_link_down(s, proc, 0, t, lsa_ns=lsa_ns, route_before={})
+    r = _one(s)
+    assert not r.valid and r.reason is not None and "nowhere (no device)" in r.reason, r.reason
+
+
 def test_old_router_lsa_does_not_end_6_7() -> None:
     # The DUT re-floods its *current* router-LSA (same sequence) after the trigger: not new.
     s = _log()

@@ -450,9 +450,10 @@ class Lab:
     def link_down(self, link: str, role: str = "gen") -> int:
         return self.set_link(link, role, False)
 
-    def route_get(self, role: str, dst: str) -> dict[str, Any]:
-        """``ip route get dst`` in ``role``'s namespace, logged (``lab route-get``): the device
-        and gateway the kernel would use now, or the error (no route)."""
+    def route_get(self, role: str, dst: str, log: bool = True) -> dict[str, Any]:
+        """``ip route get dst`` in ``role``'s namespace, logged (``lab route-get``) unless
+        ``log`` is false (a poll): the device and gateway the kernel would use now, or the
+        error (no route)."""
         ipr = self.ipr(role)
         out: dict[str, Any] = {"ns": self.ns(role), "dst": dst}
         try:
@@ -463,7 +464,7 @@ class Lab:
             out["gw"] = msg.get_attr("RTA_GATEWAY")
         except Exception as exc:  # ENETUNREACH and the like: the answer, not a failure
             out["error"] = str(exc)
-        if self.log is not None:
+        if log and self.log is not None:
             self.log.write("lab", "route-get", **out)
         return out
 

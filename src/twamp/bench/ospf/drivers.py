@@ -1049,6 +1049,18 @@ def _start_probe(
     _await_flowing(s)
 
 
+def _await_route(s: Session, role: str, dst: str, dev: str) -> bool:
+    """Until ``role``'s kernel routes ``dst`` over ``dev`` (polled, not logged; bounded by
+    `dataplane_wait_s`); True if it does."""
+    deadline = time.monotonic() + dataplane_wait_s(s.profile)
+    while True:
+        if s.lab.route_get(role, dst, log=False).get("dev") == dev:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def _in_lab(s: Session) -> bool:
     """Our own T4 lab (not --dut external): the black hole and `route_get` are ours to use."""
     return getattr(s.lab, "topology", None) == "T4"
@@ -1090,10 +1102,16 @@ def _link_down_trials(
 
     def trial(i: int) -> None:
         before = newest()
-        _await_flowing(s)  # the loss window starts from a stream that flows (BIRD: its
-        # router-LSA, and so its route to the probe's source, can come seconds after Full)
-        # Where the DUT sends the probe's replies now (link 1, the cheaper: `DUT_COSTS`) and,
-        # after the reroute, then: logged, so a report shows the path the loss window is of.
+        # RFC 4061 §6.7/§6.8 start from a converged DUT, and the loss window is link 1's only if
+        # the probe's replies take link 1 (the cheaper: `DUT_COSTS`). BIRD's router-LSA, and so
+        # its route to the probe's source, can come seconds after Full, and once (CI, a loaded
+        # machine) the DUT had no route at all when the old code pulled link 1. Wait for both,
+        # bounded; a trial that starts without them anyway is invalid (`figures._link1_path`).
+        if in_lab:
+            _await_route(s, "dut", PROBE_SRC, "eth-gen")
+        _await_flowing(s)
+        # Where the DUT sends the probe's replies now and, after the reroute, then: logged, so
+        # a report shows the path the loss window is of.
         if in_lab:
             s.lab.route_get("dut", PROBE_SRC)
         time.sleep(0.3)

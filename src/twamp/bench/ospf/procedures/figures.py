@@ -816,6 +816,27 @@ def _link1_ready(trial: Trial, gen: str, t_start: int) -> None:
         )
 
 
+def _link1_path(trial: Trial, t_trigger: int) -> None:
+    """In our lab (``dut_link1`` set) the driver asks the DUT's kernel, before the trigger, where
+    it sends the probe's replies (`Lab.route_get`). RFC 4061 §6.7/§6.8 start from a converged
+    DUT, and the loss window is link 1's only if that answer is link 1: a DUT routing the probe
+    over link 2 already, or with no route at all (BIRD once, in CI, seconds after Full), has
+    not converged on the starting topology, and its trial measures something else."""
+    dut_if = trial.param("dut_link1")
+    if dut_if is None:
+        return  # --dut external: the router's table is not ours to read
+    gets = [e for e in trial.events(source="lab", event="route-get") if e.t_ns < t_trigger]
+    if not gets:
+        raise Invalid("the DUT's route to the probe's source was not read before the failure")
+    dev = gets[-1].get("dev")
+    if dev != dut_if:
+        where = f"over {dev}" if dev else f"nowhere ({gets[-1].get('error') or 'no device'})"
+        raise Invalid(
+            f"before the failure the DUT routed the probe's source {where}, not over link 1 "
+            f"({dut_if}): it had not converged on the starting topology"
+        )
+
+
 def _new_router_lsa(trial: Trial, t_start: int) -> tuple[int, dict[str, int]]:
     """The DUT's first router-LSA newer than any before `t_start`, over link 2 (RFC 4061 §6.7),
     before we restored link 1 (else it may announce the restoration, not the failure)."""
@@ -853,6 +874,7 @@ def fig_6_7(trial: Trial) -> TrialResult:
     happened: ``parts['kernel_notice']``, and the proxy ``after_kernel_notice`` is the DUT's
     own part (the figure from there)."""
     down = _link_event(trial, "down", "carrier")
+    _link1_path(trial, down.t_ns)
     t_end, proxies = _new_router_lsa(trial, down.t_ns)
     parts: dict[str, int] = {}
     dut_if = trial.param("dut_link1")
@@ -880,6 +902,7 @@ def fig_6_8(trial: Trial) -> TrialResult:
     router-LSA over link 2. Includes the DUT's RouterDeadInterval by definition."""
     gen = trial.param("link1_router") or trial.param("observer", "gen")
     stop = _link_event(trial, "down", "hellos")
+    _link1_path(trial, stop.t_ns)
     link1 = trial.param("link1")
     hellos = _hellos_before(trial, gen, link1, stop.t_ns + LAG_NS)
     if not hellos:

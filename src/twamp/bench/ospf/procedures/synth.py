@@ -505,9 +505,12 @@ def trial_link_down(
     dead_s: int = 4,
     loss: tuple[int, int] | None = None,
     hellos_after: bool = False,
+    route_before: dict[str, Any] | None = None,
 ) -> int:
     """6.7 (carrier down at t) or 6.8 (last Hello on link 1 at t): the DUT's new router-LSA
-    over link 2 at t + lsa_ns. loss = (first lost after t, packets lost) at 1,000 pps."""
+    over link 2 at t + lsa_ns. loss = (first lost after t, packets lost) at 1,000 pps.
+    ``route_before``: our lab's run (``dut_link1`` "eth-gen"), the DUT's `route-get` answer
+    logged before the trigger; None: no lab route read (as --dut external)."""
     s.mark.start(
         proc,
         trial,
@@ -517,7 +520,10 @@ def trial_link_down(
         link1="veth-gen",
         link2="veth-gen2",
         prefix="198.51.100.0/30",
+        **({} if route_before is None else {"dut_link1": "eth-gen"}),
     )
+    if route_before is not None:
+        s.write("lab", "route-get", t - 7 * MS, dst="198.18.255.1", **route_before)
     key = f"1/{DUT}/{DUT}"
     s.lsu("gen", t - 9 * MS, [(key, s.seq())], direction="rx", ifname="veth-gen2")
     s.hello("gen", t - 8 * MS, ifname="veth-gen", dead_s=dead_s)
