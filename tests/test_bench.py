@@ -429,6 +429,7 @@ def test_loopback_run_is_internally_consistent(loopback_run: dict[str, Any]) -> 
     )
     if fig["pps"] is not None:
         assert fig["pps"]["min"] <= fig["pps"]["median"] <= fig["pps"]["max"]
+        assert fig["figure_pps"] == fig["pps"]["max"]  # the highest verified pass
 
 
 def test_loopback_run_records_its_conditions(loopback_run: dict[str, Any]) -> None:

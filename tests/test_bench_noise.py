@@ -25,13 +25,13 @@ import pytest
 
 from twamp.bench import engine
 from twamp.bench import trial as trial_mod
-from twamp.bench.aggregate import finalize_size
+from twamp.bench.aggregate import finalize_size, headline_pps, rate_figure
 from twamp.bench.conditions import CpuSample, CpuSampler, run_queue_wait_ns, udp_owner_pid
 from twamp.bench.config import BenchSettings, PacketSize
 from twamp.bench.engine import run_benchmark
 from twamp.bench.report import csv_rows, validate, write_csv
 from twamp.bench.search import RateSearch, Verdict, verdict
-from twamp.bench.tables import format_tables
+from twamp.bench.tables import _Notes, _rate_cell, format_tables
 from twamp.bench.targets import LightTarget, SessionOptions
 from twamp.bench.trial import TrialData, disturbance
 from twamp.metrics import RECORD_DTYPE, SENT_DTYPE
@@ -210,6 +210,87 @@ def test_the_trial_that_decided_a_figure_marks_it_even_when_few_are_disturbed() 
     finalize_size(size_result, 1)
     figure = size_result["throughput"]["zero_loss"]
     assert figure["disturbed"] and "40.0 %" in figure["disturbance"]
+
+
+# -- the figure over runs: the highest verified pass -------------------------------------------
+
+
+def _run_answer(pps: float, *, fail: float | None = None, ceiling: float | None = None) -> Any:
+    """One search run's answer: bracketed by a failure at `fail`, or bounded by our sender's
+    `ceiling` (nothing lost up to the most it held)."""
+    at_cap = ceiling is not None
+    return {
+        "complete": True,
+        "cap_pps": 400_000.0,
+        "cap_source": "sender",
+        "trials": [],
+        "zero_loss_pps": pps,
+        "zero_loss_fail_pps": fail,
+        "zero_loss_at_cap": at_cap,
+        "zero_loss_bound": "ceiling" if at_cap else None,
+        "zero_loss_ceiling_pps": ceiling,
+        "zero_loss_disturbed_pps": None,
+    }
+
+
+_OCTETS = {"mean_octets": 128.0, "l2_octets": 174.0, "l1_octets": 194.0}
+
+
+def test_the_figure_is_the_highest_verified_pass_with_the_spread_beside_it() -> None:
+    """Issue 13: noise only ever ends a run low (a stall fails a trial; nothing makes a lossy
+    reflector pass), so the figure is the highest rate that passed, RFC 2544 §26.1's, and the
+    run that ended low stays visible in the spread."""
+    runs = [
+        _run_answer(200_000.0, fail=205_000.0),
+        _run_answer(250_000.0, fail=255_000.0),
+        _run_answer(240_000.0, fail=245_000.0),
+    ]
+    fig = rate_figure(runs, "zero_loss", _OCTETS, 3)
+    assert fig["status"] == "found" and fig["figure_pps"] == 250_000.0 == headline_pps(fig)
+    assert fig["pps"] == {"min": 200_000.0, "median": 240_000.0, "max": 250_000.0, "n": 3}
+    assert fig["l1_mbps"]["max"] == pytest.approx(250_000 * 194 * 8 / 1e6)
+    cell = _rate_cell(fig, "128", "zero loss", _Notes())
+    assert cell == "250.0 kpps (median 240.0 kpps, min 200.0 kpps)", cell
+    # a tie with a run bounded by the sender goes to the bracketed run: a failure was seen above
+    runs[2] = _run_answer(250_000.0, ceiling=260_000.0)
+    fig = rate_figure(runs, "zero_loss", _OCTETS, 3)
+    assert fig["status"] == "partial" and fig["figure_pps"] == 250_000.0
+    assert fig["lower_bound_pps"] == 250_000.0
+
+
+def test_a_run_bounded_by_the_sender_above_every_bracketed_one_makes_the_figure_a_bound() -> None:
+    """quiet-5 at 128 octets (issue 13's last open point): one run failed at 221 kpps, two
+    passed 262 and 278 kpps at our sender's ceiling. The median of the one bracketed run
+    (211.6 kpps) was reported; the reflector is known to pass 278 kpps: a lower bound set by our
+    sender, with the low run said in words."""
+    runs = [
+        _run_answer(211_600.0, fail=221_400.0),
+        _run_answer(262_000.0, ceiling=270_000.0),
+        _run_answer(278_000.0, ceiling=284_000.0),
+    ]
+    fig = rate_figure(runs, "zero_loss", _OCTETS, 3)
+    assert fig["status"] == "sender_limited" and fig["pps"] is None
+    assert fig["figure_pps"] is None and headline_pps(fig) is None
+    assert fig["lower_bound_pps"] == 278_000.0 and fig["setup_limit_pps"] == 284_000.0
+    below = fig["runs_below_pps"]
+    assert below == {"min": 211_600.0, "median": 211_600.0, "max": 211_600.0, "n": 1}
+    notes = _Notes()
+    cell = _rate_cell(fig, "128", "zero loss", notes)
+    assert cell.startswith("sender-limited [1]"), cell
+    (note,) = notes.lines
+    assert "it passed at up to 278.0 kpps" in note
+    assert "1 of 3 runs lost packets lower down (highest pass 211.6 kpps)" in note
+
+
+def test_a_report_saved_before_the_highest_pass_headlines_its_median() -> None:
+    """`twamp-bench plot OLD.json` and the tables read reports saved by an earlier release,
+    whose figure was the median over runs (no `figure_pps`)."""
+    runs = [_run_answer(p, fail=p * 1.02) for p in (200_000.0, 250_000.0, 240_000.0)]
+    fig = rate_figure(runs, "zero_loss", _OCTETS, 3)
+    del fig["figure_pps"], fig["runs_below_pps"]
+    assert headline_pps(fig) == 240_000.0
+    cell = _rate_cell(fig, "128", "zero loss", _Notes())
+    assert cell == "240.0 kpps (200.0 kpps-250.0 kpps)", cell
 
 
 # -- the trial's own judgement -------------------------------------------------------------------
@@ -402,7 +483,7 @@ def test_a_quiet_injected_reading_marks_nothing(
     assert "beside other work" not in format_tables(doc)
     assert all(row[-1] == "false" for row in csv_rows(doc))
     # Its failures count as such: the figure is bracketed by one, below what it can handle.
-    assert zero["status"] == "found" and zero["pps"]["median"] <= SLOW_PPS * 1.1
+    assert zero["status"] == "found" and zero["figure_pps"] <= SLOW_PPS * 1.1
     assert size["throughput"]["runs"][0]["zero_loss_fail_pps"] is not None
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import IO, Any
 
-from .aggregate import BOUNDED_STATUSES
+from .aggregate import BOUNDED_STATUSES, headline_pps
 
 __all__ = [
     "CSV_HEADER",
@@ -45,8 +45,10 @@ CSV_HEADER = (
 min/median/max/n its spread over trials, `status` found/partial/none/sender_limited/
 at_max_rate/at_medium_max/unverifiable/disturbed/not_measured for rates (min/median/max are
 empty unless found or partial; a sender_limited, at_max_rate or at_medium_max rate puts its
-lower bound in min) and ok for latency figures; `disturbed` is true when the figure or latency
-point was measured beside other work (the JSON says why), else false."""
+lower bound in min) and ok for latency figures; a found or partial rate's figure is its max
+(the highest rate that passed verification, RFC 2544 §26.1), median and min the other runs';
+`disturbed` is true when the figure or latency point was measured beside other work (the JSON
+says why), else false."""
 
 _BOUNDED = BOUNDED_STATUSES  # a rate passing at the cap: a lower bound only
 
@@ -144,7 +146,7 @@ def write_csv(document: dict[str, Any], out: IO[str]) -> None:
 def _median(fig: dict[str, Any] | None) -> float | None:
     if not fig or fig.get("pps") is None:
         return None
-    return float(fig["pps"]["median"])
+    return headline_pps(fig)
 
 
 def _mid_latency(size: dict[str, Any]) -> float | None:
@@ -170,7 +172,7 @@ def _value(fig: dict[str, Any] | None) -> tuple[float | None, bool]:
     if not fig:
         return None, False
     if fig.get("pps") is not None:
-        return float(fig["pps"]["median"]), False
+        return headline_pps(fig), False
     if fig.get("status") in _BOUNDED and fig.get("lower_bound_pps") is not None:
         return float(fig["lower_bound_pps"]), True
     return None, False
