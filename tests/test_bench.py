@@ -6,6 +6,8 @@ Everything on the network stays on loopback and is bounded in packets and second
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -362,6 +364,33 @@ def loopback_run() -> dict[str, Any]:
     return run_benchmark([target], TINY, argv=["twamp-bench", "--tiny"], sender_cpu=sender_cpu)
 
 
+def test_search_runs_go_round_robin_over_the_sizes() -> None:
+    """Run 1 of every size, then run 2 of every size: a slow spell of the machine costs one run
+    of several sizes, not every run of one (`engine._measure_sizes`); latency comes after all
+    the searches."""
+    settings = dataclasses.replace(TINY, sizes=("min", "512"))
+    target = LocalReflector("fast", SessionOptions(), impl="fast")
+    doc = run_benchmark([target], settings)
+    validate(doc)
+    sizes = doc["targets"][0]["sizes"]
+    assert [s["size"] for s in sizes] == ["41", "512"] and all(s["complete"] for s in sizes)
+    spans = sorted(
+        (
+            min(t["start_ns"] for t in run["trials"]),
+            max(t["start_ns"] for t in run["trials"]),
+            s["size"],
+        )
+        for s in sizes
+        for run in s["throughput"]["runs"]
+    )
+    assert [label for _, _, label in spans] == ["41", "512", "41", "512"], spans
+    # no run of one size inside another's
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans)), spans
+    last_search = max(b for _, b, _ in spans)
+    first_latency = min(t["start_ns"] for s in sizes for p in s["latency"] for t in p["trials"])
+    assert last_search < first_latency
+
+
 def _distributions(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for t in doc["targets"]:
         for size in t["sizes"]:
@@ -688,7 +717,10 @@ def test_control_runs_sessions_in_the_negotiated_mode(mode_name: str, scope: str
         # One session for the probe and one per trial, each negotiated and answered.
         assert t["sessions"] == 1 + len(trials) + len(t["sizes"][0]["latency"][0]["trials"])
     else:
-        assert t["sessions"] == 2  # the probe's, then one for the only size
+        # the probe's, then one per search run of the only size (the runs go round-robin over
+        # the sizes, each run in a session of its size) and one for its latency trials
+        runs = len(t["sizes"][0]["throughput"]["runs"])
+        assert runs == 1 and t["sessions"] == 1 + runs + 1
     assert all(tr["received"] > 0 for tr in trials)
 
 

@@ -582,7 +582,8 @@ class _BenchGroup(click.Group):
     type=click.Choice(["size", "trial"]),
     default="size",
     show_default=True,
-    help="--control: one test session per packet size, or one per trial.",
+    help="--control: one test session per packet size and search run (the runs go round-robin "
+    "over the sizes) and one for its latency trials, or one per trial.",
 )
 @click.option(
     "--timeout",
