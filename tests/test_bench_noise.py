@@ -276,7 +276,7 @@ def test_a_run_bounded_by_the_sender_above_every_bracketed_one_makes_the_figure_
     assert below == {"min": 211_600.0, "median": 211_600.0, "max": 211_600.0, "n": 1}
     notes = _Notes()
     cell = _rate_cell(fig, "128", "zero loss", notes)
-    assert cell.startswith("sender-limited [1]"), cell
+    assert cell == ">= 278.0 kpps, sender-limited [1]", cell
     (note,) = notes.lines
     assert "it passed at up to 278.0 kpps" in note
     assert "1 of 3 runs lost packets lower down (highest pass 211.6 kpps)" in note

@@ -134,8 +134,15 @@ def _rate_cell(
         return "-"
     if fig["pps"] is None:
         note = notes.add(_why(fig, label, what, medium))
-        if fig["status"] == "at_medium_max" and fig.get("lower_bound_pps"):
-            cell = f">= {pps(fig['lower_bound_pps'])}, the medium's max {note}"
+        # A bound is the highest rate the reflector passed, so it is shown, as ">=" with what
+        # set it: a reader then has a number from every run, never one the setup made up.
+        bound = fig.get("lower_bound_pps")
+        if fig["status"] == "at_medium_max" and bound:
+            cell = f">= {pps(bound)}, the medium's max {note}"
+        elif fig["status"] == "sender_limited" and bound:
+            cell = f">= {pps(bound)}, sender-limited {note}"
+        elif fig["status"] == "at_max_rate" and bound:
+            cell = f">= {pps(bound)}, --max-rate {note}"
         else:
             cell = f"{fig['status'].replace('_', '-')} {note}"
         if fig["status"] == "disturbed":
@@ -453,7 +460,7 @@ def _comparison_cell(e: dict[str, Any] | None) -> str:
         if e["zero_loss_status"] in BOUNDED_STATUSES and bound is not None:
             ratio = e.get("zero_loss_ratio")
             r = "" if ratio is None else f" (>= {ratio:.2f}x)"
-            return f"> {pps(bound)}, {e['zero_loss_status'].replace('_', '-')}{r}"
+            return f">= {pps(bound)}, {e['zero_loss_status'].replace('_', '-')}{r}"
         return str(e["zero_loss_status"]).replace("_", "-")
     ratio = e["zero_loss_ratio"]
     kind = e.get("zero_loss_ratio_kind", "exact")
