@@ -143,7 +143,7 @@ def write_csv(document: dict[str, Any], out: IO[str]) -> None:
 # -- comparison ----------------------------------------------------------------------------------
 
 
-def _median(fig: dict[str, Any] | None) -> float | None:
+def _headline(fig: dict[str, Any] | None) -> float | None:
     if not fig or fig.get("pps") is None:
         return None
     return headline_pps(fig)
@@ -199,17 +199,17 @@ def compare(document: dict[str, Any]) -> list[dict[str, Any]]:
     for base_size in base["sizes"]:
         label = base_size["size"]
         b_zero, b_bound = _value(base_size["throughput"].get("zero_loss"))
-        b_tol = _median(base_size["throughput"].get("tolerant"))
+        b_tol = _headline(base_size["throughput"].get("tolerant"))
         b_rtt = _mid_latency(base_size)
         entries = []
         for t in targets:
             size = next((s for s in t["sizes"] if s["size"] == label), None)
             if size is None:
                 continue
-            zero = _median(size["throughput"].get("zero_loss"))
+            zero = _headline(size["throughput"].get("zero_loss"))
             value, bound = _value(size["throughput"].get("zero_loss"))
             kind = _ratio_kind(bound, b_bound)
-            tol = _median(size["throughput"].get("tolerant"))
+            tol = _headline(size["throughput"].get("tolerant"))
             rtt = _mid_latency(size)
             zero_fig = size["throughput"].get("zero_loss") or {}
             entries.append(

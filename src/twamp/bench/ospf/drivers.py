@@ -1104,8 +1104,8 @@ def _link_down_trials(
         before = newest()
         # RFC 4061 §6.7/§6.8 start from a converged DUT, and the loss window is link 1's only if
         # the probe's replies take link 1 (the cheaper: `DUT_COSTS`). BIRD's router-LSA, and so
-        # its route to the probe's source, can come seconds after Full, and once (CI, a loaded
-        # machine) the DUT had no route at all when the old code pulled link 1. Wait for both,
+        # its route to the probe's source, can come seconds after Full, and once (in CI) the
+        # DUT's kernel answered "no route" when the old code pulled link 1. Wait for both,
         # bounded; a trial that starts without them anyway is invalid (`figures._link1_path`).
         if in_lab:
             _await_route(s, "dut", PROBE_SRC, "eth-gen")

@@ -820,7 +820,7 @@ def _link1_path(trial: Trial, t_trigger: int) -> None:
     """In our lab (``dut_link1`` set) the driver asks the DUT's kernel, before the trigger, where
     it sends the probe's replies (`Lab.route_get`). RFC 4061 §6.7/§6.8 start from a converged
     DUT, and the loss window is link 1's only if that answer is link 1: a DUT routing the probe
-    over link 2 already, or with no route at all (BIRD once, in CI, seconds after Full), has
+    over link 2 already, or with no route at all (BIRD once, in CI), has
     not converged on the starting topology, and its trial measures something else."""
     dut_if = trial.param("dut_link1")
     if dut_if is None:
