@@ -289,18 +289,18 @@ def _measure_sizes(
     size's later runs still start from its previous answer (`hint`)."""
     s = ctx.settings
     plans: list[tuple[PacketSize, dict[str, Any], float, str]] = []
-    hints: dict[int, float | None] = {}
     try:
         for size in sizes:
             size_result = _new_size(size, is_ipv6(ctx.target.address[0]), s.medium)
             record["sizes"].append(size_result)
             cap, cap_source = _first_cap(ctx, size, size_result)
             plans.append((size, size_result, cap, cap_source))
+        hints: list[float | None] = [None] * len(plans)
         for _ in range(s.trials):
             for i, (size, size_result, cap, cap_source) in enumerate(plans):
                 with _size_sessions(ctx, size):
-                    run = search_run(ctx, size_result, size, cap, cap_source, hints.get(i))
-                hints[i] = run["tolerant_pps"] or run["zero_loss_pps"] or hints.get(i)
+                    run = search_run(ctx, size_result, size, cap, cap_source, hints[i])
+                hints[i] = run["tolerant_pps"] or run["zero_loss_pps"] or hints[i]
         for size, size_result, _, _ in plans:
             finalize_size(size_result, s.trials)
             base, which = latency_base(size_result)

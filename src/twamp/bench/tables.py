@@ -73,6 +73,14 @@ class _Notes:
         return [f"  [{i + 1}] {t}" for i, t in enumerate(self.lines)]
 
 
+_BOUND_SET_BY = {
+    "at_medium_max": "the medium's max",
+    "sender_limited": "sender-limited",
+    "at_max_rate": "--max-rate",
+}
+"""What set a figure that is only a lower bound (`BOUNDED_STATUSES`), as its table cell says."""
+
+
 def _below(fig: dict[str, Any]) -> str:
     """Runs that found a limit under a figure the setup bounded: the spread, said, not hidden."""
     below = fig.get("runs_below_pps")
@@ -137,12 +145,9 @@ def _rate_cell(
         # A bound is the highest rate the reflector passed, so it is shown, as ">=" with what
         # set it: a reader then has a number from every run, never one the setup made up.
         bound = fig.get("lower_bound_pps")
-        if fig["status"] == "at_medium_max" and bound:
-            cell = f">= {pps(bound)}, the medium's max {note}"
-        elif fig["status"] == "sender_limited" and bound:
-            cell = f">= {pps(bound)}, sender-limited {note}"
-        elif fig["status"] == "at_max_rate" and bound:
-            cell = f">= {pps(bound)}, --max-rate {note}"
+        set_by = _BOUND_SET_BY.get(fig["status"])
+        if set_by and bound:
+            cell = f">= {pps(bound)}, {set_by} {note}"
         else:
             cell = f"{fig['status'].replace('_', '-')} {note}"
         if fig["status"] == "disturbed":

@@ -369,14 +369,20 @@ def dataplane_wait_s(profile: TimerProfile) -> float:
     return max(2 * rxmt, dead) + 1.0
 
 
+def _poll(s: Session, ok: Callable[[], bool], period_s: float) -> bool:
+    """Until `ok()` (every `period_s`, bounded by `dataplane_wait_s`); True if it came true."""
+    deadline = time.monotonic() + dataplane_wait_s(s.profile)
+    while not ok():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(period_s)
+    return True
+
+
 def _await_flowing(s: Session) -> bool:
     """Until the probe's stream flows (bounded by `dataplane_wait_s`); True if it does."""
-    if s.probe is None:
-        return False
-    deadline = time.monotonic() + dataplane_wait_s(s.profile)
-    while not s.probe.flowing() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return s.probe.flowing()
+    probe = s.probe
+    return probe is not None and _poll(s, probe.flowing, 0.02)
 
 
 def _await_dataplane(ctx: Session, procs: Sequence[str], attempt: int) -> None:
@@ -1052,13 +1058,7 @@ def _start_probe(
 def _await_route(s: Session, role: str, dst: str, dev: str) -> bool:
     """Until ``role``'s kernel routes ``dst`` over ``dev`` (polled, not logged; bounded by
     `dataplane_wait_s`); True if it does."""
-    deadline = time.monotonic() + dataplane_wait_s(s.profile)
-    while True:
-        if s.lab.route_get(role, dst, log=False).get("dev") == dev:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
+    return _poll(s, lambda: s.lab.route_get(role, dst, log=False).get("dev") == dev, 0.05)
 
 
 def _in_lab(s: Session) -> bool:
