@@ -17,6 +17,7 @@ import pytest
 from twamp.bench.ospf import analyse
 from twamp.bench.ospf.procedures import LAG_NS, PROCEDURES, evaluate
 from twamp.bench.ospf.procedures.synth import (
+    FRR_PROFILE,
     FRR_QUIRKS,
     MS,
     US,
@@ -600,6 +601,46 @@ def test_6_7_6_8_start_from_the_probe_on_link_1(proc: str) -> None:
     trial_link_down(s, proc, 0, t, lsa_ns=lsa_ns, route_before={})
     r = _one(s)
     assert not r.valid and r.reason is not None and "nowhere (no device)" in r.reason, r.reason
+
+
+def _bird_log() -> SynthLog:
+    s = SynthLog()
+    s.write("lab", "log-start", s.t, version=1, host="h", kernel="6.1", nproc=2, clock="x")
+    quirks = [{"name": "min-ls-interval", "value_ms": 5000.0}, {"name": "tick", "value_ms": 1000.0}]
+    s.dut_config(s.t, kind="bird", profile=dict(FRR_PROFILE), quirks=quirks)
+    return s
+
+
+@pytest.mark.parametrize("proc", ["6.7", "6.8"])
+def test_6_7_6_8_start_past_the_duts_lsa_rate_limits(proc: str) -> None:
+    """CI, BIRD: a failure 0.58 s after our previous router-LSA lost the stream for 4.46 s (the
+    DUT discarded our next one within its MinLSArrival and took it from our retransmission),
+    and a failure within the DUT's MinLSInterval of its previous router-LSA ends on that
+    timer's remainder. Both limits count to when the DUT can react: the failure in 6.7, our
+    last Hello plus the dead interval in 6.8. BIRD's are built in (1 s, 5 s: the profile's
+    min-arrival 0 is FRR's knob); FRR's tuned profile sets both to 0."""
+    lsa_ns = 900 * US if proc == "6.7" else 4000 * MS + 700 * US
+    bad_prev, ok_prev = (2900 * MS, 5200 * MS) if proc == "6.7" else (500 * MS, 1500 * MS)
+    cases: list[tuple[SynthLog, dict[str, Any], str | None]] = [
+        (_bird_log(), {"prev_lsa_ns": ok_prev}, None),
+        (_bird_log(), {"prev_lsa_ns": bad_prev}, "within its MinLSInterval (5 s)"),
+        (_bird_log(), {"prev_lsa_ns": ok_prev, "ours_ns": 1200 * MS}, None),
+        (
+            _bird_log(),
+            {"prev_lsa_ns": ok_prev, "ours_ns": 576 * MS},
+            "we sent our router-LSA 576 ms before the failure, within the DUT's MinLSArrival"
+            if proc == "6.7"
+            else None,
+        ),
+        (_log(), {"prev_lsa_ns": 9 * MS, "ours_ns": 100 * MS}, None),
+    ]
+    for s, kw, why in cases:
+        trial_link_down(s, proc, 0, s.t + 10 * S, lsa_ns=lsa_ns, **kw)
+        r = _one(s)
+        if why is None:
+            assert r.valid, (kw, r.reason)
+        else:
+            assert not r.valid and r.reason is not None and why in r.reason, (kw, r.reason)
 
 
 def test_old_router_lsa_does_not_end_6_7() -> None:

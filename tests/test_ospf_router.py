@@ -336,10 +336,13 @@ def test_lost_lsr_and_lsu_are_retransmitted() -> None:
     b.originate([external(HIGH, 100)], t0)
     net.deliver()
     assert b.retransmit_count() == 1
+    key = external(HIGH, 100).key
+    assert b.awaiting_ack(key) == t0 and b.awaiting_ack(external(HIGH, 1).key) is None
     net.run(t0 + 5 * NS - 1)
     assert b.retransmit_count() == 1  # not retransmitted early
+    assert b.awaiting_ack(key) == t0
     net.run(t0 + 5 * NS)
-    assert b.retransmit_count() == 0
+    assert b.retransmit_count() == 0 and b.awaiting_ack(key) is None
     (rx,) = [s for s in net.packets(b, PacketType.LINK_STATE_UPDATE) if s.tx.retransmission]
     assert rx.t_ns == t0 + 5 * NS and rx.tx.keys == (external(HIGH, 100).key,)
     assert_synchronised(a, b)

@@ -64,7 +64,8 @@ Reading it:
     ``neighbor_state(ifname, neighbor_id) -> NeighborState | None``,
     ``lsdb`` (read-only mapping `LsaKey -> LsdbEntry`; `entry.age(now_ns)` is the current
     age), ``lsa(key) -> LsdbEntry | None``, ``retransmit_count(ifname=None) -> int`` (LSAs
-    awaiting acks, summed over neighbours), ``counters`` (a snapshot dict: rx_<type>,
+    awaiting acks, summed over neighbours), ``awaiting_ack(key) -> int | None`` (when we last
+    sent `key` to a neighbour yet to acknowledge it), ``counters`` (a snapshot dict: rx_<type>,
     tx_<type>, malformed, rejected_<reason>, lsa_<status>, neighbor_<state>, originated,
     originations_deferred, flushed, acks_cleared, retransmitted_lsas/_dbds/_lsrs,
     dbd_duplicate, exchange_restart_<cause> ...).
@@ -452,6 +453,17 @@ class EmulatedRouter:
 
     def lsa(self, key: LsaKey) -> LsdbEntry | None:
         return self._lsdb.get(key)
+
+    def awaiting_ack(self, key: LsaKey) -> int | None:
+        """When we last sent `key` to a neighbour that has not acknowledged it yet (the newest
+        stamp on any retransmission list, §13.6), None if no neighbour is waiting for it."""
+        sent = [
+            n.retransmit[key][1]
+            for i in self._ifaces.values()
+            for n in i.neighbors.values()
+            if key in n.retransmit
+        ]
+        return max(sent) if sent else None
 
     def retransmit_count(self, ifname: str | None = None) -> int:
         ifaces = [self._iface(ifname)] if ifname is not None else list(self._ifaces.values())

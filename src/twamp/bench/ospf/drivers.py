@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import sys
 import threading
@@ -50,7 +51,9 @@ from ...ospf.wire import (
     ALL_SPF_ROUTERS,
     AsExternalLsaBody,
     LinkType,
+    LsaKey,
     RouterLink,
+    RouterLsaBody,
 )
 from ..conditions import collect_conditions
 from .procedures import PROCEDURES, LogIndex, Marker, evaluate
@@ -1061,6 +1064,72 @@ def _await_route(s: Session, role: str, dst: str, dev: str) -> bool:
     return _poll(s, lambda: s.lab.route_get(role, dst, log=False).get("dev") == dev, 0.05)
 
 
+def _dut_holds(s: Session) -> tuple[float, float]:
+    """The DUT's (MinLSArrival, MinLSInterval) in seconds: its profile's where the daemon takes
+    them (FRR), its quirks' where it has them built in (BIRD: 1 s and 5 s), else RFC 2328
+    Appendix B's (1 s, 5 s) -- an external router's are not ours to know."""
+    arrival, interval = 1.0, 5.0
+    p = s.profile
+    if s.settings.dut == "frr":
+        if p.min_arrival_ms is not None:
+            arrival = p.min_arrival_ms / 1e3
+        if p.lsa_throttle_ms is not None:
+            interval = p.lsa_throttle_ms / 1e3
+    for q in s.dut.quirks() if s.dut is not None else ():
+        if q.name == "min-ls-interval" and q.value_ms:
+            interval = q.value_ms / 1e3
+    return arrival, interval
+
+
+def _await_settled(s: Session, observer: str, dut_key: LsaKey) -> bool:
+    """Until neither of the DUT's LSA rate limits can touch the coming trigger (bounded by
+    `dataplane_wait_s`); True if so.
+
+    RFC 4061 §6.7/§6.8 start from a converged DUT, and the heal of the previous trial (or the
+    lab's set-up) has just changed two router-LSAs:
+    * ours: the DUT discards an instance that arrives within its MinLSArrival of the one it
+      installed (RFC 2328 §13 (5a)), and takes the new one only from our retransmission, an
+      RxmtInterval later. Our post-failure router-LSA is what BIRD reroutes on (its own comes
+      later, below): in CI a failure 0.58 s after our previous instance (itself a
+      retransmission) cost the stream 4.46 s instead of a tick. So: our router-LSA acked by the
+      DUT, and sent last at least MinLSArrival ago.
+    * the DUT's: its new router-LSA may not follow its previous one within its MinLSInterval
+      (§12.4; BIRD 5 s, fixed), so a failure soon after the heal's origination ends on that
+      timer, not on the DUT's work. So: the DUT's router-LSA announces both links to us again
+      (the heal's instance is out: one held back is invisible from here), and is at least
+      MinLSInterval old.
+    `figures._settled` judges the same from the log and marks a trial that started earlier
+    invalid."""
+    arrival, interval = _dut_holds(s)
+    margin_ns = 200_000_000
+    gen_key = LsaKey(1, IPv4Address(GEN_RID), IPv4Address(GEN_RID))
+    last_sent = [0]
+
+    def ours(r: EmulatedRouter, now: int) -> bool:
+        own = r.lsa(gen_key)
+        pending = r.awaiting_ack(gen_key)
+        sent = max(own.installed_ns if own is not None else 0, pending or 0)
+        last_sent[0] = max(last_sent[0], sent)  # a retransmission acked since the last poll
+        return pending is None and now - last_sent[0] >= arrival * 1e9 + margin_ns
+
+    gen, watch = s.routers["gen"], s.routers[observer]
+    # link 1 goes to the generator, link 2 to the observer (the generator again in our lab)
+    ends = sorted([GEN_RID, str(watch.call(lambda r, now: r.router_id))])
+
+    def theirs(r: EmulatedRouter, now: int) -> bool:
+        e = r.lsa(dut_key)
+        if e is None or not isinstance(e.lsa.body, RouterLsaBody):
+            return False
+        p2p = sorted(
+            str(link.link_id)
+            for link in e.lsa.body.links
+            if link.link_type == LinkType.POINT_TO_POINT and str(link.link_id) in ends
+        )
+        return p2p == ends and now - e.installed_ns >= interval * 1e9 + margin_ns
+
+    return _poll(s, lambda: bool(gen.call(ours)) and bool(watch.call(theirs)), 0.05)
+
+
 def _in_lab(s: Session) -> bool:
     """Our own T4 lab (not --dut external): the black hole and `route_get` are ours to use."""
     return getattr(s.lab, "topology", None) == "T4"
@@ -1083,38 +1152,35 @@ def _link_down_trials(
             "prefix": "198.18.255.1/32",
         }
     }
-    dut_key = lsa_key(1, s.lab.dut_rid, s.lab.dut_rid)
+    dut_lsa = LsaKey(1, IPv4Address(s.lab.dut_rid), IPv4Address(s.lab.dut_rid))
+    phase = random.Random()
 
     def newest() -> int:
-        return int(
-            watch.call(
-                lambda r, now: max(
-                    (
-                        e.lsa.header.seq
-                        for k, e in r.lsdb.items()
-                        if lsa_key(k.ls_type, str(k.link_state_id), str(k.advertising_router))
-                        == dut_key
-                    ),
-                    default=0,
-                )
-            )
-        )
+        entry = watch.call(lambda r, now: r.lsa(dut_lsa))
+        return 0 if entry is None else int(entry.lsa.header.seq)
 
     def trial(i: int) -> None:
-        before = newest()
         # RFC 4061 §6.7/§6.8 start from a converged DUT, and the loss window is link 1's only if
         # the probe's replies take link 1 (the cheaper: `DUT_COSTS`). BIRD's router-LSA, and so
         # its route to the probe's source, can come seconds after Full, and once (in CI) the
-        # DUT's kernel answered "no route" when the old code pulled link 1. Wait for both,
-        # bounded; a trial that starts without them anyway is invalid (`figures._link1_path`).
+        # DUT's kernel answered "no route" when the old code pulled link 1. Wait for both, and
+        # for the DUT's LSA rate limits to be out of the way (`_await_settled`), bounded; a
+        # trial that starts without them anyway is invalid (`figures._link1_path`, `_settled`).
         if in_lab:
             _await_route(s, "dut", PROBE_SRC, "eth-gen")
         _await_flowing(s)
+        _await_settled(s, observer, dut_lsa)
         # Where the DUT sends the probe's replies now and, after the reroute, then: logged, so
         # a report shows the path the loss window is of.
         if in_lab:
             s.lab.route_get("dut", PROBE_SRC)
-        time.sleep(0.3)
+        # A random phase: the waits above end at a fixed offset from the DUT's last
+        # origination, which BIRD makes on its 1 s tick, so without it every trial failed the
+        # link at the same phase of that tick and five figures agreed to 25 ms (0.46-0.49 s)
+        # on what is the tick's phase, judged "the DUT's work". Spread over a period, the
+        # trials sample any periodic DUT timer, and the verdict can name it.
+        time.sleep(0.3 + phase.uniform(0.0, 1.0))
+        before = newest()
         fail(i)
         limit = time.monotonic() + s.dead_s + 6
         while newest() == before and time.monotonic() < limit:

@@ -14,7 +14,7 @@ from typing import Any
 from ....ospf.logformat import Event
 from .figures import PROCEDURES, TrialResult, evaluate
 from .trials import LogIndex
-from .verdicts import PRECISION_NS, Timer, judge, stats, timers_from_config
+from .verdicts import PRECISION_NS, Timer, dut_timers, judge, stats
 
 __all__ = ["SCHEMA", "analyse", "precision_text"]
 
@@ -42,40 +42,6 @@ def precision_text(proc: str, nproc: int | None) -> str:
             "follows within about a millisecond); end: " + base
         )
     return base
-
-
-def _timers(index: LogIndex) -> dict[str, Timer]:
-    cfg = index.first("dut", "config")
-    profile = cfg.get("profile") if cfg is not None else None
-    quirks = cfg.get("quirks") if cfg is not None else None
-    timers = timers_from_config(
-        profile if isinstance(profile, Mapping) else None,
-        quirks if isinstance(quirks, list) else None,
-    )
-    kind = cfg.get("kind") if cfg is not None else None
-    # One profile renders both daemons; a knob the DUT does not have means nothing for it.
-    foreign = (
-        {"tick"}
-        if kind != "bird"
-        else {"spf-delay", "spf-hold", "min-ls-arrival", "min-ls-interval", "work-queue", "ase"}
-    )
-    for name in foreign:
-        t = timers.get(name)
-        if t is not None and t.origin.startswith("profile"):
-            del timers[name]
-    # The Hello and dead intervals the DUT announces in its Hellos are what it runs with (a
-    # profile may leave them to the daemon's default): prefer them.
-    duts = {t.param("dut_rid") for t in index.trials} - {None}
-    for field, name in (("hello_s", "hello"), ("dead_s", "dead")):
-        seen = [
-            e.get(field)
-            for e in index.events
-            if e.event == "rx" and e.get("type") == "hello" and e.get("rid") in duts
-        ]
-        values = [v for v in seen if isinstance(v, int | float) and v > 0]
-        if values:
-            timers[name] = Timer(name, float(max(values)), "hello")
-    return timers
 
 
 def _conditions(index: LogIndex) -> dict[str, Any]:
@@ -300,7 +266,7 @@ def analyse(events: Iterable[Event]) -> dict[str, Any]:
     """The report document of one run (see `report.SCHEMA_DOC` for the fields)."""
     index = LogIndex(events)
     results = [evaluate(t) for t in index.trials]
-    timers = _timers(index)
+    timers = dut_timers(index)
     conditions = _conditions(index)
     nproc = conditions.get("nproc")
     groups: dict[tuple[str, int], list[TrialResult]] = defaultdict(list)

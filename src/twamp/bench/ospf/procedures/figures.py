@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from ....ospf.logformat import Event
 from .trials import Trial, lsa_type
+from .verdicts import dut_timers
 
 __all__ = [
     "LAG_NS",
@@ -837,6 +838,74 @@ def _link1_path(trial: Trial, t_trigger: int) -> None:
         )
 
 
+_RFC_MIN_LS_ARRIVAL_NS = 1_000_000_000
+_RFC_MIN_LS_INTERVAL_NS = 5_000_000_000
+"""RFC 2328 Appendix B's MinLSArrival and MinLSInterval, for a DUT whose own are not known."""
+
+
+def _own_router_lsa(tx: Event, lsa: Mapping[str, Any]) -> bool:
+    rid = tx.get("rid")
+    return bool(lsa.get("key") == f"1/{rid}/{rid}")
+
+
+def _settled(trial: Trial, t_trigger: int, react_ns: int = 0) -> None:
+    """Neither of the DUT's LSA rate limits may reach into the trial (`drivers._await_settled`
+    waits for the same before the trigger):
+
+    * our router-LSA sent within the DUT's MinLSArrival before the failure: the DUT discards
+      our next instance (RFC 2328 §13 (5a)) and takes it only from our retransmission an
+      RxmtInterval later, and a DUT that reroutes on it (BIRD) loses the stream for that long
+      (CI: 4.46 s where a tick was due);
+    * the DUT's previous router-LSA within its MinLSInterval before the failure (§12.4): its
+      new one waits for that timer, and the figure measures the timer's remainder (BIRD: 5 s
+      from the previous trial's heal), not the DUT's work.
+
+    `react_ns`: the DUT cannot react sooner after the trigger (6.8: its dead interval), so
+    both limits count to then."""
+    timers = dut_timers(trial.index)
+    arrival = timers["min-ls-arrival"].ns if "min-ls-arrival" in timers else None
+    interval = timers["min-ls-interval"].ns if "min-ls-interval" in timers else None
+    arrival = _RFC_MIN_LS_ARRIVAL_NS if arrival is None else arrival
+    interval = _RFC_MIN_LS_INTERVAL_NS if interval is None else interval
+    gen = trial.param("link1_router") or trial.param("observer", "gen")
+    if arrival > 0:
+        ours = [
+            e
+            for e in trial.index.between(
+                t_trigger + react_ns - arrival, t_trigger, source=gen, event="tx"
+            )
+            if e.get("type") == "lsu" and any(_own_router_lsa(e, lsa) for lsa in e.get("lsas", ()))
+        ]
+        if ours:
+            raise Invalid(
+                f"we sent our router-LSA {(t_trigger - ours[-1].t_ns) / 1e6:.0f} ms before the "
+                f"failure, within the DUT's MinLSArrival ({arrival / 1e9:g} s): the DUT may "
+                "discard our next instance (RFC 2328 §13 (5a)) and reroute only on its "
+                "retransmission"
+            )
+    dut = trial.param("dut_rid")
+    key = f"1/{dut}/{dut}"
+    seq = trial.newest_seq_before(key, t_trigger)
+    if interval <= 0 or seq is None:
+        return
+    since = trial.index.dut_start_before(t_trigger)
+    first = next(
+        (
+            e
+            for e in trial.index.lsu_rx_of(key)
+            if since <= e.t_ns < t_trigger
+            and any(lsa.get("key") == key and lsa.get("seq") == seq for lsa in e.get("lsas", ()))
+        ),
+        None,
+    )
+    if first is not None and t_trigger + react_ns - first.t_ns < interval:
+        raise Invalid(
+            f"the DUT originated its previous router-LSA {(t_trigger - first.t_ns) / 1e6:.0f} ms "
+            f"before the failure, within its MinLSInterval ({interval / 1e9:g} s): its new one "
+            "may wait for that timer, not for its work"
+        )
+
+
 def _new_router_lsa(trial: Trial, t_start: int) -> tuple[int, dict[str, int]]:
     """The DUT's first router-LSA newer than any before `t_start`, over link 2 (RFC 4061 §6.7),
     before we restored link 1 (else it may announce the restoration, not the failure)."""
@@ -875,6 +944,7 @@ def fig_6_7(trial: Trial) -> TrialResult:
     own part (the figure from there)."""
     down = _link_event(trial, "down", "carrier")
     _link1_path(trial, down.t_ns)
+    _settled(trial, down.t_ns)
     t_end, proxies = _new_router_lsa(trial, down.t_ns)
     parts: dict[str, int] = {}
     dut_if = trial.param("dut_link1")
@@ -917,8 +987,9 @@ def fig_6_8(trial: Trial) -> TrialResult:
     if late:
         raise Invalid("the generator kept sending Hellos on link 1 after the stop")
     t_start = _stamped(hellos[-1], "the generator's last Hello on link 1")
-    t_end, proxies = _new_router_lsa(trial, t_start)
     dead = _dead_ns(trial, gen)
+    _settled(trial, t_start, dead or 0)
+    t_end, proxies = _new_router_lsa(trial, t_start)
     if dead is not None and t_end - t_start < dead - LAG_NS:
         # The DUT cannot declare us down before its RouterDeadInterval has run from our last
         # Hello (RFC 2328 §10.2 InactivityTimer): an earlier router-LSA announces something

@@ -239,6 +239,7 @@ FRR_PROFILE: dict[str, Any] = {
     "retransmit_s": 5,
     "spf_delay_ms": 0,
     "spf_hold_ms": 50,
+    "lsa_throttle_ms": 0,
     "lsa_min_arrival_ms": 0,
 }
 FRR_QUIRKS: list[dict[str, Any]] = [
@@ -506,11 +507,15 @@ def trial_link_down(
     loss: tuple[int, int] | None = None,
     hellos_after: bool = False,
     route_before: dict[str, Any] | None = None,
+    prev_lsa_ns: int = 9 * MS,
+    ours_ns: int | None = None,
 ) -> int:
     """6.7 (carrier down at t) or 6.8 (last Hello on link 1 at t): the DUT's new router-LSA
     over link 2 at t + lsa_ns. loss = (first lost after t, packets lost) at 1,000 pps.
     ``route_before``: our lab's run (``dut_link1`` "eth-gen"), the DUT's `route-get` answer
-    logged before the trigger; None: no lab route read (as --dut external)."""
+    logged before the trigger; None: no lab route read (as --dut external).
+    ``prev_lsa_ns``: the DUT's current router-LSA reached us that long before t (its
+    MinLSInterval runs from there); ``ours_ns``: we sent our router-LSA that long before t."""
     s.mark.start(
         proc,
         trial,
@@ -525,7 +530,9 @@ def trial_link_down(
     if route_before is not None:
         s.write("lab", "route-get", t - 7 * MS, dst="198.18.255.1", **route_before)
     key = f"1/{DUT}/{DUT}"
-    s.lsu("gen", t - 9 * MS, [(key, s.seq())], direction="rx", ifname="veth-gen2")
+    s.lsu("gen", t - prev_lsa_ns, [(key, s.seq())], direction="rx", ifname="veth-gen2")
+    if ours_ns is not None:
+        s.lsu("gen", t - ours_ns, [(f"1/{GEN}/{GEN}", s.seq())], ifname="veth-gen2")
     s.hello("gen", t - 8 * MS, ifname="veth-gen", dead_s=dead_s)
     if proc == "6.7":
         s.link(t, "down", "carrier")

@@ -286,6 +286,8 @@ class LogIndex:
         self.trials: list[Trial] = []
         self.failed: dict[tuple[str, int | None], str] = {}
         self.conditions: dict[str, Any] = {}
+        self.memo: dict[str, Any] = {}
+        """What is derived from the whole log once (`verdicts.dut_timers`)."""
         self._split()
 
     @property

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .trials import LogIndex
 
 __all__ = [
     "PRECISION_NS",
     "TIMER_NAMES",
     "Timer",
     "Verdict",
+    "dut_timers",
     "judge",
     "stats",
     "timers_from_config",
@@ -177,6 +181,46 @@ def timers_from_config(
         if canon is not None and secs is not None:
             found[canon] = Timer(canon, secs, f"quirk:{name}")
     return found
+
+
+def dut_timers(index: LogIndex) -> dict[str, Timer]:
+    """The DUT's timers as its config event and its Hellos in the log give them (computed once
+    per index)."""
+    memo = index.memo.get("timers")
+    if memo is not None:
+        return dict(memo)
+    cfg = index.first("dut", "config")
+    profile = cfg.get("profile") if cfg is not None else None
+    quirks = cfg.get("quirks") if cfg is not None else None
+    timers = timers_from_config(
+        profile if isinstance(profile, Mapping) else None,
+        quirks if isinstance(quirks, list) else None,
+    )
+    kind = cfg.get("kind") if cfg is not None else None
+    # One profile renders both daemons; a knob the DUT does not have means nothing for it.
+    foreign = (
+        {"tick"}
+        if kind != "bird"
+        else {"spf-delay", "spf-hold", "min-ls-arrival", "min-ls-interval", "work-queue", "ase"}
+    )
+    for name in foreign:
+        t = timers.get(name)
+        if t is not None and t.origin.startswith("profile"):
+            del timers[name]
+    # The Hello and dead intervals the DUT announces in its Hellos are what it runs with (a
+    # profile may leave them to the daemon's default): prefer them.
+    duts = {t.param("dut_rid") for t in index.trials} - {None}
+    for field, name in (("hello_s", "hello"), ("dead_s", "dead")):
+        seen = [
+            e.get(field)
+            for e in index.events
+            if e.event == "rx" and e.get("type") == "hello" and e.get("rid") in duts
+        ]
+        values = [v for v in seen if isinstance(v, int | float) and v > 0]
+        if values:
+            timers[name] = Timer(name, float(max(values)), "hello")
+    index.memo["timers"] = timers
+    return dict(timers)
 
 
 def stats(values_ns: Sequence[int | float]) -> dict[str, float] | None:
