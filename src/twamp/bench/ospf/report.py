@@ -99,7 +99,9 @@ def _verdict_cell(entry: Mapping[str, Any]) -> str:
     v = entry["verdict"]
     short = str(_KIND_SHORT.get(v["kind"], v["kind"]))
     t = v.get("timer")
-    if t and v["kind"] != "measured":
+    if t and v["kind"] == "measured":
+        return f"measured? ({t['name']} phase)"  # too few trials to rule the timer out
+    if t:
         secs = t["seconds"]
         short += f": {t['name']} {secs:g} s" if secs >= 1 else f": {t['name']} {secs * 1e3:g} ms"
     return short

@@ -51,6 +51,13 @@ SPREAD_FRACTION = 0.4
 """Trials spread over at least this fraction of a period are taken to sample a timer's phase
 (uniform phase: the range of 5 trials falls below 0.4 of the period with probability < 9 %)."""
 
+MIN_SPREAD_TRIALS = 3
+"""Fewer valid trials cannot show a periodic timer's phase by their spread."""
+
+PERIODIC = frozenset({"tick", "delayed-ack", "ase", "hello", "work-queue"})
+"""Timers that fire on a period of their own, whatever the trigger: a figure ending on one is
+its phase at the trigger."""
+
 NEAR_FRACTION = 0.1
 NEAR_MIN_NS = 2_000_000
 MAX_MULTIPLE = 3
@@ -267,7 +274,7 @@ def _dominating(values_ns: Sequence[int], timers: Iterable[Timer]) -> tuple[Time
                 f"{times}the {t.describe()}"
             )
         if (
-            arr.size >= 3
+            arr.size >= MIN_SPREAD_TRIALS
             and SPREAD_FRACTION * period <= spread <= 1.5 * period
             and median <= MAX_MULTIPLE * period
         ):
@@ -344,4 +351,22 @@ def judge(
             f"machine (about {PRECISION_NS / 1e3:.0f} µs): read it as 'too small to measure'",
         )
     note = f" ({shared} of {valid} trials with a shared LSAck left out)" if shared else ""
+    # Fewer trials than the spread rule needs, all within one period of a periodic timer of
+    # this procedure: the figure may be that timer's phase at the trigger (BIRD's §6.7 is its
+    # next tick), and nothing here can tell. Say so; the timer goes with the verdict.
+    n = len(values_ns)
+    phase = [
+        t
+        for t in candidates
+        if t.name in PERIODIC and t.ns > 0 and n < MIN_SPREAD_TRIALS and 0 <= median < t.ns
+    ]
+    if phase:
+        t = phase[0]
+        return Verdict(
+            "measured",
+            f"the DUT's work as far as {n} trial{'s' if n != 1 else ''} can tell: the figure is "
+            f"below one period of the {t.describe()} and may be that timer's phase at the "
+            f"trigger; {MIN_SPREAD_TRIALS} or more trials (--trials) tell the two apart{note}",
+            t,
+        )
     return Verdict("measured", f"the DUT's work, no configured timer explains it{note}")
