@@ -81,14 +81,15 @@ def test_spread_over_a_timer_period() -> None:
 
 
 def test_too_few_trials_within_a_periodic_timer_say_so() -> None:
-    """BIRD's §6.7 in one trial: 509 ms, its next 1 s tick. Fewer than 3 trials below one
+    """BIRD's §6.7 in one trial: 509 ms, its next 1 s tick (without `quantum`, which now
+    names the tick for the procedures ending on BIRD's own LSA). Fewer than 3 trials below one
     period of a periodic timer stay "measured" but carry the timer and say they may be its
     phase; 3 trials, or a figure beyond the period, or a timer that is not periodic, do not."""
     tick = {"tick": Timer("tick", 1.0, "quirk:tick")}
     kw = {"proc_timers": ("min-ls-interval", "tick"), "timers": tick}
     v = judge(design_timer=None, values_ns=[509 * MS], shared=0, valid=1, **kw)  # type: ignore[arg-type]
     assert v.kind == "measured" and v.timer is not None and v.timer.name == "tick"
-    assert "as far as 1 trial can tell" in v.text and "tick 1 s" in v.text, v.text
+    assert "as far as 1 trial can tell" in v.text and "BIRD tick" in v.text, v.text
     for values in ([509 * MS, 520 * MS, 515 * MS], [1400 * MS]):
         v = judge(design_timer=None, values_ns=values, shared=0, valid=len(values), **kw)  # type: ignore[arg-type]
         assert v.kind == "measured" and v.timer is None, v.text
@@ -98,6 +99,30 @@ def test_too_few_trials_within_a_periodic_timer_say_so() -> None:
         timers=hold,
     )  # fmt: skip
     assert v.timer is None
+
+
+def test_a_figure_the_dut_issues_on_its_tick_is_the_ticks_phase() -> None:
+    """BIRD originates its router- and network-LSAs only on its tick (`ospf_disp`): a figure
+    ending on one and below one tick is the tick's phase, however tightly the trials agree
+    (§6.6: five within 25 ms, the trigger being BIRD's own Hello). A figure beyond one tick
+    is judged as before; with the dead interval in the definition the text names the tick."""
+    tick = Timer("tick", 1.0, "quirk:tick")
+    base = {"proc_timers": ("min-ls-interval", "tick"), "shared": 0, "timers": {"tick": tick}}
+    tight = [756 * MS, 771 * MS, 778 * MS, 781 * MS, 760 * MS]
+    v = judge(design_timer=None, values_ns=tight, valid=5, quantum=tick, **base)  # type: ignore[arg-type]
+    assert v.kind == "timer-dominated" and v.timer == tick, v.text
+    assert "only when a periodic timer fires, the BIRD tick" in v.text, v.text
+    v = judge(design_timer=None, values_ns=tight, valid=5, **base)  # type: ignore[arg-type]
+    assert v.kind == "measured", v.text  # without the quantum: tight trials, no timer near
+    late = [3057 * MS, 3115 * MS, 3820 * MS]
+    v = judge(design_timer=None, values_ns=late, valid=3, quantum=tick, **base)  # type: ignore[arg-type]
+    assert v.kind != "timer-dominated" or v.timer != tick, v.text
+    dead = {"tick": tick, "dead": Timer("dead", 4.0, "hello")}
+    v = judge(
+        proc_timers=("dead",), design_timer="dead", values_ns=[4453 * MS], shared=0, valid=1,
+        timers=dead, quantum=tick,
+    )  # fmt: skip
+    assert v.kind == "includes-timer" and "quantised to it" in v.text, v.text
 
 
 def test_only_the_procedures_timers_count() -> None:

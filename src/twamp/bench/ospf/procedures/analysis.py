@@ -172,6 +172,9 @@ def _entry(
         invalid_reasons=[r.reason or "" for r in results if not r.valid],
         failed=failed,
         subtraction=_SUBTRACTION.get(proc_id, ""),
+        # BIRD originates its router- and network-LSAs only on its tick (`ospf_disp`); "tick"
+        # is among the timers only for BIRD (`verdicts.dut_timers`)
+        quantum=timers.get("tick") if proc.ends_on_origination else None,
     )
     return {
         "id": proc.id,

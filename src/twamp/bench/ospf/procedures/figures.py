@@ -106,6 +106,9 @@ class Procedure:
     fn: Callable[[Trial], TrialResult]
     lsa_procedure: bool = False
     """Run at several LSA counts by the scaling option."""
+    ends_on_origination: bool = False
+    """The end event is an LSA the DUT originates (its router- or network-LSA): a DUT that
+    originates only on a periodic timer (BIRD's tick) quantises the figure to it."""
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -1116,6 +1119,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "dead",
             {"minus_dead_interval": "figure minus the DUT's dead interval"},
             fig_6_4,
+            ends_on_origination=True,
         ),
         Procedure(
             "6.5",
@@ -1128,6 +1132,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             "dead",
             {"minus_dead_interval": "figure minus the Wait timer (= dead interval)"},
             fig_6_5,
+            ends_on_origination=True,
         ),
         Procedure(
             "6.6",
@@ -1140,6 +1145,7 @@ PROCEDURES: Mapping[str, Procedure] = {
             None,
             {},
             fig_6_6,
+            ends_on_origination=True,
         ),
         Procedure(
             "6.7",
@@ -1155,6 +1161,7 @@ PROCEDURES: Mapping[str, Procedure] = {
                 "after_kernel_notice": "from the DUT kernel's carrier-loss notice (linkwatch)",
             },
             fig_6_7,
+            ends_on_origination=True,
         ),
         Procedure(
             "6.8",
@@ -1170,6 +1177,7 @@ PROCEDURES: Mapping[str, Procedure] = {
                 "fib": "route changed (netlink)",
             },
             fig_6_8,
+            ends_on_origination=True,
         ),
     )
 }
