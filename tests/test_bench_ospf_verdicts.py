@@ -84,13 +84,14 @@ def test_too_few_trials_within_a_periodic_timer_say_so() -> None:
     """BIRD's §6.7 in one trial: 509 ms, its next 1 s tick (without `quantum`, which now
     names the tick for the procedures ending on BIRD's own LSA). Fewer than 3 trials below one
     period of a periodic timer stay "measured" but carry the timer and say they may be its
-    phase; 3 trials, or a figure beyond the period, or a timer that is not periodic, do not."""
+    phase; 3 trials, a figure beyond the period or below 5 % of it (FRR's 0.78 ms §5.1 beside
+    its 1 s delayed ack), or a timer that is not periodic, do not."""
     tick = {"tick": Timer("tick", 1.0, "quirk:tick")}
     kw = {"proc_timers": ("min-ls-interval", "tick"), "timers": tick}
     v = judge(design_timer=None, values_ns=[509 * MS], shared=0, valid=1, **kw)  # type: ignore[arg-type]
     assert v.kind == "measured" and v.timer is not None and v.timer.name == "tick"
     assert "as far as 1 trial can tell" in v.text and "BIRD tick" in v.text, v.text
-    for values in ([509 * MS, 520 * MS, 515 * MS], [1400 * MS]):
+    for values in ([509 * MS, 520 * MS, 515 * MS], [1400 * MS], [int(0.78 * MS)]):
         v = judge(design_timer=None, values_ns=values, shared=0, valid=len(values), **kw)  # type: ignore[arg-type]
         assert v.kind == "measured" and v.timer is None, v.text
     hold = {"spf-hold": Timer("spf-hold", 1.0, "profile:spf_hold_ms")}

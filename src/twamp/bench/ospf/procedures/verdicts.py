@@ -58,6 +58,10 @@ PERIODIC = frozenset({"tick", "delayed-ack", "ase", "hello", "work-queue"})
 """Timers that fire on a period of their own, whatever the trigger: a figure ending on one is
 its phase at the trigger."""
 
+PHASE_FLOOR_FRACTION = 0.05
+"""A figure below this fraction of a periodic timer's period is that timer's phase with a
+probability below it (a uniform phase): FRR's 0.8 ms §5.1 beside its 1 s delayed ack is not."""
+
 NEAR_FRACTION = 0.1
 NEAR_MIN_NS = 2_000_000
 MAX_MULTIPLE = 3
@@ -377,7 +381,10 @@ def judge(
     phase = [
         t
         for t in candidates
-        if t.name in PERIODIC and t.ns > 0 and n < MIN_SPREAD_TRIALS and 0 <= median < t.ns
+        if t.name in PERIODIC
+        and t.ns > 0
+        and n < MIN_SPREAD_TRIALS
+        and PHASE_FLOOR_FRACTION * t.ns <= median < t.ns
     ]
     if phase:
         t = phase[0]
