@@ -25,7 +25,8 @@ JSON document (``--json``; schema ``twamp-bench-ospf/1``)
     ``rerouted_without_loss`` trials whose path moved with no packet lost; null without a
     probe),
     ``verdict`` (``{kind, text, timer}``; kind one of ``measured``, ``timer-dominated``,
-    ``includes-timer``, ``meaningless``, ``below-precision``, ``failed``),
+    ``includes-timer``, ``meaningless``, ``below-precision``, ``failed``; ``timer`` the timer
+    named, also on a ``measured`` verdict too few trials could not clear of that timer's phase),
     ``precision`` (in words), ``trials`` (every attempt: ``value_ns``, ``parts_ns``,
     ``proxies_ns``, ``valid``, ``reason``, ``shared_ack``, ``dataplane``...)
 ``scaling``       per LSA procedure and count: ``figure_median_ms``, ``per_lsa_us``,

@@ -10,11 +10,15 @@ definition of 6.4, 6.5 and 6.8. A figure is therefore judged, over its valid tri
   is that timer, whatever the DUT's processing took;
 * ``includes-timer``: the RFC's own definition includes a protocol timer (the dead interval);
   the figure minus that timer is given as the DUT's part;
-* ``timer-dominated``: the median lies within a tolerance of a configured timer or a small
-  multiple of it, or the trials spread over a good part of one timer period (a periodic timer's
-  phase, as the delayed ack's 350-1,050 ms);
+* ``timer-dominated``: the DUT issues the end event only when a periodic timer fires and the
+  median is below one period (BIRD originates its LSAs on its tick: ``quantum``), or the
+  median lies within a tolerance of a configured timer or a small multiple of it, or the
+  trials spread over a good part of one timer period (a periodic timer's phase, as the delayed
+  ack's 350-1,050 ms);
 * ``below-precision``: the figure is smaller than what our stamps resolve on a shared machine;
-* ``measured``: none of the above; the figure is the DUT's;
+* ``measured``: none of the above; the figure is the DUT's. With fewer trials than the spread
+  rule needs and a figure within a periodic timer's period, it carries that timer and says it
+  may be its phase ("measured?" in the table);
 * ``failed``: no valid trial (the reasons are listed).
 
 Timers come from the DUT's timer profile and quirks record (`dut`/`config` event) and, for
