@@ -1103,14 +1103,15 @@ def _await_settled(s: Session, observer: str, dut_key: LsaKey) -> bool:
     arrival, interval = _dut_holds(s)
     margin_ns = 200_000_000
     gen_key = LsaKey(1, IPv4Address(GEN_RID), IPv4Address(GEN_RID))
-    last_sent = [0]
+    last_sent = 0
 
     def ours(r: EmulatedRouter, now: int) -> bool:
+        nonlocal last_sent
         own = r.lsa(gen_key)
         pending = r.awaiting_ack(gen_key)
         sent = max(own.installed_ns if own is not None else 0, pending or 0)
-        last_sent[0] = max(last_sent[0], sent)  # a retransmission acked since the last poll
-        return pending is None and now - last_sent[0] >= arrival * 1e9 + margin_ns
+        last_sent = max(last_sent, sent)  # a retransmission acked since the last poll
+        return pending is None and now - last_sent >= arrival * 1e9 + margin_ns
 
     gen, watch = s.routers["gen"], s.routers[observer]
     # link 1 goes to the generator, link 2 to the observer (the generator again in our lab)

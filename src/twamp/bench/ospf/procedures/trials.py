@@ -235,16 +235,21 @@ class Trial:
         instances from earlier trials, but only since the DUT last started: a restarted DUT
         begins again at InitialSequenceNumber (RFC 2328 §12.1.6), as does every new lab.
         """
+        newest = self.newest_before(key, t_ns)
+        return None if newest is None else newest[0]
+
+    def newest_before(self, key: str, t_ns: int) -> tuple[int, int] | None:
+        """`newest_seq_before`'s instance and when an emulated router first received it."""
         since = self.index.dut_start_before(t_ns)
-        best: int | None = None
-        for e in self.index.lsu_rx_of(key):
+        best: tuple[int, int] | None = None
+        for e in self.index.lsu_rx_of(key):  # in time order: the first copy of a seq wins
             if e.t_ns >= t_ns:
                 break
             if e.t_ns < since:
                 continue
             for lsa in e.get("lsas", ()):
-                if lsa.get("key") == key and (best is None or lsa["seq"] > best):
-                    best = int(lsa["seq"])
+                if lsa.get("key") == key and (best is None or lsa["seq"] > best[0]):
+                    best = (int(lsa["seq"]), e.t_ns)
         return best
 
 
